@@ -1,0 +1,148 @@
+"""The backbone contract: declared feature maps, output stride by dilation, upstream weight loading.
+
+A backbone is an ``nn.Module`` that declares, before it runs, two feature maps in ``feature_info``:
+``"low_level"`` (stride 4) and ``"out"`` (stride = ``output_stride``), and whose ``forward(x)`` returns
+``{"low_level": Tensor, "out": Tensor}``. It also declares its input normalisation (``mean``/``std``) and
+how to fetch its ImageNet weights, so transforms and tools never assume global constants.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Iterable, Mapping
+
+import torch
+from torch import nn
+
+from deeplab.errors import UserError
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "OUTPUT_STRIDES",
+    "Backbone",
+    "FeatureInfo",
+    "dilate_for_output_stride",
+    "read_state_dict",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+OUTPUT_STRIDES = (8, 16, 32)
+
+
+@dataclass(frozen=True)
+class FeatureInfo:
+    """Channels and stride (relative to the input) of one feature map a backbone returns."""
+
+    channels: int
+    stride: int
+
+
+class Backbone(nn.Module):
+    """Base class of every feature extractor; subclasses fill ``feature_info`` in ``__init__``."""
+
+    mean: ClassVar[tuple[float, float, float]] = IMAGENET_MEAN
+    std: ClassVar[tuple[float, float, float]] = IMAGENET_STD
+    #: Human-readable origin of the ImageNet weights (``None``: no upstream weights exist).
+    weights_source: ClassVar[str | None] = None
+    #: Upstream state-dict key prefixes we do not keep (classifier head and the like).
+    unused_upstream_prefixes: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.feature_info: dict[str, FeatureInfo] = {}
+
+    def imagenet_state_dict(self) -> Mapping[str, torch.Tensor]:
+        """Fetch the upstream ImageNet state dict (downloads on a connected machine)."""
+        raise UserError(f"{type(self).__name__} has no upstream ImageNet weights; train it from scratch")
+
+    def load_pretrained(self, pretrained: bool | str | Path) -> None:
+        """Load ImageNet weights (``True``) or an upstream state dict from a local file (a path), strictly."""
+        if pretrained is True:
+            state, origin = self._download_imagenet(), str(self.weights_source)
+        else:
+            state, origin = read_state_dict(pretrained), str(pretrained)
+        kept = {k: v for k, v in state.items() if not k.startswith(self.unused_upstream_prefixes)}
+        missing, unexpected = _key_mismatch(self.state_dict().keys(), kept.keys())
+        if missing or unexpected:
+            raise UserError(
+                f"{origin}: not a {type(self).__name__} state dict "
+                f"(missing keys: {_first(missing)}; unexpected keys: {_first(unexpected)})"
+            )
+        try:
+            self.load_state_dict(kept, strict=True)
+        except RuntimeError as exc:
+            raise UserError(f"{origin}: weights do not fit {type(self).__name__}: {_one_line(exc)}") from None
+
+    def _download_imagenet(self) -> Mapping[str, torch.Tensor]:
+        try:
+            return self.imagenet_state_dict()
+        except UserError:
+            raise
+        except Exception as exc:  # network, hash and cache errors all mean the same to the user
+            raise UserError(
+                f"could not fetch ImageNet weights ({self.weights_source}): {_one_line(exc)}; download the file on "
+                "a connected machine and pass its path instead (--pretrained-backbone FILE, or pretrained='FILE')"
+            ) from None
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict saved with ``torch.save`` (plain or under a ``state_dict``/``model`` key), safely."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: weights file not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # weights_only refusals, truncation and garbage all end here
+        raise UserError(f"{path}: cannot read weights ({_one_line(exc)})") from None
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UserError(f"{path}: not a state dict (expected a mapping of parameter names to tensors)")
+    return obj
+
+
+def dilate_for_output_stride(stride16: Iterable[nn.Module], stride32: Iterable[nn.Module], output_stride: int) -> None:
+    """Trade the strides of late stages for dilation so features stop at ``output_stride``.
+
+    ``stride16`` holds every module from the block that first reaches stride 16 to the last one used;
+    ``stride32`` likewise from the block that reaches stride 32 (a suffix of ``stride16``). Each pass turns
+    strided convs/pools into stride 1 and multiplies the dilation of spatial convs by 2, so parameter shapes,
+    and hence ImageNet weights, are the same at every output stride.
+    """
+    if output_stride not in OUTPUT_STRIDES:
+        raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride}")
+    passes = {32: [], 16: [stride32], 8: [stride32, stride16]}[output_stride]
+    for modules in passes:
+        for module in {id(m): m for top in modules for m in top.modules()}.values():
+            _halve_stride_double_dilation(module)
+
+
+def _halve_stride_double_dilation(module: nn.Module) -> None:
+    if isinstance(module, nn.Conv2d):
+        if module.stride != (1, 1):
+            module.stride = (1, 1)
+        kernel = module.kernel_size
+        if kernel != (1, 1):
+            module.dilation = tuple(2 * d for d in module.dilation)
+            module.padding = tuple(d * (k - 1) // 2 for d, k in zip(module.dilation, kernel))
+    elif isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)) and module.stride not in (1, (1, 1)):
+        module.stride = 1
+
+
+def _key_mismatch(ours: Iterable[str], theirs: Iterable[str]) -> tuple[list[str], list[str]]:
+    ours, theirs = set(ours), set(theirs)
+    return sorted(ours - theirs), sorted(theirs - ours)
+
+
+def _first(keys: list[str], n: int = 3) -> str:
+    if not keys:
+        return "none"
+    return ", ".join(keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] or type(exc).__name__

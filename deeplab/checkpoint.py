@@ -1,0 +1,85 @@
+"""Checkpoints as plain data: atomic writes, safe reads, models rebuilt from ``model_config`` alone."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import UserError
+from .model import DeepLabV3Plus, build_model
+
+__all__ = ["load_checkpoint", "model_from_checkpoint", "save_checkpoint"]
+
+REQUIRED_KEYS = ("model", "model_config")
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, fsync, then rename.
+
+    A crash or a full disk at any moment leaves the previous file at ``path`` intact.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write checkpoint ({exc.strerror or exc})") from None
+    try:
+        with os.fdopen(fd, "wb") as tmp:
+            torch.save(state, tmp)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp_name, path)
+    except BaseException as exc:
+        Path(tmp_name).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise UserError(f"{path}: cannot write checkpoint ({exc.strerror or exc}); the previous one is kept") from None
+        raise
+    _fsync_dir(path.parent)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True`` (never runs code) and check it holds a model and its config."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        reason = " ".join(str(exc).split())
+        if "weights_only" in reason or "Unsupported global" in reason or "GLOBAL" in reason:
+            reason = "it holds Python objects, not plain data, and loading it could run code; refused"
+        elif not reason:
+            reason = type(exc).__name__
+        raise UserError(f"{path}: not a readable checkpoint ({reason[:300]})") from None
+    if not isinstance(ckpt, dict) or any(key not in ckpt for key in REQUIRED_KEYS):
+        raise UserError(f"{path}: not a checkpoint of this project (needs the keys {', '.join(REQUIRED_KEYS)})")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> DeepLabV3Plus:
+    """Rebuild the model from ``ckpt["model_config"]`` and load ``ckpt["model"]`` strictly."""
+    try:
+        model = build_model(**ckpt["model_config"])
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{path}: invalid model_config ({exc})") from None
+    try:
+        model.load_state_dict(ckpt["model"], strict=True)
+    except RuntimeError as exc:
+        raise UserError(f"{path}: weights do not match its model_config ({' '.join(str(exc).split())[:300]})") from None
+    return model
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Persist the rename itself (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

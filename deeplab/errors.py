@@ -1,0 +1,26 @@
+"""User-facing errors: one clear line for the person at the terminal, never a bare traceback."""
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable, Sequence
+
+__all__ = ["UserError", "report_user_errors"]
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad file, bad flag, missing data); its message is one line naming the cause."""
+
+
+def report_user_errors(main: Callable[..., int]) -> Callable[..., int]:
+    """Wrap a tool's ``main`` so a :class:`UserError` prints ``error: <message>`` and returns exit status 2."""
+
+    @functools.wraps(main)
+    def wrapper(argv: Sequence[str] | None = None) -> int:
+        try:
+            return main(argv)
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+
+    return wrapper
