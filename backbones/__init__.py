@@ -1,13 +1,14 @@
 """Feature extractors for DeepLabV3+ behind one contract (see ``backbones.base``) and a name registry."""
-from .base import Backbone, FeatureInfo, dilate_for_output_stride
+from .base import Backbone, FeatureInfo, SequentialBackbone, dilate_for_output_stride
 from .registry import build_backbone, list_backbones, register_backbone
 
 # Each family module registers its names on import.
-from . import mobilenetv2  # noqa: E402,F401  isort: skip
+from . import mobilenetv1, mobilenetv2, mobilenext, xception  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "Backbone",
     "FeatureInfo",
+    "SequentialBackbone",
     "build_backbone",
     "dilate_for_output_stride",
     "list_backbones",

@@ -22,6 +22,7 @@ __all__ = [
     "OUTPUT_STRIDES",
     "Backbone",
     "FeatureInfo",
+    "SequentialBackbone",
     "dilate_for_output_stride",
     "read_state_dict",
 ]
@@ -85,6 +86,31 @@ class Backbone(nn.Module):
                 f"could not fetch ImageNet weights ({self.weights_source}): {_one_line(exc)}; download the file on "
                 "a connected machine and pass its path instead (--pretrained-backbone FILE, or pretrained='FILE')"
             ) from None
+
+
+class SequentialBackbone(Backbone):
+    """A backbone whose blocks form one ``features`` Sequential, each block exposing ``out_channels``."""
+
+    def _set_features(
+        self, layers: list[nn.Module], *, low_level_end: int, stride16_start: int, stride32_start: int,
+        output_stride: int,
+    ) -> None:
+        """Keep ``layers`` as ``features``, dilate them for ``output_stride`` and declare the two taps.
+
+        ``features[:low_level_end]`` ends at stride 4; ``stride16_start``/``stride32_start`` index the first
+        blocks that reach stride 16 and 32; ``out`` is the last block.
+        """
+        self.features = nn.Sequential(*layers)
+        self.low_level_end = low_level_end
+        dilate_for_output_stride(self.features[stride16_start:], self.features[stride32_start:], output_stride)
+        self.feature_info = {
+            "low_level": FeatureInfo(self.features[low_level_end - 1].out_channels, 4),
+            "out": FeatureInfo(self.features[-1].out_channels, output_stride),
+        }
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        low_level = self.features[: self.low_level_end](x)
+        return {"low_level": low_level, "out": self.features[self.low_level_end :](low_level)}
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

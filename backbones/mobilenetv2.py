@@ -4,12 +4,11 @@ from __future__ import annotations
 from typing import Mapping
 
 import torch
-from torch import nn
 from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 
 from deeplab.errors import UserError
 
-from .base import Backbone, FeatureInfo, dilate_for_output_stride
+from .base import SequentialBackbone
 from .registry import register_backbone
 
 __all__ = ["MobileNetV2Backbone"]
@@ -20,7 +19,7 @@ _LOW_LEVEL_END, _STRIDE16_START, _STRIDE32_START, _OUT_END = 4, 7, 14, 18
 
 
 @register_backbone("mobilenetv2")
-class MobileNetV2Backbone(Backbone):
+class MobileNetV2Backbone(SequentialBackbone):
     """MobileNetV2 (Sandler et al., "MobileNetV2: Inverted Residuals and Linear Bottlenecks", CVPR 2018)."""
 
     weights_source = "torchvision MobileNet_V2_Weights.IMAGENET1K_V1"
@@ -30,25 +29,13 @@ class MobileNetV2Backbone(Backbone):
         super().__init__()
         self.width_mult = width_mult
         # Block 18 (1x1 conv to 1280) and the classifier only serve ImageNet classification.
-        self.features = mobilenet_v2(weights=None, width_mult=width_mult).features[:_OUT_END]
-        dilate_for_output_stride(
-            self.features[_STRIDE16_START:], self.features[_STRIDE32_START:], output_stride
+        self._set_features(
+            list(mobilenet_v2(weights=None, width_mult=width_mult).features[:_OUT_END]),
+            low_level_end=_LOW_LEVEL_END, stride16_start=_STRIDE16_START, stride32_start=_STRIDE32_START,
+            output_stride=output_stride,
         )
-        self.feature_info = {
-            "low_level": FeatureInfo(_out_channels(self.features[_LOW_LEVEL_END - 1]), 4),
-            "out": FeatureInfo(_out_channels(self.features[_OUT_END - 1]), output_stride),
-        }
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        low_level = self.features[:_LOW_LEVEL_END](x)
-        return {"low_level": low_level, "out": self.features[_LOW_LEVEL_END:](low_level)}
 
     def imagenet_state_dict(self) -> Mapping[str, torch.Tensor]:
         if self.width_mult != 1.0:
             raise UserError(f"ImageNet weights exist for width_mult=1.0 only, not {self.width_mult}")
         return MobileNet_V2_Weights.IMAGENET1K_V1.get_state_dict(progress=True)
-
-
-def _out_channels(block: nn.Module) -> int:
-    """Channels a block emits: those of its last convolution."""
-    return [m for m in block.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
