@@ -1,6 +1,7 @@
 """Shared fixtures: the real VOC samples beside the checkout, deterministic seeds, two CPU threads."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 VOC_MINI = REPO_ROOT.parent / "shared" / "data" / "voc_mini"
 
 torch.set_num_threads(2)
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations asks PyPI for updates on import
 
 
 @pytest.fixture

@@ -1,0 +1,156 @@
+"""Built-in demo dataset: seeded synthetic scenes written as a VOC-format folder, so training runs offline.
+
+Each 128x128 scene has a varied background (a low-saturation gradient, thin lines and elongated blobs of any
+colour, all labelled background) and 1-4 possibly overlapping objects of four classes, each with its own shape
+and base colour: circle (red), square (green), triangle (blue), cross (yellow). Colours are jittered, some
+objects carry stripes, objects may leave the frame, and Gaussian noise plus JPEG coding blur the cues, so the
+task is learnable in minutes on a CPU but not solvable by one pixel's colour alone.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from deeplab.errors import UserError
+
+from .voc import save_label_png, split_file, voc_dir
+
+__all__ = ["DEMO_CLASSES", "ensure_demo_dataset", "render_scene"]
+
+DEMO_CLASSES: tuple[str, ...] = ("background", "circle", "square", "triangle", "cross")
+_BASE_COLOURS = np.array([(0, 0, 0), (215, 60, 50), (60, 170, 75), (55, 90, 215), (225, 195, 50)], dtype=np.float32)
+_VERSION = 1  # bump whenever the rendering changes, so old folders are regenerated
+_SIZE = 128
+_SPLITS = {"train": 200, "val": 40}
+_MARKER = "demo_dataset.json"
+
+
+def render_scene(rng: np.random.Generator, size: int = _SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """Render one scene: uint8 HxWx3 RGB image and uint8 HxW class-id mask."""
+    image = _background(rng, size)
+    mask = np.zeros((size, size), dtype=np.uint8)
+    for _ in range(int(rng.integers(1, 5))):
+        cls = int(rng.integers(1, len(DEMO_CLASSES)))
+        region = _shape_region(rng, cls, size)
+        mask[region] = cls
+        colour = _BASE_COLOURS[cls] + rng.normal(0.0, 18.0, 3)
+        image[region] = colour * rng.uniform(0.75, 1.15) * _stripes(rng, size)[region][:, None]
+    image += rng.uniform(3.0, 12.0) * rng.standard_normal(image.shape, dtype=np.float32)
+    return np.clip(image, 0, 255).astype(np.uint8), mask
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A greyish gradient with distractors (thin lines, elongated blobs) in arbitrary colours, as float32."""
+    grey = rng.uniform(50.0, 200.0, (2, 1)) + rng.uniform(-30.0, 30.0, (2, 3))
+    angle = rng.uniform(0.0, 2 * np.pi)
+    yy, xx = _grid(size)
+    t = (np.cos(angle) * xx + np.sin(angle) * yy + size) / (2.0 * size)
+    image = (grey[0] * (1 - t[..., None]) + grey[1] * t[..., None]).astype(np.float32)
+    for _ in range(int(rng.integers(1, 5))):
+        colour = tuple(float(c) for c in rng.uniform(0.0, 255.0, 3))
+        p0, p1 = (tuple(int(v) for v in rng.integers(0, size, 2)) for _ in range(2))
+        if rng.random() < 0.5:
+            cv2.line(image, p0, p1, colour, int(rng.integers(1, 4)))
+        else:
+            axes = (int(rng.integers(12, 30)), int(rng.integers(2, 5)))
+            cv2.ellipse(image, p0, axes, float(rng.uniform(0, 180)), 0, 360, colour, -1)
+    return image
+
+
+@functools.lru_cache(maxsize=2)
+def _grid(size: int) -> np.ndarray:
+    """Pixel row and column coordinates (2xHxW float32), computed once per size."""
+    return np.mgrid[0:size, 0:size].astype(np.float32)
+
+
+def _shape_region(rng: np.random.Generator, cls: int, size: int) -> np.ndarray:
+    """Boolean HxW region of one object of class ``cls`` at a random place, size and rotation."""
+    layer = np.zeros((size, size), dtype=np.uint8)
+    radius = rng.uniform(10.0, 28.0)
+    centre = rng.uniform(radius / 2, size - radius / 2, 2)
+    theta = rng.uniform(0.0, 2 * np.pi)
+    if cls == 1:
+        cv2.circle(layer, (int(centre[0]), int(centre[1])), int(radius), 1, -1)
+    elif cls in (2, 3):
+        corners = 4 if cls == 2 else 3
+        angles = theta + 2 * np.pi * np.arange(corners) / corners
+        cv2.fillPoly(layer, [_points(centre, radius, angles)], 1)
+    else:
+        for arm in (theta, theta + np.pi / 2):
+            half = np.array([[1.0, 0.3], [1.0, -0.3], [-1.0, -0.3], [-1.0, 0.3]]) * radius
+            rot = np.array([[np.cos(arm), -np.sin(arm)], [np.sin(arm), np.cos(arm)]])
+            cv2.fillPoly(layer, [np.round(centre + half @ rot.T).astype(np.int32)], 1)
+    return layer.astype(bool)
+
+
+def _points(centre: np.ndarray, radius: float, angles: np.ndarray) -> np.ndarray:
+    """Polygon vertices at ``angles`` on a circle, as the int32 array cv2 wants."""
+    return np.round(centre + radius * np.stack([np.cos(angles), np.sin(angles)], axis=1)).astype(np.int32)
+
+
+def _stripes(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A shading field: flat for half the objects, sinusoidal stripes for the rest (texture variety)."""
+    if rng.random() < 0.5:
+        return np.ones((size, size), dtype=np.float32)
+    angle, period = rng.uniform(0.0, np.pi), rng.uniform(4.0, 10.0)
+    yy, xx = _grid(size)
+    return (1.0 + 0.25 * np.sin(2 * np.pi * (np.cos(angle) * xx + np.sin(angle) * yy) / period)).astype(np.float32)
+
+
+def ensure_demo_dataset(root: str | Path, *, seed: int = 0) -> Path:
+    """Write the demo dataset under ``root`` (VOCdevkit/VOC2012 + classes.txt) unless it is already current."""
+    root = Path(root)
+    marker = root / _MARKER
+    wanted = {"generator": "deeplab-demo", "version": _VERSION, "seed": seed, "size": _SIZE,
+              "splits": _SPLITS, "complete": True}
+    if _read_marker(marker) == wanted and all(split_file(root, s).is_file() for s in _SPLITS):
+        return root
+    _check_ours(root, marker)
+    root.mkdir(parents=True, exist_ok=True)
+    # Marked before writing, so an interrupted run is recognised as ours and redone next time.
+    marker.write_text(json.dumps({**wanted, "complete": False}, sort_keys=True) + "\n", encoding="utf-8")
+    shutil.rmtree(root / "VOCdevkit", ignore_errors=True)
+    _write_scenes(root, seed)
+    (root / "classes.txt").write_text("\n".join(DEMO_CLASSES) + "\n", encoding="utf-8")
+    marker.write_text(json.dumps(wanted, sort_keys=True) + "\n", encoding="utf-8")
+    return root
+
+
+def _read_marker(marker: Path) -> dict | None:
+    """The marker's content, or None when it is absent or unreadable (then we regenerate)."""
+    try:
+        return json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _check_ours(root: Path, marker: Path) -> None:
+    """Refuse to overwrite a dataset we did not write (e.g. a real VOC folder given as the demo root)."""
+    if marker.exists():
+        return
+    for path in (root / "VOCdevkit", root / "classes.txt"):
+        if path.exists():
+            raise UserError(f"{path}: exists and is not the demo dataset; choose an empty folder for the demo data")
+
+
+def _write_scenes(root: Path, seed: int) -> None:
+    """Render every split's scenes (each from its own seeded generator) and write images, masks and id lists."""
+    base = voc_dir(root)
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    all_ids = []
+    for split_index, (split, count) in enumerate(_SPLITS.items()):
+        ids = [f"{split}_{i:04d}" for i in range(count)]
+        for i, sample_id in enumerate(ids):
+            image, mask = render_scene(np.random.default_rng([seed, split_index, i]))
+            Image.fromarray(image).save(base / "JPEGImages" / f"{sample_id}.jpg", quality=92)
+            save_label_png(base / "SegmentationClass" / f"{sample_id}.png", mask)
+        split_file(root, split).write_text("\n".join(ids) + "\n", encoding="utf-8")
+        all_ids += ids
+    split_file(root, "trainval").write_text("\n".join(all_ids) + "\n", encoding="utf-8")

@@ -1,0 +1,232 @@
+"""PASCAL VOC 2012 and VOC-format segmentation folders: class names, loading, checking and downloading.
+
+Layout under a data root ``ROOT``::
+
+    ROOT/classes.txt                      optional; one class name per line, line i = class id i
+    ROOT/VOCdevkit/VOC2012/JPEGImages/<id>.jpg
+    ROOT/VOCdevkit/VOC2012/SegmentationClass/<id>.png      class ids, 255 = void
+    ROOT/VOCdevkit/VOC2012/SegmentationClassAug/<id>.png   SBD labels (split ``train_aug`` only)
+    ROOT/VOCdevkit/VOC2012/ImageSets/Segmentation/<split>.txt
+"""
+from __future__ import annotations
+
+import urllib.error
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch.utils.data
+from PIL import Image, UnidentifiedImageError
+
+from deeplab.errors import UserError
+from deeplab.palette import voc_palette
+
+__all__ = [
+    "IGNORE_INDEX",
+    "VOC_CLASSES",
+    "VOC_URL",
+    "VOCSegmentation",
+    "check_labels",
+    "download_voc",
+    "load_class_names",
+    "read_image",
+    "read_label_png",
+    "save_label_png",
+    "split_file",
+    "voc_dir",
+]
+
+IGNORE_INDEX = 255
+VOC_URL = "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar"
+VOC_CLASSES: tuple[str, ...] = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)
+_HOW_TO_GET = (
+    f"pass --download to fetch VOC 2012, or extract {VOC_URL} so that the folder VOCdevkit sits inside the data root"
+)
+_MASK_MODES = {"P", "L", "I", "I;16"}
+
+
+def voc_dir(root: str | Path) -> Path:
+    """The ``VOCdevkit/VOC2012`` folder under a data root; one place that knows the layout."""
+    return Path(root) / "VOCdevkit" / "VOC2012"
+
+
+def split_file(root: str | Path, split: str) -> Path:
+    """The id list of ``split`` under a data root."""
+    return voc_dir(root) / "ImageSets" / "Segmentation" / f"{split}.txt"
+
+
+def load_class_names(root: str | Path) -> list[str]:
+    """Class names from ``root/classes.txt`` (line i names class id i), else the 21 VOC classes."""
+    path = Path(root) / "classes.txt"
+    if not path.is_file():
+        return list(VOC_CLASSES)
+    lines = path.read_text(encoding="utf-8").rstrip().splitlines()
+    names = [line.strip() for line in lines]
+    if not names or "" in names:
+        raise UserError(f"{path}: needs one non-empty class name per line (line i = class id i)")
+    if len(set(names)) != len(names):
+        raise UserError(f"{path}: class names repeat: {sorted({n for n in names if names.count(n) > 1})}")
+    if len(names) > IGNORE_INDEX:
+        raise UserError(f"{path}: {len(names)} classes; at most {IGNORE_INDEX} fit uint8 masks with 255 = void")
+    return names
+
+
+def save_label_png(path: str | Path, mask: np.ndarray) -> None:
+    """Write a uint8 HxW class-id mask as a VOC palette PNG (pixel values stay the class ids)."""
+    image = Image.fromarray(np.asarray(mask, dtype=np.uint8), mode="P")
+    image.putpalette(voc_palette().tobytes())
+    image.save(path, optimize=False)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Decode an image file to uint8 HxWx3 RGB (greyscale and palette images converted), or raise UserError."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return np.asarray(image.convert("RGB"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: image file is missing") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise UserError(f"{path}: cannot decode image ({_one_line(exc)})") from None
+
+
+def read_label_png(path: Path, num_classes: int) -> np.ndarray:
+    """Read a class-id mask (uint8 HxW), raising UserError on a colour mask or values outside the classes."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode not in _MASK_MODES:
+                raise UserError(
+                    f"{path}: mask has mode {image.mode}; expected a palette or greyscale PNG of class ids"
+                )
+            mask = np.asarray(image)
+    except FileNotFoundError:
+        raise UserError(f"{path}: mask file is missing") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise UserError(f"{path}: cannot decode mask ({_one_line(exc)})") from None
+    check_labels(mask, num_classes, path)
+    return mask.astype(np.uint8, copy=False)
+
+
+def check_labels(mask: np.ndarray, num_classes: int, path: Path) -> None:
+    """Raise UserError naming ``path`` and the bad values if a label is outside [0, num_classes) and not 255."""
+    if mask.size == 0:
+        raise UserError(f"{path}: mask is empty")
+    if mask.min() < 0:
+        raise UserError(f"{path}: negative label values {sorted(np.unique(mask[mask < 0]).tolist())[:10]}")
+    counts = np.bincount(mask.ravel(), minlength=IGNORE_INDEX + 1)
+    bad = np.flatnonzero(counts[num_classes:]) + num_classes
+    bad = bad[bad != IGNORE_INDEX]
+    if bad.size:
+        raise UserError(
+            f"{path}: label values {bad[:10].tolist()} outside 0..{num_classes - 1} "
+            f"(and {IGNORE_INDEX} = void); wrong mask format or missing classes.txt?"
+        )
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line, so UserError stays one line."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+class VOCSegmentation(torch.utils.data.Dataset):
+    """PASCAL VOC 2012 segmentation (Everingham et al., IJCV 2010) or any folder in its layout.
+
+    Items are ``(image, mask)``: uint8 HxWx3 RGB and uint8 HxW class ids, or what ``transform(image, mask)``
+    returns. Every id's files are checked to exist up front; decoding, sizes and label values when loaded.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        split: str = "train",
+        transform: Callable | None = None,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.split = split
+        self.transform = transform
+        self.class_names = list(class_names) if class_names is not None else load_class_names(self.root)
+        self.ids = _read_split(self.root, split)
+        base = voc_dir(self.root)
+        aug_dir = base / "SegmentationClassAug"
+        # train_aug mixes SBD labels (converted into SegmentationClassAug) with VOC's own for the other ids.
+        self._mask_paths = [
+            aug_dir / f"{i}.png" if split == "train_aug" and (aug_dir / f"{i}.png").is_file()
+            else base / "SegmentationClass" / f"{i}.png"
+            for i in self.ids
+        ]
+        self._image_paths = [base / "JPEGImages" / f"{i}.jpg" for i in self.ids]
+        _check_files_exist(self._image_paths, "image")
+        _check_files_exist(self._mask_paths, "mask")
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (ids 0..num_classes-1; 255 is void)."""
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def image_path(self, i: int) -> Path:
+        """Path of sample ``i``'s JPEG."""
+        return self._image_paths[i]
+
+    def mask_path(self, i: int) -> Path:
+        """Path of sample ``i``'s label PNG."""
+        return self._mask_paths[i]
+
+    def __getitem__(self, i: int):
+        image = read_image(self._image_paths[i])
+        mask = read_label_png(self._mask_paths[i], self.num_classes)
+        if image.shape[:2] != mask.shape:
+            raise UserError(
+                f"{self._mask_paths[i]}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
+                f"{self._image_paths[i].name} is {image.shape[1]}x{image.shape[0]} (WxH)"
+            )
+        if self.transform is None:
+            return image, mask
+        return self.transform(image, mask)
+
+
+def _read_split(root: Path, split: str) -> list[str]:
+    """Read a split's ids, with a one-line UserError saying what was looked for and how to get it."""
+    base = voc_dir(root)
+    if not base.is_dir():
+        raise UserError(f"{base}: VOC folder not found under data root {root}; {_HOW_TO_GET}")
+    path = split_file(root, split)
+    if not path.is_file():
+        hint = "run tools/convert_sbd.py to make it" if split == "train_aug" else _HOW_TO_GET
+        raise UserError(f"{path}: split file not found; {hint}")
+    ids = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not ids:
+        raise UserError(f"{path}: split list is empty")
+    return ids
+
+
+def _check_files_exist(paths: list[Path], kind: str) -> None:
+    """Raise UserError naming the first missing file (and how many are missing) before training starts."""
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise UserError(f"{missing[0]}: {kind} file listed in the split is missing{more}")
+
+
+def download_voc(root: str | Path) -> None:
+    """Download and extract VOC 2012 trainval into ``root/VOCdevkit/VOC2012`` unless it is already there."""
+    if split_file(root, "train").is_file():
+        return
+    import torchvision.datasets  # deferred: only the download path needs it
+
+    Path(root).mkdir(parents=True, exist_ok=True)
+    try:
+        torchvision.datasets.VOCSegmentation(str(root), year="2012", image_set="trainval", download=True)
+    except (urllib.error.URLError, OSError, RuntimeError) as exc:
+        raise UserError(
+            f"{root}: could not download VOC 2012 ({_one_line(exc)}); on a connected machine fetch {VOC_URL} "
+            f"and extract it into {root} so that {voc_dir(root)} exists"
+        ) from None

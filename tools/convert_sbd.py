@@ -1,0 +1,37 @@
+"""Convert SBD's cls/*.mat labels to PNGs and write VOC's train_aug.txt (VOC train + SBD - VOC val)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # our `datasets`, not Hugging Face's
+
+import argparse  # noqa: E402
+from typing import Sequence  # noqa: E402
+
+from datasets.sbd import convert_sbd  # noqa: E402
+from deeplab.errors import report_user_errors  # noqa: E402
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """Command-line flags of this tool."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--sbd-root", required=True, help="SBD's benchmark_RELEASE/dataset (cls/, img/, train.txt, val.txt)"
+    )
+    parser.add_argument("--data-root", required=True, help="folder that holds VOCdevkit/VOC2012")
+    return parser
+
+
+@report_user_errors
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the conversion and print where train_aug.txt went and how many ids it lists."""
+    args = get_args_parser().parse_args(argv)
+    out = convert_sbd(args.sbd_root, args.data_root)
+    count = len(out.read_text(encoding="utf-8").split())
+    print(f"wrote {out} ({count} ids); train with --split train_aug")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
