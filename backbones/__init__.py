@@ -3,7 +3,7 @@ from .base import Backbone, FeatureInfo, SequentialBackbone, dilate_for_output_s
 from .registry import build_backbone, list_backbones, register_backbone
 
 # Each family module registers its names on import.
-from . import mobilenetv1, mobilenetv2, mobilenext, xception  # noqa: E402,F401  isort: skip
+from . import mobilenetv1, mobilenetv2, mobilenetv3, mobilenext, shufflenetv2, xception  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "Backbone",

@@ -1,7 +1,6 @@
 """MobileNetV1 feature extractor: the paper's stack of depthwise-separable convolutions (no upstream weights)."""
 from __future__ import annotations
 
-import torch
 from torch import nn
 from torchvision.models._utils import _make_divisible
 from torchvision.ops.misc import Conv2dNormActivation

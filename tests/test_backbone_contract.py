@@ -1,12 +1,15 @@
 """Every registered backbone keeps the contract at every output stride (STYLE.md: declared == measured)."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
 
 from backbones import Backbone, build_backbone, list_backbones, register_backbone
 from backbones.base import FeatureInfo
+from deeplab import build_model
 from deeplab.errors import UserError
 
 NAMES = list_backbones()
@@ -19,14 +22,28 @@ def test_declared_features_match_measured(name: str, output_stride: int) -> None
     declared = dict(backbone.feature_info)
     assert set(declared) == {"low_level", "out"}
     assert declared["low_level"].stride == 4 and declared["out"].stride == output_stride
-    size = 96
+    height, width = 33, 49  # odd at every stride: each strided layer must round up
     with torch.no_grad():
-        features = backbone(torch.randn(1, 3, size, size))
+        features = backbone(torch.randn(1, 3, height, width))
     assert set(features) == {"low_level", "out"}
     for key, info in declared.items():
         n, c, h, w = features[key].shape
         assert c == info.channels, f"{name}/{key}: declared {info.channels} channels, measured {c}"
-        assert (h, w) == (size // info.stride, size // info.stride), f"{name}/{key} at OS{output_stride}"
+        expected = (math.ceil(height / info.stride), math.ceil(width / info.stride))
+        assert (h, w) == expected, f"{name}/{key} at OS{output_stride}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_deeplab_on_backbone_trains_and_predicts_any_size(name: str) -> None:
+    model = build_model(backbone=name, num_classes=3).train()
+    x = torch.randn(2, 3, 33, 47)
+    logits = model(x)
+    assert logits.shape == (2, 3, 33, 47)
+    logits.square().mean().backward()
+    backbone_grads = [p.grad for p in model.backbone.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in backbone_grads)
+    with torch.no_grad():
+        assert model.eval()(x[:1, :, :17, :23]).shape == (1, 3, 17, 23)
 
 
 @pytest.mark.parametrize("name", NAMES)
