@@ -13,6 +13,7 @@ from typing import ClassVar, Iterable, Mapping
 
 import torch
 from torch import nn
+from torchvision.models import get_model_weights
 
 from deeplab.errors import UserError
 
@@ -49,6 +50,8 @@ class Backbone(nn.Module):
     weights_source: ClassVar[str | None] = None
     #: Upstream state-dict key prefixes we do not keep (classifier head and the like).
     unused_upstream_prefixes: ClassVar[tuple[str, ...]] = ()
+    #: torchvision model name whose ``IMAGENET1K_V1`` weights fit this backbone (``None``: not torchvision's).
+    upstream: ClassVar[str | None] = None
 
     def __init__(self) -> None:
         super().__init__()
@@ -56,7 +59,9 @@ class Backbone(nn.Module):
 
     def imagenet_state_dict(self) -> Mapping[str, torch.Tensor]:
         """Fetch the upstream ImageNet state dict (downloads on a connected machine)."""
-        raise UserError(f"{type(self).__name__} has no upstream ImageNet weights; train it from scratch")
+        if self.upstream is None:
+            raise UserError(f"{type(self).__name__} has no upstream ImageNet weights; train it from scratch")
+        return get_model_weights(self.upstream).IMAGENET1K_V1.get_state_dict(progress=True)
 
     def load_pretrained(self, pretrained: bool | str | Path) -> None:
         """Load ImageNet weights (``True``) or an upstream state dict from a local file (a path), strictly."""

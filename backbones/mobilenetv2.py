@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Mapping
 
 import torch
-from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
+from torchvision.models import mobilenet_v2
 
 from deeplab.errors import UserError
 
@@ -22,6 +22,7 @@ _LOW_LEVEL_END, _STRIDE16_START, _STRIDE32_START, _OUT_END = 4, 7, 14, 18
 class MobileNetV2Backbone(SequentialBackbone):
     """MobileNetV2 (Sandler et al., "MobileNetV2: Inverted Residuals and Linear Bottlenecks", CVPR 2018)."""
 
+    upstream = "mobilenet_v2"
     weights_source = "torchvision MobileNet_V2_Weights.IMAGENET1K_V1"
     unused_upstream_prefixes = ("features.18.", "classifier.")
 
@@ -38,4 +39,4 @@ class MobileNetV2Backbone(SequentialBackbone):
     def imagenet_state_dict(self) -> Mapping[str, torch.Tensor]:
         if self.width_mult != 1.0:
             raise UserError(f"ImageNet weights exist for width_mult=1.0 only, not {self.width_mult}")
-        return MobileNet_V2_Weights.IMAGENET1K_V1.get_state_dict(progress=True)
+        return super().imagenet_state_dict()

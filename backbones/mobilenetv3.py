@@ -7,23 +7,20 @@ bottleneck meant to be expanded, not read. Only the classifier is dropped from t
 """
 from __future__ import annotations
 
-from typing import ClassVar, Mapping
+from typing import ClassVar
 
-import torch
-from torchvision.models import get_model, get_model_weights
+from torchvision.models import get_model
 
-from .base import Backbone, FeatureInfo, dilate_for_output_stride
+from .base import SequentialBackbone
 from .registry import register_backbone
 
 __all__ = ["MobileNetV3Backbone", "MobileNetV3Large", "MobileNetV3Small"]
 
 
-class MobileNetV3Backbone(Backbone):
+class MobileNetV3Backbone(SequentialBackbone):
     """MobileNetV3 (Howard et al., "Searching for MobileNetV3", ICCV 2019); subclasses pick the size."""
 
     unused_upstream_prefixes = ("classifier.",)
-    #: torchvision model name, also the key of its weights enum.
-    upstream: ClassVar[str]
     #: Indices into ``features``: the end of the stride-4 stage and the blocks that first reach stride 16, 32.
     low_level_end: ClassVar[int]
     stride16_start: ClassVar[int]
@@ -31,21 +28,11 @@ class MobileNetV3Backbone(Backbone):
 
     def __init__(self, *, output_stride: int = 16) -> None:
         super().__init__()
-        self.features = get_model(self.upstream, weights=None).features
-        dilate_for_output_stride(
-            self.features[self.stride16_start :], self.features[self.stride32_start :], output_stride
+        self._set_features(
+            list(get_model(self.upstream, weights=None).features),
+            low_level_end=self.low_level_end, stride16_start=self.stride16_start,
+            stride32_start=self.stride32_start, output_stride=output_stride,
         )
-        self.feature_info = {
-            "low_level": FeatureInfo(self.features[self.low_level_end - 1].out_channels, 4),
-            "out": FeatureInfo(self.features[-1].out_channels, output_stride),
-        }
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        low_level = self.features[: self.low_level_end](x)
-        return {"low_level": low_level, "out": self.features[self.low_level_end :](low_level)}
-
-    def imagenet_state_dict(self) -> Mapping[str, torch.Tensor]:
-        return get_model_weights(self.upstream).IMAGENET1K_V1.get_state_dict(progress=True)
 
 
 @register_backbone("mobilenetv3_large")

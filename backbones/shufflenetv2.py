@@ -7,8 +7,6 @@ first layer that mixes them all. Only ``fc`` is dropped from the upstream state 
 """
 from __future__ import annotations
 
-from typing import ClassVar, Mapping
-
 import torch
 from torchvision.models import get_model, get_model_weights
 
@@ -28,8 +26,6 @@ class ShuffleNetV2Backbone(Backbone):
     """ShuffleNetV2 (Ma et al., "ShuffleNet V2: Practical Guidelines ...", ECCV 2018); subclasses pick the width."""
 
     unused_upstream_prefixes = ("fc.",)
-    #: torchvision model name, also the key of its weights enum.
-    upstream: ClassVar[str]
 
     def __init__(self, *, output_stride: int = 16) -> None:
         super().__init__()
@@ -47,9 +43,6 @@ class ShuffleNetV2Backbone(Backbone):
         low_level = self.maxpool(self.conv1(x))
         out = self.conv5(self.stage4(self.stage3(self.stage2(low_level))))
         return {"low_level": low_level, "out": out}
-
-    def imagenet_state_dict(self) -> Mapping[str, torch.Tensor]:
-        return get_model_weights(self.upstream).IMAGENET1K_V1.get_state_dict(progress=True)
 
 
 def _width(upstream: str) -> type[ShuffleNetV2Backbone]:
