@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torchvision.models import get_model_weights
 
-from deeplab.errors import UserError
+from deeplab.errors import UserError, one_line
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -79,7 +79,7 @@ class Backbone(nn.Module):
         try:
             self.load_state_dict(kept, strict=True)
         except RuntimeError as exc:
-            raise UserError(f"{origin}: weights do not fit {type(self).__name__}: {_one_line(exc)}") from None
+            raise UserError(f"{origin}: weights do not fit {type(self).__name__}: {one_line(exc)}") from None
 
     def _download_imagenet(self) -> Mapping[str, torch.Tensor]:
         try:
@@ -88,7 +88,7 @@ class Backbone(nn.Module):
             raise
         except Exception as exc:  # network, hash and cache errors all mean the same to the user
             raise UserError(
-                f"could not fetch ImageNet weights ({self.weights_source}): {_one_line(exc)}; download the file on "
+                f"could not fetch ImageNet weights ({self.weights_source}): {one_line(exc)}; download the file on "
                 "a connected machine and pass its path instead (--pretrained-backbone FILE, or pretrained='FILE')"
             ) from None
 
@@ -126,7 +126,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # weights_only refusals, truncation and garbage all end here
-        raise UserError(f"{path}: cannot read weights ({_one_line(exc)})") from None
+        raise UserError(f"{path}: cannot read weights ({one_line(exc)})") from None
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -172,8 +172,3 @@ def _first(keys: list[str], n: int = 3) -> str:
     if not keys:
         return "none"
     return ", ".join(keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:300] or type(exc).__name__

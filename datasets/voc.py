@@ -18,7 +18,8 @@ import numpy as np
 import torch.utils.data
 from PIL import Image, UnidentifiedImageError
 
-from deeplab.errors import UserError
+from deeplab.errors import UserError, one_line
+from deeplab.images import read_rgb
 from deeplab.palette import voc_palette
 
 __all__ = [
@@ -29,7 +30,6 @@ __all__ = [
     "check_labels",
     "download_voc",
     "load_class_names",
-    "read_image",
     "read_label_png",
     "save_label_png",
     "split_file",
@@ -81,18 +81,6 @@ def save_label_png(path: str | Path, mask: np.ndarray) -> None:
     image.save(path, optimize=False)
 
 
-def read_image(path: Path) -> np.ndarray:
-    """Decode an image file to uint8 HxWx3 RGB (greyscale and palette images converted), or raise UserError."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return np.asarray(image.convert("RGB"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: image file is missing") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise UserError(f"{path}: cannot decode image ({_one_line(exc)})") from None
-
-
 def read_label_png(path: Path, num_classes: int) -> np.ndarray:
     """Read a class-id mask (uint8 HxW), raising UserError on a colour mask or values outside the classes."""
     try:
@@ -106,7 +94,7 @@ def read_label_png(path: Path, num_classes: int) -> np.ndarray:
     except FileNotFoundError:
         raise UserError(f"{path}: mask file is missing") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise UserError(f"{path}: cannot decode mask ({_one_line(exc)})") from None
+        raise UserError(f"{path}: cannot decode mask ({one_line(exc)})") from None
     check_labels(mask, num_classes, path)
     return mask.astype(np.uint8, copy=False)
 
@@ -126,10 +114,6 @@ def check_labels(mask: np.ndarray, num_classes: int, path: Path) -> None:
             f"(and {IGNORE_INDEX} = void); wrong mask format or missing classes.txt?"
         )
 
-
-def _one_line(exc: BaseException) -> str:
-    """An exception's message on one line, so UserError stays one line."""
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 class VOCSegmentation(torch.utils.data.Dataset):
@@ -181,7 +165,7 @@ class VOCSegmentation(torch.utils.data.Dataset):
         return self._mask_paths[i]
 
     def __getitem__(self, i: int):
-        image = read_image(self._image_paths[i])
+        image = read_rgb(self._image_paths[i])
         mask = read_label_png(self._mask_paths[i], self.num_classes)
         if image.shape[:2] != mask.shape:
             raise UserError(
@@ -227,6 +211,6 @@ def download_voc(root: str | Path) -> None:
         torchvision.datasets.VOCSegmentation(str(root), year="2012", image_set="trainval", download=True)
     except (urllib.error.URLError, OSError, RuntimeError) as exc:
         raise UserError(
-            f"{root}: could not download VOC 2012 ({_one_line(exc)}); on a connected machine fetch {VOC_URL} "
+            f"{root}: could not download VOC 2012 ({one_line(exc)}); on a connected machine fetch {VOC_URL} "
             f"and extract it into {root} so that {voc_dir(root)} exists"
         ) from None

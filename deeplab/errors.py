@@ -5,11 +5,16 @@ import functools
 import sys
 from typing import Callable, Sequence
 
-__all__ = ["UserError", "report_user_errors"]
+__all__ = ["UserError", "one_line", "report_user_errors"]
 
 
 class UserError(Exception):
     """A problem the user can fix (bad file, bad flag, missing data); its message is one line naming the cause."""
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message squeezed onto one line (so a UserError built from it stays one line)."""
+    return " ".join(str(exc).split())[:limit] or type(exc).__name__
 
 
 def report_user_errors(main: Callable[..., int]) -> Callable[..., int]:

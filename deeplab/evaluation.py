@@ -110,8 +110,10 @@ def load_segmenter(
     if len(names) != num_classes:
         raise UserError(f"{path}: model predicts {num_classes} classes but {len(names)} class names were given")
     device = resolve_device(device)
-    # "auto" stays "torch" until inference.py offers its own choice of engine.
-    predictor = create_engine(model, engine="torch" if engine == "auto" else engine, device=device)
+    try:
+        predictor = create_engine(model, engine=engine, device=device)
+    except ValueError as exc:  # an engine that does not fit this device or needs more than a checkpoint
+        raise UserError(f"--engine {engine}: {exc}") from None
     mean = tuple(float(v) for v in ckpt.get("mean", model.mean))
     std = tuple(float(v) for v in ckpt.get("std", model.std))
     return Segmenter(predictor=predictor, class_names=names, mean=mean, std=std, device=device)
@@ -141,20 +143,26 @@ def segment_image(
     with torch.inference_mode():
         scores = _class_scores(predictor, tensor[None], scales=scales, flip=flip)
         mask = upsample_argmax(scores, (height, width))
-    return mask.cpu().numpy().astype(np.uint8), small.shape[:2]
+    return mask.cpu().numpy(), small.shape[:2]
 
 
 def upsample_argmax(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Argmax ``(H, W)`` of ``(1, C, h, w)`` scores bilinearly resized to ``size``, without a ``C x H x W`` buffer."""
+    """uint8 argmax ``(H, W)`` of ``(1, C, h, w)`` scores bilinearly resized to ``size``, with no ``C x H x W`` buffer.
+
+    Masks are 8-bit PNGs with 255 = void, so ids are uint8 (at most 255 classes), which also keeps the
+    full-resolution buffers of a large photo small.
+    """
+    if scores.shape[1] > 255:
+        raise ValueError(f"at most 255 classes fit uint8 masks, got {scores.shape[1]}")
     if tuple(scores.shape[-2:]) == tuple(size):
-        return scores[0].argmax(dim=0)
+        return scores[0].argmax(dim=0).to(torch.uint8)
     best = labels = None
     for index in range(scores.shape[1]):
         channel = F.interpolate(scores[:, index : index + 1], size=size, mode="bilinear", align_corners=False)[0, 0]
         if best is None:
-            best, labels = channel, torch.zeros(size, dtype=torch.int64, device=scores.device)
+            best, labels = channel, torch.zeros(size, dtype=torch.uint8, device=scores.device)
         else:
             better = channel > best  # strict, so ties keep the lower id as torch.argmax does
-            best = torch.where(better, channel, best)
+            torch.maximum(best, channel, out=best)
             labels[better] = index
     return labels

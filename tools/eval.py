@@ -1,0 +1,98 @@
+"""Evaluate a checkpoint on a VOC-format split, or score saved prediction masks (--pred-dir) like the VOC devkit."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # our `datasets`, not Hugging Face's
+
+import argparse  # noqa: E402
+from typing import Sequence  # noqa: E402
+
+import torch  # noqa: E402
+
+from datasets import VOCSegmentation, build_eval_transform, load_class_names  # noqa: E402
+from datasets.voc import read_label_png  # noqa: E402
+from deeplab.errors import UserError, report_user_errors  # noqa: E402
+from deeplab.evaluation import evaluate, load_segmenter  # noqa: E402
+from deeplab.inference import ENGINES  # noqa: E402
+from deeplab.metrics import ConfusionMatrix  # noqa: E402
+from deeplab.scoring import format_scores, score_prediction_dir, write_report  # noqa: E402
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """Command-line flags of this tool."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="checkpoint to evaluate (the model is rebuilt from it alone)")
+    source.add_argument("--pred-dir", help="folder of predicted masks (<id>.png, palette or grey class ids) to score")
+    parser.add_argument("--data-root", required=True, help="folder that holds VOCdevkit/VOC2012 (and classes.txt)")
+    parser.add_argument("--split", default="val", help="split to score (ImageSets/Segmentation/<split>.txt)")
+    parser.add_argument("--json", help="write scores here, and the confusion matrix beside it (.csv and .png)")
+    parser.add_argument("--scales", default="1.0", help="comma-separated test scales, e.g. 0.5,0.75,1.0,1.25,1.5,1.75")
+    parser.add_argument("--flip", action="store_true", help="also average over horizontally mirrored inputs")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--engine", choices=ENGINES, default="auto", help="inference engine (see deeplab.inference)")
+    parser.add_argument("--workers", type=int, default=2, help="data-loading processes (0: load in this one)")
+    return parser
+
+
+def parse_scales(text: str) -> list[float]:
+    """``"0.5,1.0"`` -> ``[0.5, 1.0]``; anything else is a user error."""
+    try:
+        scales = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        scales = []
+    if not scales or any(s <= 0 for s in scales):
+        raise UserError(f"--scales {text}: expected positive numbers separated by commas, e.g. 0.75,1.0,1.25")
+    return scales
+
+
+def score_checkpoint(args: argparse.Namespace) -> tuple[ConfusionMatrix, list[str]]:
+    """Predict every image of the split at full resolution and accumulate one confusion matrix."""
+    scales = parse_scales(args.scales)
+    segmenter = load_segmenter(
+        args.checkpoint, device=args.device, engine=args.engine, class_names=load_class_names(args.data_root)
+    )
+    dataset = VOCSegmentation(
+        args.data_root, split=args.split, class_names=segmenter.class_names,
+        transform=build_eval_transform(mean=segmenter.mean, std=segmenter.std),
+    )
+    # Batch 1: VOC images differ in size and are scored at their own resolution.
+    loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=max(0, args.workers))
+    print(f"evaluating {args.checkpoint} on {len(dataset)} {args.split} images "
+          f"({segmenter.device}, scales {scales}{', flip' if args.flip else ''})")
+    matrix = evaluate(
+        segmenter.predictor, loader, num_classes=len(segmenter.class_names), scales=scales, flip=args.flip
+    )
+    return matrix, segmenter.class_names
+
+
+def score_predictions(args: argparse.Namespace) -> tuple[ConfusionMatrix, list[str]]:
+    """Score the saved masks in ``--pred-dir`` against the split's ground truth."""
+    dataset = VOCSegmentation(args.data_root, split=args.split)
+    gt_paths = [dataset.mask_path(i) for i in range(len(dataset))]
+    matrix = score_prediction_dir(
+        gt_paths, args.pred_dir, num_classes=dataset.num_classes, read_mask=read_label_png
+    )
+    return matrix, dataset.class_names
+
+
+@report_user_errors
+def main(argv: Sequence[str] | None = None) -> int:
+    """Score the checkpoint or prediction folder, print the table and write the report when --json is given."""
+    args = get_args_parser().parse_args(argv)
+    matrix, class_names = score_checkpoint(args) if args.checkpoint else score_predictions(args)
+    scores = matrix.scores(class_names)
+    print(format_scores(scores))
+    if args.json:
+        extra = {"split": args.split, "source": args.checkpoint or args.pred_dir}
+        if args.checkpoint:
+            extra.update(scales=parse_scales(args.scales), flip=args.flip)
+        paths = write_report(args.json, scores, matrix.matrix, class_names, **extra)
+        print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
