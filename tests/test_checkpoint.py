@@ -30,6 +30,14 @@ def test_round_trip_rebuilds_the_same_model(tmp_path: Path) -> None:
     assert ckpt["step"] == 5 and not list(tmp_path.glob("sub/.*.tmp"))
 
 
+def test_save_sweeps_leftovers_of_killed_saves(tmp_path: Path) -> None:
+    leftover = tmp_path / ".last.pt.abc123.tmp"
+    leftover.write_bytes(b"half a checkpoint")
+    save_checkpoint(_state(), tmp_path / "last.pt")
+    assert not leftover.exists()
+    assert (tmp_path / "last.pt").stat().st_mode & 0o777 == 0o644
+
+
 def test_failed_write_keeps_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "last.pt"
     save_checkpoint(_state(), path)
