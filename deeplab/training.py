@@ -22,7 +22,15 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from .checkpoint import save_checkpoint
-from .distributed import is_main_process, unwrap_model
+from .distributed import (
+    ShardedSampler,
+    all_reduce_confusion_matrix,
+    get_world_size,
+    is_main_process,
+    mean_over_ranks,
+    shard_dataset,
+    unwrap_model,
+)
 from .errors import UserError, one_line
 from .evaluation import evaluate
 from .training_log import MetricsLog, plot_curves
@@ -128,11 +136,15 @@ class _SeededAugmentation(Dataset):
 def build_train_loader(
     dataset: Dataset, *, transform: Any, batch_size: int, workers: int, seed: int, start_step: int = 0
 ) -> DataLoader:
-    """Endless loader of augmented batches; ``dataset`` yields raw ``(image, mask)``, ``transform`` augments."""
-    sampler = SeededSampler(len(dataset), seed=seed, start=start_step * batch_size)
+    """Endless loader of augmented batches; ``dataset`` yields raw ``(image, mask)``, ``transform`` augments.
+
+    ``batch_size`` is the global batch: under torchrun each rank loads its ``batch_size / world_size`` share.
+    """
+    sampler = ShardedSampler(SeededSampler(len(dataset), seed=seed, start=start_step * batch_size),
+                             global_batch=batch_size)
     return DataLoader(
         _SeededAugmentation(dataset, transform),
-        batch_size=batch_size,
+        batch_size=sampler.per_rank,
         sampler=sampler,
         num_workers=workers,
         pin_memory=torch.cuda.is_available(),
@@ -142,8 +154,9 @@ def build_train_loader(
 
 
 def build_val_loader(dataset: Dataset, *, batch_size: int = 1, workers: int = 0) -> DataLoader:
-    """Loader over full validation images in a fixed order (batch 1 because VOC image sizes differ)."""
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+    """Loader over full validation images in a fixed order (batch 1 because VOC image sizes differ); under
+    torchrun over this rank's disjoint shard, whose confusion matrix :func:`validate` sums over ranks."""
+    return DataLoader(shard_dataset(dataset), batch_size=batch_size, shuffle=False, num_workers=workers,
                       generator=torch.Generator())
 
 
@@ -166,7 +179,7 @@ def train_step(
     """One optimizer step; returns the loss, or NaN/inf *before* touching the weights when it is not finite."""
     with torch.autocast(images.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         loss = segmentation_loss(model(images), masks)
-    value = loss.item()
+    value = mean_over_ranks(loss.detach()).item()  # every rank sees a non-finite loss on any rank and stops
     if not math.isfinite(value):
         return value
     optimizer.zero_grad(set_to_none=True)
@@ -189,18 +202,19 @@ def validate(
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
 ) -> dict[str, Any]:
-    """Scores (miou, pixel_acc, per_class_iou) of ``model`` over the whole validation loader."""
+    """Scores (miou, pixel_acc, per_class_iou) of ``model`` over the whole validation loader (all ranks' shards)."""
+    core = unwrap_model(model)  # no DDP forward: ranks' shards may differ in length
 
     def predictor(images: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            return model(images.to(device)).float()
+            return core(images.to(device)).float()
 
     model.eval()
     try:
         matrix = evaluate(predictor, _user_errors_unwrapped(loader), num_classes=len(class_names))
     finally:
         model.train()
-    return matrix.scores(class_names)
+    return all_reduce_confusion_matrix(matrix).scores(class_names)
 
 
 def _user_errors_unwrapped(batches: Iterable) -> Iterator:
@@ -353,7 +367,7 @@ def train(
                 kept = f"last.pt (step {saved_step}) is kept" if saved_step else "no checkpoint was written"
                 raise UserError(f"{out_dir / 'last.pt'}: training stopped at step {step}: the loss is {loss}; "
                                 f"{kept}; try a lower learning rate")
-            images_seen += images.shape[0]
+            images_seen += images.shape[0] * get_world_size()
             record = {"step": step, "loss": round(loss, 6), "lr": lr}
             if step % val_every == 0 or step == total_steps:
                 scores = validate(model, val_loader, class_names=class_names, device=device, amp_dtype=amp_dtype)

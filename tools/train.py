@@ -3,8 +3,11 @@
     python tools/train.py --dataset demo                       # offline, a few minutes on a laptop CPU
     python tools/train.py --dataset voc --data-root data/voc --download
     python tools/train.py --resume runs/demo_mobilenetv2_os16/last.pt
+    torchrun --nproc_per_node=4 tools/train.py --dataset voc       # 4 GPUs, DDP; --batch-size stays global
 
 Flags left out take, in order: the resumed checkpoint's settings, then the dataset's defaults below.
+Under torchrun, --batch-size is the global batch split evenly over the processes; BatchNorm is synchronised
+across GPUs (SyncBatchNorm) unless --no-sync-bn; only rank 0 writes files and shows progress.
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ from datasets import (  # noqa: E402
     ensure_demo_dataset,
     load_class_names,
 )
-from deeplab import training  # noqa: E402
+from deeplab import distributed, training  # noqa: E402
 from deeplab.checkpoint import load_checkpoint  # noqa: E402
 from deeplab.errors import UserError, report_user_errors  # noqa: E402
 from deeplab.model import build_model  # noqa: E402
@@ -47,10 +50,11 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
 COMMON_DEFAULTS: dict[str, Any] = {
     "dataset": "voc", "backbone": "mobilenetv2", "output_stride": 16, "split": "train", "val_split": "val",
     "weight_decay": 1e-4, "backbone_lr_scale": 1.0, "warmup_iters": None, "epochs": None, "seed": 0,
-    "amp": "auto", "val_batch_size": 1,
+    "amp": "auto", "val_batch_size": 1, "freeze_bn": False,
 }
 # Settings of the machine at hand, never taken over from a resumed checkpoint.
-MACHINE_DEFAULTS: dict[str, Any] = {"workers": min(4, os.cpu_count() or 1), "device": "auto"}
+MACHINE_DEFAULTS: dict[str, Any] = {"workers": min(4, os.cpu_count() or 1), "device": "auto", "no_sync_bn": False,
+                                    "dist_timeout": distributed.DEFAULT_TIMEOUT_S}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -68,7 +72,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     length = p.add_mutually_exclusive_group()
     length.add_argument("--iters", type=int, help="total optimizer steps (demo 200, voc 30000)")
     length.add_argument("--epochs", type=int, help="train this many passes over the split instead of --iters")
-    p.add_argument("--batch-size", type=int, help="images per step (demo 8, voc 16)")
+    p.add_argument("--batch-size", type=int,
+                   help="GLOBAL images per step, split evenly over torchrun's processes (demo 8, voc 16)")
     p.add_argument("--crop-size", type=int, help="square training crop (demo 128, voc 512)")
     p.add_argument("--lr", type=float, help="base learning rate (demo 0.05, voc 0.01)")
     p.add_argument("--weight-decay", type=float, help="L2 on conv/linear weights, not BN/bias (default 1e-4)")
@@ -79,6 +84,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help=f"data-loading processes (default {MACHINE_DEFAULTS['workers']})")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto: CUDA when available")
     p.add_argument("--amp", choices=training.AMP_MODES, help="mixed precision on CUDA (default auto: bf16/fp16)")
+    p.add_argument("--freeze-bn", action="store_true", default=None,
+                   help="freeze BatchNorm statistics and scale/shift (fine-tuning with small batches)")
+    p.add_argument("--no-sync-bn", action="store_true", default=None,
+                   help="under torchrun on GPUs, normalise per GPU instead of with SyncBatchNorm")
+    p.add_argument("--dist-timeout", type=float, metavar="SECONDS",
+                   help="under torchrun, fail when other ranks stay silent this long (default 600)")
     p.add_argument("--seed", type=int, help="seed of initialisation, data order and augmentation (default 0)")
     p.add_argument("--out", help="output folder (default runs/<dataset>_<backbone>_os<N>)")
     p.add_argument("--resume", metavar="CKPT", help="continue the run saved in this last.pt")
@@ -126,44 +137,62 @@ def pretrained_argument(value: str) -> bool | str:
     return {"imagenet": True, "none": False}.get(value.lower(), value)
 
 
+def build_parts(s: dict[str, Any], *, ckpt: dict[str, Any] | None, resume_path: str | None, num_classes: int,
+                device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module, dict[str, Any], int, float]:
+    """Model (and its DDP wrapper), optimiser, scheduler, scaler, AMP dtype; restored from ``ckpt`` if given."""
+    training.seed_everything(s["seed"])
+    model = build_model(backbone=s["backbone"], num_classes=num_classes, output_stride=s["output_stride"],
+                        pretrained_backbone=False if ckpt else pretrained_argument(s["pretrained_backbone"]))
+    model.to(device)
+    if s["freeze_bn"]:
+        distributed.freeze_batchnorm(model)  # before the optimiser, which then leaves BN scales and shifts out
+    optimizer = build_optimizer(model, lr=s["lr"], weight_decay=s["weight_decay"],
+                                backbone_lr_scale=s["backbone_lr_scale"])
+    warmup = s["warmup_iters"] if s["warmup_iters"] is not None else default_warmup_steps(s["iters"])
+    amp_dtype = training.resolve_amp(s["amp"], device)
+    scheduler = build_scheduler(optimizer, total_steps=s["iters"], warmup_steps=warmup)
+    parts = {"optimizer": optimizer, "scheduler": scheduler,
+             "scaler": torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None, "amp_dtype": amp_dtype}
+    start, best = (training.restore_training_state(ckpt, model=model, optimizer=optimizer, scheduler=scheduler,
+                                                   scaler=parts["scaler"], path=resume_path) if ckpt else (0, -1.0))
+    # Frozen statistics need no synchronising; SyncBatchNorm keeps the Parameters the optimiser holds.
+    wrapped = distributed.wrap_model(model, device, sync_bn=not (s["no_sync_bn"] or s["freeze_bn"]))
+    return model, wrapped, parts, start, best
+
+
 def run(settings: dict[str, Any], *, ckpt: dict[str, Any] | None, resume_path: str | None,
         download: bool, progress: bool) -> training.TrainResult:
     """Build data, model and optimiser from resolved ``settings`` and train (resuming ``ckpt`` if given)."""
     s = settings
+    device = distributed.setup_distributed(training.resolve_device(s["device"]), timeout_s=s["dist_timeout"])
+    world = distributed.get_world_size()
+    if s["batch_size"] % world:
+        raise UserError(f"--batch-size {s['batch_size']}: the global batch must be divisible by the {world} processes")
     out_dir = training.check_writable(s["out"])
-    root = prepare_data(s["dataset"], s["data_root"], download=download)
+    with distributed.main_process_first():  # rank 0 generates or downloads the data, the others then read it
+        root = prepare_data(s["dataset"], s["data_root"], download=download)
     class_names = load_class_names(root)
     if ckpt is not None:
         check_resume(ckpt, resume_path, backbone=s["backbone"], num_classes=len(class_names))
-    training.seed_everything(s["seed"])
-    model = build_model(backbone=s["backbone"], num_classes=len(class_names), output_stride=s["output_stride"],
-                        pretrained_backbone=False if ckpt else pretrained_argument(s["pretrained_backbone"]))
     train_set = VOCSegmentation(root, split=s["split"], class_names=class_names)
-    val_set = VOCSegmentation(root, split=s["val_split"], class_names=class_names,
-                              transform=build_eval_transform(mean=model.mean, std=model.std))
     if s.get("epochs"):
         s["iters"], s["epochs"] = s["epochs"] * math.ceil(len(train_set) / s["batch_size"]), None
-    warmup = s["warmup_iters"] if s["warmup_iters"] is not None else default_warmup_steps(s["iters"])
-    device = training.resolve_device(s["device"])
-    amp_dtype = training.resolve_amp(s["amp"], device)
-    model.to(device)
-    optimizer = build_optimizer(model, lr=s["lr"], weight_decay=s["weight_decay"],
-                                backbone_lr_scale=s["backbone_lr_scale"])
-    scheduler = build_scheduler(optimizer, total_steps=s["iters"], warmup_steps=warmup)
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    start, best = (training.restore_training_state(ckpt, model=model, optimizer=optimizer, scheduler=scheduler,
-                                                   scaler=scaler, path=resume_path) if ckpt else (0, -1.0))
+    model, wrapped, parts, start, best = build_parts(s, ckpt=ckpt, resume_path=resume_path,
+                                                     num_classes=len(class_names), device=device)
+    val_set = VOCSegmentation(root, split=s["val_split"], class_names=class_names,
+                              transform=build_eval_transform(mean=model.mean, std=model.std))
     train_loader = training.build_train_loader(
         train_set, transform=build_train_transform(crop_size=s["crop_size"], mean=model.mean, std=model.std),
         batch_size=s["batch_size"], workers=s["workers"], seed=s["seed"], start_step=start)
     val_loader = training.build_val_loader(val_set, batch_size=s["val_batch_size"], workers=min(s["workers"], 2))
     if training.is_main_process():
+        where = f"{world} processes on {device.type}" if world > 1 else str(device)
         print(f"training {s['backbone']} OS{s['output_stride']} on {s['dataset']} ({len(train_set)} train / "
-              f"{len(val_set)} val images, {len(class_names)} classes) on {device}, steps {start}->{s['iters']}")
+              f"{len(val_set)} val images, {len(class_names)} classes) on {where}, steps {start}->{s['iters']}")
     return training.train(
-        model, train_loader=train_loader, val_loader=val_loader, optimizer=optimizer, scheduler=scheduler,
-        total_steps=s["iters"], val_every=s["val_every"], out_dir=out_dir, class_names=class_names, device=device,
-        scaler=scaler, amp_dtype=amp_dtype, start_step=start, best_miou=best, run_args=s, progress=progress)
+        wrapped, train_loader=train_loader, val_loader=val_loader, total_steps=s["iters"], val_every=s["val_every"],
+        out_dir=out_dir, class_names=class_names, device=device, start_step=start, best_miou=best, run_args=s,
+        progress=progress, **parts)
 
 
 @report_user_errors
@@ -173,8 +202,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     resume_path, download, no_progress = args.pop("resume"), args.pop("download"), args.pop("no_progress")
     ckpt = load_checkpoint(resume_path) if resume_path else None
     settings = resolve_settings(args, ckpt.get("args", {}) if ckpt else {})
-    result = run(settings, ckpt=ckpt, resume_path=resume_path, download=download, progress=not no_progress)
-    if training.is_main_process():
+    try:
+        result = run(settings, ckpt=ckpt, resume_path=resume_path, download=download, progress=not no_progress)
+        report = training.is_main_process()
+    finally:
+        distributed.teardown_distributed()  # also on errors: a clean exit instead of an abort in Gloo's threads
+    if report:
         minutes, seconds = divmod(int(result.seconds), 60)
         last = result.last_scores or {}
         print(f"done: {result.steps} steps in {minutes}m{seconds:02d}s; best val mIoU {result.best_miou:.4f}"
