@@ -21,6 +21,10 @@ class SegmentationTransform:
     def __init__(self, pipeline: A.Compose) -> None:
         self.pipeline = pipeline
 
+    def set_seed(self, seed: int) -> None:
+        """Reseed the random augmentations, so a sample's augmentation can depend on (seed, step) alone."""
+        self.pipeline.set_random_seed(seed)
+
     def __call__(self, image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.pipeline(image=image, mask=mask)
         image_t = torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1), dtype=np.float32))

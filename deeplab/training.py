@@ -44,7 +44,6 @@ __all__ = [
     "check_writable",
     "is_main_process",
     "resolve_amp",
-    "resolve_device",
     "restore_training_state",
     "seed_everything",
     "segmentation_loss",
@@ -61,15 +60,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     random.seed(seed)
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` picks CUDA when present; asking for CUDA without it is a UserError, not a crash later."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
-    return torch.device(device)
 
 
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
@@ -129,7 +119,7 @@ class _SeededAugmentation(Dataset):
     def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         index, seed = item
         image, mask = self.dataset[index]
-        self.transform.pipeline.set_random_seed(seed)
+        self.transform.set_seed(seed)
         return self.transform(image, mask)
 
 

@@ -23,7 +23,6 @@ from deeplab.distributed import (
     setup_distributed,
     shard_dataset,
     shard_indices,
-    unwrap_model,
     wrap_model,
 )
 from deeplab.metrics import ConfusionMatrix

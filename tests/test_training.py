@@ -13,6 +13,7 @@ from torch import nn
 
 from deeplab import training
 from deeplab.errors import UserError
+from deeplab.evaluation import resolve_device
 from deeplab.schedule import build_optimizer, build_scheduler, default_warmup_steps, lr_factor
 from deeplab.training_log import MetricsLog, plot_curves
 
@@ -104,8 +105,8 @@ def test_amp_is_cuda_only():
         training.resolve_amp("fp16", cpu)
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="--device cuda"):
-            training.resolve_device("cuda")
-    assert training.resolve_device("cpu") == cpu
+            resolve_device("cuda")
+    assert resolve_device("cpu") == cpu
 
 
 def test_metrics_log_reset_truncates_and_survives_a_torn_line(tmp_path):

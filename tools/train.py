@@ -36,6 +36,7 @@ from datasets import (  # noqa: E402
 from deeplab import distributed, training  # noqa: E402
 from deeplab.checkpoint import load_checkpoint  # noqa: E402
 from deeplab.errors import UserError, report_user_errors  # noqa: E402
+from deeplab.evaluation import resolve_device  # noqa: E402
 from deeplab.model import build_model  # noqa: E402
 from deeplab.schedule import build_optimizer, build_scheduler, default_warmup_steps  # noqa: E402
 
@@ -164,7 +165,7 @@ def run(settings: dict[str, Any], *, ckpt: dict[str, Any] | None, resume_path: s
         download: bool, progress: bool) -> training.TrainResult:
     """Build data, model and optimiser from resolved ``settings`` and train (resuming ``ckpt`` if given)."""
     s = settings
-    device = distributed.setup_distributed(training.resolve_device(s["device"]), timeout_s=s["dist_timeout"])
+    device = distributed.setup_distributed(resolve_device(s["device"]), timeout_s=s["dist_timeout"])
     world = distributed.get_world_size()
     if s["batch_size"] % world:
         raise UserError(f"--batch-size {s['batch_size']}: the global batch must be divisible by the {world} processes")
