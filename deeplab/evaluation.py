@@ -22,6 +22,7 @@ __all__ = [
     "predict_probabilities",
     "resolve_device",
     "segment_image",
+    "shrink_to",
     "upsample_argmax",
 ]
 
@@ -97,11 +98,17 @@ def resolve_device(name: str) -> torch.device:
 
 
 def load_segmenter(
-    path: str | Path, *, device: str = "auto", engine: str = "auto", class_names: Sequence[str] | None = None
+    path: str | Path,
+    *,
+    device: str = "auto",
+    engine: str = "auto",
+    class_names: Sequence[str] | None = None,
+    calibration: Callable[[tuple[float, ...], tuple[float, ...]], Iterable[torch.Tensor]] | None = None,
 ) -> Segmenter:
     """Rebuild the model of checkpoint ``path`` alone; names from the checkpoint, else ``class_names``, else ids.
 
     Normalisation comes from the checkpoint's ``mean``/``std`` when saved, else from the model's backbone.
+    ``calibration(mean, std)`` yields a few normalised batches; only the ``int8`` engine asks for them.
     """
     ckpt = load_checkpoint(path)
     model = model_from_checkpoint(ckpt, path)
@@ -110,12 +117,13 @@ def load_segmenter(
     if len(names) != num_classes:
         raise UserError(f"{path}: model predicts {num_classes} classes but {len(names)} class names were given")
     device = resolve_device(device)
-    try:
-        predictor = create_engine(model, engine=engine, device=device)
-    except ValueError as exc:  # an engine that does not fit this device or needs more than a checkpoint
-        raise UserError(f"--engine {engine}: {exc}") from None
     mean = tuple(float(v) for v in ckpt.get("mean", model.mean))
     std = tuple(float(v) for v in ckpt.get("std", model.std))
+    batches = calibration(mean, std) if calibration is not None and engine == "int8" else None
+    try:
+        predictor = create_engine(model, engine=engine, device=device, calibration=batches)
+    except ValueError as exc:  # an engine that does not fit this device or needs more than a checkpoint
+        raise UserError(f"--engine {engine}: {exc}") from None
     return Segmenter(predictor=predictor, class_names=names, mean=mean, std=std, device=device)
 
 
@@ -134,16 +142,21 @@ def segment_image(
     upsampled back one class at a time, so memory stays bounded for photos of any size.
     """
     height, width = image.shape[:2]
-    small = image
-    if max_size and max(height, width) > max_size:
-        scale = max_size / max(height, width)
-        new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        small = cv2.resize(image, new_size, interpolation=cv2.INTER_AREA)
+    small = shrink_to(image, max_size)
     tensor, _ = transform(small, np.zeros(small.shape[:2], dtype=np.uint8))
     with torch.inference_mode():
         scores = _class_scores(predictor, tensor[None], scales=scales, flip=flip)
         mask = upsample_argmax(scores, (height, width))
     return mask.cpu().numpy(), small.shape[:2]
+
+
+def shrink_to(image: np.ndarray, max_size: int | None) -> np.ndarray:
+    """``image`` scaled down (area interpolation) so its long side is at most ``max_size``; unchanged if smaller."""
+    height, width = image.shape[:2]
+    if not max_size or max(height, width) <= max_size:
+        return image
+    scale = max_size / max(height, width)
+    return cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
 
 
 def upsample_argmax(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -156,6 +156,18 @@ def test_large_image_is_resized_and_mask_restored(checkpoint, tmp_path: Path, ca
     assert "resized 4000x3000 to 128x96" in out
 
 
+def test_int8_engine_calibrates_on_the_inputs(checkpoint, tmp_path: Path, capsys) -> None:
+    path, _ = checkpoint
+    for i, size in enumerate([(33, 41), (40, 36)]):
+        Image.fromarray(random_rgb(*size, seed=i)).save(tmp_path / f"img{i}.png")
+    (tmp_path / "broken.png").write_text("not an image")
+    rc = predict.main([str(tmp_path), "--checkpoint", str(path), "--out", str(tmp_path / "out"), "--engine", "int8"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "broken.png" in err and "--engine" not in err  # only the broken file failed
+    for i, (height, width) in enumerate([(33, 41), (40, 36)]):
+        assert Image.open(tmp_path / "out" / f"img{i}_mask.png").size == (width, height)
+
+
 def test_upsample_argmax_equals_full_interpolation() -> None:
     scores = torch.randn(1, 5, 7, 9)
     full = F.interpolate(scores, size=(30, 41), mode="bilinear", align_corners=False)[0].argmax(0)

@@ -16,12 +16,13 @@ from PIL import Image  # noqa: E402
 from datasets import build_eval_transform  # noqa: E402
 from datasets.voc import save_label_png  # noqa: E402
 from deeplab.errors import UserError, report_user_errors  # noqa: E402
-from deeplab.evaluation import Segmenter, load_segmenter, segment_image  # noqa: E402
+from deeplab.evaluation import Segmenter, load_segmenter, segment_image, shrink_to  # noqa: E402
 from deeplab.images import list_images, read_rgb  # noqa: E402
 from deeplab.inference import ENGINES  # noqa: E402
 from deeplab.visualize import overlay  # noqa: E402
 
 RUNS = Path("runs")
+CALIBRATION_IMAGES = 4  # int8 calibrates on this many of the inputs: enough for min/max ranges, quick to run
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -34,7 +35,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-size", type=int, default=1024,
                         help="shrink images whose long side is larger before segmenting (0: never)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--engine", choices=ENGINES, default="auto", help="inference engine (see deeplab.inference)")
+    parser.add_argument("--engine", choices=ENGINES, default="auto",
+                        help="inference engine (see deeplab.inference); int8 calibrates on the first inputs")
     return parser
 
 
@@ -66,6 +68,24 @@ def expand_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[str]]:
     return images, problems
 
 
+def calibration_from(paths: Sequence[Path], max_size: int | None) -> Callable:
+    """``(mean, std) -> batches`` of the first readable inputs, as the model will see them, for int8 calibration."""
+
+    def batches(mean: tuple[float, ...], std: tuple[float, ...]) -> list:
+        transform, found = build_eval_transform(mean=mean, std=std), []
+        for path in paths:
+            if len(found) == CALIBRATION_IMAGES:
+                break
+            try:
+                image = shrink_to(read_rgb(path), max_size)
+            except UserError:
+                continue  # reported when the image's turn comes
+            found.append(transform(image, np.zeros(image.shape[:2], np.uint8))[0][None])
+        return found
+
+    return batches
+
+
 def predict_one(
     path: Path, image: np.ndarray, segmenter: Segmenter, transform: Callable, args: argparse.Namespace
 ) -> str:
@@ -94,7 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 0.0 <= args.alpha <= 1.0:
         raise UserError(f"--alpha {args.alpha}: must lie between 0 and 1")
     images, problems = expand_inputs(args.inputs)
-    segmenter = load_segmenter(args.checkpoint or default_checkpoint(), device=args.device, engine=args.engine)
+    segmenter = load_segmenter(args.checkpoint or default_checkpoint(), device=args.device, engine=args.engine,
+                               calibration=calibration_from(images, args.max_size or None))
     transform = build_eval_transform(mean=segmenter.mean, std=segmenter.std)
     try:
         Path(args.out).mkdir(parents=True, exist_ok=True)
