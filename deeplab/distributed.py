@@ -28,6 +28,7 @@ __all__ = [
     "ShardedSampler",
     "all_reduce_confusion_matrix",
     "freeze_batchnorm",
+    "freeze_early_stages",
     "get_rank",
     "get_world_size",
     "is_distributed",
@@ -207,6 +208,30 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 def _stay_in_eval(module: nn.Module, args: tuple[Any, ...]) -> None:
     """Forward pre-hook: normalise with the running statistics and never update them, even after ``.train()``."""
     module.training = False
+
+
+def freeze_early_stages(backbone: nn.Module) -> int:
+    """Freeze the backbone's layers up to its stride-4 ``low_level`` tap (weights and BN statistics); returns how
+    many parameter tensors were frozen.
+
+    The layers are found by autograd (every parameter the ``low_level`` output depends on), so each backbone is
+    covered without a per-family list. Freeze before building the optimizer, which then leaves them out.
+    """
+    params = [p for p in backbone.parameters() if p.requires_grad]
+    was_training = backbone.training
+    backbone.eval()  # the probe must not move any BatchNorm statistics
+    probe = torch.zeros(1, 3, 64, 64, device=params[0].device)
+    grads = torch.autograd.grad(backbone(probe)["low_level"].sum(), params, allow_unused=True)
+    backbone.train(was_training)
+    early = {id(p) for p, g in zip(params, grads) if g is not None}
+    for module in backbone.modules():
+        if isinstance(module, _BatchNorm) and id(module.weight) in early:
+            module.eval()
+            module.register_forward_pre_hook(_stay_in_eval)
+    for p in params:
+        if id(p) in early:
+            p.requires_grad_(False)
+    return len(early)
 
 
 def freeze_batchnorm(model: nn.Module, *, affine: bool = True) -> int:

@@ -294,7 +294,7 @@ def restore_training_state(
     *,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
     scaler: torch.amp.GradScaler | None = None,
     path: str | Path = "checkpoint",
 ) -> tuple[int, float]:
@@ -303,6 +303,9 @@ def restore_training_state(
         unwrap_model(model).load_state_dict(ckpt["model"], strict=True)
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
+        # The saved lr belongs to the saved schedule; a resume that changes the length (--iters) needs this one's.
+        for group, base_lr, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+            group["lr"] = base_lr * factor(scheduler.last_epoch)
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         restore_rng_state(ckpt["rng"])

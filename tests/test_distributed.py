@@ -1,6 +1,7 @@
 """Distributed helpers: sharding, confusion-matrix all-reduce, DDP wrapping and timeouts on real Gloo processes."""
 from __future__ import annotations
 
+import copy
 import os
 import socket
 import subprocess
@@ -16,6 +17,7 @@ from deeplab.distributed import (
     ShardedSampler,
     all_reduce_confusion_matrix,
     freeze_batchnorm,
+    freeze_early_stages,
     get_rank,
     get_world_size,
     is_main_process,
@@ -224,3 +226,26 @@ def test_freeze_batchnorm_can_leave_the_affine_parameters_trainable() -> None:
     model.train()
     model(torch.randn(2, 3, 8, 8)).sum().backward()
     assert model[1].weight.grad is not None and int(model[1].num_batches_tracked) == 0
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2", "shufflenetv2_x0_5"])
+def test_freeze_early_stages_stops_at_the_low_level_tap(name: str) -> None:
+    model = build_model(backbone=name, num_classes=3)
+    before = copy.deepcopy(model.state_dict())
+    frozen = freeze_early_stages(model.backbone)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert 0 < frozen < len(list(model.backbone.parameters()))
+    optimizer = torch.optim.SGD(trainable, lr=0.1)
+    model.train()
+    torch.nn.functional.cross_entropy(model(torch.randn(2, 3, 64, 64)), torch.randint(0, 3, (2, 64, 64))).backward()
+    optimizer.step()
+    low_level = model.backbone(torch.randn(1, 3, 32, 32))["low_level"]
+    assert not low_level.requires_grad  # nothing up to the tap can learn
+    after = model.state_dict()
+    early = [k for k, p in model.named_parameters() if not p.requires_grad]
+    assert early and all(torch.equal(before[k], after[k]) for k in early)
+    early_bn = [k.rsplit(".", 1)[0] + ".running_mean" for k in early if k.rsplit(".", 1)[0] + ".running_mean" in after]
+    assert early_bn and all(torch.equal(before[k], after[k]) for k in early_bn)
+    assert not torch.equal(before["decoder.classifier.weight"], after["decoder.classifier.weight"])
+    late_bn = [k for k in after if k.endswith("running_mean") and k.startswith("backbone.") and k not in early_bn]
+    assert late_bn and any(not torch.equal(before[k], after[k]) for k in late_bn)

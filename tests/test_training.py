@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from deeplab import training
+from deeplab import build_model, training
 from deeplab.errors import UserError
 from deeplab.evaluation import resolve_device
 from deeplab.schedule import build_optimizer, build_scheduler, default_warmup_steps, lr_factor
@@ -128,3 +128,21 @@ def test_check_writable_rejects_a_path_under_a_file(tmp_path):
     with pytest.raises(UserError, match="cannot write to the output folder"):
         training.check_writable(tmp_path / "file" / "out")
     assert training.check_writable(tmp_path / "new" / "out").is_dir()
+
+
+def test_resume_into_a_longer_schedule_uses_its_learning_rate():
+    model = build_model(num_classes=2, width_mult=0.35)
+    optimizer = build_optimizer(model, lr=0.1, weight_decay=0.0, backbone_lr_scale=1.0)
+    scheduler = build_scheduler(optimizer, total_steps=3, warmup_steps=0)
+    for _ in range(3):
+        optimizer.step()
+        scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == 0.0  # the short schedule has ended
+    ckpt = training.training_state(model, optimizer=optimizer, scheduler=scheduler, scaler=None, step=3,
+                                   best_miou=0.5, scores=None, class_names=["a", "b"], run_args={})
+    longer_optimizer = build_optimizer(model, lr=0.1, weight_decay=0.0, backbone_lr_scale=1.0)
+    longer = build_scheduler(longer_optimizer, total_steps=10, warmup_steps=0)
+    step, best = training.restore_training_state(ckpt, model=model, optimizer=longer_optimizer, scheduler=longer)
+    expected = 0.1 * lr_factor(3, total_steps=10, warmup_steps=0)
+    assert (step, best) == (3, 0.5) and expected > 0
+    assert all(group["lr"] == pytest.approx(expected) for group in longer_optimizer.param_groups)

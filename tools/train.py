@@ -52,6 +52,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "dataset": "voc", "backbone": "mobilenetv2", "output_stride": 16, "split": "train", "val_split": "val",
     "weight_decay": 1e-4, "backbone_lr_scale": 1.0, "warmup_iters": None, "epochs": None, "seed": 0,
     "amp": "auto", "val_batch_size": 1, "freeze_bn": False,
+    "freeze_early_stages": False,
 }
 # Settings of the machine at hand, never taken over from a resumed checkpoint.
 MACHINE_DEFAULTS: dict[str, Any] = {"workers": min(4, os.cpu_count() or 1), "device": "auto", "no_sync_bn": False,
@@ -87,6 +88,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", choices=training.AMP_MODES, help="mixed precision on CUDA (default auto: bf16/fp16)")
     p.add_argument("--freeze-bn", action="store_true", default=None,
                    help="freeze BatchNorm statistics and scale/shift (fine-tuning with small batches)")
+    p.add_argument("--freeze-early-stages", action="store_true", default=None,
+                   help="freeze the backbone up to its stride-4 feature (weights and BN statistics)")
     p.add_argument("--no-sync-bn", action="store_true", default=None,
                    help="under torchrun on GPUs, normalise per GPU instead of with SyncBatchNorm")
     p.add_argument("--dist-timeout", type=float, metavar="SECONDS",
@@ -147,6 +150,8 @@ def build_parts(s: dict[str, Any], *, ckpt: dict[str, Any] | None, resume_path: 
     model.to(device)
     if s["freeze_bn"]:
         distributed.freeze_batchnorm(model)  # before the optimiser, which then leaves BN scales and shifts out
+    if s["freeze_early_stages"]:
+        distributed.freeze_early_stages(model.backbone)
     optimizer = build_optimizer(model, lr=s["lr"], weight_decay=s["weight_decay"],
                                 backbone_lr_scale=s["backbone_lr_scale"])
     warmup = s["warmup_iters"] if s["warmup_iters"] is not None else default_warmup_steps(s["iters"])
@@ -156,8 +161,9 @@ def build_parts(s: dict[str, Any], *, ckpt: dict[str, Any] | None, resume_path: 
              "scaler": torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None, "amp_dtype": amp_dtype}
     start, best = (training.restore_training_state(ckpt, model=model, optimizer=optimizer, scheduler=scheduler,
                                                    scaler=parts["scaler"], path=resume_path) if ckpt else (0, -1.0))
-    # Frozen statistics need no synchronising; SyncBatchNorm keeps the Parameters the optimiser holds.
-    wrapped = distributed.wrap_model(model, device, sync_bn=not (s["no_sync_bn"] or s["freeze_bn"]))
+    # Frozen statistics need no synchronising, and converting to SyncBatchNorm would drop the freezing hooks.
+    frozen = s["freeze_bn"] or s["freeze_early_stages"]
+    wrapped = distributed.wrap_model(model, device, sync_bn=not (s["no_sync_bn"] or frozen))
     return model, wrapped, parts, start, best
 
 
