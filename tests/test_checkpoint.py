@@ -61,7 +61,7 @@ def test_refuses_pickled_code(tmp_path: Path) -> None:
 
     path = tmp_path / "evil.pt"
     with open(path, "wb") as f:
-        pickle.dump({"model": Exploit(), "model_config": {}}, f)
+        pickle.dump({"model": Exploit(), "model_config": {}}, f, protocol=2)
     with pytest.raises(UserError, match="evil.pt"):
         load_checkpoint(path)
     assert not marker.exists()
