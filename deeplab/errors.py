@@ -25,7 +25,14 @@ def report_user_errors(main: Callable[..., int]) -> Callable[..., int]:
         try:
             return main(argv)
         except UserError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {_user_line(exc)}", file=sys.stderr)
             return 2
 
     return wrapper
+
+
+def _user_line(exc: UserError) -> str:
+    """The error's one line; a UserError that a DataLoader worker re-raised carries the worker's traceback,
+    whose last line holds the original message."""
+    lines = str(exc).strip().splitlines()
+    return lines[-1].split("UserError: ", 1)[-1] if len(lines) > 1 else str(exc)

@@ -201,25 +201,10 @@ def validate(
 
     model.eval()
     try:
-        matrix = evaluate(predictor, _user_errors_unwrapped(loader), num_classes=len(class_names))
+        matrix = evaluate(predictor, loader, num_classes=len(class_names))
     finally:
         model.train()
     return all_reduce_confusion_matrix(matrix).scores(class_names)
-
-
-def _user_errors_unwrapped(batches: Iterable) -> Iterator:
-    """Yield from ``batches``; a dataset's UserError raised in a loader worker comes back as its one line."""
-    iterator = iter(batches)
-    while True:
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            return
-        except UserError as exc:
-            # Workers re-raise as UserError("Caught UserError in DataLoader worker ...\n<traceback>").
-            lines = str(exc).strip().splitlines()
-            raise UserError(lines[-1].split("UserError: ", 1)[-1] if len(lines) > 1 else str(exc)) from None
-        yield batch
 
 
 @dataclass
@@ -346,7 +331,7 @@ def train(
     model.to(device).train()
     save = {"optimizer": optimizer, "scheduler": scheduler, "scaler": scaler, "class_names": class_names,
             "run_args": run_args or {}}
-    batches = _user_errors_unwrapped(train_loader)
+    batches = iter(train_loader)
     bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, disable=not (progress and main))
     step, scores, saved_step, images_seen, started = start_step, None, start_step, 0, time.perf_counter()
     with bar:

@@ -122,6 +122,18 @@ def test_eval_flip_and_scales(tiny_voc, tmp_path: Path, capsys: pytest.CaptureFi
     assert "mIoU" in capsys.readouterr().out
 
 
+def test_bad_image_in_a_loader_worker_is_one_line(tiny_voc, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root, ckpt, _ = tiny_voc
+    broken = tmp_path / "broken"
+    shutil.copytree(root, broken)
+    (broken / "VOCdevkit" / "VOC2012" / "JPEGImages" / "img1.jpg").write_text("not a JPEG")
+    rc = eval_tool.main(["--checkpoint", str(ckpt), "--data-root", str(broken), "--workers", "2",
+                         "--device", "cpu", "--engine", "torch"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert err.startswith("error: ") and "img1.jpg" in err and "Traceback" not in err
+
+
 def test_eval_bad_scales_is_user_error(tiny_voc, capsys: pytest.CaptureFixture) -> None:
     root, ckpt, _ = tiny_voc
     assert eval_tool.main(["--checkpoint", str(ckpt), "--data-root", str(root), "--scales", "big"]) == 2

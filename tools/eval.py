@@ -9,7 +9,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # our `datasets`, 
 import argparse  # noqa: E402
 from typing import Sequence  # noqa: E402
 
-import torch  # noqa: E402
 
 from datasets import VOCSegmentation, build_eval_transform, load_class_names  # noqa: E402
 from datasets.voc import read_label_png  # noqa: E402
@@ -17,6 +16,7 @@ from deeplab.errors import UserError, report_user_errors  # noqa: E402
 from deeplab.evaluation import evaluate, load_segmenter  # noqa: E402
 from deeplab.inference import ENGINES  # noqa: E402
 from deeplab.metrics import ConfusionMatrix  # noqa: E402
+from deeplab.training import build_val_loader  # noqa: E402
 from deeplab.scoring import format_scores, score_prediction_dir, write_report  # noqa: E402
 
 
@@ -59,7 +59,7 @@ def score_checkpoint(args: argparse.Namespace) -> tuple[ConfusionMatrix, list[st
         transform=build_eval_transform(mean=segmenter.mean, std=segmenter.std),
     )
     # Batch 1: VOC images differ in size and are scored at their own resolution.
-    loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=max(0, args.workers))
+    loader = build_val_loader(dataset, batch_size=1, workers=max(0, args.workers))
     print(f"evaluating {args.checkpoint} on {len(dataset)} {args.split} images "
           f"({segmenter.device}, scales {scales}{', flip' if args.flip else ''})")
     matrix = evaluate(
