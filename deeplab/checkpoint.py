@@ -11,9 +11,21 @@ import torch
 from .errors import UserError
 from .model import DeepLabV3Plus, build_model
 
-__all__ = ["load_checkpoint", "model_from_checkpoint", "save_checkpoint"]
+__all__ = ["check_writable", "load_checkpoint", "model_from_checkpoint", "save_checkpoint"]
 
 REQUIRED_KEYS = ("model", "model_config")
+
+
+def check_writable(out_dir: str | Path) -> Path:
+    """Create ``out_dir`` and prove a file can be written there, so a bad --out fails before any work."""
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as exc:
+        raise UserError(f"{out_dir}: cannot write to the output folder ({exc.strerror or exc})") from None
+    return out_dir
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import random
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -41,7 +40,6 @@ __all__ = [
     "TrainResult",
     "build_train_loader",
     "build_val_loader",
-    "check_writable",
     "is_main_process",
     "resolve_amp",
     "restore_training_state",
@@ -73,18 +71,6 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     if amp == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if amp == "bf16" else torch.float16
-
-
-def check_writable(out_dir: str | Path) -> Path:
-    """Create ``out_dir`` and prove a file can be written there, so a bad --out fails before any training."""
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out_dir):
-            pass
-    except OSError as exc:
-        raise UserError(f"{out_dir}: cannot write to the output folder ({exc.strerror or exc})") from None
-    return out_dir
 
 
 class SeededSampler(Sampler):

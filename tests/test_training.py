@@ -13,6 +13,7 @@ from torch import nn
 
 from deeplab import build_model, training
 from deeplab.errors import UserError
+from deeplab.checkpoint import check_writable
 from deeplab.evaluation import resolve_device
 from deeplab.schedule import build_optimizer, build_scheduler, default_warmup_steps, lr_factor
 from deeplab.training_log import MetricsLog, plot_curves
@@ -126,8 +127,8 @@ def test_metrics_log_reset_truncates_and_survives_a_torn_line(tmp_path):
 def test_check_writable_rejects_a_path_under_a_file(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError, match="cannot write to the output folder"):
-        training.check_writable(tmp_path / "file" / "out")
-    assert training.check_writable(tmp_path / "new" / "out").is_dir()
+        check_writable(tmp_path / "file" / "out")
+    assert check_writable(tmp_path / "new" / "out").is_dir()
 
 
 def test_resume_into_a_longer_schedule_uses_its_learning_rate():

@@ -15,6 +15,7 @@ from PIL import Image  # noqa: E402
 
 from datasets import build_eval_transform  # noqa: E402
 from datasets.voc import save_label_png  # noqa: E402
+from deeplab.checkpoint import check_writable  # noqa: E402
 from deeplab.errors import UserError, report_user_errors  # noqa: E402
 from deeplab.evaluation import Segmenter, load_segmenter, segment_image, shrink_to  # noqa: E402
 from deeplab.images import list_images, read_rgb  # noqa: E402
@@ -117,10 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     segmenter = load_segmenter(args.checkpoint or default_checkpoint(), device=args.device, engine=args.engine,
                                calibration=calibration_from(images, args.max_size or None))
     transform = build_eval_transform(mean=segmenter.mean, std=segmenter.std)
-    try:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"{args.out}: cannot create output folder ({exc.strerror or exc})") from None
+    check_writable(args.out)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     done = 0

@@ -34,7 +34,7 @@ from datasets import (  # noqa: E402
     load_class_names,
 )
 from deeplab import distributed, training  # noqa: E402
-from deeplab.checkpoint import load_checkpoint  # noqa: E402
+from deeplab.checkpoint import check_writable, load_checkpoint  # noqa: E402
 from deeplab.errors import UserError, report_user_errors  # noqa: E402
 from deeplab.evaluation import resolve_device  # noqa: E402
 from deeplab.model import build_model  # noqa: E402
@@ -175,7 +175,7 @@ def run(settings: dict[str, Any], *, ckpt: dict[str, Any] | None, resume_path: s
     world = distributed.get_world_size()
     if s["batch_size"] % world:
         raise UserError(f"--batch-size {s['batch_size']}: the global batch must be divisible by the {world} processes")
-    out_dir = training.check_writable(s["out"])
+    out_dir = check_writable(s["out"])
     with distributed.main_process_first():  # rank 0 generates or downloads the data, the others then read it
         root = prepare_data(s["dataset"], s["data_root"], download=download)
     class_names = load_class_names(root)
