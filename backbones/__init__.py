@@ -1,5 +1,5 @@
 """Feature extractors for DeepLabV3+ behind one contract (see ``backbones.base``) and a name registry."""
-from .base import Backbone, FeatureInfo, SequentialBackbone, dilate_for_output_stride
+from .base import Backbone, FeatureInfo, SequentialBackbone, WeightsError, dilate_for_output_stride
 from .registry import build_backbone, list_backbones, register_backbone
 
 # Each family module registers its names on import.
@@ -9,6 +9,7 @@ __all__ = [
     "Backbone",
     "FeatureInfo",
     "SequentialBackbone",
+    "WeightsError",
     "build_backbone",
     "dilate_for_output_stride",
     "list_backbones",

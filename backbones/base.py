@@ -15,8 +15,6 @@ import torch
 from torch import nn
 from torchvision.models import get_model_weights
 
-from deeplab.errors import UserError, one_line
-
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -24,6 +22,7 @@ __all__ = [
     "Backbone",
     "FeatureInfo",
     "SequentialBackbone",
+    "WeightsError",
     "dilate_for_output_stride",
     "read_state_dict",
 ]
@@ -31,6 +30,15 @@ __all__ = [
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 OUTPUT_STRIDES = (8, 16, 32)
+
+
+class WeightsError(Exception):
+    """Weights that cannot be fetched, read or loaded; the message is one line naming the file or source."""
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line (library messages often span several)."""
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -60,7 +68,7 @@ class Backbone(nn.Module):
     def imagenet_state_dict(self) -> Mapping[str, torch.Tensor]:
         """Fetch the upstream ImageNet state dict (downloads on a connected machine)."""
         if self.upstream is None:
-            raise UserError(f"{type(self).__name__} has no upstream ImageNet weights; train it from scratch")
+            raise WeightsError(f"{type(self).__name__} has no upstream ImageNet weights; train it from scratch")
         return get_model_weights(self.upstream).IMAGENET1K_V1.get_state_dict(progress=True)
 
     def load_pretrained(self, pretrained: bool | str | Path) -> None:
@@ -72,23 +80,23 @@ class Backbone(nn.Module):
         kept = {k: v for k, v in state.items() if not k.startswith(self.unused_upstream_prefixes)}
         missing, unexpected = _key_mismatch(self.state_dict().keys(), kept.keys())
         if missing or unexpected:
-            raise UserError(
+            raise WeightsError(
                 f"{origin}: not a {type(self).__name__} state dict "
                 f"(missing keys: {_first(missing)}; unexpected keys: {_first(unexpected)})"
             )
         try:
             self.load_state_dict(kept, strict=True)
         except RuntimeError as exc:
-            raise UserError(f"{origin}: weights do not fit {type(self).__name__}: {one_line(exc)}") from None
+            raise WeightsError(f"{origin}: weights do not fit {type(self).__name__}: {_one_line(exc)}") from None
 
     def _download_imagenet(self) -> Mapping[str, torch.Tensor]:
         try:
             return self.imagenet_state_dict()
-        except UserError:
+        except WeightsError:
             raise
         except Exception as exc:  # network, hash and cache errors all mean the same to the user
-            raise UserError(
-                f"could not fetch ImageNet weights ({self.weights_source}): {one_line(exc)}; download the file on "
+            raise WeightsError(
+                f"could not fetch ImageNet weights ({self.weights_source}): {_one_line(exc)}; download the file on "
                 "a connected machine and pass its path instead (--pretrained-backbone FILE, or pretrained='FILE')"
             ) from None
 
@@ -122,16 +130,16 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a state dict saved with ``torch.save`` (plain or under a ``state_dict``/``model`` key), safely."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: weights file not found")
+        raise WeightsError(f"{path}: weights file not found")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # weights_only refusals, truncation and garbage all end here
-        raise UserError(f"{path}: cannot read weights ({one_line(exc)})") from None
+        raise WeightsError(f"{path}: cannot read weights ({_one_line(exc)})") from None
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise UserError(f"{path}: not a state dict (expected a mapping of parameter names to tensors)")
+        raise WeightsError(f"{path}: not a state dict (expected a mapping of parameter names to tensors)")
     return obj
 
 

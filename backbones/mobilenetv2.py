@@ -6,14 +6,12 @@ from typing import Mapping
 import torch
 from torchvision.models import mobilenet_v2
 
-from deeplab.errors import UserError
-
-from .base import SequentialBackbone
+from .base import SequentialBackbone, WeightsError
 from .registry import register_backbone
 
 __all__ = ["MobileNetV2Backbone"]
 
-# Indices into torchvision's ``features`` (see STYLE.md's table): the low-level tap ends the stride-4 stage,
+# Indices into torchvision's ``features`` (block table: Sandler et al., Table 2): the low-level tap ends the stride-4 stage,
 # blocks 7 and 14 are the first to reach stride 16 and 32, block 17 is the last inverted residual.
 _LOW_LEVEL_END, _STRIDE16_START, _STRIDE32_START, _OUT_END = 4, 7, 14, 18
 
@@ -38,5 +36,5 @@ class MobileNetV2Backbone(SequentialBackbone):
 
     def imagenet_state_dict(self) -> Mapping[str, torch.Tensor]:
         if self.width_mult != 1.0:
-            raise UserError(f"ImageNet weights exist for width_mult=1.0 only, not {self.width_mult}")
+            raise WeightsError(f"ImageNet weights exist for width_mult=1.0 only, not {self.width_mult}")
         return super().imagenet_state_dict()

@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from deeplab.errors import UserError
-
-from .voc import save_label_png, split_file, voc_dir
+from .errors import DataError
+from .image_files import save_label_png
+from .voc import split_file, voc_dir
 
 __all__ = ["DEMO_CLASSES", "ensure_demo_dataset", "render_scene"]
 
@@ -136,7 +136,7 @@ def _check_ours(root: Path, marker: Path) -> None:
         return
     for path in (root / "VOCdevkit", root / "classes.txt"):
         if path.exists():
-            raise UserError(f"{path}: exists and is not the demo dataset; choose an empty folder for the demo data")
+            raise DataError(f"{path}: exists and is not the demo dataset; choose an empty folder for the demo data")
 
 
 def _write_scenes(root: Path, seed: int) -> None:

@@ -12,9 +12,9 @@ import numpy as np
 import scipy.io
 import scipy.io.matlab
 
-from deeplab.errors import UserError
-
-from .voc import VOC_CLASSES, check_labels, save_label_png, split_file, voc_dir
+from .errors import DataError, one_line
+from .image_files import check_labels, save_label_png
+from .voc import VOC_CLASSES, split_file, voc_dir
 
 __all__ = ["convert_sbd", "read_sbd_mat"]
 
@@ -25,21 +25,21 @@ def read_sbd_mat(path: Path) -> np.ndarray:
         data = scipy.io.loadmat(str(path), struct_as_record=False, squeeze_me=True)
         mask = np.asarray(data["GTcls"].Segmentation)
     except FileNotFoundError:
-        raise UserError(f"{path}: SBD label file is missing") from None
+        raise DataError(f"{path}: SBD label file is missing") from None
     except (KeyError, AttributeError):
-        raise UserError(f"{path}: no GTcls.Segmentation inside; is this an SBD cls/*.mat file?") from None
+        raise DataError(f"{path}: no GTcls.Segmentation inside; is this an SBD cls/*.mat file?") from None
     except (scipy.io.matlab.MatReadError, ValueError, TypeError, OSError) as exc:
-        raise UserError(f"{path}: cannot read .mat file ({' '.join(str(exc).split())})") from None
+        raise DataError(f"{path}: cannot read .mat file ({one_line(exc)})") from None
     if mask.ndim != 2 or not np.issubdtype(mask.dtype, np.integer):
-        raise UserError(f"{path}: GTcls.Segmentation is {mask.dtype} of shape {mask.shape}; expected an integer HxW")
+        raise DataError(f"{path}: GTcls.Segmentation is {mask.dtype} of shape {mask.shape}; expected an integer HxW")
     check_labels(mask, len(VOC_CLASSES), path)
     return mask.astype(np.uint8)
 
 
 def _read_ids(path: Path, what: str) -> list[str]:
-    """Read an id list, raising UserError naming the file if it is missing."""
+    """Read an id list, raising DataError naming the file if it is missing."""
     if not path.is_file():
-        raise UserError(f"{path}: {what} id list not found")
+        raise DataError(f"{path}: {what} id list not found")
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
@@ -63,7 +63,7 @@ def convert_sbd(sbd_root: str | Path, voc_root: str | Path) -> Path:
         if not image.is_file():
             source = sbd_root / "img" / f"{sample_id}.jpg"
             if not source.is_file():
-                raise UserError(f"{source}: SBD image missing and {image} does not exist either")
+                raise DataError(f"{source}: SBD image missing and {image} does not exist either")
             shutil.copyfile(source, image)
     out = split_file(voc_root, "train_aug")
     out.write_text("\n".join(train_aug) + "\n", encoding="utf-8")

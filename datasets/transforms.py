@@ -1,18 +1,41 @@
-"""Joint image/mask transforms (albumentations) ending in tensors; mean/std always come from the backbone."""
+"""Image/mask transforms ending in tensors: albumentations augmentation for training, plain normalisation
+for evaluation and prediction. Mean and std always come from the model, never from a global constant."""
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-# albumentations otherwise asks PyPI for a newer version on import; we never touch the network.
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+import numpy as np
+import torch
 
-import albumentations as A  # noqa: E402
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from .image_files import IGNORE_INDEX
 
-__all__ = ["SegmentationTransform", "build_eval_transform", "build_train_transform"]
+if TYPE_CHECKING:
+    import albumentations as A
+
+__all__ = ["NormalizeTransform", "SegmentationTransform", "build_eval_transform", "build_train_transform",
+           "normalize_image"]
+
+
+def normalize_image(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 ``HxWx3`` RGB -> float32 ``3xHxW`` holding ``(x / 255 - mean) / std``, the model's input."""
+    scale = 1.0 / (255.0 * np.asarray(std, dtype=np.float32))
+    offset = np.asarray(mean, dtype=np.float32) / np.asarray(std, dtype=np.float32)
+    out = image.astype(np.float32) * scale - offset
+    return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))
+
+
+class NormalizeTransform:
+    """(image, mask) -> (normalised float32 3xHxW, int64 HxW) at full size: evaluation's transform; picklable."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return normalize_image(image, self.mean, self.std), torch.from_numpy(mask.astype(np.int64))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(mean={self.mean}, std={self.std})"
 
 
 class SegmentationTransform:
@@ -41,7 +64,7 @@ def build_train_transform(
     mean: Sequence[float],
     std: Sequence[float],
     scale: tuple[float, float] = (0.5, 2.0),
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
 ) -> SegmentationTransform:
     """DeepLab training augmentation: random scale, pad (image with the mean, mask with ignore), crop, flip, normalise.
 
@@ -49,6 +72,11 @@ def build_train_transform(
     """
     if crop_size < 1 or not 0 < scale[0] <= scale[1]:
         raise ValueError(f"need crop_size >= 1 and 0 < scale[0] <= scale[1], got {crop_size}, {scale}")
+    # albumentations otherwise asks PyPI for a newer version on import; we never touch the network.
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    import albumentations as A  # deferred: prediction and evaluation never augment
+    import cv2
+
     # The pad value is the mean so padded pixels normalise to zero, like a zero-padded input.
     fill = tuple(255.0 * m for m in mean)
     pipeline = A.Compose([
@@ -69,7 +97,6 @@ def build_train_transform(
     return SegmentationTransform(pipeline)
 
 
-def build_eval_transform(*, mean: Sequence[float], std: Sequence[float]) -> SegmentationTransform:
-    """Evaluation transform: full image, only normalisation."""
-    pipeline = A.Compose([A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0)])
-    return SegmentationTransform(pipeline)
+def build_eval_transform(*, mean: Sequence[float], std: Sequence[float]) -> NormalizeTransform:
+    """Evaluation transform: the full image, only normalised."""
+    return NormalizeTransform(mean, std)

@@ -14,29 +14,21 @@ import urllib.error
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 import torch.utils.data
-from PIL import Image, UnidentifiedImageError
 
-from deeplab.errors import UserError, one_line
-from deeplab.images import read_rgb
-from deeplab.palette import voc_palette
+from .errors import DataError, one_line
+from .image_files import IGNORE_INDEX, read_label_png, read_rgb
 
 __all__ = [
-    "IGNORE_INDEX",
     "VOC_CLASSES",
     "VOC_URL",
     "VOCSegmentation",
-    "check_labels",
     "download_voc",
     "load_class_names",
-    "read_label_png",
-    "save_label_png",
     "split_file",
     "voc_dir",
 ]
 
-IGNORE_INDEX = 255
 VOC_URL = "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar"
 VOC_CLASSES: tuple[str, ...] = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -45,7 +37,6 @@ VOC_CLASSES: tuple[str, ...] = (
 _HOW_TO_GET = (
     f"pass --download to fetch VOC 2012, or extract {VOC_URL} so that the folder VOCdevkit sits inside the data root"
 )
-_MASK_MODES = {"P", "L", "I", "I;16"}
 
 
 def voc_dir(root: str | Path) -> Path:
@@ -66,54 +57,12 @@ def load_class_names(root: str | Path) -> list[str]:
     lines = path.read_text(encoding="utf-8").rstrip().splitlines()
     names = [line.strip() for line in lines]
     if not names or "" in names:
-        raise UserError(f"{path}: needs one non-empty class name per line (line i = class id i)")
+        raise DataError(f"{path}: needs one non-empty class name per line (line i = class id i)")
     if len(set(names)) != len(names):
-        raise UserError(f"{path}: class names repeat: {sorted({n for n in names if names.count(n) > 1})}")
+        raise DataError(f"{path}: class names repeat: {sorted({n for n in names if names.count(n) > 1})}")
     if len(names) > IGNORE_INDEX:
-        raise UserError(f"{path}: {len(names)} classes; at most {IGNORE_INDEX} fit uint8 masks with 255 = void")
+        raise DataError(f"{path}: {len(names)} classes; at most {IGNORE_INDEX} fit uint8 masks with 255 = void")
     return names
-
-
-def save_label_png(path: str | Path, mask: np.ndarray) -> None:
-    """Write a uint8 HxW class-id mask as a VOC palette PNG (pixel values stay the class ids)."""
-    image = Image.fromarray(np.asarray(mask, dtype=np.uint8), mode="P")
-    image.putpalette(voc_palette().tobytes())
-    image.save(path, optimize=False)
-
-
-def read_label_png(path: Path, num_classes: int) -> np.ndarray:
-    """Read a class-id mask (uint8 HxW), raising UserError on a colour mask or values outside the classes."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode not in _MASK_MODES:
-                raise UserError(
-                    f"{path}: mask has mode {image.mode}; expected a palette or greyscale PNG of class ids"
-                )
-            mask = np.asarray(image)
-    except FileNotFoundError:
-        raise UserError(f"{path}: mask file is missing") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise UserError(f"{path}: cannot decode mask ({one_line(exc)})") from None
-    check_labels(mask, num_classes, path)
-    return mask.astype(np.uint8, copy=False)
-
-
-def check_labels(mask: np.ndarray, num_classes: int, path: Path) -> None:
-    """Raise UserError naming ``path`` and the bad values if a label is outside [0, num_classes) and not 255."""
-    if mask.size == 0:
-        raise UserError(f"{path}: mask is empty")
-    if mask.min() < 0:
-        raise UserError(f"{path}: negative label values {sorted(np.unique(mask[mask < 0]).tolist())[:10]}")
-    counts = np.bincount(mask.ravel(), minlength=IGNORE_INDEX + 1)
-    bad = np.flatnonzero(counts[num_classes:]) + num_classes
-    bad = bad[bad != IGNORE_INDEX]
-    if bad.size:
-        raise UserError(
-            f"{path}: label values {bad[:10].tolist()} outside 0..{num_classes - 1} "
-            f"(and {IGNORE_INDEX} = void); wrong mask format or missing classes.txt?"
-        )
-
 
 
 class VOCSegmentation(torch.utils.data.Dataset):
@@ -168,7 +117,7 @@ class VOCSegmentation(torch.utils.data.Dataset):
         image = read_rgb(self._image_paths[i])
         mask = read_label_png(self._mask_paths[i], self.num_classes)
         if image.shape[:2] != mask.shape:
-            raise UserError(
+            raise DataError(
                 f"{self._mask_paths[i]}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
                 f"{self._image_paths[i].name} is {image.shape[1]}x{image.shape[0]} (WxH)"
             )
@@ -178,26 +127,26 @@ class VOCSegmentation(torch.utils.data.Dataset):
 
 
 def _read_split(root: Path, split: str) -> list[str]:
-    """Read a split's ids, with a one-line UserError saying what was looked for and how to get it."""
+    """Read a split's ids, with a one-line DataError saying what was looked for and how to get it."""
     base = voc_dir(root)
     if not base.is_dir():
-        raise UserError(f"{base}: VOC folder not found under data root {root}; {_HOW_TO_GET}")
+        raise DataError(f"{base}: VOC folder not found under data root {root}; {_HOW_TO_GET}")
     path = split_file(root, split)
     if not path.is_file():
         hint = "run tools/convert_sbd.py to make it" if split == "train_aug" else _HOW_TO_GET
-        raise UserError(f"{path}: split file not found; {hint}")
+        raise DataError(f"{path}: split file not found; {hint}")
     ids = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not ids:
-        raise UserError(f"{path}: split list is empty")
+        raise DataError(f"{path}: split list is empty")
     return ids
 
 
 def _check_files_exist(paths: list[Path], kind: str) -> None:
-    """Raise UserError naming the first missing file (and how many are missing) before training starts."""
+    """Raise DataError naming the first missing file (and how many are missing) before training starts."""
     missing = [p for p in paths if not p.is_file()]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise UserError(f"{missing[0]}: {kind} file listed in the split is missing{more}")
+        raise DataError(f"{missing[0]}: {kind} file listed in the split is missing{more}")
 
 
 def download_voc(root: str | Path) -> None:
@@ -210,7 +159,7 @@ def download_voc(root: str | Path) -> None:
     try:
         torchvision.datasets.VOCSegmentation(str(root), year="2012", image_set="trainval", download=True)
     except (urllib.error.URLError, OSError, RuntimeError) as exc:
-        raise UserError(
+        raise DataError(
             f"{root}: could not download VOC 2012 ({one_line(exc)}); on a connected machine fetch {VOC_URL} "
             f"and extract it into {root} so that {voc_dir(root)} exists"
         ) from None

@@ -1,27 +1,25 @@
-"""DeepLabV3+ semantic segmentation: model assembly, metrics, checkpoints.
+"""DeepLabV3+ semantic segmentation on swappable backbones.
 
-Public names load lazily (PEP 562) so that ``backbones`` can import ``deeplab.errors`` without a cycle.
+Sub-packages by job: :mod:`deeplab.models` (the network), :mod:`deeplab.engine` (training),
+:mod:`deeplab.evaluation` (scores), :mod:`deeplab.inference` (prediction, engines, export); checkpoints and
+user-facing errors sit beside them.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from .errors import UserError
+from .evaluation import ConfusionMatrix, segmentation_scores
+from .inference import Predictor
+from .models import DeepLabV3Plus, build_model
 
-_EXPORTS = {
-    "DeepLabV3Plus": "model",
-    "build_model": "model",
-    "ConfusionMatrix": "metrics",
-    "segmentation_scores": "metrics",
-    "load_checkpoint": "checkpoint",
-    "model_from_checkpoint": "checkpoint",
-    "save_checkpoint": "checkpoint",
-    "UserError": "errors",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+__all__ = [
+    "ConfusionMatrix",
+    "DeepLabV3Plus",
+    "Predictor",
+    "UserError",
+    "build_model",
+    "load_checkpoint",
+    "model_from_checkpoint",
+    "save_checkpoint",
+    "segmentation_scores",
+]

@@ -9,9 +9,9 @@ from typing import Any
 import torch
 
 from .errors import UserError
-from .model import DeepLabV3Plus, build_model
+from .models import DeepLabV3Plus
 
-__all__ = ["check_writable", "load_checkpoint", "model_from_checkpoint", "save_checkpoint"]
+__all__ = ["check_writable", "load_checkpoint", "model_from_checkpoint", "newest_checkpoint", "save_checkpoint"]
 
 REQUIRED_KEYS = ("model", "model_config")
 
@@ -78,7 +78,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> DeepLabV3Plus:
     """Rebuild the model from ``ckpt["model_config"]`` and load ``ckpt["model"]`` strictly."""
     try:
-        model = build_model(**ckpt["model_config"])
+        model = DeepLabV3Plus(**ckpt["model_config"])
     except (TypeError, ValueError) as exc:
         raise UserError(f"{path}: invalid model_config ({exc})") from None
     try:
@@ -86,6 +86,15 @@ def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "checkpoint")
     except RuntimeError as exc:
         raise UserError(f"{path}: weights do not match its model_config ({' '.join(str(exc).split())[:300]})") from None
     return model
+
+
+def newest_checkpoint(runs: str | Path = "runs") -> Path:
+    """The most recently written ``best.pt`` under ``runs``, or a user error saying how to get one."""
+    runs = Path(runs)
+    found = sorted(runs.rglob("best.pt"), key=lambda p: p.stat().st_mtime) if runs.is_dir() else []
+    if not found:
+        raise UserError(f"{runs.resolve()}: no best.pt found; train a model with tools/train.py or pass --checkpoint CKPT")
+    return found[-1]
 
 
 def _fsync_dir(folder: Path) -> None:

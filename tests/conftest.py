@@ -1,11 +1,19 @@
-"""Shared fixtures: the real VOC samples beside the checkout, deterministic seeds, two CPU threads."""
+"""Fixtures shared by every test: the checkout and real VOC samples, a BatchNorm randomiser, tiny checkpoints,
+VOC-format folders and the demo data made on the fly; deterministic seeds and two CPU threads."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
+from torch import nn
+
+from datasets import ensure_demo_dataset, save_label_png
+from deeplab import build_model, save_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VOC_MINI = REPO_ROOT.parent / "shared" / "data" / "voc_mini"
@@ -14,13 +22,87 @@ torch.set_num_threads(2)
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations asks PyPI for updates on import
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """The checkout under test."""
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
 def voc_mini() -> Path:
     """Folder holding ``VOCdevkit/VOC2012`` with eight real VOC val images, their labels and reference predictions."""
     assert (VOC_MINI / "VOCdevkit" / "VOC2012").is_dir(), f"missing {VOC_MINI}"
     return VOC_MINI
 
 
-@pytest.fixture(autouse=True)
-def _seed() -> None:
-    torch.manual_seed(0)
+def _randomise_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BatchNorm non-trivial statistics and affine terms, so a wrong key mapping or a wrong fold
+    changes the outputs; returns the model in eval mode."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine and module.track_running_stats:
+                n = module.num_features
+                module.running_mean.copy_(torch.randn(n, generator=generator) * 0.2)
+                module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+                module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
+                module.bias.copy_(torch.randn(n, generator=generator) * 0.1)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def randomise_batchnorm() -> Callable[..., nn.Module]:
+    """``randomise_batchnorm(model, seed=0) -> model``: random BN statistics and affine terms, eval mode."""
+    return _randomise_batchnorm
+
+
+def _make_checkpoint(path: Path, class_names: list[str] | None = None, *, num_classes: int,
+                     width_mult: float = 0.25, **config) -> nn.Module:
+    """Save a random-weight DeepLabV3+ checkpoint (narrow MobileNetV2 by default: cheap on CPU); returns its model."""
+    model = build_model(num_classes=num_classes, width_mult=width_mult, **config).eval()
+    state = {"model": model.state_dict(), "model_config": model.config}
+    if class_names is not None:
+        state["class_names"] = list(class_names)
+    save_checkpoint(state, path)
+    return model
+
+
+@pytest.fixture(scope="session")
+def make_checkpoint() -> Callable[..., nn.Module]:
+    """``make_checkpoint(path, class_names=None, *, num_classes, width_mult=0.25, **config) -> model``."""
+    return _make_checkpoint
+
+
+def _make_voc_folder(root: Path, masks: dict[str, np.ndarray], split: str = "train",
+                     classes: list[str] | None = None) -> Path:
+    """Write a VOC-format folder: a random JPEG per mask, the masks as palette PNGs, one split list; returns
+    ``VOCdevkit/VOC2012``."""
+    base = root / "VOCdevkit" / "VOC2012"
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for sample_id, mask in masks.items():
+        image = rng.integers(0, 256, (*mask.shape, 3), dtype=np.uint8)
+        Image.fromarray(image).save(base / "JPEGImages" / f"{sample_id}.jpg")
+        save_label_png(base / "SegmentationClass" / f"{sample_id}.png", mask)
+    (base / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(masks) + "\n")
+    if classes is not None:
+        (root / "classes.txt").write_text("\n".join(classes) + "\n")
+    return base
+
+
+@pytest.fixture(scope="session")
+def make_voc_folder() -> Callable[..., Path]:
+    """``make_voc_folder(root, {id: mask}, split="train", classes=None) -> VOCdevkit/VOC2012``."""
+    return _make_voc_folder
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built-in demo dataset, generated once per session (tests add split files, never change images)."""
+    return ensure_demo_dataset(tmp_path_factory.mktemp("demo"))

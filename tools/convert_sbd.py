@@ -1,16 +1,16 @@
 """Convert SBD's cls/*.mat labels to PNGs and write VOC's train_aug.txt (VOC train + SBD - VOC val)."""
 from __future__ import annotations
 
+import _checkout  # noqa: F401  (first: our `datasets`, not Hugging Face's)
+
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # our `datasets`, not Hugging Face's
+import argparse
+from typing import Sequence
 
-import argparse  # noqa: E402
-from typing import Sequence  # noqa: E402
-
-from datasets.sbd import convert_sbd  # noqa: E402
-from deeplab.errors import report_user_errors  # noqa: E402
+from datasets.sbd import convert_sbd
+from deeplab.errors import report_user_errors
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -1,23 +1,17 @@
 """Evaluate a checkpoint on a VOC-format split, or score saved prediction masks (--pred-dir) like the VOC devkit."""
 from __future__ import annotations
 
+import _checkout  # noqa: F401  (first: our `datasets`, not Hugging Face's)
+
+import argparse
 import sys
-from pathlib import Path
+from typing import Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # our `datasets`, not Hugging Face's
-
-import argparse  # noqa: E402
-from typing import Sequence  # noqa: E402
-
-
-from datasets import VOCSegmentation, build_eval_transform, load_class_names  # noqa: E402
-from datasets.voc import read_label_png  # noqa: E402
-from deeplab.errors import UserError, report_user_errors  # noqa: E402
-from deeplab.evaluation import evaluate, load_segmenter  # noqa: E402
-from deeplab.inference import ENGINES  # noqa: E402
-from deeplab.metrics import ConfusionMatrix  # noqa: E402
-from deeplab.training import build_val_loader  # noqa: E402
-from deeplab.scoring import format_scores, score_prediction_dir, write_report  # noqa: E402
+from datasets import VOCSegmentation, build_eval_transform, load_class_names
+from deeplab.engine.data import build_val_loader
+from deeplab.errors import UserError, report_user_errors
+from deeplab.evaluation import ConfusionMatrix, evaluate, format_scores, score_prediction_dir, write_report
+from deeplab.inference import ENGINES, Predictor
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -51,31 +45,26 @@ def parse_scales(text: str) -> list[float]:
 def score_checkpoint(args: argparse.Namespace) -> tuple[ConfusionMatrix, list[str]]:
     """Predict every image of the split at full resolution and accumulate one confusion matrix."""
     scales = parse_scales(args.scales)
-    segmenter = load_segmenter(
+    predictor = Predictor.from_checkpoint(
         args.checkpoint, device=args.device, engine=args.engine, class_names=load_class_names(args.data_root)
     )
     dataset = VOCSegmentation(
-        args.data_root, split=args.split, class_names=segmenter.class_names,
-        transform=build_eval_transform(mean=segmenter.mean, std=segmenter.std),
+        args.data_root, split=args.split, class_names=predictor.class_names,
+        transform=build_eval_transform(mean=predictor.mean, std=predictor.std),
     )
     # Batch 1: VOC images differ in size and are scored at their own resolution.
     loader = build_val_loader(dataset, batch_size=1, workers=max(0, args.workers))
     print(f"evaluating {args.checkpoint} on {len(dataset)} {args.split} images "
-          f"({segmenter.device}, scales {scales}{', flip' if args.flip else ''})")
-    matrix = evaluate(
-        segmenter.predictor, loader, num_classes=len(segmenter.class_names), scales=scales, flip=args.flip
-    )
-    return matrix, segmenter.class_names
+          f"({predictor.device}, scales {scales}{', flip' if args.flip else ''})")
+    matrix = evaluate(predictor.engine, loader, num_classes=len(predictor.class_names), scales=scales, flip=args.flip)
+    return matrix, predictor.class_names
 
 
 def score_predictions(args: argparse.Namespace) -> tuple[ConfusionMatrix, list[str]]:
     """Score the saved masks in ``--pred-dir`` against the split's ground truth."""
     dataset = VOCSegmentation(args.data_root, split=args.split)
     gt_paths = [dataset.mask_path(i) for i in range(len(dataset))]
-    matrix = score_prediction_dir(
-        gt_paths, args.pred_dir, num_classes=dataset.num_classes, read_mask=read_label_png
-    )
-    return matrix, dataset.class_names
+    return score_prediction_dir(gt_paths, args.pred_dir, num_classes=dataset.num_classes), dataset.class_names
 
 
 @report_user_errors

@@ -7,22 +7,15 @@ Batch size is always dynamic; height and width are too unless --input-size fixes
 """
 from __future__ import annotations
 
+import _checkout  # noqa: F401  (first: our `datasets`, not Hugging Face's)
+
+import argparse
 import sys
 from pathlib import Path
+from typing import Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # our `datasets`, not Hugging Face's
-
-import argparse  # noqa: E402
-from typing import Sequence  # noqa: E402
-
-import torch  # noqa: E402
-
-from deeplab.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
-from deeplab.errors import UserError, report_user_errors  # noqa: E402
-from deeplab.export import export_onnx, onnx_session, parity_check  # noqa: E402
-
-# Odd and unequal, unlike any export size, so a resize baked to one size would show up.
-DYNAMIC_PARITY_SIZE = (97, 131)
+from deeplab.errors import report_user_errors
+from deeplab.inference.export import export_checkpoint
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -40,26 +33,13 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Export, then print the parity of ONNX Runtime against PyTorch on one random input."""
     args = get_args_parser().parse_args(argv)
-    if args.input_size is not None and min(args.input_size) < 1:
-        raise UserError(f"--input-size: height and width must be positive, got {args.input_size}")
-    model = model_from_checkpoint(load_checkpoint(args.checkpoint), args.checkpoint).eval()
+    parity = export_checkpoint(args.checkpoint, args.out, input_size=args.input_size, seed=args.seed)
     out = Path(args.out)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        export_onnx(model, out, input_size=args.input_size)
-    except OSError as exc:
-        raise UserError(f"{out}: cannot write the ONNX file ({exc.strerror or exc})") from None
-    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {_shape_text(args.input_size)})")
-    height, width = args.input_size or DYNAMIC_PARITY_SIZE
-    batch = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(args.seed))
-    print(parity_check(model, onnx_session(out), batch))
+    shape = ("input N x 3 x H x W, all dynamic" if args.input_size is None
+             else f"input N x 3 x {args.input_size[0]} x {args.input_size[1]}, batch dynamic")
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {shape})")
+    print(parity)
     return 0
-
-
-def _shape_text(input_size: Sequence[int] | None) -> str:
-    if input_size is None:
-        return "input N x 3 x H x W, all dynamic"
-    return f"input N x 3 x {input_size[0]} x {input_size[1]}, batch dynamic"
 
 
 if __name__ == "__main__":

@@ -1,0 +1,144 @@
+"""Images and label masks on disk: robust photo decoding, palette PNGs of class ids, the VOC colours, void.
+
+Every failure a user can cause (missing, unreadable, truncated, not an image, absurdly large, a colour mask,
+labels outside the classes) becomes one :class:`~datasets.errors.DataError` line naming the file.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import DataError, one_line
+
+__all__ = [
+    "IGNORE_INDEX",
+    "IMAGE_SUFFIXES",
+    "check_labels",
+    "find_images",
+    "list_images",
+    "read_label_png",
+    "read_rgb",
+    "save_label_png",
+    "voc_palette",
+]
+
+#: Label value of unlabelled ("void") pixels: skipped by losses and metrics, the VOC convention.
+IGNORE_INDEX = 255
+#: File endings taken from a folder of images (compared in lower case).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
+
+# Modes holding more than 8 bits per pixel in a single channel (16-bit PNG/TIFF, 32-bit int, float).
+_WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+_MASK_MODES = {"P", "L", "I", "I;16"}
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Decode ``path`` to uint8 ``HxWx3`` RGB as displayed: EXIF rotation applied, wide greys scaled to 8 bits."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, not an image")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            if image.mode in _WIDE_MODES:
+                return _wide_grey_to_rgb(np.asarray(image))
+            return np.asarray(image.convert("RGB"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except PermissionError:
+        raise DataError(f"{path}: permission denied") from None
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: not an image file (or an unsupported format)") from None
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{path}: image too large to decode safely ({one_line(exc)})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise DataError(f"{path}: corrupt or truncated image ({one_line(exc)})") from None
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files directly inside ``folder`` (by suffix), sorted by name."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def find_images(inputs: Sequence[str | Path]) -> tuple[list[Path], list[str]]:
+    """Image paths from files and folders (a folder's images by name), and one problem line per input that
+    yields none."""
+    images, problems = [], []
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            found = list_images(path)
+            images += found
+            if not found:
+                problems.append(f"{path}: folder holds no images")
+        elif path.exists():
+            images.append(path)
+        else:
+            problems.append(f"{path}: no such file or folder")
+    return images, problems
+
+
+def _wide_grey_to_rgb(values: np.ndarray) -> np.ndarray:
+    """Map a >8-bit greyscale array to uint8 RGB: 16-bit range scaled by 1/257, 8-bit-range values kept."""
+    values = values.astype(np.float64)
+    if values.max(initial=0.0) > 255.0:
+        values = values / 257.0
+    grey = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
+def voc_palette(num_colors: int = 256) -> np.ndarray:
+    """``(num_colors, 3)`` uint8 RGB colours of the VOC devkit's ``labelcolormap`` (bits of the id interleaved)."""
+    ids = np.arange(num_colors)
+    palette = np.zeros((num_colors, 3), dtype=np.uint8)
+    for shift in range(8):
+        for channel in range(3):
+            bit = (ids >> channel) & 1
+            palette[:, channel] |= (bit << (7 - shift)).astype(np.uint8)
+        ids = ids >> 3
+    return palette
+
+
+def save_label_png(path: str | Path, mask: np.ndarray) -> None:
+    """Write a uint8 HxW class-id mask as a VOC palette PNG (pixel values stay the class ids)."""
+    image = Image.fromarray(np.asarray(mask, dtype=np.uint8), mode="P")
+    image.putpalette(voc_palette().tobytes())
+    image.save(path, optimize=False)
+
+
+def read_label_png(path: Path, num_classes: int) -> np.ndarray:
+    """Read a class-id mask (uint8 HxW), raising DataError on a colour mask or values outside the classes."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode not in _MASK_MODES:
+                raise DataError(
+                    f"{path}: mask has mode {image.mode}; expected a palette or greyscale PNG of class ids"
+                )
+            mask = np.asarray(image)
+    except FileNotFoundError:
+        raise DataError(f"{path}: mask file is missing") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: cannot decode mask ({one_line(exc)})") from None
+    check_labels(mask, num_classes, path)
+    return mask.astype(np.uint8, copy=False)
+
+
+def check_labels(mask: np.ndarray, num_classes: int, path: Path) -> None:
+    """Raise DataError naming ``path`` and the bad values if a label is outside [0, num_classes) and not void."""
+    if mask.size == 0:
+        raise DataError(f"{path}: mask is empty")
+    if mask.min() < 0:
+        raise DataError(f"{path}: negative label values {sorted(np.unique(mask[mask < 0]).tolist())[:10]}")
+    counts = np.bincount(mask.ravel(), minlength=IGNORE_INDEX + 1)
+    bad = np.flatnonzero(counts[num_classes:]) + num_classes
+    bad = bad[bad != IGNORE_INDEX]
+    if bad.size:
+        raise DataError(
+            f"{path}: label values {bad[:10].tolist()} outside 0..{num_classes - 1} "
+            f"(and {IGNORE_INDEX} = void); wrong mask format or missing classes.txt?"
+        )

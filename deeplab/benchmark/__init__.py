@@ -1,0 +1,10 @@
+"""Measurements against peers in the same run: latency of models and engines, training throughput.
+
+Candidates are timed interleaved (A B A B ...) so load from other processes hits all of them alike; every
+figure is reported with the spread of its repeats and beside a peer measured in the same run.
+"""
+from __future__ import annotations
+
+from .measure import Runner, cpu_flags, eager, markdown, measure, model_stats, onnxruntime_runner, smp_model
+
+__all__ = ["Runner", "cpu_flags", "eager", "markdown", "measure", "model_stats", "onnxruntime_runner", "smp_model"]

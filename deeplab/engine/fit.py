@@ -1,0 +1,128 @@
+"""One training run from a :class:`~deeplab.engine.config.TrainConfig`: data, model, optimizer, then the loop.
+
+The flow reads top to bottom: dataset -> transforms -> model -> optimizer and schedule -> (resume) ->
+:func:`~deeplab.engine.loop.train` (loss, step, validation, checkpoints).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from datasets import (
+    VOCSegmentation,
+    build_eval_transform,
+    build_train_transform,
+    download_voc,
+    ensure_demo_dataset,
+    load_class_names,
+)
+
+from ..checkpoint import check_writable
+from ..device import resolve_device
+from ..errors import UserError
+from ..models import DeepLabV3Plus
+from . import distributed
+from .config import TrainConfig
+from .data import build_train_loader, build_val_loader
+from .freeze import freeze_batchnorm, freeze_early_stages
+from .loop import TrainResult, resolve_amp, train
+from .schedule import build_optimizer, build_scheduler, default_warmup_steps
+from .state import restore_training_state, seed_everything
+
+__all__ = ["fit", "pretrained_argument"]
+
+
+def fit(
+    config: TrainConfig,
+    *,
+    resume: dict[str, Any] | None = None,
+    resume_path: str | Path | None = None,
+    download: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train as ``config`` says, continuing the checkpoint ``resume`` (read from ``resume_path``) if given.
+
+    Under torchrun this process joins the group first; only rank 0 prints and writes files.
+    """
+    c = config
+    device = distributed.setup_distributed(resolve_device(c.device), timeout_s=c.dist_timeout)
+    world = distributed.get_world_size()
+    if c.batch_size % world:
+        raise UserError(f"--batch-size {c.batch_size}: the global batch must be divisible by the {world} processes")
+    out_dir = check_writable(c.out)
+    with distributed.main_process_first():  # rank 0 generates or downloads the data, the others then read it
+        root = _prepare_data(c.dataset, c.data_root, download=download)
+    class_names = load_class_names(root)
+    if resume is not None:
+        _check_resume(resume, resume_path, backbone=c.backbone, num_classes=len(class_names))
+    train_set = VOCSegmentation(root, split=c.split, class_names=class_names)
+    if c.epochs:
+        c.iters, c.epochs = c.epochs * math.ceil(len(train_set) / c.batch_size), None
+    model = _build_model(c, num_classes=len(class_names), pretrained=resume is None).to(device)
+    optimizer = build_optimizer(model, lr=c.lr, weight_decay=c.weight_decay, backbone_lr_scale=c.backbone_lr_scale)
+    warmup = c.warmup_iters if c.warmup_iters is not None else default_warmup_steps(c.iters)
+    scheduler = build_scheduler(optimizer, total_steps=c.iters, warmup_steps=warmup)
+    amp_dtype = resolve_amp(c.amp, device)
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    start, best = 0, -1.0
+    if resume is not None:
+        start, best = restore_training_state(resume, model=model, optimizer=optimizer, scheduler=scheduler,
+                                             scaler=scaler, path=resume_path)
+    # Frozen statistics need no synchronising, and converting to SyncBatchNorm would drop the freezing hooks.
+    frozen = c.freeze_bn or c.freeze_early_stages
+    wrapped = distributed.wrap_model(model, device, sync_bn=c.sync_bn and not frozen)
+    train_loader = build_train_loader(
+        train_set, transform=build_train_transform(crop_size=c.crop_size, mean=model.mean, std=model.std),
+        batch_size=c.batch_size, workers=c.workers, seed=c.seed, start_step=start)
+    val_set = VOCSegmentation(root, split=c.val_split, class_names=class_names,
+                              transform=build_eval_transform(mean=model.mean, std=model.std))
+    val_loader = build_val_loader(val_set, batch_size=c.val_batch_size, workers=min(c.workers, 2))
+    if distributed.is_main_process():
+        where = f"{world} processes on {device.type}" if world > 1 else str(device)
+        print(f"training {c.backbone} OS{c.output_stride} on {c.dataset} ({len(train_set)} train / "
+              f"{len(val_set)} val images, {len(class_names)} classes) on {where}, steps {start}->{c.iters}")
+    return train(
+        wrapped, train_loader=train_loader, val_loader=val_loader, optimizer=optimizer, scheduler=scheduler,
+        scaler=scaler, amp_dtype=amp_dtype, total_steps=c.iters, val_every=c.val_every, out_dir=out_dir,
+        class_names=class_names, device=device, start_step=start, best_miou=best,
+        run_args=dataclasses.asdict(c), progress=progress)
+
+
+def pretrained_argument(value: str) -> bool | str:
+    """``imagenet`` -> True, ``none`` -> False, anything else is a weights file path."""
+    return {"imagenet": True, "none": False}.get(value.lower(), value)
+
+
+def _prepare_data(dataset: str, root: str | Path, *, download: bool) -> Path:
+    """Make the data root usable: generate the demo set, or fetch VOC when asked."""
+    if dataset == "demo":
+        return ensure_demo_dataset(root)
+    if download:
+        download_voc(root)
+    return Path(root)
+
+
+def _check_resume(ckpt: dict[str, Any], path: str | Path | None, *, backbone: str, num_classes: int) -> None:
+    """Refuse to resume into a different architecture or label set, naming both values."""
+    config = ckpt["model_config"]
+    if config.get("backbone") != backbone:
+        raise UserError(f"{path}: checkpoint backbone is {config.get('backbone')}, but this run uses {backbone}")
+    if config.get("num_classes") != num_classes:
+        raise UserError(f"{path}: checkpoint has {config.get('num_classes')} classes, but the data has {num_classes}")
+
+
+def _build_model(c: TrainConfig, *, num_classes: int, pretrained: bool) -> nn.Module:
+    """The seeded model, ImageNet (or file) weights unless resuming, with the requested parts frozen."""
+    seed_everything(c.seed)
+    model = DeepLabV3Plus(c.backbone, num_classes=num_classes, output_stride=c.output_stride,
+                          pretrained_backbone=pretrained_argument(c.pretrained_backbone) if pretrained else False)
+    if c.freeze_bn:
+        freeze_batchnorm(model)  # before the optimiser, which then leaves BN scales and shifts out
+    if c.freeze_early_stages:
+        freeze_early_stages(model.backbone)
+    return model

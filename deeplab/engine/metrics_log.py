@@ -1,0 +1,78 @@
+"""Training metrics: a JSON-lines log (one object per optimizer step) and a PNG plot of loss and mIoU."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MetricsLog", "plot_curves"]
+
+
+class MetricsLog:
+    """Append-only ``metrics.jsonl``: each line a JSON object with at least ``step``; resumable without gaps."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def read(self) -> list[dict[str, Any]]:
+        """All records; a torn last line (a crash mid-write) is dropped, not fatal."""
+        if not self.path.is_file():
+            return []
+        records = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+        return records
+
+    def reset(self, *, keep_until: int = 0) -> None:
+        """Keep only records with ``step <= keep_until`` (0: none), so a resumed run rewrites what followed."""
+        kept = [r for r in self.read() if r.get("step", 0) <= keep_until]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Add one record (flushed at once, so a killed run keeps what it logged)."""
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def plot_curves(records: list[dict[str, Any]], path: str | Path) -> None:
+    """Draw training loss (raw and smoothed) and validation mIoU against the step into a PNG at ``path``."""
+    # A bare Figure draws without pyplot, so no GUI backend is chosen or switched (a user's notebook keeps its own).
+    from matplotlib.figure import Figure
+
+    losses = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    mious = [(r["step"], r["miou"]) for r in records if "miou" in r]
+    fig = Figure(figsize=(8, 4.5), dpi=100)
+    loss_ax = fig.subplots()
+    if losses:
+        steps, values = zip(*losses)
+        loss_ax.plot(steps, values, color="tab:blue", alpha=0.3, linewidth=0.8)
+        loss_ax.plot(steps, _smooth(values), color="tab:blue", label="train loss")
+    loss_ax.set_xlabel("step")
+    loss_ax.set_ylabel("loss", color="tab:blue")
+    miou_ax = loss_ax.twinx()
+    if mious:
+        steps, values = zip(*mious)
+        miou_ax.plot(steps, values, "o-", color="tab:orange", label="val mIoU")
+    miou_ax.set_ylabel("val mIoU", color="tab:orange")
+    miou_ax.set_ylim(0.0, 1.0)
+    loss_ax.set_title("DeepLabV3+ training")
+    fig.tight_layout()
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, path)  # a run killed mid-plot keeps the previous picture
+
+
+def _smooth(values: tuple[float, ...], alpha: float = 0.1) -> list[float]:
+    """Exponential moving average, so the trend shows through per-batch noise."""
+    out, current = [], values[0]
+    for value in values:
+        current = (1 - alpha) * current + alpha * value
+        out.append(current)
+    return out

@@ -1,0 +1,99 @@
+"""Scores as results: saved prediction masks scored like the VOC devkit, tables, JSON/CSV/PNG reports."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from datasets.image_files import read_label_png
+
+from ..errors import UserError
+from .confusion import ConfusionMatrix
+
+__all__ = ["format_scores", "plot_confusion_matrix", "report_paths", "score_prediction_dir", "write_report"]
+
+
+def score_prediction_dir(gt_paths: Iterable[Path], pred_dir: str | Path, *, num_classes: int) -> ConfusionMatrix:
+    """One confusion matrix over every ground-truth mask and the same-named PNG in ``pred_dir`` (void ignored)."""
+    pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        raise UserError(f"{pred_dir}: prediction folder not found")
+    matrix = ConfusionMatrix(num_classes)
+    for gt_path in gt_paths:
+        pred_path = pred_dir / f"{Path(gt_path).stem}.png"
+        if not pred_path.is_file():
+            raise UserError(f"{pred_path}: prediction missing for ground truth {gt_path}")
+        target, pred = read_label_png(Path(gt_path), num_classes), read_label_png(pred_path, num_classes)
+        if pred.shape != target.shape:
+            raise UserError(
+                f"{pred_path}: prediction is {pred.shape[1]}x{pred.shape[0]} but its ground truth "
+                f"{Path(gt_path).name} is {target.shape[1]}x{target.shape[0]} (WxH)"
+            )
+        matrix.update(torch.tensor(pred), torch.tensor(target))  # copies: PIL arrays are read-only
+    return matrix
+
+
+def format_scores(scores: dict[str, Any]) -> str:
+    """A per-class IoU table followed by mIoU and pixel accuracy, for the terminal."""
+    per_class = scores["per_class_iou"]
+    width = max([len("class")] + [len(name) for name in per_class])
+    lines = [f"{'class':<{width}}  IoU", f"{'-' * width}  ------"]
+    for name, iou in per_class.items():
+        lines.append(f"{name:<{width}}  {'-' if iou is None else f'{iou:.4f}'}")
+    lines += [f"{'mIoU':<{width}}  {scores['miou']:.4f}", f"{'pixel acc':<{width}}  {scores['pixel_acc']:.4f}"]
+    return "\n".join(lines)
+
+
+def report_paths(json_path: str | Path) -> dict[str, Path]:
+    """Where a report goes: the JSON, and beside it ``<stem>_confusion.csv`` and ``<stem>_confusion.png``."""
+    json_path = Path(json_path)
+    stem = json_path.with_suffix("")
+    return {
+        "json": json_path,
+        "csv": stem.with_name(f"{stem.name}_confusion.csv"),
+        "png": stem.with_name(f"{stem.name}_confusion.png"),
+    }
+
+
+def write_report(
+    json_path: str | Path, scores: dict[str, Any], matrix: torch.Tensor, class_names: Sequence[str], **extra: Any
+) -> dict[str, Path]:
+    """Write scores (plus ``extra`` fields) as JSON, the confusion matrix as CSV and as a PNG plot; returns paths."""
+    paths = report_paths(json_path)
+    try:
+        paths["json"].parent.mkdir(parents=True, exist_ok=True)
+        paths["json"].write_text(json.dumps({**scores, **extra}, indent=2) + "\n", encoding="utf-8")
+        with paths["csv"].open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["ground_truth\\predicted", *class_names])
+            for name, row in zip(class_names, matrix.tolist()):
+                writer.writerow([name, *row])
+        plot_confusion_matrix(matrix, class_names, paths["png"])
+    except OSError as exc:
+        raise UserError(f"{json_path}: cannot write report ({exc.strerror or exc})") from None
+    return paths
+
+
+def plot_confusion_matrix(matrix: torch.Tensor | np.ndarray, class_names: Sequence[str], path: str | Path) -> None:
+    """Save a row-normalised confusion matrix (rows: ground truth, columns: prediction) as a PNG."""
+    from matplotlib.figure import Figure  # deferred: only reports need matplotlib
+
+    counts = np.asarray(matrix, dtype=np.float64)
+    rows = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
+    n = len(class_names)
+    side = max(4.0, 0.4 * n + 2.0)
+    fig = Figure(figsize=(side + 1.0, side))
+    ax = fig.subplots()
+    shown = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label="share of ground-truth pixels")
+    ax.set_xticks(range(n), class_names, rotation=90)
+    ax.set_yticks(range(n), class_names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("ground-truth class")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)

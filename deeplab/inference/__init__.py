@@ -1,0 +1,21 @@
+"""Prediction: the :class:`Predictor` (normalise, resize, engine, argmax), engines, ONNX export, BN folding,
+test-time augmentation, overlays and the files prediction writes."""
+from __future__ import annotations
+
+from .engines import ENGINES, create_engine, resolve_engine
+from .overlay import overlay
+from .predictor import Prediction, Predictor, shrink_to, upsample_argmax
+from .tta import Engine, class_scores
+
+__all__ = [
+    "ENGINES",
+    "Engine",
+    "Prediction",
+    "Predictor",
+    "class_scores",
+    "create_engine",
+    "overlay",
+    "resolve_engine",
+    "shrink_to",
+    "upsample_argmax",
+]

@@ -1,0 +1,54 @@
+"""Pictures of predictions: the image blended with its colour mask, with a legend of the classes present."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from datasets.image_files import voc_palette
+
+__all__ = ["overlay"]
+
+
+def overlay(
+    image: np.ndarray,
+    mask: np.ndarray,
+    *,
+    alpha: float = 0.5,
+    class_names: Sequence[str] | None = None,
+    palette: np.ndarray | None = None,
+) -> np.ndarray:
+    """Blend ``image`` (uint8 HxWx3) with the colours of ``mask`` (HxW ids) at ``alpha``; legend of present classes.
+
+    The result has the image's size; legend entries are named from ``class_names`` where given, else by id.
+    """
+    if image.shape[:2] != mask.shape:
+        raise ValueError(f"image {image.shape[:2]} and mask {mask.shape} differ in size")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    palette = voc_palette() if palette is None else palette
+    # cv2 blends uint8 to uint8 directly: no float copies of large photos.
+    blended = cv2.addWeighted(np.ascontiguousarray(image), 1.0 - alpha, palette[mask], alpha, 0.0)
+    canvas = Image.fromarray(blended)
+    present = np.flatnonzero(np.bincount(mask.ravel(), minlength=1))
+    names = [class_names[i] if class_names is not None and i < len(class_names) else str(i) for i in present]
+    _draw_legend(canvas, [tuple(int(c) for c in palette[i]) for i in present], names)
+    return np.asarray(canvas)
+
+
+def _draw_legend(canvas: Image.Image, colours: list[tuple[int, ...]], names: list[str]) -> None:
+    """Draw one swatch and name per class in the top-left corner, on a dark box, scaled to the image."""
+    if not names:
+        return
+    size = max(8, min(canvas.size) // 30)
+    font = ImageFont.load_default(size=size)
+    draw = ImageDraw.Draw(canvas, "RGBA")
+    pad, line = max(2, size // 4), size + max(2, size // 4)
+    width = max(draw.textlength(name, font=font) for name in names) + size + 3 * pad
+    draw.rectangle((0, 0, width, pad + line * len(names)), fill=(0, 0, 0, 160))
+    for row, (colour, name) in enumerate(zip(colours, names)):
+        top = pad + row * line
+        draw.rectangle((pad, top, pad + size, top + size), fill=colour, outline=(255, 255, 255))
+        draw.text((2 * pad + size, top), name, fill=(255, 255, 255), font=font)

@@ -1,0 +1,136 @@
+"""From a photo to a class mask: the checkpoint's model behind an engine, with the normalisation, resizing and
+argmax around it. The one path from a decoded image to a mask, for every tool and the Python API."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from datasets.transforms import normalize_image
+
+from ..checkpoint import load_checkpoint, model_from_checkpoint
+from ..device import resolve_device
+from ..errors import UserError
+from .engines import create_engine
+from .tta import Engine, class_scores
+
+__all__ = ["Prediction", "Predictor", "shrink_to", "upsample_argmax"]
+
+#: int8 calibrates on this many images: enough for min/max ranges, quick to run.
+CALIBRATION_IMAGES = 4
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A class-id mask (uint8 HxW, the image's size) and the ``(h, w)`` the model saw (smaller for huge photos)."""
+
+    mask: np.ndarray
+    model_size: tuple[int, int]
+
+
+class Predictor:
+    """A prepared engine plus what feeds it (normalisation, ``max_size``) and names its output (class names).
+
+    Build one with :meth:`from_checkpoint`; call :meth:`predict` on uint8 RGB images of any size.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        class_names: Sequence[str],
+        mean: Sequence[float],
+        std: Sequence[float],
+        device: torch.device,
+        max_size: int | None = None,
+    ) -> None:
+        self.engine = engine
+        self.class_names = list(class_names)
+        self.mean, self.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+        self.device = device
+        self.max_size = max_size
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        *,
+        device: str = "auto",
+        engine: str = "auto",
+        class_names: Sequence[str] | None = None,
+        max_size: int | None = None,
+        calibration: Iterable[np.ndarray] | None = None,
+    ) -> Predictor:
+        """Rebuild the model of checkpoint ``path`` alone; names from the checkpoint, else ``class_names``, else ids.
+
+        Normalisation comes from the checkpoint's ``mean``/``std`` when saved, else from the model's backbone.
+        ``calibration`` yields uint8 RGB images like the ones to predict; only the ``int8`` engine reads them
+        (the first :data:`CALIBRATION_IMAGES`).
+        """
+        ckpt = load_checkpoint(path)
+        model = model_from_checkpoint(ckpt, path)
+        num_classes = model.config["num_classes"]
+        names = list(ckpt.get("class_names") or class_names or [str(i) for i in range(num_classes)])
+        if len(names) != num_classes:
+            raise UserError(f"{path}: model predicts {num_classes} classes but {len(names)} class names were given")
+        mean = tuple(float(v) for v in ckpt.get("mean", model.mean))
+        std = tuple(float(v) for v in ckpt.get("std", model.std))
+        resolved = resolve_device(device)
+        batches = None
+        if engine == "int8" and calibration is not None:
+            batches = [normalize_image(shrink_to(image, max_size), mean, std)[None]
+                       for image in islice(calibration, CALIBRATION_IMAGES)]
+        try:
+            prepared = create_engine(model, engine=engine, device=resolved, calibration=batches)
+        except ValueError as exc:  # an engine that does not fit this device or needs more than a checkpoint
+            raise UserError(f"--engine {engine}: {exc}") from None
+        return cls(prepared, class_names=names, mean=mean, std=std, device=resolved, max_size=max_size)
+
+    def prepare(self, image: np.ndarray) -> torch.Tensor:
+        """The model's input for one uint8 RGB image: shrunk to ``max_size`` if larger, normalised, batch of 1."""
+        return normalize_image(shrink_to(image, self.max_size), self.mean, self.std)[None]
+
+    def predict(self, image: np.ndarray, *, scales: Sequence[float] = (1.0,), flip: bool = False) -> Prediction:
+        """Class-id mask of one uint8 RGB image at its own size (scores upsampled back when it was shrunk)."""
+        batch = self.prepare(image)
+        with torch.inference_mode():
+            scores = class_scores(self.engine, batch, scales=scales, flip=flip)
+            mask = upsample_argmax(scores, image.shape[:2])
+        return Prediction(mask=mask.cpu().numpy(), model_size=tuple(batch.shape[-2:]))
+
+
+def shrink_to(image: np.ndarray, max_size: int | None) -> np.ndarray:
+    """``image`` scaled down (area interpolation) so its long side is at most ``max_size``; unchanged if smaller."""
+    height, width = image.shape[:2]
+    if not max_size or max(height, width) <= max_size:
+        return image
+    scale = max_size / max(height, width)
+    return cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
+
+
+def upsample_argmax(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 argmax ``(H, W)`` of ``(1, C, h, w)`` scores bilinearly resized to ``size``, with no ``C x H x W`` buffer.
+
+    Masks are 8-bit PNGs with 255 = void, so ids are uint8 (at most 255 classes), which also keeps the
+    full-resolution buffers of a large photo small.
+    """
+    if scores.shape[1] > 255:
+        raise ValueError(f"at most 255 classes fit uint8 masks, got {scores.shape[1]}")
+    if tuple(scores.shape[-2:]) == tuple(size):
+        return scores[0].argmax(dim=0).to(torch.uint8)
+    best = labels = None
+    for index in range(scores.shape[1]):
+        channel = F.interpolate(scores[:, index : index + 1], size=size, mode="bilinear", align_corners=False)[0, 0]
+        if best is None:
+            best, labels = channel, torch.zeros(size, dtype=torch.uint8, device=scores.device)
+        else:
+            better = channel > best  # strict, so ties keep the lower id as torch.argmax does
+            torch.maximum(best, channel, out=best)
+            labels[better] = index
+    return labels

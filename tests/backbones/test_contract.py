@@ -1,0 +1,99 @@
+"""Every registered backbone keeps the contract at every output stride: declared features == measured ones."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from backbones import Backbone, WeightsError, build_backbone, list_backbones, register_backbone
+from backbones.base import FeatureInfo
+from deeplab import build_model
+
+NAMES = list_backbones()
+
+
+@pytest.mark.parametrize("output_stride", [8, 16, 32])
+@pytest.mark.parametrize("name", NAMES)
+def test_declared_features_match_measured(name: str, output_stride: int) -> None:
+    backbone = build_backbone(name, output_stride=output_stride).eval()
+    declared = dict(backbone.feature_info)
+    assert set(declared) == {"low_level", "out"}
+    assert declared["low_level"].stride == 4 and declared["out"].stride == output_stride
+    height, width = 33, 49  # odd at every stride: each strided layer must round up
+    with torch.no_grad():
+        features = backbone(torch.randn(1, 3, height, width))
+    assert set(features) == {"low_level", "out"}
+    for key, info in declared.items():
+        n, c, h, w = features[key].shape
+        assert c == info.channels, f"{name}/{key}: declared {info.channels} channels, measured {c}"
+        expected = (math.ceil(height / info.stride), math.ceil(width / info.stride))
+        assert (h, w) == expected, f"{name}/{key} at OS{output_stride}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_deeplab_on_backbone_trains_and_predicts_any_size(name: str) -> None:
+    model = build_model(backbone=name, num_classes=3).train()
+    x = torch.randn(2, 3, 33, 47)
+    logits = model(x)
+    assert logits.shape == (2, 3, 33, 47)
+    logits.square().mean().backward()
+    backbone_grads = [p.grad for p in model.backbone.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in backbone_grads)
+    with torch.no_grad():
+        assert model.eval()(x[:1, :, :17, :23]).shape == (1, 3, 17, 23)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_output_stride_keeps_parameter_shapes(name: str) -> None:
+    shapes = {os_: {k: v.shape for k, v in build_backbone(name, output_stride=os_).state_dict().items()}
+              for os_ in (8, 32)}
+    assert shapes[8] == shapes[32]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_backbone_declares_normalisation(name: str) -> None:
+    backbone = build_backbone(name)
+    assert len(backbone.mean) == 3 and len(backbone.std) == 3 and min(backbone.std) > 0
+
+
+def test_unknown_name_lists_choices() -> None:
+    with pytest.raises(ValueError, match="mobilenetv2"):
+        build_backbone("resnet9000")
+
+
+@pytest.mark.parametrize("output_stride", [4, 12, 64])
+def test_bad_output_stride_raises(output_stride: int) -> None:
+    with pytest.raises(ValueError, match="output_stride"):
+        build_backbone("mobilenetv2", output_stride=output_stride)
+
+
+def test_duplicate_registration_raises() -> None:
+    with pytest.raises(ValueError, match="already registered"):
+        register_backbone("mobilenetv2")(Backbone)
+
+
+def test_feature_info_is_frozen() -> None:
+    info = FeatureInfo(24, 4)
+    with pytest.raises(AttributeError):
+        info.channels = 32  # type: ignore[misc]
+
+
+def test_pretrained_true_offline_is_one_line_user_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_network(*args, **kwargs):
+        raise OSError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
+    with pytest.raises(WeightsError) as excinfo:
+        build_backbone("mobilenetv2", pretrained=True)
+    message = str(excinfo.value)
+    assert "\n" not in message and "pass its path" in message
+
+
+def test_dilation_only_changes_late_stages() -> None:
+    os8, os32 = build_backbone("mobilenetv2", output_stride=8), build_backbone("mobilenetv2", output_stride=32)
+    dilations8 = [m.dilation for m in os8.modules() if isinstance(m, nn.Conv2d)]
+    dilations32 = [m.dilation for m in os32.modules() if isinstance(m, nn.Conv2d)]
+    assert set(dilations32) == {(1, 1)}
+    assert {(1, 1), (2, 2), (4, 4)} == set(dilations8)

@@ -1,0 +1,63 @@
+"""xception65: built from timm's model, its state dict loads unchanged and gives timm's own taps; dilation works
+through timm's static padding; a failed fetch is one line."""
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+from backbones import WeightsError, build_backbone
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a busy 2-core runner they slow xception65 ~10x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def xception_os8(one_thread) -> nn.Module:
+    """Built once: xception65 is big and slow to build."""
+    return build_backbone("xception65", output_stride=8).eval()
+
+
+def test_convs_use_static_symmetric_padding(xception_os8) -> None:
+    """The dilation helper recomputes padding as d*(k-1)//2, which is only right for plain nn.Conv2d."""
+    convs = [m for m in xception_os8.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(type(m) is nn.Conv2d for m in convs)
+    for m in convs:
+        assert m.padding == tuple(d * (k - 1) // 2 for d, k in zip(m.dilation, m.kernel_size))
+    assert max(m.dilation[0] for m in convs) == 4
+
+
+def test_loads_timm_state_dict_and_matches_timm_taps(tmp_path, randomise_batchnorm) -> None:
+    reference = randomise_batchnorm(timm.create_model("xception65", pretrained=False))
+    path = tmp_path / "xception65.pth"
+    torch.save(reference.state_dict(), path)
+    ours = build_backbone("xception65", output_stride=32, pretrained=path).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        # timm's feature index 1 is the stride-4 tap, index 4 the final block output.
+        low_level, out = reference.forward_intermediates(x, indices=[1, 4], intermediates_only=True)
+        features = ours(x)
+        unloaded = build_backbone("xception65", output_stride=32).eval()(x)["out"]
+    assert reference.feature_info[1]["reduction"] == 4 and reference.feature_info[4]["num_chs"] == 2048
+    assert (features["low_level"] - low_level).abs().max() < 1e-5
+    assert (features["out"] - out).abs().max() < 1e-5
+    assert (features["out"] - unloaded).abs().max() > 1e-3  # the load changed the weights
+    assert ours.mean == tuple(reference.pretrained_cfg["mean"]) and ours.std == tuple(reference.pretrained_cfg["std"])
+
+
+def test_fetch_failure_is_one_line_error(xception_os8, monkeypatch) -> None:
+    def offline(*args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co'\nto load this file")
+
+    monkeypatch.setattr(timm, "create_model", offline)
+    with pytest.raises(WeightsError) as info:
+        xception_os8.load_pretrained(True)
+    message = str(info.value)
+    assert "\n" not in message and "xception65" in message and "huggingface" in message

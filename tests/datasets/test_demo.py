@@ -1,0 +1,73 @@
+"""The built-in demo dataset: reproducible, idempotent, fast, loadable by VOCSegmentation."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from datasets import DEMO_CLASSES, DataError, VOCSegmentation, ensure_demo_dataset
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def timed_demo_root(tmp_path_factory) -> Path:
+    """A fresh demo set whose generation must stay cheap."""
+    start = time.process_time()  # CPU time, so a busy machine does not fail the budget
+    root = ensure_demo_dataset(tmp_path_factory.mktemp("demo"), seed=0)
+    assert time.process_time() - start < 5.0
+    return root
+
+
+def test_same_seed_same_bytes_other_seed_differs(tmp_path, timed_demo_root):
+    first = _snapshot(timed_demo_root)
+    assert first == _snapshot(ensure_demo_dataset(tmp_path / "b", seed=0))
+    other = _snapshot(ensure_demo_dataset(tmp_path / "c", seed=1))
+    assert other.keys() == first.keys()
+    images = [k for k in first if k.endswith(".jpg")]
+    assert sum(first[k] != other[k] for k in images) == len(images) == 240
+
+
+def test_idempotent_and_regenerates_when_stale(tmp_path):
+    root = ensure_demo_dataset(tmp_path, seed=3)
+    stamps = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+    assert ensure_demo_dataset(tmp_path, seed=3) == tmp_path
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()} == stamps
+    before = _snapshot(root)
+    ensure_demo_dataset(tmp_path, seed=4)
+    assert json.loads((tmp_path / "demo_dataset.json").read_text())["seed"] == 4
+    regenerated = _snapshot(root)
+    assert regenerated != before
+    # An interrupted run leaves an incomplete marker: the next call redoes the folder.
+    marker = tmp_path / "demo_dataset.json"
+    marker.write_text(marker.read_text().replace('"complete": true', '"complete": false'))
+    (tmp_path / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation" / "val.txt").unlink()
+    ensure_demo_dataset(tmp_path, seed=4)
+    assert _snapshot(root) == regenerated
+
+
+def test_loads_with_all_classes(timed_demo_root):
+    train, val = VOCSegmentation(timed_demo_root, split="train"), VOCSegmentation(timed_demo_root, split="val")
+    assert (len(train), len(val)) == (200, 40)
+    assert train.class_names == list(DEMO_CLASSES) and train.num_classes == len(DEMO_CLASSES)
+    counts = np.zeros(len(DEMO_CLASSES), np.int64)
+    for ds in (train, val):
+        for i in range(len(ds)):
+            image, mask = ds[i]
+            assert image.shape == (128, 128, 3) and mask.shape == (128, 128)
+            counts += np.bincount(mask.ravel(), minlength=len(DEMO_CLASSES))
+    fractions = counts / counts.sum()
+    assert fractions[0] > 0.5 and (fractions[1:] > 0.02).all()  # every object class well represented
+    assert not set(train.ids) & set(val.ids)
+
+
+def test_refuses_to_overwrite_foreign_folder(tmp_path):
+    (tmp_path / "VOCdevkit" / "VOC2012").mkdir(parents=True)
+    with pytest.raises(DataError, match="VOCdevkit: exists and is not the demo dataset"):
+        ensure_demo_dataset(tmp_path)
+    assert not (tmp_path / "demo_dataset.json").exists()

@@ -1,0 +1,66 @@
+"""Images and masks on disk: photos decoded as displayed, label PNGs round-trip, errors name the file."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from datasets import DataError, find_images, read_label_png, read_rgb, save_label_png, voc_palette
+
+
+def test_read_rgb_scales_16_bit_and_applies_exif(tmp_path: Path) -> None:
+    deep = np.arange(29 * 31, dtype=np.uint16).reshape(29, 31) * 70
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(tmp_path / "rotated.jpg", exif=exif)
+    Image.fromarray(np.full((25, 27, 4), 128, np.uint8)).save(tmp_path / "rgba.png")
+    got = read_rgb(tmp_path / "deep.png")
+    expected = np.rint(deep / 257.0).astype(np.uint8)
+    assert got.dtype == np.uint8 and got.shape == (29, 31, 3)
+    np.testing.assert_array_equal(got[..., 1], expected)
+    assert read_rgb(tmp_path / "rotated.jpg").shape == (40, 30, 3)
+    assert read_rgb(tmp_path / "rgba.png").shape == (25, 27, 3)
+
+
+def test_read_rgb_errors_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="absent.png: no such file"):
+        read_rgb(tmp_path / "absent.png")
+    (tmp_path / "fake.jpg").write_text("hello")
+    with pytest.raises(DataError, match="fake.jpg: not an image"):
+        read_rgb(tmp_path / "fake.jpg")
+    with pytest.raises(DataError, match="is a folder"):
+        read_rgb(tmp_path)
+
+
+def test_label_png_keeps_ids_and_uses_the_voc_palette(tmp_path: Path) -> None:
+    mask = np.random.default_rng(0).integers(0, 21, (13, 17)).astype(np.uint8)
+    mask[0] = 255
+    save_label_png(tmp_path / "m.png", mask)
+    with Image.open(tmp_path / "m.png") as png:
+        assert png.mode == "P"
+        assert np.array_equal(np.asarray(png.getpalette(), np.uint8).reshape(-1, 3)[:256], voc_palette())
+    np.testing.assert_array_equal(read_label_png(tmp_path / "m.png", 21), mask)
+    with pytest.raises(DataError, match=r"m.png: label values \[20\]"):
+        read_label_png(tmp_path / "m.png", 20)
+
+
+def test_voc_palette_matches_the_devkit_colours() -> None:
+    palette = voc_palette()
+    # VOC devkit labelcolormap: background black, aeroplane (1) dark red, person (15) pink-ish, void (255) cream.
+    assert palette[0].tolist() == [0, 0, 0] and palette[1].tolist() == [128, 0, 0]
+    assert palette[15].tolist() == [192, 128, 128] and palette[255].tolist() == [224, 224, 192]
+
+
+def test_find_images_lists_folders_and_reports_empty_or_missing_inputs(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    for name in ("b.PNG", "a.jpg", "notes.txt"):
+        (tmp_path / "in" / name).write_bytes(b"x")
+    (tmp_path / "empty").mkdir()
+    single = tmp_path / "single.webp"
+    single.write_bytes(b"x")
+    images, problems = find_images([tmp_path / "in", single, tmp_path / "empty", tmp_path / "nope.jpg"])
+    assert images == [tmp_path / "in" / "a.jpg", tmp_path / "in" / "b.PNG", single]
+    assert problems == [f"{tmp_path / 'empty'}: folder holds no images", f"{tmp_path / 'nope.jpg'}: no such file or folder"]

@@ -1,0 +1,82 @@
+"""Training augmentation and evaluation normalisation: shapes, nearest-neighbour masks, mean/std, flips."""
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import torch
+
+from datasets import VOCSegmentation, build_eval_transform, build_train_transform, normalize_image
+
+MEAN, STD = (0.2, 0.4, 0.6), (0.1, 0.2, 0.3)
+
+
+def test_train_transform_shapes_and_nearest_masks():
+    rng = np.random.default_rng(0)
+    labels = np.array([0, 3, 7], np.uint8)
+    transform = build_train_transform(crop_size=48, mean=MEAN, std=STD)
+    padded = False
+    for h, w in [(20, 30), (48, 48), (97, 61)]:
+        mask = labels[rng.integers(0, 3, (h, w))]  # pixel noise: any interpolation would create new values
+        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        for _ in range(5):
+            x, y = transform(image, mask)
+            assert x.shape == (3, 48, 48) and x.dtype == torch.float32
+            assert y.shape == (48, 48) and y.dtype == torch.int64
+            assert set(y.unique().tolist()) <= {0, 3, 7, 255}
+            padded |= bool((y == 255).any())
+    assert padded
+
+
+def _expected(value: float) -> torch.Tensor:
+    return (value / 255.0 - torch.tensor(MEAN)) / torch.tensor(STD)
+
+
+def test_normalisation_and_padding_use_given_mean_std():
+    image = np.full((30, 40, 3), 128, np.uint8)
+    mask = np.ones((30, 40), np.uint8)
+    x, y = build_eval_transform(mean=MEAN, std=STD)(image, mask)
+    assert x.shape == (3, 30, 40) and torch.equal(y, torch.ones(30, 40, dtype=torch.int64))
+    assert torch.allclose(x.mean(dim=(1, 2)), _expected(128), atol=1e-5)
+    x, y = build_train_transform(crop_size=64, mean=MEAN, std=STD)(image, mask)
+    inside, pad = x[:, y == 1], x[:, y == 255]
+    assert pad.shape[1] > 0 and torch.allclose(pad, torch.zeros(()), atol=0.03)  # padded with the mean
+    assert torch.allclose(inside, _expected(128)[:, None], atol=1e-4)
+
+
+def test_flip_keeps_image_and_mask_aligned():
+    rng = np.random.default_rng(1)
+    mask = rng.integers(0, 6, (40, 40)).astype(np.uint8)
+    image = np.repeat(mask[..., None] * 40, 3, axis=2).astype(np.uint8)
+    transform = build_train_transform(crop_size=40, mean=(0, 0, 0), std=(1, 1, 1), scale=(1.0, 1.0))
+    orientations = set()
+    for _ in range(30):
+        x, y = transform(image, mask)
+        assert torch.allclose(x[0] * 255, y.float() * 40, atol=1e-3)
+        flipped = torch.equal(y, torch.from_numpy(mask[:, ::-1].astype(np.int64)))
+        assert flipped or torch.equal(y, torch.from_numpy(mask.astype(np.int64)))
+        orientations.add(flipped)
+    assert orientations == {True, False}
+
+
+def test_transforms_pickle_and_dataloader_with_workers(voc_mini):
+    train = build_train_transform(crop_size=64, mean=MEAN, std=STD)
+    evaluation = build_eval_transform(mean=MEAN, std=STD)
+    image, mask = np.full((5, 6, 3), 77, np.uint8), np.ones((5, 6), np.uint8)
+    restored = pickle.loads(pickle.dumps(evaluation))(image, mask)
+    assert all(torch.equal(a, b) for a, b in zip(restored, evaluation(image, mask)))
+    ds = pickle.loads(pickle.dumps(VOCSegmentation(voc_mini, split="train", transform=train)))
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2, shuffle=True)
+    batches = list(loader)
+    assert len(batches) == 2
+    for x, y in batches:
+        assert x.shape == (4, 3, 64, 64) and y.shape == (4, 64, 64) and y.dtype == torch.int64
+
+
+def test_normalize_image_equals_albumentations_normalize():
+    """Prediction normalises without albumentations; it must give what training's pipeline gives."""
+    import albumentations as A
+
+    image = np.random.default_rng(3).integers(0, 256, (17, 23, 3), dtype=np.uint8)
+    expected = A.Normalize(mean=MEAN, std=STD, max_pixel_value=255.0)(image=image)["image"].transpose(2, 0, 1)
+    np.testing.assert_allclose(normalize_image(image, MEAN, STD).numpy(), expected, rtol=0, atol=1e-5)

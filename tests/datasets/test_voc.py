@@ -1,0 +1,152 @@
+"""VOC loading, custom VOC-format folders and their one-line errors naming the bad file."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from datasets import VOC_CLASSES, DataError, VOCSegmentation, download_voc, load_class_names, save_label_png
+
+
+def test_voc_mini_samples(voc_mini):
+    ds = VOCSegmentation(voc_mini, split="val")
+    assert len(ds) == 8 and ds.num_classes == 21 and ds.class_names == list(VOC_CLASSES)
+    seen = set()
+    for i in range(len(ds)):
+        image, mask = ds[i]
+        assert image.dtype == np.uint8 and image.shape == (513, 513, 3)
+        assert mask.dtype == np.uint8 and mask.shape == (513, 513)
+        assert ds.image_path(i).name == f"{ds.ids[i]}.jpg" and ds.mask_path(i).name == f"{ds.ids[i]}.png"
+        seen |= set(np.unique(mask).tolist())
+    assert 255 in seen and 0 in seen and seen <= set(range(21)) | {255}
+    assert len(seen - {0, 255}) >= 3  # several object classes, not all background
+
+
+def test_custom_folder_with_classes_txt(tmp_path, make_voc_folder):
+    mask = np.zeros((20, 30), np.uint8)
+    mask[5:10, 5:10], mask[12:, 20:] = 1, 2
+    mask[0, :] = 255
+    make_voc_folder(tmp_path, {"a": mask, "b": np.full((20, 30), 2, np.uint8)}, classes=["bg", "cat", "dog"])
+    ds = VOCSegmentation(tmp_path, split="train")
+    assert ds.class_names == ["bg", "cat", "dog"] and ds.num_classes == 3 and ds.ids == ["a", "b"]
+    image, got = ds[0]
+    assert image.shape == (20, 30, 3) and np.array_equal(got, mask)
+    assert VOCSegmentation(tmp_path, class_names=["x"] * 4).num_classes == 4
+
+
+def test_load_class_names(tmp_path):
+    assert load_class_names(tmp_path) == list(VOC_CLASSES) and VOC_CLASSES[0] == "background"
+    (tmp_path / "classes.txt").write_text("bg\nroad\n\n")
+    assert load_class_names(tmp_path) == ["bg", "road"]
+    for bad in ("bg\n\nroad\n", "bg\nbg\n", ""):
+        (tmp_path / "classes.txt").write_text(bad)
+        with pytest.raises(DataError, match="classes.txt"):
+            load_class_names(tmp_path)
+
+
+def test_greyscale_jpeg_becomes_rgb(tmp_path, make_voc_folder):
+    base = make_voc_folder(tmp_path, {"g": np.zeros((8, 9), np.uint8)})
+    Image.fromarray(np.full((8, 9), 77, np.uint8), mode="L").save(base / "JPEGImages" / "g.jpg")
+    image, _ = VOCSegmentation(tmp_path)[0]
+    assert image.shape == (8, 9, 3) and abs(int(image.mean()) - 77) <= 1
+
+
+def _assert_one_line(exc: pytest.ExceptionInfo, *parts: str) -> None:
+    message = str(exc.value)
+    assert "\n" not in message
+    for part in parts:
+        assert part in message, (part, message)
+
+
+def test_missing_folder_and_split(tmp_path, make_voc_folder):
+    with pytest.raises(DataError) as exc:
+        VOCSegmentation(tmp_path / "nowhere")
+    _assert_one_line(exc, str(tmp_path / "nowhere" / "VOCdevkit" / "VOC2012"), "--download", "VOCtrainval")
+    make_voc_folder(tmp_path, {"a": np.zeros((4, 4), np.uint8)})
+    with pytest.raises(DataError) as exc:
+        VOCSegmentation(tmp_path, split="val")
+    _assert_one_line(exc, "val.txt", "not found")
+    with pytest.raises(DataError) as exc:
+        VOCSegmentation(tmp_path, split="train_aug")
+    _assert_one_line(exc, "train_aug.txt", "convert_sbd")
+
+
+def test_empty_split(tmp_path, make_voc_folder):
+    base = make_voc_folder(tmp_path, {"a": np.zeros((4, 4), np.uint8)})
+    (base / "ImageSets" / "Segmentation" / "train.txt").write_text("\n  \n")
+    with pytest.raises(DataError) as exc:
+        VOCSegmentation(tmp_path)
+    _assert_one_line(exc, "train.txt", "empty")
+
+
+@pytest.mark.parametrize("kind", ["JPEGImages/b.jpg", "SegmentationClass/b.png"])
+def test_listed_id_with_missing_file(tmp_path, kind, make_voc_folder):
+    base = make_voc_folder(tmp_path, {"a": np.zeros((4, 4), np.uint8), "b": np.zeros((4, 4), np.uint8)})
+    (base / kind).unlink()
+    with pytest.raises(DataError) as exc:
+        VOCSegmentation(tmp_path)
+    _assert_one_line(exc, str(base / kind), "missing")
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda p: p.write_bytes(b"\xff\xd8\xff" + bytes(range(256)) * 4), "image"),
+    (_truncate, "corrupt or truncated image"),
+    (lambda p: p.write_text("this is a text file, not a JPEG\n"), "not an image file"),
+])
+def test_bad_image_file(tmp_path, damage, words, make_voc_folder):
+    base = make_voc_folder(tmp_path, {"a": np.ones((64, 64), np.uint8)})
+    path = base / "JPEGImages" / "a.jpg"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(path, quality=95)
+    damage(path)
+    ds = VOCSegmentation(tmp_path)
+    with pytest.raises(DataError) as exc:
+        ds[0]
+    _assert_one_line(exc, str(path), words)
+
+
+def test_mask_size_differs_from_image(tmp_path, make_voc_folder):
+    base = make_voc_folder(tmp_path, {"a": np.zeros((10, 12), np.uint8)})
+    save_label_png(base / "SegmentationClass" / "a.png", np.zeros((10, 13), np.uint8))
+    with pytest.raises(DataError) as exc:
+        VOCSegmentation(tmp_path)[0]
+    _assert_one_line(exc, str(base / "SegmentationClass" / "a.png"), "13x10", "12x10")
+
+
+def test_bad_label_values(tmp_path, make_voc_folder):
+    mask = np.zeros((10, 10), np.uint8)
+    mask[0, 0], mask[1, 1], mask[2, 2] = 3, 7, 255
+    base = make_voc_folder(tmp_path, {"a": mask}, classes=["bg", "a", "b"])
+    with pytest.raises(DataError) as exc:
+        VOCSegmentation(tmp_path)[0]
+    _assert_one_line(exc, str(base / "SegmentationClass" / "a.png"), "[3, 7]")
+    mask[0, 0], mask[1, 1] = 2, 2
+    save_label_png(base / "SegmentationClass" / "a.png", mask)
+    assert VOCSegmentation(tmp_path)[0][1].max() == 255
+
+
+def test_colour_mask_rejected(tmp_path, make_voc_folder):
+    base = make_voc_folder(tmp_path, {"a": np.zeros((6, 6), np.uint8)})
+    Image.fromarray(np.zeros((6, 6, 3), np.uint8)).save(base / "SegmentationClass" / "a.png")
+    with pytest.raises(DataError) as exc:
+        VOCSegmentation(tmp_path)[0]
+    _assert_one_line(exc, "a.png", "mode RGB")
+
+
+def test_download_failure_is_one_line(tmp_path, monkeypatch):
+    import urllib.error
+
+    import torchvision.datasets
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure\nin name resolution")
+
+    monkeypatch.setattr(torchvision.datasets, "VOCSegmentation", offline)
+    with pytest.raises(DataError) as exc:
+        download_voc(tmp_path)
+    _assert_one_line(exc, "VOCtrainval_11-May-2012.tar", "extract", str(tmp_path))

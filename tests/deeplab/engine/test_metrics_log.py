@@ -1,0 +1,20 @@
+"""metrics.jsonl survives a torn last line and truncates on resume; the curves plot is a PNG."""
+from __future__ import annotations
+
+import json
+
+from deeplab.engine.metrics_log import MetricsLog, plot_curves
+
+
+def test_metrics_log_reset_truncates_and_survives_a_torn_line(tmp_path):
+    log = MetricsLog(tmp_path / "metrics.jsonl")
+    for step in range(1, 6):
+        log.append({"step": step, "loss": 1.0 / step})
+    with log.path.open("a") as f:
+        f.write('{"step": 6, "lo')  # a write cut off by a crash
+    assert [r["step"] for r in log.read()] == [1, 2, 3, 4, 5]
+    log.reset(keep_until=3)
+    log.append({"step": 4, "loss": 0.1, "miou": 0.5})
+    assert [json.loads(line)["step"] for line in log.path.read_text().splitlines()] == [1, 2, 3, 4]
+    plot_curves(log.read(), tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,97 @@
+"""Inference engines: every engine gives fp32 logits of the input's size close to eager fp32; BN folding is exact."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from deeplab.inference import ENGINES, create_engine, resolve_engine
+from deeplab.inference.engines import bf16_supported
+from deeplab.inference.fuse import fold_batchnorm
+from deeplab.models import build_model
+
+# Per-engine bounds on |logit - fp32 eager| relative to the logits' range, and on argmax disagreement.
+TOLERANCES = {
+    "auto": (1e-4, 0.0),
+    "torch": (1e-4, 0.0),
+    "onnxruntime": (1e-4, 0.0),
+    "torch-bf16": (5e-2, 0.05),
+    "int8": (0.15, 0.2),
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_model(randomise_batchnorm) -> nn.Module:
+    torch.manual_seed(0)
+    return randomise_batchnorm(build_model(num_classes=3, width_mult=0.25), seed=1)
+
+
+@pytest.fixture(scope="module")
+def batch() -> torch.Tensor:
+    return torch.randn(2, 3, 37, 51, generator=torch.Generator().manual_seed(2))
+
+
+@pytest.mark.parametrize("engine", sorted(TOLERANCES))
+def test_engine_matches_fp32_eager(tiny_model: nn.Module, batch: torch.Tensor, engine: str) -> None:
+    if engine == "torch-bf16" and not bf16_supported():
+        with pytest.raises(ValueError, match="native bf16"):
+            create_engine(tiny_model, engine=engine)
+        return
+    calibration = [torch.randn(1, 3, 40, 40, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    run = create_engine(tiny_model, engine=engine, calibration=calibration)
+    with torch.inference_mode():
+        expected = tiny_model(batch)
+    got = run(batch)
+    assert got.shape == (2, 3, 37, 51) and got.dtype == torch.float32
+    logit_range = float(expected.max() - expected.min())
+    max_rel, max_disagreement = TOLERANCES[engine]
+    assert float((got.cpu() - expected).abs().max()) <= max_rel * logit_range
+    assert float((got.cpu().argmax(1) != expected.argmax(1)).float().mean()) <= max_disagreement
+
+
+def test_every_engine_has_a_tolerance() -> None:
+    assert set(ENGINES) == set(TOLERANCES)
+
+
+def test_batchnorm_folding_preserves_outputs(tiny_model: nn.Module, batch: torch.Tensor) -> None:
+    folded = fold_batchnorm(tiny_model, torch.randn(1, 3, 32, 32))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in tiny_model.modules()), "the original must stay untouched"
+    with torch.inference_mode():
+        assert torch.allclose(folded(batch), tiny_model(batch), atol=1e-4, rtol=0)
+
+
+def test_folding_refuses_a_conv_output_read_twice(randomise_batchnorm) -> None:
+    class Shortcut(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.conv(x)
+            return self.bn(y) + y
+
+    model = randomise_batchnorm(Shortcut())
+    with pytest.raises(RuntimeError, match="changed the output"):
+        fold_batchnorm(model, torch.randn(1, 3, 8, 8))
+
+
+def test_unknown_engine_raises(tiny_model: nn.Module) -> None:
+    with pytest.raises(ValueError, match="unknown engine 'tensorrt'"):
+        create_engine(tiny_model, engine="tensorrt")
+
+
+def test_int8_needs_calibration(tiny_model: nn.Module) -> None:
+    with pytest.raises(ValueError, match="calibration"):
+        create_engine(tiny_model, engine="int8")
+
+
+def test_auto_and_device_guards() -> None:
+    assert resolve_engine("auto", "cpu") == "onnxruntime"
+    with pytest.raises(ValueError, match="CPU only"):
+        resolve_engine("onnxruntime", "cuda")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            create_engine(nn.Conv2d(3, 3, 1), engine="torch", device="cuda")
+    else:
+        assert resolve_engine("auto", "cuda") == "torch-bf16"

@@ -1,0 +1,42 @@
+"""Overlays: the mask blended at alpha outside the legend, a legend of the classes present only."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from datasets import voc_palette
+from deeplab.inference import overlay
+
+
+def two_class_mask() -> np.ndarray:
+    """Background everywhere except class 2 in the bottom-right corner (far from the legend)."""
+    mask = np.zeros((120, 160), dtype=np.uint8)
+    mask[80:, 120:] = 2
+    return mask
+
+
+def test_overlay_blends_at_alpha_outside_the_legend() -> None:
+    image = np.full((120, 160, 3), 200, dtype=np.uint8)
+    mask = two_class_mask()
+    for alpha in (0.0, 0.25, 1.0):
+        out = overlay(image, mask, alpha=alpha, class_names=["bg", "one", "two"])
+        assert out.shape == image.shape and out.dtype == np.uint8
+        expected = np.rint(200 * (1 - alpha) + voc_palette()[2].astype(float) * alpha)
+        np.testing.assert_allclose(out[100, 150], expected, atol=1)
+        np.testing.assert_allclose(out[100, 10], np.rint(np.full(3, 200 * (1 - alpha))), atol=1)
+
+
+def test_legend_shows_present_classes_only() -> None:
+    image = np.full((120, 160, 3), 200, dtype=np.uint8)
+    mask = two_class_mask()
+    with_two = overlay(image, mask, alpha=0.0)
+    colours = {tuple(c) for c in with_two[:40, :40].reshape(-1, 3)}
+    assert tuple(voc_palette()[2]) in colours  # class 2's swatch, though class 2 lies elsewhere
+    only_bg = overlay(image, np.zeros_like(mask), alpha=0.0)
+    assert tuple(voc_palette()[2]) not in {tuple(c) for c in only_bg[:40, :40].reshape(-1, 3)}
+    assert not np.array_equal(with_two[:40, :80], only_bg[:40, :80])
+
+
+def test_overlay_rejects_mismatched_sizes() -> None:
+    with pytest.raises(ValueError, match="differ in size"):
+        overlay(np.zeros((10, 10, 3), np.uint8), np.zeros((10, 11), np.uint8))

@@ -1,0 +1,74 @@
+"""The Predictor: a photo in, its class mask out at the photo's size; normalisation from the checkpoint;
+huge photos shrunk for the model and the mask scaled back without a full-size score buffer."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from datasets import build_eval_transform
+from deeplab import save_checkpoint
+from deeplab.errors import UserError
+from deeplab.inference import Predictor, create_engine, shrink_to, upsample_argmax
+
+
+def test_upsample_argmax_equals_full_interpolation() -> None:
+    scores = torch.randn(1, 5, 7, 9)
+    full = F.interpolate(scores, size=(30, 41), mode="bilinear", align_corners=False)[0].argmax(0)
+    np.testing.assert_array_equal(upsample_argmax(scores, (30, 41)).numpy(), full.numpy())
+
+
+def test_predict_is_the_engine_argmax_after_eval_normalisation(tmp_path: Path, make_checkpoint) -> None:
+    model = make_checkpoint(tmp_path / "m.pt", ["a", "b", "c"], num_classes=3)
+    predictor = Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="torch")
+    image = np.random.default_rng(0).integers(0, 256, (37, 45, 3), dtype=np.uint8)
+    prediction = predictor.predict(image)
+    tensor, _ = build_eval_transform(mean=model.mean, std=model.std)(image, np.zeros((37, 45), np.uint8))
+    expected = create_engine(model, engine="torch")(tensor[None]).argmax(1)[0].numpy()
+    np.testing.assert_array_equal(prediction.mask, expected)
+    assert prediction.model_size == (37, 45) and predictor.class_names == ["a", "b", "c"]
+
+
+def test_normalisation_saved_in_the_checkpoint_wins(tmp_path: Path, make_checkpoint) -> None:
+    model = make_checkpoint(tmp_path / "m.pt", num_classes=2)
+    ckpt = torch.load(tmp_path / "m.pt", weights_only=True)
+    save_checkpoint({**ckpt, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}, tmp_path / "raw.pt")
+    predictor = Predictor.from_checkpoint(tmp_path / "raw.pt", device="cpu", engine="torch")
+    image = np.full((4, 5, 3), 255, np.uint8)
+    assert predictor.mean == (0.0, 0.0, 0.0) and torch.allclose(predictor.prepare(image), torch.ones(1, 3, 4, 5))
+    assert Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="torch").mean == model.mean
+
+
+def test_large_image_is_shrunk_for_the_model_only(tmp_path: Path, make_checkpoint) -> None:
+    make_checkpoint(tmp_path / "m.pt", num_classes=2)
+    predictor = Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="torch", max_size=64)
+    image = np.random.default_rng(1).integers(0, 256, (150, 200, 3), dtype=np.uint8)
+    prediction = predictor.predict(image)
+    assert prediction.mask.shape == (150, 200) and prediction.model_size == (48, 64)
+    assert shrink_to(image, None) is image and shrink_to(image, 300) is image
+
+
+def test_names_must_match_the_class_count(tmp_path: Path, make_checkpoint) -> None:
+    make_checkpoint(tmp_path / "m.pt", num_classes=3)
+    with pytest.raises(UserError, match="3 classes but 2 class names"):
+        Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="torch", class_names=["a", "b"])
+    ids = Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="torch")
+    assert ids.class_names == ["0", "1", "2"]
+
+
+def test_int8_reads_only_the_first_calibration_images(tmp_path: Path, make_checkpoint) -> None:
+    make_checkpoint(tmp_path / "m.pt", num_classes=2)
+    served = []
+
+    def images():
+        for i in range(10):
+            served.append(i)
+            yield np.random.default_rng(i).integers(0, 256, (32, 40, 3), dtype=np.uint8)
+
+    Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="torch", calibration=images())
+    assert served == []  # only int8 calibrates
+    Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="int8", calibration=images())
+    assert served == [0, 1, 2, 3]

@@ -1,0 +1,112 @@
+"""Checkpoints: atomic writes, weights_only reads, clear errors, models rebuilt from the config alone."""
+from __future__ import annotations
+
+import errno
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from deeplab import build_model, load_checkpoint, model_from_checkpoint, save_checkpoint
+from deeplab.checkpoint import check_writable, newest_checkpoint
+from deeplab.errors import UserError
+
+
+def _state(num_classes: int = 3) -> dict:
+    model = build_model(num_classes=num_classes, width_mult=0.35)
+    return {"model": model.state_dict(), "model_config": model.config, "step": 5, "class_names": ["a", "b", "c"]}
+
+
+def test_round_trip_rebuilds_the_same_model(tmp_path: Path) -> None:
+    state = _state()
+    save_checkpoint(state, tmp_path / "sub" / "last.pt")
+    ckpt = load_checkpoint(tmp_path / "sub" / "last.pt")
+    model = model_from_checkpoint(ckpt).eval()
+    reference = build_model(**state["model_config"])
+    reference.load_state_dict(state["model"])
+    x = torch.randn(1, 3, 33, 33)
+    with torch.no_grad():
+        assert torch.equal(model(x), reference.eval()(x))
+    assert ckpt["step"] == 5 and not list(tmp_path.glob("sub/.*.tmp"))
+
+
+def test_save_sweeps_leftovers_of_killed_saves(tmp_path: Path) -> None:
+    leftover = tmp_path / ".last.pt.abc123.tmp"
+    leftover.write_bytes(b"half a checkpoint")
+    save_checkpoint(_state(), tmp_path / "last.pt")
+    assert not leftover.exists()
+    assert (tmp_path / "last.pt").stat().st_mode & 0o777 == 0o644
+
+
+def test_failed_write_keeps_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "last.pt"
+    save_checkpoint(_state(), path)
+    before = path.read_bytes()
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(UserError, match="No space left"):
+        save_checkpoint(_state(), path)
+    assert path.read_bytes() == before and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_refuses_pickled_code(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"model": Exploit(), "model_config": {}}, f, protocol=2)
+    with pytest.raises(UserError, match="evil.pt"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage bytes", None])
+def test_corrupt_or_truncated(tmp_path: Path, content: bytes | None) -> None:
+    path = tmp_path / "bad.pt"
+    if content is None:
+        save_checkpoint(_state(), path)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        path.write_bytes(content)
+    with pytest.raises(UserError, match="bad.pt"):
+        load_checkpoint(path)
+
+
+def test_missing_keys_and_mismatched_weights(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="not found"):
+        load_checkpoint(tmp_path / "absent.pt")
+    path = tmp_path / "nokeys.pt"
+    torch.save({"step": 1}, path)
+    with pytest.raises(UserError, match="model_config"):
+        load_checkpoint(path)
+    state = _state(num_classes=3)
+    state["model_config"] = {**state["model_config"], "num_classes": 5}
+    with pytest.raises(UserError, match="do not match"):
+        model_from_checkpoint(state, "mixed.pt")
+
+
+def test_check_writable_rejects_a_path_under_a_file(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="cannot write to the output folder"):
+        check_writable(tmp_path / "file" / "out")
+    assert check_writable(tmp_path / "new" / "out").is_dir()
+
+
+def test_newest_checkpoint_is_the_latest_best(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no best.pt found.*tools/train.py"):
+        newest_checkpoint(tmp_path / "runs")
+    for name, mtime in (("new", 2_000_000_000), ("old", 1_000_000_000)):
+        path = tmp_path / "runs" / name / "best.pt"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"x")
+        os.utime(path, (mtime, mtime))
+    assert newest_checkpoint(tmp_path / "runs") == tmp_path / "runs" / "new" / "best.pt"

@@ -1,0 +1,171 @@
+"""tools/eval.py: checkpoint evaluation and prediction-folder scoring, checked against numpy recomputations."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from datasets import build_eval_transform, save_label_png
+from deeplab.inference import create_engine
+from tools import eval as eval_tool
+
+TINY_CLASSES = ["background", "disc", "bar"]
+
+
+def numpy_scores(matrix: np.ndarray) -> tuple[float, float]:
+    """mIoU over classes present in GT or prediction, and pixel accuracy, straight from the definition."""
+    tp = np.diag(matrix).astype(float)
+    union = matrix.sum(0) + matrix.sum(1) - tp
+    present = union > 0
+    return float((tp[present] / union[present]).mean()), float(tp.sum() / matrix.sum())
+
+
+def numpy_confusion(preds: list[np.ndarray], targets: list[np.ndarray], n: int) -> np.ndarray:
+    """Confusion matrix ``[gt, pred]`` over all images, void (255) ignored."""
+    matrix = np.zeros((n, n), dtype=np.int64)
+    for pred, target in zip(preds, targets):
+        keep = target != 255
+        np.add.at(matrix, (target[keep], pred[keep]), 1)
+    return matrix
+
+
+def read_csv_matrix(path: Path) -> tuple[list[str], np.ndarray]:
+    rows = list(csv.reader(path.open(encoding="utf-8")))
+    return rows[0][1:], np.array([[int(v) for v in row[1:]] for row in rows[1:]])
+
+
+@pytest.fixture(scope="module")
+def tiny_voc(tmp_path_factory: pytest.TempPathFactory, make_checkpoint) -> tuple[Path, Path, torch.nn.Module]:
+    """A 2-image VOC-format folder (odd sizes, void pixels, classes.txt) and a matching checkpoint."""
+    root = tmp_path_factory.mktemp("tiny_voc")
+    base = root / "VOCdevkit" / "VOC2012"
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (base / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    ids = [f"img{i}" for i in range(2)]
+    for i, sample_id in enumerate(ids):
+        height, width = 37 + 4 * i, 45 - 2 * i
+        image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        Image.fromarray(image).save(base / "JPEGImages" / f"{sample_id}.jpg")
+        mask = rng.integers(0, 3, (height, width)).astype(np.uint8)
+        mask[:3] = 255
+        save_label_png(base / "SegmentationClass" / f"{sample_id}.png", mask)
+    (base / "ImageSets/Segmentation/val.txt").write_text("\n".join(ids) + "\n")
+    (root / "classes.txt").write_text("\n".join(TINY_CLASSES) + "\n")
+    model = make_checkpoint(root / "tiny.pt", TINY_CLASSES, num_classes=3)
+    return root, root / "tiny.pt", model
+
+
+def test_eval_checkpoint_matches_independent_numpy(tiny_voc, tmp_path: Path) -> None:
+    root, ckpt, model = tiny_voc
+    out = tmp_path / "report" / "val.json"
+    rc = eval_tool.main(["--checkpoint", str(ckpt), "--data-root", str(root), "--json", str(out),
+                         "--workers", "0", "--device", "cpu", "--engine", "torch"])
+    assert rc == 0
+    report = json.loads(out.read_text())
+    assert set(report["per_class_iou"]) == set(TINY_CLASSES)
+    assert (tmp_path / "report" / "val_confusion.png").stat().st_size > 0
+    names, matrix = read_csv_matrix(tmp_path / "report" / "val_confusion.csv")
+    assert names == TINY_CLASSES
+    # Independent of evaluate/ConfusionMatrix/reports: the same engine called directly, numpy confusion matrix.
+    engine = create_engine(model, engine="torch")
+    transform = build_eval_transform(mean=model.mean, std=model.std)
+    base = root / "VOCdevkit" / "VOC2012"
+    preds, targets = [], []
+    for i in range(2):
+        image = np.asarray(Image.open(base / "JPEGImages" / f"img{i}.jpg").convert("RGB"))
+        target = np.asarray(Image.open(base / "SegmentationClass" / f"img{i}.png"))
+        preds.append(engine(transform(image, target)[0][None]).argmax(1)[0].numpy())
+        targets.append(target.astype(np.int64))
+    expected = numpy_confusion(preds, targets, 3)
+    np.testing.assert_array_equal(matrix, expected)
+    miou, acc = numpy_scores(expected)
+    assert report["miou"] == pytest.approx(miou, abs=1e-12)
+    assert report["pixel_acc"] == pytest.approx(acc, abs=1e-12)
+
+
+def test_eval_flip_and_scales(tiny_voc, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root, ckpt, _ = tiny_voc
+    out = tmp_path / "ms.json"
+    rc = eval_tool.main(["--checkpoint", str(ckpt), "--data-root", str(root), "--json", str(out),
+                         "--workers", "0", "--flip", "--scales", "0.5,1.0", "--engine", "torch"])
+    assert rc == 0
+    report = json.loads(out.read_text())
+    assert report["flip"] is True and report["scales"] == [0.5, 1.0]
+    _, matrix = read_csv_matrix(tmp_path / "ms_confusion.csv")
+    targets = [np.asarray(Image.open(p)) for p in sorted((root / "VOCdevkit/VOC2012/SegmentationClass").glob("*.png"))]
+    assert matrix.sum() == sum(int((t != 255).sum()) for t in targets)
+    miou, acc = numpy_scores(matrix)
+    assert report["miou"] == pytest.approx(miou, abs=1e-12) and report["pixel_acc"] == pytest.approx(acc, abs=1e-12)
+    assert "mIoU" in capsys.readouterr().out
+
+
+def test_bad_image_in_a_loader_worker_is_one_line(tiny_voc, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root, ckpt, _ = tiny_voc
+    broken = tmp_path / "broken"
+    shutil.copytree(root, broken)
+    (broken / "VOCdevkit" / "VOC2012" / "JPEGImages" / "img1.jpg").write_text("not a JPEG")
+    rc = eval_tool.main(["--checkpoint", str(ckpt), "--data-root", str(broken), "--workers", "2",
+                         "--device", "cpu", "--engine", "torch"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert err.startswith("error: ") and "img1.jpg" in err and "Traceback" not in err
+
+
+def test_eval_bad_scales_is_user_error(tiny_voc, capsys: pytest.CaptureFixture) -> None:
+    root, ckpt, _ = tiny_voc
+    assert eval_tool.main(["--checkpoint", str(ckpt), "--data-root", str(root), "--scales", "big"]) == 2
+    assert "--scales big" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_eval_checkpoint_on_voc_mini(tmp_path: Path, voc_mini: Path, make_checkpoint) -> None:
+    make_checkpoint(tmp_path / "voc.pt", None, num_classes=21)
+    out = tmp_path / "mini.json"
+    rc = eval_tool.main(["--checkpoint", str(tmp_path / "voc.pt"), "--data-root", str(voc_mini), "--json", str(out),
+                         "--workers", "0"])
+    assert rc == 0
+    report = json.loads(out.read_text())
+    assert len(report["per_class_iou"]) == 21 and "aeroplane" in report["per_class_iou"]
+    _, matrix = read_csv_matrix(tmp_path / "mini_confusion.csv")
+    targets = [np.asarray(Image.open(p)) for p in (voc_mini / "VOCdevkit/VOC2012/SegmentationClass").glob("*.png")]
+    assert matrix.sum() == sum(int((t != 255).sum()) for t in targets)
+    assert report["miou"] == pytest.approx(numpy_scores(matrix)[0], abs=1e-12)
+
+
+def test_pred_dir_reference_scores(tmp_path: Path, voc_mini: Path) -> None:
+    reference = voc_mini / "reference_predictions"
+    out = tmp_path / "ref.json"
+    assert eval_tool.main(["--pred-dir", str(reference), "--data-root", str(voc_mini), "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["miou"] == pytest.approx(0.76416, abs=5e-6)
+    assert report["pixel_acc"] == pytest.approx(0.98034, abs=5e-6)
+    gt_dir = voc_mini / "VOCdevkit" / "VOC2012" / "SegmentationClass"
+    stems = (voc_mini / "VOCdevkit/VOC2012/ImageSets/Segmentation/val.txt").read_text().split()
+    preds = [np.asarray(Image.open(reference / f"{s}.png")).astype(np.int64) for s in stems]
+    targets = [np.asarray(Image.open(gt_dir / f"{s}.png")).astype(np.int64) for s in stems]
+    miou, acc = numpy_scores(numpy_confusion(preds, targets, 21))
+    assert report["miou"] == pytest.approx(miou, abs=1e-12) and report["pixel_acc"] == pytest.approx(acc, abs=1e-12)
+    assert report["per_class_iou"]["boat"] is None
+
+
+@pytest.mark.parametrize("damage", ["missing", "wrong_size"])
+def test_pred_dir_bad_prediction_names_file(damage: str, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                            voc_mini: Path) -> None:
+    preds = tmp_path / "preds"
+    shutil.copytree(voc_mini / "reference_predictions", preds)
+    victim = preds / "sample_0008.png"
+    if damage == "missing":
+        victim.unlink()
+    else:
+        save_label_png(victim, np.asarray(Image.open(victim))[:-1])
+    assert eval_tool.main(["--pred-dir", str(preds), "--data-root", str(voc_mini)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {victim}") and len(err.splitlines()) == 1
+    assert ("missing" if damage == "missing" else "513x512") in err

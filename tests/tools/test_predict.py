@@ -1,0 +1,183 @@
+"""tools/predict.py: masks and overlays at the input's size, awkward inputs, bad inputs, checkpoint discovery."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from datasets import build_eval_transform
+from deeplab.inference import create_engine
+from tools import predict
+
+CLASSES = ["background", "red", "green", "blue"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory, make_checkpoint) -> tuple[Path, torch.nn.Module]:
+    path = tmp_path_factory.mktemp("ckpt") / "best.pt"
+    return path, make_checkpoint(path, CLASSES, num_classes=len(CLASSES))
+
+
+def random_rgb(height: int, width: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def run(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    """predict.main with the plain torch engine (cheap to set up; ``auto`` is left to the memory test)."""
+    rc = predict.main([*args, "--engine", "torch"])
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def test_mask_is_argmax_at_original_size(checkpoint, tmp_path: Path, capsys) -> None:
+    path, model = checkpoint
+    image = random_rgb(37, 45)
+    Image.fromarray(image).save(tmp_path / "photo.png")
+    rc, _, _ = run([str(tmp_path / "photo.png"), "--checkpoint", str(path), "--out", str(tmp_path / "out")], capsys)
+    assert rc == 0
+    mask = Image.open(tmp_path / "out" / "photo_mask.png")
+    assert mask.mode == "P" and mask.size == (45, 37)
+    tensor, _ = build_eval_transform(mean=model.mean, std=model.std)(image, np.zeros((37, 45), np.uint8))
+    expected = create_engine(model, engine="torch")(tensor[None]).argmax(1)[0].numpy()
+    np.testing.assert_array_equal(np.asarray(mask), expected)
+    assert Image.open(tmp_path / "out" / "photo_overlay.png").size == (45, 37)
+
+
+def save_awkward_inputs(folder: Path) -> dict[str, tuple[int, int]]:
+    """Write EXIF-rotated, greyscale, RGBA and 16-bit images; returns each stem's displayed (width, height)."""
+    folder.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    Image.fromarray(random_rgb(30, 40)).save(folder / "rotated.jpg", exif=exif)
+    Image.fromarray(random_rgb(33, 21)[..., 0]).save(folder / "grey.png")
+    Image.fromarray(np.dstack([random_rgb(25, 27), np.full((25, 27), 128, np.uint8)])).save(folder / "rgba.png")
+    Image.fromarray((np.arange(29 * 31, dtype=np.uint16).reshape(29, 31) * 70)).save(folder / "deep.png")
+    (folder / "notes.txt").write_text("not an image suffix: ignored")
+    return {"rotated": (30, 40), "grey": (21, 33), "rgba": (27, 25), "deep": (31, 29)}
+
+
+def test_awkward_inputs_from_a_folder(checkpoint, tmp_path: Path, capsys) -> None:
+    sizes = save_awkward_inputs(tmp_path / "in")
+    args = [str(tmp_path / "in"), "--checkpoint", str(checkpoint[0]), "--out", str(tmp_path / "out")]
+    rc, out, err = run(args, capsys)
+    assert rc == 0, err
+    for stem, size in sizes.items():
+        assert Image.open(tmp_path / "out" / f"{stem}_mask.png").size == size
+        assert Image.open(tmp_path / "out" / f"{stem}_overlay.png").size == size
+    assert "4 of 4 images" in out
+
+
+def test_bad_images_are_skipped_and_named(checkpoint, tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(random_rgb(20, 24)).save(folder / "good.png")
+    (folder / "text.jpg").write_text("this is not a JPEG")
+    Image.fromarray(random_rgb(64, 64, seed=1)).save(folder / "cut.png")
+    (folder / "cut.png").write_bytes((folder / "cut.png").read_bytes()[:3000])
+    rc, _, err = run([str(folder), str(tmp_path / "absent.jpg"), "--checkpoint", str(checkpoint[0]),
+                      "--out", str(tmp_path / "out")], capsys)
+    assert rc == 1
+    assert (tmp_path / "out" / "good_mask.png").is_file() and (tmp_path / "out" / "good_overlay.png").is_file()
+    lines = err.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith("error: ") for line in lines)
+    for name in ("text.jpg", "cut.png", "absent.jpg"):
+        assert sum(name in line for line in lines) == 1
+    assert not (tmp_path / "out" / "text_mask.png").exists()
+
+
+@pytest.mark.parametrize("problem", ["unwritable_out", "corrupt_checkpoint"])
+def test_fatal_problems_are_one_line(problem: str, checkpoint, tmp_path: Path, capsys) -> None:
+    Image.fromarray(random_rgb(20, 24)).save(tmp_path / "good.png")
+    ckpt, out = checkpoint[0], tmp_path / "out"
+    if problem == "unwritable_out":
+        (tmp_path / "file").write_text("a file, not a folder")
+        out = tmp_path / "file" / "out"
+    else:
+        ckpt = tmp_path / "cut.pt"
+        ckpt.write_bytes(checkpoint[0].read_bytes()[:5000])
+    rc, _, err = run([str(tmp_path / "good.png"), "--checkpoint", str(ckpt), "--out", str(out)], capsys)
+    assert rc == 2
+    named = out if problem == "unwritable_out" else ckpt
+    assert err.startswith(f"error: {named}:") and len(err.strip().splitlines()) == 1
+
+
+def test_default_checkpoint_is_newest_best(checkpoint, tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name, age in (("old", 100), ("new", 0)):
+        target = Path("runs") / name / "best.pt"
+        target.parent.mkdir(parents=True)
+        target.write_bytes(checkpoint[0].read_bytes())
+        os.utime(target, (1_700_000_000 - age, 1_700_000_000 - age))
+    Image.fromarray(random_rgb(20, 24)).save("good.png")
+    rc, out, _ = run(["good.png"], capsys)
+    assert rc == 0
+    assert str(Path("runs") / "new" / "best.pt") in out.splitlines()[0]
+    assert Path("predictions/good_mask.png").is_file()
+
+
+def test_no_checkpoint_explains_how_to_get_one(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(random_rgb(20, 24)).save("good.png")
+    rc, _, err = run(["good.png"], capsys)
+    assert rc == 2
+    assert len(err.strip().splitlines()) == 1 and "tools/train.py" in err and "--checkpoint" in err
+
+
+def test_large_image_is_resized_and_mask_restored(checkpoint, tmp_path: Path, capsys) -> None:
+    ramp = np.linspace(0, 255, 4000, dtype=np.float32)
+    image = np.broadcast_to(ramp[None, :, None], (3000, 4000, 3)).astype(np.uint8)
+    Image.fromarray(image).save(tmp_path / "big.jpg", quality=80)
+    rc, out, _ = run([str(tmp_path / "big.jpg"), "--checkpoint", str(checkpoint[0]), "--out", str(tmp_path / "out"),
+                      "--max-size", "128"], capsys)
+    assert rc == 0
+    assert Image.open(tmp_path / "out" / "big_mask.png").size == (4000, 3000)
+    assert "resized 4000x3000 to 128x96" in out
+
+
+def test_int8_engine_calibrates_on_the_inputs(checkpoint, tmp_path: Path, capsys) -> None:
+    path, _ = checkpoint
+    for i, size in enumerate([(33, 41), (40, 36)]):
+        Image.fromarray(random_rgb(*size, seed=i)).save(tmp_path / f"img{i}.png")
+    (tmp_path / "broken.png").write_text("not an image")
+    rc = predict.main([str(tmp_path), "--checkpoint", str(path), "--out", str(tmp_path / "out"), "--engine", "int8"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "broken.png" in err and "--engine" not in err  # only the broken file failed
+    for i, (height, width) in enumerate([(33, 41), (40, 36)]):
+        assert Image.open(tmp_path / "out" / f"img{i}_mask.png").size == (width, height)
+
+
+MEMORY_PROBE = """
+import sys
+sys.path[:0] = [sys.argv[1], sys.argv[1] + "/tools"]
+from tools import predict
+from deeplab.inference import Predictor
+Predictor.from_checkpoint(sys.argv[2], device="cpu")
+def kib(key):
+    return int(next(l for l in open("/proc/self/status") if l.startswith(key)).split()[1])
+base = kib("VmRSS")
+rc = predict.main([sys.argv[3], "--checkpoint", sys.argv[2], "--out", sys.argv[4], "--device", "cpu"])
+print(rc, base, kib("VmHWM"))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux /proc to read peak memory")
+def test_peak_memory_of_a_512_image(tmp_path: Path, repo_root: Path, make_checkpoint) -> None:
+    """A full-width model on 512x512: whole process under 1 GiB, predict itself under 300 MiB on top of imports."""
+    make_checkpoint(tmp_path / "full.pt", None, num_classes=21, width_mult=1.0)
+    Image.fromarray(random_rgb(512, 512)).save(tmp_path / "img.png")
+    result = subprocess.run(
+        [sys.executable, "-c", MEMORY_PROBE, str(repo_root), str(tmp_path / "full.pt"), str(tmp_path / "img.png"),
+         str(tmp_path / "out")], capture_output=True, text=True, timeout=300, check=True,
+    )
+    rc, base, peak = (int(v) for v in result.stdout.split()[-3:])
+    assert rc == 0
+    assert peak < 1024 * 1024, f"peak {peak} KiB"
+    assert peak - base < 300 * 1024, f"predict added {peak - base} KiB"
+    print(f"peak {peak // 1024} MiB, {(peak - base) // 1024} MiB above imports and model")

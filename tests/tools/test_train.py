@@ -1,0 +1,176 @@
+"""tools/train.py end to end on tiny data: outputs, learning, exact resume, and its guards (NaN, full disk,
+bad output folder, bad image in a worker)."""
+from __future__ import annotations
+
+import errno
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from datasets.voc import split_file
+from deeplab.checkpoint import load_checkpoint, model_from_checkpoint
+from deeplab.engine import loop
+from tools import train as train_tool
+
+FAST = ["--crop-size", "32", "--batch-size", "2", "--workers", "0", "--no-progress", "--seed", "0"]
+
+
+@pytest.fixture(scope="module")
+def demo(demo_root: Path) -> Path:
+    """The demo dataset with a two-image validation split, so each validation takes a moment."""
+    split_file(demo_root, "val2").write_text("val_0000\nval_0001\n")
+    return demo_root
+
+
+def demo_args(root: Path, out: Path, *extra: str) -> list[str]:
+    return ["--dataset", "demo", "--data-root", str(root), "--val-split", "val2", "--out", str(out), *FAST, *extra]
+
+
+def read_log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_demo_run_learns_and_writes_its_files(demo, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = demo_args(demo, out, "--iters", "20", "--val-every", "10", "--crop-size", "48", "--batch-size", "4",
+                     "--lr", "0.01")
+    assert train_tool.main(args) == 0
+    assert {p.name for p in out.iterdir()} >= {"last.pt", "best.pt", "metrics.jsonl", "curves.png"}
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    assert ckpt["step"] == 20 and ckpt["class_names"][1] == "circle"
+    assert ckpt["model_config"]["num_classes"] == 5 and ckpt["args"]["iters"] == 20
+    model_from_checkpoint(ckpt, out / "last.pt")
+    log = read_log(out)
+    assert [r["step"] for r in log] == list(range(1, 21))
+    assert [r["step"] for r in log if "miou" in r] == [10, 20]
+    losses = [r["loss"] for r in log]
+    # Per-batch losses are noisy (crops differ); the untrained start (~ln 5) is not.
+    assert sum(losses[-10:]) / 10 < 0.75 * sum(losses[:3]) / 3
+    assert "best val mIoU" in capsys.readouterr().out
+
+
+def test_voc_mini_trains_a_couple_of_steps(tmp_path, voc_mini):
+    out = tmp_path / "voc"
+    args = ["--dataset", "voc", "--data-root", str(voc_mini), "--pretrained-backbone", "none", "--iters", "2",
+            "--out", str(out), *FAST]
+    assert train_tool.main(args) == 0
+    ckpt = load_checkpoint(out / "best.pt")
+    assert ckpt["model_config"]["num_classes"] == 21 and len(ckpt["class_names"]) == 21
+    assert 0.0 <= ckpt["scores"]["miou"] <= 1.0
+
+
+class SimulatedCrash(Exception):
+    pass
+
+
+def test_resumed_run_equals_an_uninterrupted_one(demo, tmp_path, monkeypatch):
+    common = ("--iters", "6", "--val-every", "3", "--lr", "0.02", "--warmup-iters", "2")
+    full, broken = tmp_path / "full", tmp_path / "broken"
+    assert train_tool.main(demo_args(demo, full, *common)) == 0
+
+    real_step, calls = loop.train_step, []
+
+    def crash_on_fifth(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:  # step 4 is logged but not checkpointed: resume must drop it
+            raise SimulatedCrash
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_step", crash_on_fifth)
+    with pytest.raises(SimulatedCrash):
+        train_tool.main(demo_args(demo, broken, *common))
+    monkeypatch.setattr(loop, "train_step", real_step)
+    assert [r["step"] for r in read_log(broken)] == [1, 2, 3, 4]
+    assert train_tool.main(["--resume", str(broken / "last.pt"), "--workers", "0", "--no-progress"]) == 0
+
+    assert read_log(broken) == read_log(full)  # same steps, losses, lrs and mIoUs, no gaps or repeats
+    a, b = (torch.load(d / "last.pt", weights_only=True) for d in (full, broken))
+    assert a["step"] == b["step"] == 6 and a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 6
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_resume_with_another_backbone_or_class_count_is_refused(demo, tmp_path, capsys, voc_mini):
+    out = tmp_path / "run"
+    assert train_tool.main(demo_args(demo, out, "--iters", "1")) == 0
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    ckpt["model_config"]["backbone"] = ckpt["args"]["backbone"] = "otherbackbone"
+    torch.save(ckpt, tmp_path / "other.pt")
+    assert train_tool.main(["--resume", str(tmp_path / "other.pt"), "--backbone", "mobilenetv2", *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "other.pt" in err and "otherbackbone" in err and "mobilenetv2" in err and len(err.splitlines()) == 1
+    args = ["--resume", str(out / "last.pt"), "--dataset", "voc", "--data-root", str(voc_mini), *FAST]
+    assert train_tool.main(args) == 2
+    err = capsys.readouterr().err
+    assert "last.pt" in err and "5 classes" in err and "21" in err
+    del ckpt["optimizer"]
+    ckpt["model_config"]["backbone"] = ckpt["args"]["backbone"] = "mobilenetv2"
+    torch.save(ckpt, tmp_path / "partial.pt")
+    assert train_tool.main(["--resume", str(tmp_path / "partial.pt"), *FAST]) == 2
+    assert "partial.pt: cannot resume" in capsys.readouterr().err
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(demo, tmp_path, monkeypatch, capsys):
+    real_loss, calls = loop.segmentation_loss, []
+
+    def nan_at_step_5(logits, masks):
+        calls.append(1)
+        loss = real_loss(logits, masks)
+        return loss * float("nan") if len(calls) == 5 else loss
+
+    monkeypatch.setattr(loop, "segmentation_loss", nan_at_step_5)
+    out = tmp_path / "run"
+    assert train_tool.main(demo_args(demo, out, "--iters", "8", "--val-every", "2")) == 2
+    err = capsys.readouterr().err
+    assert "step 5" in err and "nan" in err and len(err.strip().splitlines()) == 1
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["step"] == 4
+    model = model_from_checkpoint(ckpt, out / "last.pt")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert max(r["step"] for r in read_log(out)) == 4
+
+
+def test_full_disk_keeps_the_previous_checkpoint(demo, tmp_path, monkeypatch, capsys):
+    real_save, calls = torch.save, []
+
+    def full_disk_after_two(obj, f, *args, **kwargs):
+        calls.append(1)
+        if len(calls) > 2:  # best.pt and last.pt of step 2 are written, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_disk_after_two)
+    out = tmp_path / "run"
+    assert train_tool.main(demo_args(demo, out, "--iters", "4", "--val-every", "2")) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["step"] == 2
+    model_from_checkpoint(ckpt, out / "last.pt")
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_unwritable_output_folder_fails_before_training(demo, tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert train_tool.main(demo_args(demo, tmp_path / "file" / "out", "--iters", "1")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "cannot write" in err and "training" not in capsys.readouterr().out
+
+
+def test_unknown_backbone_is_a_one_line_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        train_tool.main(["--backbone", "resnet9000"])
+    assert exc.value.code == 2 and "resnet9000" in capsys.readouterr().err
+
+
+def test_bad_image_in_a_worker_reaches_the_user_as_one_line(tmp_path, capsys, voc_mini):
+    root = tmp_path / "voc"
+    shutil.copytree(voc_mini / "VOCdevkit", root / "VOCdevkit")
+    broken = sorted((root / "VOCdevkit" / "VOC2012" / "JPEGImages").glob("*.jpg"))[3]
+    broken.write_bytes(b"not a jpeg")
+    args = ["--dataset", "voc", "--data-root", str(root), "--pretrained-backbone", "none", "--iters", "4",
+            "--out", str(tmp_path / "out"), *FAST[:4], "--workers", "2", "--no-progress"]
+    assert train_tool.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {broken}: ") and len(err.strip().splitlines()) == 1

@@ -1,0 +1,85 @@
+"""torchrun training: two Gloo processes on the demo data write one checkpoint set that evaluates and resumes
+in a single process exactly like a single-process run's."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from datasets import VOCSegmentation, build_eval_transform, load_class_names
+from deeplab.checkpoint import load_checkpoint
+from deeplab.engine.data import build_val_loader
+from deeplab.evaluation import evaluate
+from deeplab.inference import Predictor
+from tools import train as train_tool
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.slow
+TINY = ["--dataset", "demo", "--crop-size", "64", "--batch-size", "4", "--val-every", "3", "--workers", "0",
+        "--no-progress"]
+
+
+def _torchrun(*args: str, nproc: int = 2) -> subprocess.CompletedProcess:
+    """``python -m torch.distributed.run --standalone`` on tools/train.py, as a user would launch it."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--standalone",
+               str(REPO_ROOT / "tools" / "train.py"), *args]
+    return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory: pytest.TempPathFactory, demo_root: Path) -> tuple[Path, Path, subprocess.CompletedProcess]:
+    """Demo data and the output folder of a 3-step, 2-process run."""
+    out = tmp_path_factory.mktemp("ddp") / "run"
+    return demo_root, out, _torchrun(*TINY, "--data-root", str(demo_root), "--iters", "3", "--out", str(out))
+
+
+def test_two_processes_write_one_checkpoint_set(ddp_run) -> None:
+    _, out, result = ddp_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "curves.png", "last.pt", "metrics.jsonl"]
+    assert result.stdout.count("done: 3 steps") == 1  # rank 0 alone reports
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["step"] == 3 and not any(key.startswith("module.") for key in ckpt["model"])
+    assert ckpt["args"]["batch_size"] == 4
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_distributed_validation_equals_single_process_evaluation(ddp_run) -> None:
+    data, out, result = ddp_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    predictor = Predictor.from_checkpoint(out / "last.pt", device="cpu", engine="torch")
+    names = load_class_names(data)
+    val = VOCSegmentation(data, split="val", class_names=names,
+                          transform=build_eval_transform(mean=predictor.mean, std=predictor.std))
+    matrix = evaluate(predictor.engine, build_val_loader(val), num_classes=len(names))
+    scores = load_checkpoint(out / "last.pt")["scores"]
+    assert matrix.scores(names)["miou"] == pytest.approx(scores["miou"], abs=1e-6)
+    assert matrix.scores(names)["pixel_acc"] == pytest.approx(scores["pixel_acc"], abs=1e-6)
+
+
+def test_two_process_checkpoint_resumes_in_one_process(ddp_run, tmp_path: Path) -> None:
+    data, out, result = ddp_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert train_tool.main(["--resume", str(out / "last.pt"), "--iters", "5", "--out", str(tmp_path),
+                            "--data-root", str(data), "--no-progress"]) == 0
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert ckpt["step"] == 5 and ckpt["args"]["crop_size"] == 64
+    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [4, 5]
+
+
+def test_freeze_bn_keeps_the_initial_statistics(ddp_run, tmp_path: Path) -> None:
+    data, _, _ = ddp_run
+    assert train_tool.main([*TINY, "--data-root", str(data), "--iters", "1", "--freeze-bn", "--out",
+                            str(tmp_path)]) == 0
+    state = load_checkpoint(tmp_path / "last.pt")["model"]
+    means = [v for k, v in state.items() if k.endswith("running_mean")]
+    assert means and all(torch.equal(v, torch.zeros_like(v)) for v in means)
+    assert all(int(v) == 0 for k, v in state.items() if k.endswith("num_batches_tracked"))
