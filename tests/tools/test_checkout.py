@@ -38,3 +38,12 @@ def test_library_import_finds_ours_from_repo_root(decoy_path: str) -> None:
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert Path(result.stdout.strip()).resolve() == REPO_ROOT / "datasets" / "__init__.py"
+
+
+def test_library_without_our_datasets_says_how_to_fix_it(decoy_path: str, tmp_path: Path) -> None:
+    code = "import deeplab"
+    env = {**os.environ, "PYTHONPATH": decoy_path}
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode != 0
+    assert "needs this checkout's `datasets` package" in result.stderr and "decoy" not in result.stderr
