@@ -2,7 +2,7 @@
 demo set, transforms. Imports nothing from ``deeplab``: its errors are :class:`DataError` lines naming a file."""
 from __future__ import annotations
 
-from .demo import DEMO_CLASSES, ensure_demo_dataset
+from .demo import DEMO_CLASSES, DEMO_VARIANTS, ensure_demo_dataset
 from .errors import DataError
 from .image_files import IGNORE_INDEX, find_images, list_images, read_label_png, read_rgb, save_label_png, voc_palette
 from .sbd import convert_sbd
@@ -11,6 +11,7 @@ from .voc import VOC_CLASSES, VOCSegmentation, download_voc, load_class_names
 
 __all__ = [
     "DEMO_CLASSES",
+    "DEMO_VARIANTS",
     "IGNORE_INDEX",
     "VOC_CLASSES",
     "DataError",

@@ -5,12 +5,16 @@ colour, all labelled background) and 1-4 possibly overlapping objects of four cl
 and base colour: circle (red), square (green), triangle (blue), cross (yellow). Colours are jittered, some
 objects carry stripes, objects may leave the frame, and Gaussian noise plus JPEG coding blur the cues, so the
 task is learnable in minutes on a CPU but not solvable by one pixel's colour alone.
+
+The ``demo-rare`` variant adds a rare, small class: a violet diamond a few pixels across, drawn on top in about a
+quarter of the scenes, so it covers about 0.1% of the labelled pixels (the imbalance of real custom data).
 """
 from __future__ import annotations
 
 import functools
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -21,18 +25,35 @@ from .errors import DataError
 from .image_files import save_label_png
 from .voc import split_file, voc_dir
 
-__all__ = ["DEMO_CLASSES", "ensure_demo_dataset", "render_scene"]
+__all__ = ["DEMO_CLASSES", "DEMO_VARIANTS", "DemoVariant", "ensure_demo_dataset", "render_scene"]
 
 DEMO_CLASSES: tuple[str, ...] = ("background", "circle", "square", "triangle", "cross")
 _BASE_COLOURS = np.array([(0, 0, 0), (215, 60, 50), (60, 170, 75), (55, 90, 215), (225, 195, 50)], dtype=np.float32)
+_RARE_COLOUR = np.array((170, 70, 215), dtype=np.float32)
 _VERSION = 1  # bump whenever the rendering changes, so old folders are regenerated
 _SIZE = 128
-_SPLITS = {"train": 200, "val": 40}
 _MARKER = "demo_dataset.json"
 
 
-def render_scene(rng: np.random.Generator, size: int = _SIZE) -> tuple[np.ndarray, np.ndarray]:
-    """Render one scene: uint8 HxWx3 RGB image and uint8 HxW class-id mask."""
+@dataclass(frozen=True)
+class DemoVariant:
+    """A demo dataset: its classes, split sizes, and the chance that a scene holds one rare object (last class)."""
+
+    classes: tuple[str, ...]
+    splits: dict[str, int]
+    rare_chance: float = 0.0
+
+
+DEMO_VARIANTS: dict[str, DemoVariant] = {
+    "demo": DemoVariant(DEMO_CLASSES, {"train": 200, "val": 40}),
+    # A larger validation split, so the few rare objects give a steadier IoU.
+    "demo-rare": DemoVariant((*DEMO_CLASSES, "diamond"), {"train": 200, "val": 100}, rare_chance=0.25),
+}
+
+
+def render_scene(rng: np.random.Generator, size: int = _SIZE, *, rare_chance: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Render one scene: uint8 HxWx3 RGB image and uint8 HxW class-id mask; with ``rare_chance`` a small
+    rare object (class id 5) is drawn on top of everything."""
     image = _background(rng, size)
     mask = np.zeros((size, size), dtype=np.uint8)
     for _ in range(int(rng.integers(1, 5))):
@@ -41,6 +62,10 @@ def render_scene(rng: np.random.Generator, size: int = _SIZE) -> tuple[np.ndarra
         mask[region] = cls
         colour = _BASE_COLOURS[cls] + rng.normal(0.0, 18.0, 3)
         image[region] = colour * rng.uniform(0.75, 1.15) * _stripes(rng, size)[region][:, None]
+    if rare_chance and rng.random() < rare_chance:
+        region = _rare_region(rng, size)
+        mask[region] = len(DEMO_CLASSES)
+        image[region] = (_RARE_COLOUR + rng.normal(0.0, 18.0, 3)) * rng.uniform(0.75, 1.15)
     image += rng.uniform(3.0, 12.0) * rng.standard_normal(image.shape, dtype=np.float32)
     return np.clip(image, 0, 255).astype(np.uint8), mask
 
@@ -89,6 +114,19 @@ def _shape_region(rng: np.random.Generator, cls: int, size: int) -> np.ndarray:
     return layer.astype(bool)
 
 
+def _rare_region(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Boolean HxW region of a small diamond (a rhombus 5-8 pixels from centre to tip), wholly inside the frame."""
+    layer = np.zeros((size, size), dtype=np.uint8)
+    radius = rng.uniform(5.0, 8.0)
+    centre = rng.uniform(radius + 1, size - radius - 1, 2)
+    theta = rng.uniform(0.0, np.pi)
+    angles = theta + np.array([0.0, np.pi / 2, np.pi, 3 * np.pi / 2])
+    scales = np.array([1.0, 0.6, 1.0, 0.6])
+    points = centre + radius * scales[:, None] * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    cv2.fillPoly(layer, [np.round(points).astype(np.int32)], 1)
+    return layer.astype(bool)
+
+
 def _points(centre: np.ndarray, radius: float, angles: np.ndarray) -> np.ndarray:
     """Polygon vertices at ``angles`` on a circle, as the int32 array cv2 wants."""
     return np.round(centre + radius * np.stack([np.cos(angles), np.sin(angles)], axis=1)).astype(np.int32)
@@ -103,21 +141,27 @@ def _stripes(rng: np.random.Generator, size: int) -> np.ndarray:
     return (1.0 + 0.25 * np.sin(2 * np.pi * (np.cos(angle) * xx + np.sin(angle) * yy) / period)).astype(np.float32)
 
 
-def ensure_demo_dataset(root: str | Path, *, seed: int = 0) -> Path:
-    """Write the demo dataset under ``root`` (VOCdevkit/VOC2012 + classes.txt) unless it is already current."""
+def ensure_demo_dataset(root: str | Path, *, seed: int = 0, variant: str = "demo") -> Path:
+    """Write the demo dataset ``variant`` (a key of :data:`DEMO_VARIANTS`) under ``root`` (VOCdevkit/VOC2012 +
+    classes.txt) unless it is already current."""
+    if variant not in DEMO_VARIANTS:
+        raise DataError(f"demo variant {variant!r}: choose one of {', '.join(DEMO_VARIANTS)}")
+    spec = DEMO_VARIANTS[variant]
     root = Path(root)
     marker = root / _MARKER
     wanted = {"generator": "deeplab-demo", "version": _VERSION, "seed": seed, "size": _SIZE,
-              "splits": _SPLITS, "complete": True}
-    if _read_marker(marker) == wanted and all(split_file(root, s).is_file() for s in _SPLITS):
+              "splits": spec.splits, "complete": True}
+    if variant != "demo":  # the plain demo's marker stays as it was, so existing folders stay current
+        wanted["variant"] = variant
+    if _read_marker(marker) == wanted and all(split_file(root, s).is_file() for s in spec.splits):
         return root
     _check_ours(root, marker)
     root.mkdir(parents=True, exist_ok=True)
     # Marked before writing, so an interrupted run is recognised as ours and redone next time.
     marker.write_text(json.dumps({**wanted, "complete": False}, sort_keys=True) + "\n", encoding="utf-8")
     shutil.rmtree(root / "VOCdevkit", ignore_errors=True)
-    _write_scenes(root, seed)
-    (root / "classes.txt").write_text("\n".join(DEMO_CLASSES) + "\n", encoding="utf-8")
+    _write_scenes(root, seed, spec)
+    (root / "classes.txt").write_text("\n".join(spec.classes) + "\n", encoding="utf-8")
     marker.write_text(json.dumps(wanted, sort_keys=True) + "\n", encoding="utf-8")
     return root
 
@@ -139,16 +183,16 @@ def _check_ours(root: Path, marker: Path) -> None:
             raise DataError(f"{path}: exists and is not the demo dataset; choose an empty folder for the demo data")
 
 
-def _write_scenes(root: Path, seed: int) -> None:
+def _write_scenes(root: Path, seed: int, spec: DemoVariant) -> None:
     """Render every split's scenes (each from its own seeded generator) and write images, masks and id lists."""
     base = voc_dir(root)
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
         (base / sub).mkdir(parents=True, exist_ok=True)
     all_ids = []
-    for split_index, (split, count) in enumerate(_SPLITS.items()):
+    for split_index, (split, count) in enumerate(spec.splits.items()):
         ids = [f"{split}_{i:04d}" for i in range(count)]
         for i, sample_id in enumerate(ids):
-            image, mask = render_scene(np.random.default_rng([seed, split_index, i]))
+            image, mask = render_scene(np.random.default_rng([seed, split_index, i]), rare_chance=spec.rare_chance)
             Image.fromarray(image).save(base / "JPEGImages" / f"{sample_id}.jpg", quality=92)
             save_label_png(base / "SegmentationClass" / f"{sample_id}.png", mask)
         split_file(root, split).write_text("\n".join(ids) + "\n", encoding="utf-8")

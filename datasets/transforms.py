@@ -39,7 +39,11 @@ class NormalizeTransform:
 
 
 class SegmentationTransform:
-    """Apply an albumentations pipeline to (image, mask), return (float32 3xHxW, int64 HxW); picklable."""
+    """Apply an albumentations pipeline to (image, mask), return (float32 3xHxW, int64 HxW); picklable.
+
+    ``focus_class`` reaches the pipeline's crop: a class id centres the crop on one of that class's pixels,
+    -1 (no focus) leaves it random.
+    """
 
     def __init__(self, pipeline: A.Compose) -> None:
         self.pipeline = pipeline
@@ -48,8 +52,9 @@ class SegmentationTransform:
         """Reseed the random augmentations, so a sample's augmentation can depend on (seed, step) alone."""
         self.pipeline.set_random_seed(seed)
 
-    def __call__(self, image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.pipeline(image=image, mask=mask)
+    def __call__(self, image: np.ndarray, mask: np.ndarray, focus_class: int = -1
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.pipeline(image=image, mask=mask, focus_class=focus_class)
         image_t = torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1), dtype=np.float32))
         mask_t = torch.from_numpy(np.ascontiguousarray(out["mask"]).astype(np.int64))
         return image_t, mask_t
@@ -77,6 +82,8 @@ def build_train_transform(
     import albumentations as A  # deferred: prediction and evaluation never augment
     import cv2
 
+    from .crops import ClassFocusedCrop
+
     # The pad value is the mean so padded pixels normalise to zero, like a zero-padded input.
     fill = tuple(255.0 * m for m in mean)
     pipeline = A.Compose([
@@ -90,7 +97,7 @@ def build_train_transform(
             min_height=crop_size, min_width=crop_size, border_mode=cv2.BORDER_CONSTANT,
             fill=fill, fill_mask=ignore_index,
         ),
-        A.RandomCrop(height=crop_size, width=crop_size),
+        ClassFocusedCrop(height=crop_size, width=crop_size),
         A.HorizontalFlip(p=0.5),
         A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0),
     ])

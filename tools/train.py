@@ -19,7 +19,8 @@ from collections.abc import Sequence
 
 from backbones import list_backbones
 from deeplab.checkpoint import load_checkpoint
-from deeplab.engine import AMP_MODES, PRESETS, describe_default, fit, resolve_config
+from deeplab.engine import AMP_MODES, PRESETS, RECIPES, describe_default, fit, resolve_config
+from deeplab.engine.losses import LOSS_CHOICES, LOSS_TERMS
 from deeplab.engine.distributed import is_main_process, teardown_distributed
 from deeplab.errors import report_user_errors
 
@@ -65,6 +66,21 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="under torchrun on GPUs, normalise per GPU instead of with SyncBatchNorm")
     p.add_argument("--dist-timeout", type=float, metavar="SECONDS",
                    help=f"under torchrun, fail when other ranks stay silent this long (default {d('dist_timeout')})")
+    p.add_argument("--recipe", choices=sorted(RECIPES),
+                   help="a measured bundle of the settings below; flags given beside it win (README: imbalanced data)")
+    p.add_argument("--loss", help=f"training loss: {', '.join(LOSS_CHOICES)}, or any '+'-joined set of "
+                   f"{', '.join(LOSS_TERMS)} (default {d('loss')})")
+    p.add_argument("--class-weights", metavar="{auto,none,FILE}",
+                   help="per-class loss weights: auto (bounded inverse square root of the split's pixel shares, "
+                   f"cached beside the data), none, or a file of one weight per class line (default {d('class_weights')})")
+    p.add_argument("--ohem", type=float, metavar="SHARE",
+                   help="hard-pixel mining: cross-entropy over only this share of the hardest labelled pixels of "
+                   "each batch, e.g. 0.25 (default: all)")
+    p.add_argument("--balanced-crops", type=float, metavar="SHARE",
+                   help="share of samples cropped around a class drawn by rarity, from an image holding it "
+                   f"(default {d('balanced_crops')})")
+    p.add_argument("--tensorboard", action="store_true", default=None,
+                   help="also log to TensorBoard in <out>/tensorboard (pip install tensorboard)")
     p.add_argument("--seed", type=int, help=f"seed of initialisation, data order and augmentation (default {d('seed')})")
     p.add_argument("--out", help="output folder (default runs/<dataset>_<backbone>_os<N>)")
     p.add_argument("--resume", metavar="CKPT", help="continue the run saved in this last.pt")

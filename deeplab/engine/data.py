@@ -6,6 +6,7 @@ any step, in any number of processes, sees exactly the batches it would have see
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -14,29 +15,70 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .distributed import ShardedSampler, shard_dataset
 
-__all__ = ["SeededSampler", "build_train_loader", "build_val_loader"]
+__all__ = ["NO_FOCUS", "CropFocus", "SeededSampler", "build_train_loader", "build_val_loader"]
+
+NO_FOCUS = -1  # a sample's focus class when its crop is an ordinary random one
+
+
+@dataclass(frozen=True)
+class CropFocus:
+    """Class-balanced crops: a ``share`` of the samples is an image holding a class drawn with ``class_probs``,
+    cropped around that class's pixels; ``images_by_class[c]`` lists the images that hold class ``c``."""
+
+    share: float
+    class_probs: np.ndarray
+    images_by_class: tuple[np.ndarray, ...]
+
+    @classmethod
+    def from_counts(cls, counts: np.ndarray, *, share: float) -> CropFocus:
+        """From per-image class pixel counts (images x classes): classes drawn in inverse proportion to their
+        pixel share, so the rarest classes get most focused crops; classes no image holds are never drawn."""
+        pixels = counts.sum(axis=0).astype(np.float64)
+        probs = np.zeros_like(pixels)
+        probs[pixels > 0] = 1.0 / pixels[pixels > 0]
+        images = tuple(np.flatnonzero(counts[:, c] > 0) for c in range(counts.shape[1]))
+        return cls(share=share, class_probs=probs / probs.sum(), images_by_class=images)
 
 
 class SeededSampler(Sampler):
-    """Endless stream of ``(index, sample_seed)``: epoch ``e`` is a permutation drawn from ``(seed, e)``.
+    """Endless stream of ``(index, sample_seed, focus_class)``: epoch ``e`` is a permutation drawn from ``(seed, e)``.
 
-    The data order and every sample's augmentation are thus a function of ``(seed, position)`` only, so a run
-    resumed at any step (``start`` = samples already consumed) sees exactly the batches it would have seen.
+    With a :class:`CropFocus`, each position is, with probability ``focus.share``, replaced by an image holding a
+    class drawn by rarity, and that class is the sample's ``focus_class`` (else :data:`NO_FOCUS`); these draws come
+    from ``(seed, e, 1)``, so the unfocused stream is the same with and without focus. The data order and every
+    sample's augmentation are thus a function of ``(seed, position)`` only, so a run resumed at any step
+    (``start`` = samples already consumed) sees exactly the batches it would have seen.
     """
 
-    def __init__(self, num_samples: int, *, seed: int, start: int = 0) -> None:
+    def __init__(self, num_samples: int, *, seed: int, start: int = 0, focus: CropFocus | None = None) -> None:
         if num_samples < 1:
             raise ValueError("cannot sample from an empty dataset")
-        self.num_samples, self.seed, self.start = num_samples, seed, start
+        self.num_samples, self.seed, self.start, self.focus = num_samples, seed, start, focus
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
         epoch, offset = divmod(self.start, self.num_samples)
         while True:
             rng = np.random.default_rng([self.seed, epoch])
             order, seeds = rng.permutation(self.num_samples), rng.integers(0, 2**31, self.num_samples)
+            focus = np.full(self.num_samples, NO_FOCUS)
+            if self.focus is not None:
+                order, focus = self._focused(epoch, order)
             for i in range(offset, self.num_samples):
-                yield int(order[i]), int(seeds[i])
+                yield int(order[i]), int(seeds[i]), int(focus[i])
             epoch, offset = epoch + 1, 0
+
+    def _focused(self, epoch: int, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``order`` with a ``focus.share`` of its positions replaced by images of rarity-drawn classes."""
+        rng = np.random.default_rng([self.seed, epoch, 1])
+        n, spec = self.num_samples, self.focus
+        chosen = rng.random(n) < spec.share
+        classes = rng.choice(len(spec.class_probs), size=n, p=spec.class_probs)
+        picks = rng.random(n)
+        order, focus = order.copy(), np.full(n, NO_FOCUS)
+        for i in np.flatnonzero(chosen):
+            images = spec.images_by_class[classes[i]]
+            order[i], focus[i] = images[int(picks[i] * len(images))], classes[i]
+        return order, focus
 
 
 class _SeededAugmentation(Dataset):
@@ -46,21 +88,23 @@ class _SeededAugmentation(Dataset):
     def __init__(self, dataset: Dataset, transform: Any) -> None:
         self.dataset, self.transform = dataset, transform
 
-    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        index, seed = item
+    def __getitem__(self, item: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index, seed, focus_class = item
         image, mask = self.dataset[index]
         self.transform.set_seed(seed)
-        return self.transform(image, mask)
+        return self.transform(image, mask, focus_class=focus_class)
 
 
 def build_train_loader(
-    dataset: Dataset, *, transform: Any, batch_size: int, workers: int, seed: int, start_step: int = 0
+    dataset: Dataset, *, transform: Any, batch_size: int, workers: int, seed: int, start_step: int = 0,
+    focus: CropFocus | None = None,
 ) -> DataLoader:
-    """Endless loader of augmented batches; ``dataset`` yields raw ``(image, mask)``, ``transform`` augments.
+    """Endless loader of augmented batches; ``dataset`` yields raw ``(image, mask)``, ``transform`` augments
+    (and centres its crop on the sample's focus class, see :class:`CropFocus`).
 
     ``batch_size`` is the global batch: under torchrun each rank loads its ``batch_size / world_size`` share.
     """
-    sampler = ShardedSampler(SeededSampler(len(dataset), seed=seed, start=start_step * batch_size),
+    sampler = ShardedSampler(SeededSampler(len(dataset), seed=seed, start=start_step * batch_size, focus=focus),
                              global_batch=batch_size)
     return DataLoader(
         _SeededAugmentation(dataset, transform),

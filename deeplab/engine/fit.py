@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from datasets import (
+    DEMO_VARIANTS,
     VOCSegmentation,
     build_eval_transform,
     build_train_transform,
@@ -27,12 +28,14 @@ from ..device import resolve_device
 from ..errors import UserError
 from ..models import DeepLabV3Plus
 from . import distributed
+from .balance import prepare_balance
 from .config import TrainConfig
 from .data import build_train_loader, build_val_loader
 from .freeze import freeze_batchnorm, freeze_early_stages
 from .loop import TrainResult, resolve_amp, train
 from .schedule import build_optimizer, build_scheduler, default_warmup_steps
 from .state import restore_training_state, seed_everything
+from .tensorboard import require_tensorboard
 
 __all__ = ["fit", "pretrained_argument"]
 
@@ -55,12 +58,15 @@ def fit(
     if c.batch_size % world:
         raise UserError(f"--batch-size {c.batch_size}: the global batch must be divisible by the {world} processes")
     out_dir = check_writable(c.out)
+    if c.tensorboard and distributed.is_main_process():
+        require_tensorboard()  # before any data is read: the missing package is one line, at once
     with distributed.main_process_first():  # rank 0 generates or downloads the data, the others then read it
         root = _prepare_data(c.dataset, c.data_root, download=download)
     class_names = load_class_names(root)
     if resume is not None:
         _check_resume(resume, resume_path, backbone=c.backbone, num_classes=len(class_names))
     train_set = VOCSegmentation(root, split=c.split, class_names=class_names)
+    criterion, focus = prepare_balance(c, train_set, class_names, announce=distributed.is_main_process())
     if c.epochs:
         c.iters, c.epochs = c.epochs * math.ceil(len(train_set) / c.batch_size), None
     model = _build_model(c, num_classes=len(class_names), pretrained=resume is None).to(device)
@@ -78,7 +84,7 @@ def fit(
     wrapped = distributed.wrap_model(model, device, sync_bn=c.sync_bn and not frozen)
     train_loader = build_train_loader(
         train_set, transform=build_train_transform(crop_size=c.crop_size, mean=model.mean, std=model.std),
-        batch_size=c.batch_size, workers=c.workers, seed=c.seed, start_step=start)
+        batch_size=c.batch_size, workers=c.workers, seed=c.seed, start_step=start, focus=focus)
     val_set = VOCSegmentation(root, split=c.val_split, class_names=class_names,
                               transform=build_eval_transform(mean=model.mean, std=model.std))
     val_loader = build_val_loader(val_set, batch_size=c.val_batch_size, workers=min(c.workers, 2))
@@ -90,7 +96,8 @@ def fit(
         wrapped, train_loader=train_loader, val_loader=val_loader, optimizer=optimizer, scheduler=scheduler,
         scaler=scaler, amp_dtype=amp_dtype, total_steps=c.iters, val_every=c.val_every, out_dir=out_dir,
         class_names=class_names, device=device, start_step=start, best_miou=best,
-        run_args=dataclasses.asdict(c), progress=progress)
+        run_args=dataclasses.asdict(c), progress=progress, criterion=criterion.to(device),
+        tensorboard=c.tensorboard)
 
 
 def pretrained_argument(value: str) -> bool | str:
@@ -100,8 +107,8 @@ def pretrained_argument(value: str) -> bool | str:
 
 def _prepare_data(dataset: str, root: str | Path, *, download: bool) -> Path:
     """Make the data root usable: generate the demo set, or fetch VOC when asked."""
-    if dataset == "demo":
-        return ensure_demo_dataset(root)
+    if dataset in DEMO_VARIANTS:
+        return ensure_demo_dataset(root, variant=dataset)
     if download:
         download_voc(root)
     return Path(root)

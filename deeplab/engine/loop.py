@@ -5,9 +5,10 @@ files or shows progress is decided by :func:`~deeplab.engine.distributed.is_main
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,13 @@ from .distributed import all_reduce_confusion_matrix, get_world_size, is_main_pr
 from .losses import segmentation_loss
 from .metrics_log import MetricsLog, plot_curves
 from .state import training_state
+from .tensorboard import TensorBoardLog
 
-__all__ = ["AMP_MODES", "TrainResult", "resolve_amp", "train", "train_step", "validate"]
+__all__ = ["AMP_MODES", "VALIDATION_LOG_KEYS", "TrainResult", "resolve_amp", "train", "train_step", "validate"]
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
+#: The scores each validation adds to its line of ``metrics.jsonl`` (the checkpoint holds them all).
+VALIDATION_LOG_KEYS = ("miou", "pixel_acc", "mean_acc", "fw_iou", "mean_dice", "per_class_iou")
 
 
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
@@ -51,10 +55,12 @@ def train_step(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     scaler: torch.amp.GradScaler | None,
     amp_dtype: torch.dtype | None,
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = segmentation_loss,
 ) -> float:
-    """One optimizer step; returns the loss, or NaN/inf *before* touching the weights when it is not finite."""
+    """One optimizer step on ``criterion(logits, masks)``; returns the loss, or NaN/inf *before* touching the
+    weights when it is not finite."""
     with torch.autocast(images.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        loss = segmentation_loss(model(images), masks)
+        loss = criterion(model(images), masks)
     value = mean_over_ranks(loss.detach()).item()  # every rank sees a non-finite loss on any rank and stops
     if not math.isfinite(value):
         return value
@@ -122,15 +128,19 @@ def train(
     best_miou: float = -1.0,
     run_args: dict[str, Any] | None = None,
     progress: bool = True,
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = segmentation_loss,
+    tensorboard: bool = False,
 ) -> TrainResult:
-    """Train from ``start_step`` to ``total_steps``, validating (and saving ``last.pt``, and ``best.pt`` on a new
-    best mIoU) every ``val_every`` steps and at the end; ``metrics.jsonl`` and ``curves.png`` follow along.
+    """Train from ``start_step`` to ``total_steps`` on ``criterion``, validating (and saving ``last.pt``, and
+    ``best.pt`` on a new best mIoU) every ``val_every`` steps and at the end; ``metrics.jsonl`` and ``curves.png``
+    follow along, and with ``tensorboard`` also event files in ``out_dir/tensorboard``.
 
     A non-finite loss stops the run with a UserError before the poisoned step reaches the weights or a file.
     """
     out_dir = Path(out_dir)
     main = is_main_process()
     log = MetricsLog(out_dir / "metrics.jsonl")
+    board = TensorBoardLog(out_dir / "tensorboard", start_step=start_step) if tensorboard and main else None
     if main:
         log.reset(keep_until=start_step)  # a resumed run rewrites whatever followed its checkpoint
     model.to(device).train()
@@ -139,28 +149,34 @@ def train(
     batches = iter(train_loader)
     bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, disable=not (progress and main))
     step, scores, saved_step, images_seen, started = start_step, None, start_step, 0, time.perf_counter()
-    with bar:
+    with bar, board if board is not None else contextlib.nullcontext():
         while step < total_steps:
             images, masks = next(batches)
             lr = optimizer.param_groups[-1]["lr"]  # the head's rate: unscaled by --backbone-lr-scale
             loss = train_step(model, images.to(device, non_blocking=True), masks.to(device, non_blocking=True),
-                              optimizer=optimizer, scheduler=scheduler, scaler=scaler, amp_dtype=amp_dtype)
+                              optimizer=optimizer, scheduler=scheduler, scaler=scaler, amp_dtype=amp_dtype,
+                              criterion=criterion)
             step += 1
             if not math.isfinite(loss):
                 kept = f"last.pt (step {saved_step}) is kept" if saved_step else "no checkpoint was written"
                 raise UserError(f"{out_dir / 'last.pt'}: training stopped at step {step}: the loss is {loss}; "
                                 f"{kept}; try a lower learning rate")
             images_seen += images.shape[0] * get_world_size()
+            images_per_s = images_seen / (time.perf_counter() - started)
             record = {"step": step, "loss": round(loss, 6), "lr": lr}
+            if board is not None:
+                board.training(step, loss=loss, lr=lr, images_per_s=images_per_s)
             if step % val_every == 0 or step == total_steps:
                 scores = validate(model, val_loader, class_names=class_names, device=device, amp_dtype=amp_dtype)
                 best_miou = _save_validation(model, log, record, scores, step=step, best_miou=best_miou,
                                              out_dir=out_dir, main=main, save=save)
                 saved_step = step
+                if board is not None:
+                    board.validation(step, scores, model=unwrap_model(model), loader=val_loader,
+                                     class_names=class_names, device=device)
             elif main:
                 log.append(record)
-            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}",
-                            img_s=f"{images_seen / (time.perf_counter() - started):.1f}", refresh=False)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{images_per_s:.1f}", refresh=False)
             bar.update(1)
     return TrainResult(steps=step, seconds=time.perf_counter() - started, best_miou=best_miou,
                        last_scores=scores, out_dir=out_dir)
@@ -187,7 +203,7 @@ def _save_validation(
     best_miou = max(best_miou, scores["miou"])
     if not main:
         return best_miou
-    log.append({**record, "miou": scores["miou"], "pixel_acc": scores["pixel_acc"]})
+    log.append({**record, **{key: scores[key] for key in VALIDATION_LOG_KEYS}})
     state = training_state(model, step=step, best_miou=best_miou, scores=scores, **save)
     if improved:
         save_checkpoint(state, out_dir / "best.pt")

@@ -31,25 +31,46 @@ class ConfusionMatrix:
         self.matrix += torch.bincount(n * target + pred, minlength=n * n).reshape(n, n)
 
     def scores(self, class_names: Sequence[str] | None = None) -> dict:
-        """mIoU, pixel accuracy and per-class IoU of everything added so far."""
+        """Every score of :func:`segmentation_scores` for everything added so far."""
         return segmentation_scores(self.matrix, class_names)
 
 
 def segmentation_scores(matrix: torch.Tensor, class_names: Sequence[str] | None = None) -> dict:
-    """Scores of a confusion matrix; a class absent from both ground truth and prediction has IoU ``None``
-    and is left out of the mean, as the VOC devkit does."""
+    """Scores of a confusion matrix: per class IoU, Dice (F1), precision and recall, and their summaries.
+
+    A class absent from both ground truth and prediction has IoU and Dice ``None`` and is left out of the means,
+    as the VOC devkit does; precision is ``None`` for a class never predicted, recall for one never present.
+    ``mean_acc`` averages recall over the classes present in the ground truth; ``fw_iou`` weighs each class's IoU
+    by its share of the ground-truth pixels (Long et al., 2015).
+    """
     matrix = matrix.double()
     n = matrix.shape[0]
     names = list(class_names) if class_names is not None else [str(i) for i in range(n)]
     if len(names) != n:
         raise ValueError(f"{len(names)} class names for a {n}-class confusion matrix")
-    true_positive = matrix.diag()
-    union = matrix.sum(0) + matrix.sum(1) - true_positive
-    present = union > 0
-    iou = torch.where(present, true_positive / union.clamp(min=1), torch.zeros_like(union))
+    true_positive, truth, predicted = matrix.diag(), matrix.sum(1), matrix.sum(0)
+    union = truth + predicted - true_positive
+    present, in_truth, in_prediction = union > 0, truth > 0, predicted > 0
+    iou = true_positive / union.clamp(min=1)
+    dice = 2 * true_positive / (truth + predicted).clamp(min=1)
+    recall = true_positive / truth.clamp(min=1)
+    precision = true_positive / predicted.clamp(min=1)
     total = matrix.sum()
+
+    def mean(values: torch.Tensor, where: torch.Tensor) -> float:
+        return float(values[where].mean()) if where.any() else 0.0
+
+    def per_class(values: torch.Tensor, where: torch.Tensor) -> dict[str, float | None]:
+        return {name: (float(v) if w else None) for name, v, w in zip(names, values, where)}
+
     return {
-        "miou": float(iou[present].mean()) if present.any() else 0.0,
+        "miou": mean(iou, present),
         "pixel_acc": float(true_positive.sum() / total) if total > 0 else 0.0,
-        "per_class_iou": {name: (float(v) if p else None) for name, v, p in zip(names, iou, present)},
+        "mean_acc": mean(recall, in_truth),
+        "fw_iou": float((truth * iou).sum() / total) if total > 0 else 0.0,
+        "mean_dice": mean(dice, present),
+        "per_class_iou": per_class(iou, present),
+        "per_class_dice": per_class(dice, present),
+        "per_class_precision": per_class(precision, in_prediction),
+        "per_class_recall": per_class(recall, in_truth),
     }

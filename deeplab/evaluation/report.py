@@ -14,7 +14,15 @@ from datasets.image_files import read_label_png
 from ..errors import UserError
 from .confusion import ConfusionMatrix
 
-__all__ = ["format_scores", "plot_confusion_matrix", "report_paths", "score_prediction_dir", "write_report"]
+__all__ = ["format_scores", "plot_confusion_matrix", "plot_per_class_scores", "report_paths", "score_prediction_dir",
+           "write_report"]
+
+#: Per-class columns of the table and the bar chart: (score key, heading).
+PER_CLASS_COLUMNS = (("per_class_iou", "IoU"), ("per_class_dice", "Dice"), ("per_class_precision", "Precision"),
+                     ("per_class_recall", "Recall"))
+#: Summary lines under the table: (score key, label).
+SUMMARY_LINES = (("miou", "mIoU"), ("mean_dice", "mean Dice"), ("fw_iou", "fw IoU"), ("mean_acc", "mean acc"),
+                 ("pixel_acc", "pixel acc"))
 
 
 def score_prediction_dir(gt_paths: Iterable[Path], pred_dir: str | Path, *, num_classes: int) -> ConfusionMatrix:
@@ -38,31 +46,37 @@ def score_prediction_dir(gt_paths: Iterable[Path], pred_dir: str | Path, *, num_
 
 
 def format_scores(scores: dict[str, Any]) -> str:
-    """A per-class IoU table followed by mIoU and pixel accuracy, for the terminal."""
-    per_class = scores["per_class_iou"]
-    width = max([len("class")] + [len(name) for name in per_class])
-    lines = [f"{'class':<{width}}  IoU", f"{'-' * width}  ------"]
-    for name, iou in per_class.items():
-        lines.append(f"{name:<{width}}  {'-' if iou is None else f'{iou:.4f}'}")
-    lines += [f"{'mIoU':<{width}}  {scores['miou']:.4f}", f"{'pixel acc':<{width}}  {scores['pixel_acc']:.4f}"]
+    """A per-class table (IoU, Dice, precision, recall; ``-`` where undefined) and the summary scores."""
+    names = list(scores["per_class_iou"])
+    width = max([len("class"), len("mean Dice")] + [len(name) for name in names])
+    columns = [(key, head) for key, head in PER_CLASS_COLUMNS if key in scores]
+    lines = [f"{'class':<{width}}" + "".join(f"  {head:>9}" for _, head in columns),
+             "-" * width + "  ---------" * len(columns)]
+    for name in names:
+        cells = [scores[key][name] for key, _ in columns]
+        lines.append(f"{name:<{width}}" + "".join(f"  {'-' if v is None else f'{v:.4f}':>9}" for v in cells))
+    lines += [f"{label:<{width}}  {scores[key]:>9.4f}" for key, label in SUMMARY_LINES if key in scores]
     return "\n".join(lines)
 
 
 def report_paths(json_path: str | Path) -> dict[str, Path]:
-    """Where a report goes: the JSON, and beside it ``<stem>_confusion.csv`` and ``<stem>_confusion.png``."""
+    """Where a report goes: the JSON, and beside it ``<stem>_confusion.csv``, ``<stem>_confusion.png`` and the
+    per-class bar chart ``<stem>_per_class.png``."""
     json_path = Path(json_path)
     stem = json_path.with_suffix("")
     return {
         "json": json_path,
         "csv": stem.with_name(f"{stem.name}_confusion.csv"),
         "png": stem.with_name(f"{stem.name}_confusion.png"),
+        "bars": stem.with_name(f"{stem.name}_per_class.png"),
     }
 
 
 def write_report(
     json_path: str | Path, scores: dict[str, Any], matrix: torch.Tensor, class_names: Sequence[str], **extra: Any
 ) -> dict[str, Path]:
-    """Write scores (plus ``extra`` fields) as JSON, the confusion matrix as CSV and as a PNG plot; returns paths."""
+    """Write scores (plus ``extra`` fields) as JSON, the confusion matrix as CSV and as a PNG plot, and the
+    per-class scores as a bar chart; returns the paths."""
     paths = report_paths(json_path)
     try:
         paths["json"].parent.mkdir(parents=True, exist_ok=True)
@@ -73,6 +87,7 @@ def write_report(
             for name, row in zip(class_names, matrix.tolist()):
                 writer.writerow([name, *row])
         plot_confusion_matrix(matrix, class_names, paths["png"])
+        plot_per_class_scores(scores, paths["bars"])
     except OSError as exc:
         raise UserError(f"{json_path}: cannot write report ({exc.strerror or exc})") from None
     return paths
@@ -95,5 +110,27 @@ def plot_confusion_matrix(matrix: torch.Tensor | np.ndarray, class_names: Sequen
     ax.set_yticks(range(n), class_names)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("ground-truth class")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def plot_per_class_scores(scores: dict[str, Any], path: str | Path) -> None:
+    """Save grouped bars of each class's IoU, Dice, precision and recall (undefined ones left out) as a PNG."""
+    from matplotlib.figure import Figure  # deferred: only reports need matplotlib
+
+    names = list(scores["per_class_iou"])
+    columns = [(key, head) for key, head in PER_CLASS_COLUMNS if key in scores]
+    n, width = len(names), 0.8 / len(columns)
+    fig = Figure(figsize=(max(6.0, 0.6 * n + 2.0), 4.5))
+    ax = fig.subplots()
+    for k, (key, head) in enumerate(columns):
+        values = [scores[key][name] for name in names]
+        ax.bar([i + (k - (len(columns) - 1) / 2) * width for i in range(n)],
+               [np.nan if v is None else v for v in values], width=width, label=head)
+    ax.set_xticks(range(n), names, rotation=90 if n > 8 else 0)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_ylabel("score")
+    ax.set_title(f"per-class scores (mIoU {scores['miou']:.3f})")
+    ax.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -13,6 +13,7 @@ import torch
 from datasets.voc import split_file
 from deeplab.checkpoint import load_checkpoint, model_from_checkpoint
 from deeplab.engine import loop
+from deeplab.engine.losses import SegmentationLoss
 from tools import train as train_tool
 
 FAST = ["--crop-size", "32", "--batch-size", "2", "--workers", "0", "--no-progress", "--seed", "0"]
@@ -113,14 +114,14 @@ def test_resume_with_another_backbone_or_class_count_is_refused(demo, tmp_path, 
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(demo, tmp_path, monkeypatch, capsys):
-    real_loss, calls = loop.segmentation_loss, []
+    real_loss, calls = SegmentationLoss.forward, []
 
-    def nan_at_step_5(logits, masks):
+    def nan_at_step_5(self, logits, masks):
         calls.append(1)
-        loss = real_loss(logits, masks)
+        loss = real_loss(self, logits, masks)
         return loss * float("nan") if len(calls) == 5 else loss
 
-    monkeypatch.setattr(loop, "segmentation_loss", nan_at_step_5)
+    monkeypatch.setattr(SegmentationLoss, "forward", nan_at_step_5)
     out = tmp_path / "run"
     assert train_tool.main(demo_args(demo, out, "--iters", "8", "--val-every", "2")) == 2
     err = capsys.readouterr().err

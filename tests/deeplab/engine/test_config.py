@@ -5,7 +5,8 @@ import dataclasses
 
 import pytest
 
-from deeplab.engine.config import MACHINE_FIELDS, PRESETS, TrainConfig, describe_default, resolve_config
+from deeplab.benchmark.recipes import ROWS
+from deeplab.engine.config import MACHINE_FIELDS, PRESETS, RECIPES, TrainConfig, describe_default, resolve_config
 from deeplab.errors import UserError
 
 
@@ -38,7 +39,8 @@ def test_old_checkpoint_keys_are_ignored_and_unknown_flags_refused():
 
 def test_every_preset_value_is_a_setting_and_fills_every_blank():
     names = {f.name for f in dataclasses.fields(TrainConfig)}
-    blanks = {f.name for f in dataclasses.fields(TrainConfig) if f.default is None} - {"out", "warmup_iters", "epochs"}
+    optional = {"out", "warmup_iters", "epochs", "ohem", "recipe"}
+    blanks = {f.name for f in dataclasses.fields(TrainConfig) if f.default is None} - optional
     for dataset, preset in PRESETS.items():
         assert set(preset) <= names, dataset
         config = resolve_config({"dataset": dataset})
@@ -46,5 +48,32 @@ def test_every_preset_value_is_a_setting_and_fills_every_blank():
 
 
 def test_help_defaults_come_from_the_presets():
-    assert describe_default("iters") == f"demo {PRESETS['demo']['iters']}, voc {PRESETS['voc']['iters']}"
+    assert describe_default("iters") == ", ".join(f"{name} {preset['iters']}" for name, preset in PRESETS.items())
+    assert describe_default("iters").startswith(f"demo {PRESETS['demo']['iters']}, ")
     assert describe_default("weight_decay") == str(TrainConfig().weight_decay)
+
+
+def test_a_recipe_fills_its_settings_under_the_flags_and_is_saved():
+    config = resolve_config({"dataset": "demo", "recipe": "imbalanced", "ohem": 0.5})
+    for name, value in RECIPES["imbalanced"].items():
+        assert getattr(config, name) == (0.5 if name == "ohem" else value), name
+    assert config.recipe == "imbalanced"
+    resumed = resolve_config({}, dataclasses.asdict(config))  # the saved values, not the recipe, come back
+    assert (resumed.ohem, resumed.loss) == (0.5, config.loss)
+    with pytest.raises(UserError, match="--recipe fast: choose one of imbalanced"):
+        resolve_config({"recipe": "fast"})
+
+
+def test_the_imbalanced_recipe_is_a_measured_row():
+    assert RECIPES["imbalanced"] in ROWS.values()
+
+
+@pytest.mark.parametrize("flags, message", [
+    ({"loss": "cross_entropy"}, r"--loss cross_entropy: unknown term 'cross_entropy'; choose one of ce, focal"),
+    ({"ohem": 0.0}, r"--ohem 0.0: .*\(0, 1\]"),
+    ({"loss": "dice", "ohem": 0.25}, r"--ohem 0.25: .*'ce' term"),
+    ({"balanced_crops": 1.5}, r"--balanced-crops 1.5: .*\[0, 1\]"),
+])
+def test_bad_imbalance_settings_are_refused_before_any_data(flags, message):
+    with pytest.raises(UserError, match=message):
+        resolve_config({"dataset": "demo", **flags})

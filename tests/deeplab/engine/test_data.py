@@ -1,14 +1,69 @@
-"""The training sampler: every epoch a permutation, resumable mid-epoch with the same stream."""
+"""The training sampler: every epoch a permutation, resumable mid-epoch with the same stream; class-balanced
+crops hold the rare class at the asked rate, reproducibly."""
 from __future__ import annotations
 
 from itertools import islice
 
-from deeplab.engine.data import SeededSampler
+import numpy as np
+import torch
+
+from datasets import VOCSegmentation, build_train_transform
+from datasets.class_stats import class_pixel_counts
+from deeplab.engine.data import CropFocus, SeededSampler, build_train_loader
 
 
 def test_sampler_resumed_mid_epoch_continues_the_same_stream():
     full = list(islice(SeededSampler(7, seed=3), 30))
-    assert sorted(i for i, _ in full[:7]) == list(range(7))  # each epoch is a permutation
-    assert [i for i, _ in full[:7]] != [i for i, _ in full[7:14]]  # reshuffled every epoch
+    assert sorted(i for i, _, _ in full[:7]) == list(range(7))  # each epoch is a permutation
+    assert [i for i, _, _ in full[:7]] != [i for i, _, _ in full[7:14]]  # reshuffled every epoch
+    assert {f for _, _, f in full} == {-1}  # no focus asked, none given
     assert list(islice(SeededSampler(7, seed=3, start=11), 19)) == full[11:]
     assert list(islice(SeededSampler(7, seed=4), 30)) != full
+
+
+def _rare_blob_dataset(tmp_path, make_voc_folder):
+    """12 background images of 64x64; four hold a 3x3 blob of class 2, six a 20x20 square of class 1."""
+    rng = np.random.default_rng(1)
+    masks = {}
+    for i in range(12):
+        mask = np.zeros((64, 64), np.uint8)
+        if i < 6:
+            y, x = rng.integers(0, 44, 2)
+            mask[y:y + 20, x:x + 20] = 1
+        if i % 3 == 0:
+            y, x = rng.integers(0, 61, 2)
+            mask[y:y + 3, x:x + 3] = 2
+        masks[f"m{i}"] = mask
+    make_voc_folder(tmp_path, masks, classes=["bg", "big", "rare"])
+    return VOCSegmentation(tmp_path, split="train")
+
+
+def test_class_balanced_crops_hold_the_rare_class_at_the_asked_rate(tmp_path, make_voc_folder):
+    dataset = _rare_blob_dataset(tmp_path, make_voc_folder)
+    counts = class_pixel_counts(dataset)
+    share, draws, batch = 0.5, 240, 8
+    focus = CropFocus.from_counts(counts, share=share)
+    assert focus.class_probs[2] > 0.9 and [len(i) for i in focus.images_by_class] == [12, 6, 4]
+    transform = build_train_transform(crop_size=16, mean=(0.5,) * 3, std=(0.5,) * 3, scale=(1.0, 1.0))
+
+    def crops(focus_spec):
+        loader = build_train_loader(dataset, transform=transform, batch_size=batch, workers=0, seed=0,
+                                    focus=focus_spec)
+        return torch.cat([masks for _, masks in islice(loader, draws // batch)])
+
+    stream = list(islice(SeededSampler(len(dataset), seed=0, focus=focus), draws))
+    focused = np.array([f for _, _, f in stream])
+    masks = crops(focus)
+    holds_rare = (masks == 2).flatten(1).any(dim=1).numpy()
+    # Every crop centred on the rare class holds it; such crops come at share x P(rare drawn), within 4 sigma.
+    assert holds_rare[focused == 2].all()
+    expected = share * focus.class_probs[2]
+    assert abs((focused == 2).mean() - expected) < 4 * np.sqrt(expected * (1 - expected) / draws)
+    baseline = (crops(None) == 2).flatten(1).any(dim=1).float().mean().item()
+    assert baseline < 0.15 and holds_rare.mean() >= expected
+    # Reproducible from (seed, position): the same crops again, and a resumed stream continues it.
+    assert torch.equal(crops(focus), masks)
+    assert list(islice(SeededSampler(len(dataset), seed=0, start=37, focus=focus), draws - 37)) == stream[37:]
+    # Without focus the stream is today's: the same images and seeds as a sampler that never heard of focus.
+    plain = list(islice(SeededSampler(len(dataset), seed=0), draws))
+    assert [(i, s) for i, s, f in stream if f == -1] == [(i, s) for (i, s, _), f in zip(plain, focused) if f == -1]

@@ -41,6 +41,37 @@ def test_matches_numpy_over_several_images() -> None:
         assert scores["per_class_iou"][f"c{i}"] == (pytest.approx(v, abs=1e-12) if v is not None else None)
 
 
+def test_dice_precision_recall_fw_iou_and_mean_accuracy_match_numpy() -> None:
+    rng = np.random.default_rng(1)
+    n = 5
+    pred = rng.integers(0, n - 1, size=(3, 19, 21))  # class 4 never predicted
+    target = rng.integers(0, n, size=(3, 19, 21))
+    target[target == 3] = rng.integers(0, 3, size=int((target == 3).sum()))  # class 3 predicted, never present
+    target[rng.random(target.shape) < 0.1] = 255
+    matrix = ConfusionMatrix(n)
+    matrix.update(torch.from_numpy(pred), torch.from_numpy(target))
+    names = [f"c{i}" for i in range(n)]
+    scores = matrix.scores(names)
+    valid = target != 255
+    p, t = pred[valid], target[valid]
+    dice, precision, recall, iou, freq = {}, {}, {}, {}, {}
+    for c, name in enumerate(names):
+        tp, fp, fn = np.sum((p == c) & (t == c)), np.sum((p == c) & (t != c)), np.sum((p != c) & (t == c))
+        dice[name] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else None
+        iou[name] = tp / (tp + fp + fn) if tp + fp + fn else None
+        precision[name] = tp / (tp + fp) if tp + fp else None
+        recall[name] = tp / (tp + fn) if tp + fn else None
+        freq[name] = np.mean(t == c)
+    assert precision["c4"] is None and recall["c3"] is None and recall["c4"] is not None
+    for key, expected in (("per_class_dice", dice), ("per_class_precision", precision),
+                          ("per_class_recall", recall)):
+        for name, value in expected.items():
+            assert scores[key][name] == (pytest.approx(value, abs=1e-12) if value is not None else None)
+    assert scores["mean_dice"] == pytest.approx(np.mean([v for v in dice.values() if v is not None]), abs=1e-12)
+    assert scores["mean_acc"] == pytest.approx(np.mean([v for v in recall.values() if v is not None]), abs=1e-12)
+    assert scores["fw_iou"] == pytest.approx(sum(freq[k] * iou[k] for k in names if iou[k] is not None), abs=1e-12)
+
+
 def test_one_matrix_over_split_differs_from_mean_of_images() -> None:
     matrix = ConfusionMatrix(2)
     matrix.update(torch.tensor([[0, 0, 0, 1]]), torch.tensor([[0, 0, 0, 0]]))

@@ -1,4 +1,5 @@
-"""Reports: the confusion-matrix plot is a PNG; the score table lists every class, absent ones too."""
+"""Reports: the confusion-matrix plot and the per-class bar chart are PNGs; the score table lists every class,
+absent ones too, with IoU, Dice, precision and recall, then the summary scores."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +7,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from deeplab.evaluation import format_scores, plot_confusion_matrix, segmentation_scores
+from deeplab.evaluation import format_scores, plot_confusion_matrix, segmentation_scores, write_report
 
 
 def test_confusion_matrix_plot_is_a_png(tmp_path: Path) -> None:
@@ -20,6 +21,20 @@ def test_score_table_lists_classes_and_absent_ones() -> None:
     scores = segmentation_scores(torch.tensor([[5, 1, 0], [2, 7, 0], [0, 0, 0]]), ["sky", "road", "boat"])
     table = format_scores(scores)
     lines = table.splitlines()
-    assert any(line.split() == ["boat", "-"] for line in lines)
-    assert any(line.split() == ["sky", f"{5 / 8:.4f}"] for line in lines)
-    assert lines[-2].split() == ["mIoU", f"{scores['miou']:.4f}"]
+    assert lines[0].split() == ["class", "IoU", "Dice", "Precision", "Recall"]
+    assert any(line.split() == ["boat", "-", "-", "-", "-"] for line in lines)
+    # sky: 5 true positives, 1 missed, 2 false alarms.
+    assert any(line.split() == ["sky", f"{5 / 8:.4f}", f"{10 / 13:.4f}", f"{5 / 7:.4f}", f"{5 / 6:.4f}"]
+               for line in lines)
+    assert lines[-5].split() == ["mIoU", f"{scores['miou']:.4f}"]
+    assert lines[-1].split() == ["pixel", "acc", f"{12 / 15:.4f}"]
+
+
+def test_report_writes_json_csv_and_both_pictures(tmp_path: Path) -> None:
+    matrix = torch.tensor([[5, 1, 0], [2, 7, 0], [0, 0, 0]])
+    scores = segmentation_scores(matrix, ["sky", "road", "boat"])
+    paths = write_report(tmp_path / "r.json", scores, matrix, ["sky", "road", "boat"])
+    assert paths["bars"] == tmp_path / "r_per_class.png"
+    for key in ("png", "bars"):
+        with Image.open(paths[key]) as png:
+            assert png.format == "PNG" and min(png.size) > 100

@@ -1,0 +1,48 @@
+"""What a run does about class imbalance: its loss (with class weights and hard-pixel mining) and its
+class-balanced crops, from the settings and the training split's class pixel counts (counted once, cached)."""
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+
+from datasets import VOCSegmentation
+from datasets.class_stats import class_pixel_counts
+
+from . import distributed
+from .class_weights import WEIGHT_BOUND, describe_weights, resolve_class_weights
+from .config import TrainConfig
+from .data import CropFocus
+from .losses import SegmentationLoss, build_loss
+
+__all__ = ["prepare_balance"]
+
+
+def prepare_balance(
+    config: TrainConfig, train_set: VOCSegmentation, class_names: Sequence[str], *, announce: bool = True
+) -> tuple[SegmentationLoss, CropFocus | None]:
+    """The run's loss and crop focus; with ``announce``, print the class weights and warn (one line) about
+    classes that never occur in the split under ``auto`` weights."""
+    counts = None
+    if config.class_weights == "auto" or config.balanced_crops > 0:
+        with distributed.main_process_first():  # rank 0 counts and caches, the others read the cache
+            counts = class_pixel_counts(train_set, workers=config.workers)
+    pixels = counts.sum(axis=0) if counts is not None else None
+    weights = resolve_class_weights(config.class_weights, num_classes=len(class_names), pixels=pixels)
+    if announce and weights is not None:
+        print(f"class weights ({config.class_weights}): {describe_weights(weights, class_names)}")
+        if config.class_weights == "auto":
+            _warn_absent(class_names, pixels, split=config.split)
+    criterion = build_loss(config.loss, num_classes=len(class_names),
+                           class_weights=weights.tolist() if weights is not None else None, ohem=config.ohem)
+    focus = CropFocus.from_counts(counts, share=config.balanced_crops) if config.balanced_crops > 0 else None
+    return criterion, focus
+
+
+def _warn_absent(class_names: Sequence[str], pixels: np.ndarray, *, split: str) -> None:
+    """One line naming the classes with no pixel in the split (their auto weight is the bound)."""
+    absent = [name for name, count in zip(class_names, pixels) if count == 0]
+    if absent:
+        print(f"warning: class {', '.join(absent)} never occurs in split {split}; its weight is set to "
+              f"{WEIGHT_BOUND:g}", file=sys.stderr)

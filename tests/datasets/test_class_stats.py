@@ -1,0 +1,58 @@
+"""Class pixel counts of a split: exact per image, counted once, recounted when the split or a mask changes,
+cached atomically, and still counted when the data folder is read-only."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from datasets import VOCSegmentation, save_label_png
+from datasets import class_stats
+from datasets.class_stats import class_pixel_counts, class_pixels_cache
+
+
+@pytest.fixture
+def split(tmp_path, make_voc_folder):
+    masks = {"a": np.zeros((6, 5), np.uint8), "b": np.full((4, 4), 2, np.uint8)}
+    masks["a"][0, :3] = 1
+    masks["a"][5, :] = 255
+    make_voc_folder(tmp_path, masks, classes=["bg", "thing", "other", "never"])
+    return tmp_path
+
+
+def test_counts_match_a_hand_count_and_are_cached(split, monkeypatch):
+    dataset = VOCSegmentation(split, split="train")
+    counts = class_pixel_counts(dataset)
+    # a: 30 pixels, 5 void, 3 of class 1, 22 background; b: 16 of class 2.
+    assert counts.tolist() == [[22, 3, 0, 0], [0, 0, 16, 0]]
+    cache = class_pixels_cache(dataset)
+    assert cache.is_file() and not [p for p in split.iterdir() if p.name.endswith(".tmp")]
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("masks read although the cache is current")
+
+    monkeypatch.setattr(class_stats, "read_label_png", no_reading)
+    assert class_pixel_counts(VOCSegmentation(split, split="train")).tolist() == counts.tolist()
+
+
+def test_a_changed_mask_or_split_is_recounted(split):
+    dataset = VOCSegmentation(split, split="train")
+    class_pixel_counts(dataset)
+    base = split / "VOCdevkit" / "VOC2012"
+    save_label_png(base / "SegmentationClass" / "b.png", np.full((4, 4), 3, np.uint8))
+    stamp = (base / "SegmentationClass" / "b.png").stat().st_mtime_ns + 10**9
+    os.utime(base / "SegmentationClass" / "b.png", ns=(stamp, stamp))  # a new mtime even on coarse clocks
+    assert class_pixel_counts(VOCSegmentation(split, split="train")).tolist() == [[22, 3, 0, 0], [0, 0, 0, 16]]
+    (base / "ImageSets" / "Segmentation" / "train.txt").write_text("b\n")
+    assert class_pixel_counts(VOCSegmentation(split, split="train")).tolist() == [[0, 0, 0, 16]]
+
+
+def test_read_only_folder_is_counted_without_cache(split, monkeypatch):
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(type(split), "write_text", refuse)
+    dataset = VOCSegmentation(split, split="train")
+    assert class_pixel_counts(dataset).tolist() == [[22, 3, 0, 0], [0, 0, 16, 0]]
+    assert not class_pixels_cache(dataset).exists()

@@ -1,0 +1,57 @@
+"""Measure every imbalance option (losses, class weights, hard-pixel mining, class-balanced crops) and their
+combinations on the ``demo-rare`` data: the same budget (mobilenetv2 OS16 from scratch, 400 steps, batch 8, crop
+128, lr 0.01) and the same seeds for every row; prints rare-class IoU and mIoU per row.
+
+    python tools/benchmark_recipes.py --out /tmp/recipes                       # every row, seeds 0 and 1
+    python tools/benchmark_recipes.py --out /tmp/recipes --rows ce "recipe imbalanced" --seeds 0 --jobs 2
+
+Runs live in --out (keep it outside the checkout); a finished run is read back, an interrupted one resumed.
+Quality figures do not depend on machine load, only the time to get them does.
+"""
+from __future__ import annotations
+
+import _checkout  # noqa: F401  (first: our `datasets`, not Hugging Face's)
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from deeplab.benchmark import markdown
+from deeplab.benchmark.recipes import ROWS, recipe_table, run_study
+from deeplab.errors import report_user_errors
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """Study settings."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="folder for the runs (outside the checkout)")
+    p.add_argument("--data-root", default="data/demo_rare", help="demo-rare data (generated there if missing)")
+    p.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS), metavar="ROW",
+                   help=f"rows to run (default all): {'; '.join(ROWS)}")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--iters", type=int, help="override the 400-step budget (for a quick look only)")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process")
+    p.add_argument("--threads", type=int, default=2, help="torch threads per run")
+    p.add_argument("--json", help="also write the table here")
+    return p
+
+
+@report_user_errors
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run (or read back) every requested run, then print the table and one JSON line per row."""
+    args = get_args_parser().parse_args(argv)
+    results = run_study(args.rows, args.seeds, out=args.out, data_root=args.data_root, threads=args.threads,
+                        jobs=args.jobs, iters=args.iters)
+    table = recipe_table(results)
+    print(markdown([{"setting": r["row"], "rare-class IoU": r["rare_iou"], "mIoU": r["miou"],
+                     "rare IoU per seed": " / ".join(map(str, r["rare_iou_per_seed"])),
+                     "mIoU per seed": " / ".join(map(str, r["miou_per_seed"]))} for r in table]))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(table, handle, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
