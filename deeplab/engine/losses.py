@@ -68,7 +68,9 @@ def parse_loss(name: str) -> tuple[str, ...]:
 class SegmentationLoss(nn.Module):
     """The sum of ``terms`` (see :data:`LOSS_TERMS`) on float32 logits, void pixels excluded from every term.
 
-    ``class_weights`` scale each class in every term but ``lovasz`` (smp's has no weights); ``ohem`` (a share in (0, 1]) keeps only the
+    ``class_weights`` scale each class in the pixel terms (``ce``, ``focal``); the region terms already average
+    over classes, each class counting once however few its pixels, so weighting them again would count a rare
+    class twice (measured: it then paints its colour everywhere). ``ohem`` (a share in (0, 1]) keeps only the
     hardest labelled pixels in the cross-entropy term.
     """
 
@@ -82,7 +84,8 @@ class SegmentationLoss(nn.Module):
         self.terms, self.ignore_index, self.keep = tuple(terms), ignore_index, ohem or 1.0
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
         self.register_buffer("weight", weight, persistent=False)
-        self.smp_terms = nn.ModuleDict({t: _smp_loss(t, ignore_index, class_weights) for t in self.terms if t != "ce"})
+        self.smp_terms = nn.ModuleDict({t: _smp_loss(t, ignore_index, class_weights if t == "focal" else None)
+                                        for t in self.terms if t != "ce"})
 
     def forward(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
@@ -99,7 +102,7 @@ class SegmentationLoss(nn.Module):
 
 
 def _smp_loss(term: str, ignore_index: int, class_weights: Sequence[float] | None) -> nn.Module:
-    """segmentation_models_pytorch's multi-class loss ``term``, told the ignore index and the class weights."""
+    """segmentation_models_pytorch's multi-class loss ``term``, told the ignore index and any class weights."""
     from segmentation_models_pytorch import losses  # deferred: only these terms need smp
 
     weights = {"class_weights": list(class_weights)} if class_weights is not None else {}

@@ -71,3 +71,19 @@ def test_refuses_to_overwrite_foreign_folder(tmp_path):
     with pytest.raises(DataError, match="VOCdevkit: exists and is not the demo dataset"):
         ensure_demo_dataset(tmp_path)
     assert not (tmp_path / "demo_dataset.json").exists()
+
+
+def test_rare_variant_adds_a_small_class_on_a_tenth_of_a_percent_of_pixels(tmp_path):
+    root = ensure_demo_dataset(tmp_path, variant="demo-rare")
+    train = VOCSegmentation(root, split="train")
+    assert train.class_names == [*DEMO_CLASSES, "diamond"] and len(VOCSegmentation(root, split="val")) == 100
+    counts, holding = np.zeros(6, np.int64), 0
+    for i in range(len(train)):
+        found = np.bincount(train[i][1].ravel(), minlength=6)
+        counts += found
+        holding += found[5] > 0
+    assert 0.0005 < counts[5] / counts.sum() < 0.002  # rare ...
+    assert 30 < holding < 80 and counts[5] / holding < 100  # ... in a quarter of the images, and small
+    assert json.loads((tmp_path / "demo_dataset.json").read_text())["variant"] == "demo-rare"
+    with pytest.raises(DataError, match="demo variant 'demo-huge': choose one of demo, demo-rare"):
+        ensure_demo_dataset(tmp_path / "x", variant="demo-huge")

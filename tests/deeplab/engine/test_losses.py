@@ -99,3 +99,12 @@ def test_parse_loss_and_bad_names():
         build_loss("dice", num_classes=3, ohem=0.25)
     with pytest.raises(UserError, match=r"--ohem 1.5: .*\(0, 1\]"):
         build_loss("ce", num_classes=3, ohem=1.5)
+
+
+def test_class_weights_scale_the_pixel_terms_only():
+    logits, masks = batch()
+    weights = [0.5, 1.0, 2.0, 4.0]
+    for name in ("ce", "focal", "dice", "jaccard", "lovasz", "tversky"):
+        plain = build_loss(name, num_classes=CLASSES)(logits, masks).item()
+        weighted = build_loss(name, num_classes=CLASSES, class_weights=weights)(logits, masks).item()
+        assert (weighted != pytest.approx(plain, rel=1e-4)) == (name in ("ce", "focal")), name
