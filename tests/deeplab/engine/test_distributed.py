@@ -130,7 +130,7 @@ def test_sharded_sampler_splits_each_global_batch(world_size: int) -> None:
     for step in range(steps):
         rebuilt = [item for shard in shards for item in shard[step * per_rank:(step + 1) * per_rank]]
         assert rebuilt == single[step * batch:(step + 1) * batch]
-    assert {i for i, _ in single[:10]} == set(range(10)) and single[:10] != single[10:20]  # reshuffled per epoch
+    assert {i for i, *_ in single[:10]} == set(range(10)) and single[:10] != single[10:20]  # reshuffled per epoch
     with pytest.raises(ValueError, match="not divisible"):
         ShardedSampler(SeededSampler(10, seed=3), global_batch=6, rank=0, world_size=4)
 
