@@ -33,6 +33,7 @@ class TrainConfig:
     backbone: str = "mobilenetv2"
     output_stride: int = 16
     pretrained_backbone: str | None = None
+    init_from: str | None = None  # checkpoint whose matching tensors start a new run (fine-tuning)
     iters: int | None = None
     epochs: int | None = None
     batch_size: int | None = None
