@@ -113,7 +113,7 @@ def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def import_fixture() -> Callable[[str], Path]:
-    """``import_fixture(project) -> folder`` holding that project's ``checkpoint.pth``, ``io_os16.pt``, ``io_os8.pt``."""
+    """``import_fixture(project) -> folder`` with the project's ``checkpoint.pth``, ``io_os16.pt``, ``io_os8.pt``."""
     assert IMPORT_FIXTURES.is_dir(), f"missing {IMPORT_FIXTURES}"
     return lambda project: IMPORT_FIXTURES / IMPORT_FOLDERS[project]
 

@@ -25,7 +25,6 @@ class Project:
     name: str
     title: str
     architecture: str
-    published: str
     reported: str
     owns: Callable[[StateDict], bool]
     unsupported: Callable[[StateDict], str | None]

@@ -86,7 +86,6 @@ PROJECT = Project(
     name="bubbliiiing",
     title="bubbliiiing/deeplabv3-plus-pytorch",
     architecture='DeepLabV3+ MobileNetV2 (DeepLab(backbone="mobilenet"))',
-    published="GitHub releases: https://github.com/bubbliiiing/deeplabv3-plus-pytorch/releases (deeplab_mobilenetv2.pth)",
     reported="VOC 2012 val mIoU 72.59 (OS16, images letterboxed to 512x512)",
     owns=_owns,
     unsupported=_unsupported,

@@ -108,7 +108,7 @@ def config_at_output_stride(config: dict[str, Any], output_stride: int) -> dict[
     rates = config.get("atrous_rates") or default_atrous_rates(old)
     scaled = [rate * old / output_stride for rate in rates]
     if any(rate != int(rate) or rate < 1 for rate in scaled):
-        raise ValueError(f"atrous rates {list(rates)} at output stride {old} do not scale to output stride {output_stride}")
+        raise ValueError(f"atrous rates {list(rates)} at output stride {old} do not scale to {output_stride}")
     return {**config, "output_stride": output_stride, "atrous_rates": [int(rate) for rate in scaled]}
 
 
