@@ -65,7 +65,10 @@ def import_checkpoint(
         raise UserError(f"{path}: already a checkpoint of this project; use it as it is")
     state = find_state_dict(loaded, path)
     project = detect_project(state, path, forced=source)
-    found = project.num_classes(state)
+    try:
+        found = project.num_classes(state)
+    except (KeyError, IndexError):
+        raise UserError(f"{path}: no classifier found; a {project.title} {project.architecture} ends in one") from None
     names, class_source = _class_names(path, found, class_names, num_classes)
     config = project.model_config(found, output_stride)
     model = DeepLabV3Plus(**config)

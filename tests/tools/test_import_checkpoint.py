@@ -97,6 +97,10 @@ def bad_file(case: str, folder: Path, import_fixture) -> tuple[Path, list[str], 
         ckpt["model_state"]["classifier.project.0.weight"] = torch.zeros(48, 16, 1, 1)
         torch.save(ckpt, path)
         return path, [], "tensor for decoder.low_level_project.0.weight has shape [48, 16, 1, 1], but a VainF"
+    if case == "no_classifier":
+        del ckpt["model_state"]["classifier.classifier.3.weight"]
+        torch.save(ckpt, path)
+        return path, [], "no classifier found; a VainF/DeepLabV3Plus-Pytorch DeepLabV3+ MobileNetV2"
     if case == "missing_tensor":
         del ckpt["model_state"]["backbone.high_level_features.17.conv.3.running_var"]
         torch.save(ckpt, path)
@@ -110,7 +114,8 @@ def bad_file(case: str, folder: Path, import_fixture) -> tuple[Path, list[str], 
 
 
 BAD = ["vainf_resnet101", "vainf_hrnet", "bubbliiiing_xception", "classification_model", "ours", "truncated",
-       "pickled_code", "wrong_shape", "missing_tensor", "forced_other_project", "num_classes_differ", "classes_differ"]
+       "pickled_code", "wrong_shape", "no_classifier", "missing_tensor", "forced_other_project", "num_classes_differ",
+       "classes_differ"]
 
 
 @pytest.mark.parametrize("case", BAD)
@@ -155,7 +160,7 @@ def assert_same_argmax(mask: np.ndarray, logits: torch.Tensor) -> None:
 def test_predict_equals_argmax_after_the_projects_own_preprocessing(project: str, imported_checkpoint, voc_mini,
                                                                     tmp_path: Path, capsys) -> None:
     photo = sorted((voc_mini / "VOCdevkit" / "VOC2012" / "JPEGImages").glob("*.jpg"))[0]
-    image = np.array(Image.open(photo).convert("RGB").resize((131, 97)))
+    image = np.array(Image.open(photo).convert("RGB").resize((77, 61)))
     Image.fromarray(image).save(tmp_path / "photo.png")
     path = imported_checkpoint(project)
     assert predict.main([str(tmp_path / "photo.png"), "--checkpoint", str(path), "--out", str(tmp_path / "out"),
