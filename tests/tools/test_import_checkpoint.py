@@ -156,15 +156,19 @@ def assert_same_argmax(mask: np.ndarray, logits: torch.Tensor) -> None:
     np.testing.assert_array_equal(mask[clear], expected[clear])
 
 
-@pytest.mark.parametrize("project", ["vainf", "bubbliiiing"])
-def test_predict_equals_argmax_after_the_projects_own_preprocessing(project: str, imported_checkpoint, voc_mini,
-                                                                    tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize(("project", "engine"), [
+    ("vainf", "torch"), ("bubbliiiing", "torch"),
+    pytest.param("vainf", "onnxruntime", marks=pytest.mark.slow),
+    pytest.param("bubbliiiing", "onnxruntime", marks=pytest.mark.slow),
+])
+def test_predict_equals_argmax_after_the_projects_own_preprocessing(project: str, engine: str, imported_checkpoint,
+                                                                    voc_mini, tmp_path: Path, capsys) -> None:
     photo = sorted((voc_mini / "VOCdevkit" / "VOC2012" / "JPEGImages").glob("*.jpg"))[0]
     image = np.array(Image.open(photo).convert("RGB").resize((77, 61)))
     Image.fromarray(image).save(tmp_path / "photo.png")
     path = imported_checkpoint(project)
     assert predict.main([str(tmp_path / "photo.png"), "--checkpoint", str(path), "--out", str(tmp_path / "out"),
-                         "--engine", "torch"]) == 0
+                         "--engine", engine]) == 0
     mask = np.asarray(Image.open(tmp_path / "out" / "photo_mask.png"))
     assert_same_argmax(mask, reference_logits(path, project_preprocessing(project, image)))
 
