@@ -1,8 +1,8 @@
 """Training settings: one typed config, the dataset presets, and the rule that merges them.
 
 A setting takes, in order: the flag given > the recipe given (:data:`RECIPES`) > the resumed run's saved value >
-the dataset's preset > the common default declared on :class:`TrainConfig`. Machine settings (:data:`MACHINE_FIELDS`) are never inherited from a
-resumed run: they belong to the machine at hand, not to the run.
+the dataset's preset > the common default declared on :class:`TrainConfig`. Machine settings
+(:data:`MACHINE_FIELDS`) are never inherited from a resumed run: they belong to the machine at hand, not to the run.
 """
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ class TrainConfig:
     """Every setting of a training run, as plain data (saved in checkpoints under ``args``).
 
     Fields left ``None`` here come from the dataset's preset (:data:`PRESETS`) or are derived (``out``,
-    ``warmup_iters``); :func:`resolve_config` fills them.
+    ``warmup_iters``); :func:`resolve_config` fills them. ``init_from`` stays ``None`` unless a run starts from a
+    checkpoint's weights.
     """
 
     dataset: str = "voc"
@@ -34,6 +35,7 @@ class TrainConfig:
     backbone: str = "mobilenetv2"
     output_stride: int = 16
     pretrained_backbone: str | None = None
+    init_from: str | None = None  # checkpoint whose matching tensors start a new run (fine-tuning)
     iters: int | None = None
     epochs: int | None = None
     batch_size: int | None = None
