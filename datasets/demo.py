@@ -51,7 +51,9 @@ DEMO_VARIANTS: dict[str, DemoVariant] = {
 }
 
 
-def render_scene(rng: np.random.Generator, size: int = _SIZE, *, rare_chance: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def render_scene(
+    rng: np.random.Generator, size: int = _SIZE, *, rare_chance: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Render one scene: uint8 HxWx3 RGB image and uint8 HxW class-id mask; with ``rare_chance`` a small
     rare object (class id 5) is drawn on top of everything."""
     image = _background(rng, size)

@@ -75,7 +75,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    f"{', '.join(LOSS_TERMS)} (default {d('loss')})")
     p.add_argument("--class-weights", metavar="{auto,none,FILE}",
                    help="per-class loss weights: auto (bounded inverse square root of the split's pixel shares, "
-                   f"cached beside the data), none, or a file of one weight per class line (default {d('class_weights')})")
+                   "cached beside the data), none, or a file of one weight per class line "
+                   f"(default {d('class_weights')})")
     p.add_argument("--ohem", type=float, metavar="SHARE",
                    help="hard-pixel mining: cross-entropy over only this share of the hardest labelled pixels of "
                    "each batch, e.g. 0.25 (default: all)")

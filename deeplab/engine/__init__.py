@@ -6,4 +6,5 @@ from .config import PRESETS, RECIPES, TrainConfig, describe_default, resolve_con
 from .fit import fit
 from .loop import AMP_MODES, TrainResult, train
 
-__all__ = ["AMP_MODES", "PRESETS", "RECIPES", "TrainConfig", "TrainResult", "describe_default", "fit", "resolve_config", "train"]
+__all__ = ["AMP_MODES", "PRESETS", "RECIPES", "TrainConfig", "TrainResult", "describe_default", "fit", "resolve_config",
+           "train"]

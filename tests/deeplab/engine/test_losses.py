@@ -29,7 +29,8 @@ def batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.mark.parametrize("weighted", [False, True])
 def test_every_loss_is_finite_ignores_void_and_passes_gradient(name: str, weighted: bool):
     weights = [0.5, 1.0, 2.0, 4.0] if weighted else None
-    loss_fn = build_loss(name, num_classes=CLASSES, class_weights=weights, ohem=0.5 if "ce" in name.split("+") else None)
+    ohem = 0.5 if "ce" in name.split("+") else None
+    loss_fn = build_loss(name, num_classes=CLASSES, class_weights=weights, ohem=ohem)
     logits, masks = batch()
     void = (masks == 255).unsqueeze(1).expand_as(logits)
     changed = torch.where(void, torch.randn_like(logits) * 10, logits)  # only void pixels differ
