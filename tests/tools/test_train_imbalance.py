@@ -48,7 +48,7 @@ def weights_file(tmp_path: Path) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize("options", [
     lambda tmp: ["--recipe", "imbalanced", "--class-weights", "auto"],  # + ce+dice, hard-pixel mining, crops
-    lambda tmp: ["--loss", "focal+lovasz", "--class-weights", weights_file(tmp), "--balanced-crops", "1"],
+    lambda tmp: ["--loss", "focal+lovasz", "--class-weights", weights_file(tmp), "--balanced-crops", "1.0"],
     lambda tmp: ["--loss", "ce+tversky+jaccard", "--ohem", "0.5", "--tensorboard"],
 ], ids=["recipe", "focal+lovasz-file-crops", "tversky-ohem-tensorboard"])
 def test_resume_with_each_option_equals_an_uninterrupted_run(rare_root, tmp_path, monkeypatch, options):
