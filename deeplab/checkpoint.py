@@ -4,12 +4,14 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .errors import UserError
-from .models import DeepLabV3Plus
+
+if TYPE_CHECKING:
+    from .models import DeepLabV3Plus
 
 __all__ = ["check_writable", "load_checkpoint", "model_from_checkpoint", "newest_checkpoint", "save_checkpoint"]
 
@@ -77,6 +79,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> DeepLabV3Plus:
     """Rebuild the model from ``ckpt["model_config"]`` and load ``ckpt["model"]`` strictly."""
+    from .models import DeepLabV3Plus  # deferred: a cached engine predicts without the PyTorch model
+
     try:
         model = DeepLabV3Plus(**ckpt["model_config"])
     except (TypeError, ValueError) as exc:
