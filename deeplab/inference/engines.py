@@ -81,8 +81,9 @@ SPECS = {
     "openvino-int8": EngineSpec("openvino", "int8", "openvino"),
 }
 ENGINES = ("auto", *SPECS)
-INSTALL_HINT = {"openvino": "pip install 'deeplabv3plus-toolkit[openvino]' (OpenVINO and NNCF)",
-                "onnxruntime": "pip install onnxruntime"}
+#: How to install what an engine needs (openvino and onnxruntime are dependencies, NNCF the ``nncf`` extra).
+INSTALL_HINT = {"openvino": "pip install openvino", "onnxruntime": "pip install onnxruntime",
+                "nncf": "pip install 'deeplabv3plus-toolkit[nncf]'"}
 
 
 def bf16_supported() -> bool:
@@ -104,8 +105,9 @@ def resolve_engine(engine: str, device: str | torch.device = "cpu") -> str:
     spec = SPECS[engine]
     if spec.runtime != "torch" and device.type != "cpu":
         raise ValueError(f"engine {engine!r} runs on the CPU only, not on {device}")
-    if not _installed(spec.package) or (engine == "openvino-int8" and not _installed("nncf")):
-        raise ValueError(f"engine {engine!r} needs {spec.package}, which is not installed: {INSTALL_HINT[spec.package]}")
+    for package in (spec.package, "nncf") if engine == "openvino-int8" else (spec.package,):
+        if not _installed(package):
+            raise ValueError(f"engine {engine!r} needs {package}, which is not installed: {INSTALL_HINT[package]}")
     if engine == "torch-bf16" and device.type == "cpu" and not bf16_supported():
         # Without native bf16, oneDNN emulates it: minutes per image instead of a speed-up.
         raise ValueError("engine 'torch-bf16' needs a CPU with native bf16 (AVX512-BF16 or AMX); this one has none")

@@ -50,6 +50,7 @@ def onnx_to_ir(onnx_path: str | Path, xml_path: str | Path, *, calibration: Iter
 
 
 def _quantize(model, calibration: Iterable[torch.Tensor]):
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # NNCF's import probes for CUDA
     import nncf  # deferred: a heavy import, needed only when an int8 model is made
 
     logging.getLogger("nncf").setLevel(logging.ERROR)

@@ -28,7 +28,7 @@ HAS_OPENVINO = importlib.util.find_spec("openvino") is not None and importlib.ut
 
 def skip_if_missing(engine: str) -> None:
     if SPECS[engine].runtime == "openvino" and not HAS_OPENVINO:
-        pytest.skip("openvino/nncf not installed (pip install -e '.[openvino]')")
+        pytest.skip("openvino or nncf not installed (pip install -e '.[dev]')")
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +75,11 @@ def test_every_engine_has_a_tolerance() -> None:
 def test_a_missing_runtime_is_named_with_its_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
     from deeplab.inference import engines
 
+    monkeypatch.setattr(engines, "_installed", lambda package: package != "nncf")
+    with pytest.raises(ValueError, match=r"needs nncf, which is not installed: pip install .*\[nncf\]"):
+        resolve_engine("openvino-int8")
     monkeypatch.setattr(engines, "_installed", lambda package: package != "openvino")
-    with pytest.raises(ValueError, match=r"needs openvino, which is not installed: pip install .*\[openvino\]"):
+    with pytest.raises(ValueError, match="needs openvino, which is not installed: pip install openvino"):
         resolve_engine("openvino-bf16")
     assert resolve_engine("auto") == "onnxruntime"
 
