@@ -143,32 +143,31 @@ def _spread(values: list[float]) -> str:
     return f"{min(values):.0f}-{max(values):.0f}"
 
 
+# Runs its arguments as a child and reports the child's wall time and peak RSS (KiB on Linux): the only child of this
+# small process, so the peak is predict.py's own.
 STARTUP_PROBE = """
-import os, runpy, sys
-predict, sys.argv = sys.argv[1], sys.argv[1:]
-sys.path.insert(0, os.path.dirname(predict))  # as `python tools/predict.py` would
-try:
-    runpy.run_path(predict, run_name="__main__")
-except SystemExit:
-    pass
-print("VmHWM", next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1], file=sys.stderr)
+import resource, subprocess, sys, time
+started = time.perf_counter()
+status = subprocess.run(sys.argv[1:]).returncode
+print(status, time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 """
 
 
 def _startup_rows(trained: _Trained, threads: int) -> list[dict]:
-    """Wall time and peak memory of ``predict.py`` on one validation image, fresh process, engine already cached."""
+    """Wall time and peak memory of ``python tools/predict.py`` on one validation image with the engine cached."""
     image = VOCSegmentation(trained.data_root, split="val").image_path(0)
     rows = []
     with tempfile.TemporaryDirectory(prefix="deeplab-startup-") as out:
         for engine in ("auto", "torch"):
-            command = [sys.executable, "-c", STARTUP_PROBE, str(REPO / "tools" / "predict.py"), str(image),
-                       "--checkpoint", trained.path, "--engine", engine, "--out", out]
+            predict = [sys.executable, str(REPO / "tools" / "predict.py"), str(image), "--checkpoint", trained.path,
+                       "--engine", engine, "--out", out]
             env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-            subprocess.run(command, check=True, capture_output=True, env=env)  # builds and caches the engine
-            started = time.perf_counter()
-            done = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
-            wall = time.perf_counter() - started
-            peak = next((int(line.split()[1]) for line in done.stderr.splitlines() if line.startswith("VmHWM")), 0)
+            subprocess.run(predict, check=True, capture_output=True, env=env)  # builds and caches the engine
+            done = subprocess.run([sys.executable, "-c", STARTUP_PROBE, *predict], check=True, capture_output=True,
+                                  text=True, env=env)
+            status, wall, peak_kib = done.stdout.split()[-3:]
+            if status != "0":
+                raise RuntimeError(f"predict.py exited with {status}: {done.stderr[-500:]}")
             rows.append({"model": f"predict.py on one image, --engine {engine} (engine cached, fresh process)",
-                         "wall_s": wall, "peak_rss_mib": peak / 1024})
+                         "wall_s": float(wall), "peak_rss_mib": int(peak_kib) / 1024})
     return rows

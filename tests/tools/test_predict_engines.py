@@ -15,15 +15,12 @@ from PIL import Image
 from deeplab import save_checkpoint
 from tools import predict
 
+# Runs predict.py's main() as `python tools/predict.py ARGS` would, then lists every module it imported.
 PROBE = """
 import json, os, runpy, sys
-predict, sys.argv = sys.argv[1], sys.argv[1:]
-sys.path.insert(0, os.path.dirname(predict))  # as `python tools/predict.py` would
-try:
-    runpy.run_path(predict, run_name="__main__")
-    code = 0
-except SystemExit as exc:
-    code = exc.code
+predict = sys.argv[1]
+sys.path.insert(0, os.path.dirname(predict))
+code = runpy.run_path(predict, run_name="predict")["main"](sys.argv[2:])
 print(json.dumps({"rc": code, "modules": sorted(sys.modules)}))
 """
 NEVER = ("albumentations", "timm", "nncf", "scipy", "matplotlib", "segmentation_models_pytorch")
@@ -81,3 +78,17 @@ def test_openvino_int8_calibrates_on_the_named_folder(tmp_path: Path, make_check
     assert predict.main(args) == 0
     assert "calibrating" not in capsys.readouterr().err  # the calibrated model was cached
     assert Image.open(tmp_path / "out" / "a_mask.png").size == (25, 21)
+
+
+@pytest.mark.slow
+def test_script_exit_status_and_output_survive_the_fast_exit(tmp_path: Path, repo_root: Path, make_checkpoint) -> None:
+    """predict.py ends with os._exit (skipping torch's teardown): its files, printed lines and status must not suffer."""
+    make_checkpoint(tmp_path / "m.pt", num_classes=2)
+    Image.fromarray(np.zeros((9, 11, 3), np.uint8)).save(tmp_path / "a.png")
+    done = subprocess.run([sys.executable, str(repo_root / "tools" / "predict.py"), str(tmp_path / "a.png"),
+                           str(tmp_path / "missing.png"), "--checkpoint", str(tmp_path / "m.pt"), "--engine", "torch",
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1
+    assert done.stdout.rstrip().endswith(f"1 of 1 images segmented; results in {tmp_path / 'out'}")
+    assert "missing.png: no such file or folder" in done.stderr
+    assert Image.open(tmp_path / "out" / "a_mask.png").size == (11, 9)
