@@ -76,12 +76,13 @@ def test_a_missing_runtime_is_named_with_its_install_command(monkeypatch: pytest
     from deeplab.inference import engines
 
     monkeypatch.setattr(engines, "_installed", lambda package: package != "nncf")
-    with pytest.raises(ValueError, match=r"needs nncf, which is not installed: pip install .*\[nncf\]"):
+    with pytest.raises(ValueError, match=r"needs nncf, which is not installed: pip install .*\[openvino\]"):
         resolve_engine("openvino-int8")
     monkeypatch.setattr(engines, "_installed", lambda package: package != "openvino")
-    with pytest.raises(ValueError, match="needs openvino, which is not installed: pip install openvino"):
+    with pytest.raises(ValueError, match=r"needs openvino, which is not installed: pip install .*\[openvino\]"):
         resolve_engine("openvino-bf16")
-    assert resolve_engine("auto") == "onnxruntime"
+    monkeypatch.setattr(engines, "_installed", lambda package: package != "onnxruntime")
+    assert resolve_engine("auto") == "torch"
 
 
 def test_batchnorm_folding_preserves_outputs(tiny_model: nn.Module, batch: torch.Tensor) -> None:
@@ -120,8 +121,7 @@ def test_int8_needs_calibration(tiny_model: nn.Module, engine: str) -> None:
 
 
 def test_auto_and_device_guards() -> None:
-    expected = "openvino-bf16" if HAS_OPENVINO and _openvino_bf16() else "onnxruntime"
-    assert resolve_engine("auto", "cpu") == expected
+    assert resolve_engine("auto", "cpu") == "onnxruntime"  # exact fp32: see the measurements in engines.py
     for engine in ("onnxruntime", "openvino"):
         with pytest.raises(ValueError, match="CPU only"):
             resolve_engine(engine, "cuda")
