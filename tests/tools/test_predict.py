@@ -133,11 +133,16 @@ def test_large_image_is_resized_and_mask_restored(checkpoint, tmp_path: Path, ca
     ramp = np.linspace(0, 255, 4000, dtype=np.float32)
     image = np.broadcast_to(ramp[None, :, None], (3000, 4000, 3)).astype(np.uint8)
     Image.fromarray(image).save(tmp_path / "big.jpg", quality=80)
-    rc, out, _ = run([str(tmp_path / "big.jpg"), "--checkpoint", str(checkpoint[0]), "--out", str(tmp_path / "out"),
-                      "--max-size", "128"], capsys)
+    Image.fromarray(image[:50, :60]).save(tmp_path / "small.png")
+    args = [str(tmp_path / "big.jpg"), str(tmp_path / "small.png"), "--checkpoint", str(checkpoint[0]),
+            "--out", str(tmp_path / "out"), "--max-size", "128"]
+    rc, out, _ = run([*args, "--verbose"], capsys)
     assert rc == 0
     assert Image.open(tmp_path / "out" / "big_mask.png").size == (4000, 3000)
-    assert "resized 4000x3000 to 128x96" in out
+    big_line, small_line = out.splitlines()[:2]
+    assert "resized 4000x3000 to 128x96" in big_line and "(resized" not in small_line
+    rc, out, _ = run(args, capsys)  # without --verbose: one summary line instead of a line per image
+    assert rc == 0 and "big.jpg" not in out and "over --max-size 128): 1 of 2 images" in out
 
 
 def test_int8_engine_calibrates_on_the_inputs(checkpoint, tmp_path: Path, capsys) -> None:
