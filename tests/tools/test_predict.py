@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -186,3 +187,35 @@ def test_peak_memory_of_a_512_image(tmp_path: Path, repo_root: Path, make_checkp
     assert peak < 1024 * 1024, f"peak {peak} KiB"
     assert peak - base < 300 * 1024, f"predict added {peak - base} KiB"
     print(f"peak {peak // 1024} MiB, {(peak - base) // 1024} MiB above imports and model")
+
+
+def write_clip(path: Path, frames: int, size: tuple[int, int] = (40, 32), fps: float = 10.0) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    for index in range(frames):
+        writer.write(random_rgb(size[1], size[0], seed=index))
+    writer.release()
+    return path
+
+
+def test_videos_beside_images(checkpoint, tmp_path: Path, capsys) -> None:
+    """A video gives <stem>_overlay.mp4 (+ masks with --save-masks) beside the images' files; a bad one is skipped."""
+    clip = write_clip(tmp_path / "clip.avi", 6)
+    whole = write_clip(tmp_path / "long.avi", 20).read_bytes()
+    (tmp_path / "cut.avi").write_bytes(whole[: len(whole) // 2])
+    Image.fromarray(random_rgb(20, 24)).save(tmp_path / "photo.png")
+    out = tmp_path / "out"
+    rc, stdout, err = run([str(clip), str(tmp_path / "cut.avi"), str(tmp_path / "photo.png"), "--checkpoint",
+                           str(checkpoint[0]), "--out", str(out), "--save-masks", "--batch-size", "4"], capsys)
+    assert rc == 1
+    capture = cv2.VideoCapture(str(out / "clip_overlay.mp4"))
+    assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == 6 and capture.get(cv2.CAP_PROP_FPS) == 10.0
+    assert (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (40, 32)
+    assert len(list((out / "clip_masks").glob("*.png"))) == 6
+    assert (out / "photo_mask.png").is_file()
+    assert "audio not kept" in stdout and "1 of 1 images and 1 of 2 videos segmented" in stdout
+    [line] = err.strip().splitlines()
+    assert line.startswith(f"error: {tmp_path / 'cut.avi'}: frame ") and "of 20 could not be decoded" in line
+
+
+def test_help_says_audio_is_dropped() -> None:
+    assert "audio is not kept" in " ".join(predict.get_args_parser().format_help().split())
