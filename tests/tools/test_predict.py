@@ -142,8 +142,10 @@ def test_large_image_is_resized_and_mask_restored(checkpoint, tmp_path: Path, ca
     assert Image.open(tmp_path / "out" / "big_mask.png").size == (4000, 3000)
     big_line, small_line = out.splitlines()[:2]
     assert "resized 4000x3000 to 128x96" in big_line and "(resized" not in small_line
+    args = [str(tmp_path / "small.png"), "--checkpoint", str(checkpoint[0]), "--out", str(tmp_path / "out"),
+            "--max-size", "32"]
     rc, out, _ = run(args, capsys)  # without --verbose: one summary line instead of a line per image
-    assert rc == 0 and "big.jpg" not in out and "over --max-size 128): 1 of 2 images" in out
+    assert rc == 0 and "small.png" not in out and "over --max-size 32): 1 of 1 images" in out
 
 
 def test_int8_engine_calibrates_on_the_inputs(checkpoint, tmp_path: Path, capsys) -> None:
