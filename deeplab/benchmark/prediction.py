@@ -38,7 +38,8 @@ def prediction_rows(*, size: int, warmup: int, repeats: int, checkpoints: Sequen
         runs: dict[str, tuple[str, int, Callable[[Path], None]]] = {
             "folder, one at a time (decode, predict, write)": ("img/s", images,
                                                                 lambda out: _one_at_a_time(predictor, photos, out)),
-            **{f"folder, pipelined, batch {b}": ("img/s", images, lambda out, b=b: _pipelined(predictor, photos, out, b))
+            **{f"folder, pipelined, batch {b}": ("img/s", images,
+                                                 lambda out, b=b: _pipelined(predictor, photos, out, b))
                for b in batch_sizes},
             f"video {size}x{size}, frame by frame": ("frames/s", frames,
                                                      lambda out: _video_loop(predictor, clip, out / "loop.mp4")),

@@ -114,7 +114,8 @@ def test_two_uploads_at_once_queue_and_both_finish(served, photo: Path, tmp_path
     assert url.startswith("http://127.0.0.1:")
     Image.open(photo).crop((0, 0, 200, 150)).save(tmp_path / "crop.png")
     client = Client(url, verbose=False)
-    jobs = [client.submit(handle_file(str(path)), 0.5, api_name="/segment_image") for path in (photo, tmp_path / "crop.png")]
+    jobs = [client.submit(handle_file(str(path)), 0.5, api_name="/segment_image")
+            for path in (photo, tmp_path / "crop.png")]
     results = [job.result(timeout=120) for job in jobs]
     assert calls["most"] == 1  # one model call at a time
     assert [Path(result[2]).name for result in results] == ["sample_0000_mask.png", "crop_mask.png"]
