@@ -29,6 +29,7 @@ __all__ = [
     "VideoError",
     "VideoInfo",
     "VideoResult",
+    "ends_early",
     "is_video",
     "open_video",
     "probe_video",
@@ -44,6 +45,9 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
 _FOURCC = {".mp4": "mp4v", ".webm": "VP80", ".avi": "MJPG"}
 #: Frame rate written when a file declares none.
 FALLBACK_FPS = 25.0
+#: Containers without a frame count in their index: OpenCV estimates it from duration x frame rate, which can
+#: overshoot by a frame or so on a healthy file (AVI, MP4 and MOV count exactly).
+_ESTIMATED_COUNT = (".mkv", ".webm")
 
 
 class VideoError(UserError):
@@ -142,10 +146,19 @@ def segment_video(
     finally:
         frames.close()  # the reading thread is done with the capture before it is released
         capture.release()
-    if written < info.frames:
+    if ends_early(written, info):
         raise VideoError(f"{path}: frame {written + 1} of {info.frames} could not be decoded (truncated or corrupt "
                          f"file); the {written} frames before it are in {overlay_path}")
     return VideoResult(Path(overlay_path), None if masks_dir is None else Path(masks_dir), written, info)
+
+
+def ends_early(frames: int, info: VideoInfo) -> bool:
+    """Whether ``frames`` decoded frames fall short of what the header of ``info.path`` announces.
+
+    An estimated count (Matroska/WebM) may overshoot by up to 1% (at least one frame) before it counts.
+    """
+    slack = max(1, info.frames // 100) if info.path.suffix.lower() in _ESTIMATED_COUNT else 0
+    return frames < info.frames - slack
 
 
 def _write_all(predictor: Predictor, frames: Iterator[tuple[int, np.ndarray]], writer: cv2.VideoWriter, *,

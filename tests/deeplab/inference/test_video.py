@@ -11,7 +11,15 @@ import pytest
 from PIL import Image
 
 from deeplab.inference import Predictor
-from deeplab.inference.video import VideoError, probe_video, read_frames, segment_video, split_videos
+from deeplab.inference.video import (
+    VideoError,
+    VideoInfo,
+    ends_early,
+    probe_video,
+    read_frames,
+    segment_video,
+    split_videos,
+)
 
 FPS, WIDTH, HEIGHT = 12.0, 48, 40
 
@@ -118,3 +126,13 @@ def test_split_videos_by_suffix() -> None:
     paths = [Path("a.jpg"), Path("b.MP4"), Path("c.png"), Path("d.mkv"), Path("e.mov"), Path("f.avi")]
     assert split_videos(paths) == ([Path("a.jpg"), Path("c.png")], [Path("b.MP4"), Path("d.mkv"), Path("e.mov"),
                                                                      Path("f.avi")])
+
+
+def test_estimated_frame_counts_get_slack_exact_ones_none() -> None:
+    def info(name: str, frames: int) -> VideoInfo:
+        return VideoInfo(Path(name), frames, 25.0, 64, 48)
+
+    assert ends_early(29, info("a.avi", 30)) and ends_early(29, info("a.mp4", 30))
+    assert not ends_early(30, info("a.mov", 30))
+    assert not ends_early(29, info("a.mkv", 30)) and ends_early(28, info("a.mkv", 30))
+    assert not ends_early(990, info("a.webm", 1000)) and ends_early(989, info("a.webm", 1000))
