@@ -62,7 +62,7 @@ def readable(images: Sequence[Path], videos: Sequence[Path]) -> Iterator[np.ndar
 
 @report_user_errors
 def main(argv: Sequence[str] | None = None) -> int:
-    """Segment every input; a bad image is reported and skipped, and the exit status 1 says so."""
+    """Segment every input; a bad image or video is reported and skipped, and the exit status 1 says so."""
     args = get_args_parser().parse_args(argv)
     if not 0.0 <= args.alpha <= 1.0:
         raise UserError(f"--alpha {args.alpha}: must lie between 0 and 1")
@@ -103,11 +103,12 @@ def segment_images(predictor: Predictor, images: list[Path], out: Path, args: ar
                 tqdm.write(f"error: {result.error} (skipped)", file=sys.stderr)
                 continue
             done += 1
-            (height, width), (image_height, image_width) = result.prediction.model_size, result.image_size
-            shrunk += (height, width) != (image_height, image_width)
+            resized = result.prediction.model_size != result.image_size
+            shrunk += resized
             if args.verbose:
                 line = f"{result.key} -> {', '.join(map(str, result.written))}"
-                if (height, width) != (image_height, image_width):
+                if resized:
+                    (height, width), (image_height, image_width) = result.prediction.model_size, result.image_size
                     line += (f" (resized {image_width}x{image_height} to {width}x{height} for the model, "
                              f"--max-size {args.max_size}; mask upsampled back to full size)")
                 print(line)
@@ -130,7 +131,7 @@ def segment_one_video(predictor: Predictor, path: Path, out: Path, args: argpars
         print(f"error: {exc} (skipped)", file=sys.stderr)
         return 0
     speed = result.frames / (time.perf_counter() - start)
-    masks = f" and {result.masks_dir}{'/'}" if result.masks_dir else ""
+    masks = f" and {result.masks_dir}/" if result.masks_dir else ""
     print(f"{path} -> {result.overlay_path}{masks} ({result.frames} frames, {info.width}x{info.height} at "
           f"{info.fps:g} fps, {speed:.1f} frames/s; audio not kept)")
     return 1
