@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import tempfile
 import time
-from itertools import count
 from dataclasses import dataclass
+from itertools import count
 from pathlib import Path
 
 import gradio as gr
@@ -83,21 +83,28 @@ class _Segmenter:
         """A WebM overlay (browsers play VP8) of a clip of at most ``max_video_frames`` frames, and a timing line."""
         if path is None:
             raise gr.Error("upload a clip first")
+        name = Path(path).name
+        target = Path(tempfile.mkdtemp(dir=self._files.name)) / f"{Path(path).stem}_overlay.webm"
+        start = time.perf_counter()
         try:
             info = probe_video(path)
             if info.frames > self.limits.max_video_frames:
-                raise gr.Error(f"{Path(path).name}: {info.frames} frames; this tab takes clips of up to "
+                raise gr.Error(f"{name}: {info.frames} frames; this tab takes clips of up to "
                                f"{self.limits.max_video_frames} frames (tools/predict.py segments long videos)")
-            target = Path(tempfile.mkdtemp(dir=self._files.name)) / f"{Path(path).stem}_overlay.webm"
             done = count(1)
-            start = time.perf_counter()
-            result = segment_video(self.predictor, path, target, alpha=alpha, batch_size=self.predictor.batch_size,
-                                   on_frame=lambda: progress((next(done), info.frames or None), unit="frames"))
-        except (VideoError, UserError) as exc:
+            frames = segment_video(self.predictor, path, target, alpha=alpha, batch_size=self.predictor.batch_size,
+                                   on_frame=lambda: progress((next(done), info.frames or None), unit="frames")).frames
+        except VideoError as exc:
+            if not exc.frames_written:
+                raise gr.Error(_short(exc, path)) from None
+            frames = exc.frames_written  # a truncated clip: show what was decoded, and say so
+            gr.Warning(f"{name}: frame {frames + 1} of {info.frames} could not be decoded (truncated or corrupt "
+                       f"file); showing the {frames} frames before it")
+        except UserError as exc:
             raise gr.Error(_short(exc, path)) from None
         seconds = time.perf_counter() - start
-        return str(target), (f"{result.frames} frames, {info.width}x{info.height} at {info.fps:g} fps, in "
-                             f"{seconds:.1f} s (**{result.frames / seconds:.1f} frames/s**); audio is not kept")
+        return str(target), (f"{frames} frames, {info.width}x{info.height} at {info.fps:g} fps, in "
+                             f"{seconds:.1f} s (**{frames / seconds:.1f} frames/s**); audio is not kept")
 
 
 def build_app(predictor: Predictor, *, checkpoint: str | Path, alpha: float = 0.5,

@@ -51,7 +51,12 @@ _ESTIMATED_COUNT = (".mkv", ".webm")
 
 
 class VideoError(UserError):
-    """A video that cannot be read (whole or in part): one line naming the file and, where known, the frame."""
+    """A video that cannot be read (whole or in part): one line naming the file and, where known, the frame;
+    ``frames_written`` overlay frames were written before it (0 when none)."""
+
+    def __init__(self, message: str, frames_written: int = 0) -> None:
+        super().__init__(message)
+        self.frames_written = frames_written
 
 
 @dataclass(frozen=True)
@@ -148,7 +153,7 @@ def segment_video(
         capture.release()
     if ends_early(written, info):
         raise VideoError(f"{path}: frame {written + 1} of {info.frames} could not be decoded (truncated or corrupt "
-                         f"file); the {written} frames before it are in {overlay_path}")
+                         f"file); the {written} frames before it are in {overlay_path}", frames_written=written)
     return VideoResult(Path(overlay_path), None if masks_dir is None else Path(masks_dir), written, info)
 
 

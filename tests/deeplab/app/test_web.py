@@ -71,6 +71,11 @@ def test_clip_handler_writes_a_browser_video_and_refuses_long_clips(predictor: P
     with pytest.raises(gr.Error) as caught:
         app.segmenter.segment_clip(str(write_clip(tmp_path / "clip6.avi", 6)), 0.5)
     assert caught.value.message.startswith("clip6.avi: 6 frames; this tab takes clips of up to 5 frames")
+    whole = write_clip(tmp_path / "long.avi", 5).read_bytes()
+    (tmp_path / "cut.avi").write_bytes(whole[: len(whole) * 7 // 10])
+    with pytest.warns(UserWarning, match=r"cut.avi: frame \d of 5 could not be decoded"):
+        video, info = app.segmenter.segment_clip(str(tmp_path / "cut.avi"), 0.5)
+    assert 0 < cv2.VideoCapture(video).get(cv2.CAP_PROP_FRAME_COUNT) < 5
     (tmp_path / "text.mp4").write_text("not a video")
     with pytest.raises(gr.Error) as caught:
         app.segmenter.segment_clip(str(tmp_path / "text.mp4"), 0.5)
