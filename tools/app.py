@@ -26,6 +26,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--alpha", type=float, default=0.5, help="initial opacity of the class colours, 0..1")
     parser.add_argument("--max-size", type=int, default=1024,
                         help="shrink images whose long side is larger before segmenting (0: never)")
+    parser.add_argument("--output-stride", type=int, choices=(8, 16, 32),
+                        help="run the weights at this output stride (default: the checkpoint's)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--engine", choices=[e for e in ENGINES if e != "int8"], default="auto",
                         help="inference engine (int8 needs calibration images and is left to predict.py)")
@@ -47,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"the web app needs Gradio ({exc}): pip install -e \".[app]\"") from None
     checkpoint = args.checkpoint or newest_checkpoint()
     predictor = Predictor.from_checkpoint(checkpoint, device=args.device, engine=args.engine,
-                                          max_size=args.max_size or None)
+                                          max_size=args.max_size or None, output_stride=args.output_stride)
     limits = AppLimits(max_upload_mb=args.max_upload_mb, max_video_frames=args.max_video_frames)
     app = build_app(predictor, checkpoint=checkpoint, alpha=args.alpha, limits=limits)
     print(f"serving {checkpoint} ({predictor.engine_name}); audio of clips is not kept; Ctrl-C stops", flush=True)

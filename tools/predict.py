@@ -37,6 +37,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--engine", choices=ENGINES, default="auto",
                         help="inference engine (see deeplab.inference); int8 calibrates on the first inputs")
+    parser.add_argument("--output-stride", type=int, choices=(8, 16, 32),
+                        help="run the weights at this output stride (default: the checkpoint's; 8 is slower and finer)")
     parser.add_argument("--batch-size", type=int,
                         help="images of one size per engine call (default: chosen for the engine: 8 on a GPU, "
                              "4 for int8, else 1)")
@@ -75,7 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         checkpoint = newest_checkpoint()
         print(f"using the newest checkpoint under runs/: {checkpoint}")
     predictor = Predictor.from_checkpoint(checkpoint, device=args.device, engine=args.engine,
-                                          max_size=args.max_size or None, calibration=readable(images, videos))
+                                          max_size=args.max_size or None, calibration=readable(images, videos),
+                                          output_stride=args.output_stride)
     out = check_writable(args.out)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)

@@ -16,9 +16,10 @@ def test_binds_to_localhost_by_default(tmp_path: Path, make_checkpoint, monkeypa
     make_checkpoint(tmp_path / "best.pt", ["background", "cat"], num_classes=2)
     served = {}
     monkeypatch.setattr(web, "launch", lambda app, **kwargs: served.update(kwargs, app=app))
-    assert app_tool.main(["--checkpoint", str(tmp_path / "best.pt"), "--engine", "torch"]) == 0
+    assert app_tool.main(["--checkpoint", str(tmp_path / "best.pt"), "--engine", "torch", "--output-stride", "8"]) == 0
     assert served["host"] == "127.0.0.1" and served["port"] is None and served["limits"].max_upload_mb == 20
-    assert "engine** torch" in served["app"].config["components"][0]["props"]["value"]
+    header = served["app"].config["components"][0]["props"]["value"]
+    assert "engine** torch" in header and "output stride 8" in header
     assert "audio of clips is not kept" in capsys.readouterr().out
 
 
