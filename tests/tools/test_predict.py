@@ -199,6 +199,7 @@ def write_clip(path: Path, frames: int, size: tuple[int, int] = (40, 32), fps: f
     return path
 
 
+@pytest.mark.slow
 def test_videos_beside_images(checkpoint, tmp_path: Path, capsys) -> None:
     """A video gives <stem>_overlay.mp4 (+ masks with --save-masks) beside the images' files; a bad one is skipped."""
     clip = write_clip(tmp_path / "clip.avi", 6)

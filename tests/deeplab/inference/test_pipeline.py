@@ -35,7 +35,8 @@ def random_images(sizes: list[tuple[int, int]]) -> list[np.ndarray]:
 SIZES = [(30, 40), (40, 30), (30, 40), (33, 47), (40, 30), (60, 80), (30, 40)]
 
 
-@pytest.mark.parametrize("engine", ["torch", "onnxruntime"])
+# Eager torch builds kernels per new shape and batch size: slow on 2 cores, so the quick loop checks ONNX Runtime.
+@pytest.mark.parametrize("engine", [pytest.param("torch", marks=pytest.mark.slow), "onnxruntime"])
 def test_predict_batch_equals_one_call_per_image(checkpoint: Path, engine: str) -> None:
     predictor = Predictor.from_checkpoint(checkpoint, device="cpu", engine=engine, max_size=48)
     images = random_images(SIZES)
