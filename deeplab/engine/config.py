@@ -23,7 +23,8 @@ class TrainConfig:
     """Every setting of a training run, as plain data (saved in checkpoints under ``args``).
 
     Fields left ``None`` here come from the dataset's preset (:data:`PRESETS`) or are derived (``out``,
-    ``warmup_iters``); :func:`resolve_config` fills them.
+    ``warmup_iters``); :func:`resolve_config` fills them. ``init_from`` stays ``None`` unless a run starts from a
+    checkpoint's weights.
     """
 
     dataset: str = "voc"
@@ -33,6 +34,7 @@ class TrainConfig:
     backbone: str = "mobilenetv2"
     output_stride: int = 16
     pretrained_backbone: str | None = None
+    init_from: str | None = None  # checkpoint whose matching tensors start a new run (fine-tuning)
     iters: int | None = None
     epochs: int | None = None
     batch_size: int | None = None

@@ -2,8 +2,9 @@
 
 An entry is a folder of artefacts (ONNX or OpenVINO IR files) plus ``manifest.json`` holding the entry's full
 key and each file's size and SHA-256. The key names everything the artefacts depend on: the checkpoint's
-content hash, the engine and its precision, the input-shape policy, the calibration images' digest (int8) and
-the versions of the libraries that wrote them. The folder name carries a digest of the key, so a changed
+content hash, the engine and its precision, the input-shape policy, the calibration images' digest (int8), how
+the model differs from the checkpoint's config (another output stride) and the versions of the libraries that
+wrote them. The folder name carries a digest of the key, so a changed
 checkpoint or library version looks in another folder (a miss); an entry whose manifest or files do not match
 is corrupt and rebuilt, never trusted. Entries are built in a temporary folder beside their final place and
 renamed into it, so a crash never leaves a half-written entry under the final name.
@@ -75,6 +76,7 @@ class CacheKey:
     shape_policy: str
     versions: Mapping[str, str]
     calibration: str | None = None
+    variant: str | None = None
     format: int = field(default=CACHE_FORMAT)
 
     def as_dict(self) -> dict:

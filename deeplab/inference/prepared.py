@@ -33,10 +33,12 @@ def checkpoint_engine(
     calibration: Calibration | None,
     prepare: Callable[[np.ndarray], torch.Tensor],
     max_size: int | None,
+    variant: str | None = None,
 ) -> Engine:
     """The engine for checkpoint ``path`` (read as ``ckpt``), from the cache when a valid entry exists.
 
-    ``model()`` rebuilds the PyTorch model (called only when something must be built); int8 engines calibrate on
+    ``model()`` rebuilds the PyTorch model (called only when something must be built); ``variant`` names how it
+    differs from the checkpoint's own config (e.g. another output stride). int8 engines calibrate on
     ``calibration``'s images made into inputs by ``prepare``, the Predictor's own preprocessing at ``max_size``.
     """
     try:
@@ -51,7 +53,7 @@ def checkpoint_engine(
                         "training data is not on this machine)")
     sha256 = file_sha256(path)
     key = CacheKey(sha256, engine, spec.precision, SHAPE_POLICY, artefact_versions(engine),
-                   calibration.digest(max_size) if spec.calibrated else None)
+                   calibration.digest(max_size) if spec.calibrated else None, variant)
     cache = EngineCache(path, sha256)
     entry = cache.find(key)
     if entry is not None:

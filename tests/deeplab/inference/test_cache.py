@@ -169,7 +169,9 @@ def test_key_digest_covers_every_field() -> None:
                 CacheKey("ab" * 32, "openvino-int8", "int8", "512x512", {"openvino": "1"}, calibration="c1"),
                 CacheKey("ab" * 32, "openvino-int8", "int8", "dynamic", {"openvino": "2"}, calibration="c1"),
                 CacheKey("ab" * 32, "openvino-int8", "int8", "dynamic", {"openvino": "1"}, calibration="c2"),
-                CacheKey("ab" * 32, "openvino-int8", "int8", "dynamic", {"openvino": "1"}, calibration="c1", format=0)]
+                CacheKey("ab" * 32, "openvino-int8", "int8", "dynamic", {"openvino": "1"}, calibration="c1", format=0),
+                CacheKey("ab" * 32, "openvino-int8", "int8", "dynamic", {"openvino": "1"}, calibration="c1",
+                         variant="output_stride=8")]
     names = {key.entry_name for key in variants}
     assert len(names) == len(variants) and base.entry_name not in names
     assert all(name.startswith(base.slot) for name in names - {variants[1].entry_name})
