@@ -89,6 +89,7 @@ def test_foreign_manifest_is_not_trusted(tmp_path: Path, make_checkpoint, builds
     assert builds == ["onnxruntime", "onnxruntime"]
 
 
+@pytest.mark.slow
 def test_changed_checkpoint_is_stale_and_its_entry_replaced(tmp_path: Path, make_checkpoint, builds,
                                                              randomise_batchnorm) -> None:
     model = make_checkpoint(tmp_path / "m.pt", num_classes=3)
@@ -104,6 +105,7 @@ def test_changed_checkpoint_is_stale_and_its_entry_replaced(tmp_path: Path, make
     np.testing.assert_array_equal(mask, expected)
 
 
+@pytest.mark.slow
 def test_new_library_version_is_a_miss(tmp_path: Path, make_checkpoint, builds,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     make_checkpoint(tmp_path / "m.pt", num_classes=3)
@@ -116,6 +118,7 @@ def test_new_library_version_is_a_miss(tmp_path: Path, make_checkpoint, builds,
     assert json.loads((entry / MANIFEST).read_text())["key"]["versions"]["onnxruntime"] == "9.9"
 
 
+@pytest.mark.slow
 def test_unwritable_checkpoint_folder_uses_the_user_cache(tmp_path: Path, make_checkpoint, builds,
                                                           user_cache) -> None:
     make_checkpoint(tmp_path / "m.pt", num_classes=3)
@@ -127,6 +130,7 @@ def test_unwritable_checkpoint_folder_uses_the_user_cache(tmp_path: Path, make_c
     assert len(entries(checkpoint_folder)) == 1
 
 
+@pytest.mark.slow
 def test_nothing_writable_still_predicts(tmp_path: Path, make_checkpoint, builds, monkeypatch: pytest.MonkeyPatch,
                                          capsys) -> None:
     make_checkpoint(tmp_path / "m.pt", num_classes=3)
@@ -139,6 +143,7 @@ def test_nothing_writable_still_predicts(tmp_path: Path, make_checkpoint, builds
     assert not list(tmp_path.glob("**/.tmp-*"))
 
 
+@pytest.mark.slow
 def test_int8_entries_are_keyed_by_their_calibration_images(tmp_path: Path, make_checkpoint, builds) -> None:
     make_checkpoint(tmp_path / "m.pt", num_classes=3)
     for name, seed in (("a.png", 1), ("b.png", 2)):

@@ -42,7 +42,8 @@ def batch() -> torch.Tensor:
     return torch.randn(2, 3, 37, 51, generator=torch.Generator().manual_seed(2))
 
 
-@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("engine", [pytest.param(e, marks=pytest.mark.slow) if e == "openvino-int8" else e
+                                    for e in ENGINES])  # NNCF's calibration takes the longest
 def test_engine_matches_fp32_eager(tiny_model: nn.Module, batch: torch.Tensor, engine: str) -> None:
     engine = resolve_engine(engine) if engine == "auto" else engine
     skip_if_missing(engine)
