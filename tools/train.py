@@ -66,8 +66,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--dist-timeout", type=float, metavar="SECONDS",
                    help=f"under torchrun, fail when other ranks stay silent this long (default {d('dist_timeout')})")
     p.add_argument("--seed", type=int, help=f"seed of initialisation, data order and augmentation (default {d('seed')})")
-    p.add_argument("--out", help="output folder (default runs/<dataset>_<backbone>_os<N>)")
+    p.add_argument("--out", help="output folder; must not hold another run (default runs/<dataset>_<backbone>_os<N>, "
+                   "numbered -2, -3... when taken; with --resume: the checkpoint's folder)")
     p.add_argument("--resume", metavar="CKPT", help="continue the run saved in this last.pt")
+    p.add_argument("--ignore-class-names", action="store_true",
+                   help="resume although the checkpoint's class names differ from the data's (same ids, renamed)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in logs)")
     return p
 
@@ -77,10 +80,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags, train, print a summary; exit status 2 with one line on a user error."""
     flags = vars(get_args_parser().parse_args(argv))
     resume_path, download, no_progress = flags.pop("resume"), flags.pop("download"), flags.pop("no_progress")
+    ignore_class_names = flags.pop("ignore_class_names")
     resumed = load_checkpoint(resume_path) if resume_path else None
     config = resolve_config(flags, resumed.get("args", {}) if resumed else {})
     try:
-        result = fit(config, resume=resumed, resume_path=resume_path, download=download, progress=not no_progress)
+        result = fit(config, resume=resumed, resume_path=resume_path, download=download, progress=not no_progress,
+                     ignore_class_names=ignore_class_names)
         report = is_main_process()
     finally:
         teardown_distributed()  # also on errors: a clean exit instead of an abort in Gloo's threads

@@ -86,6 +86,9 @@ class Predictor:
         if engine == "int8" and calibration is not None:
             batches = [normalize_image(shrink_to(image, max_size), mean, std)[None]
                        for image in islice(calibration, CALIBRATION_IMAGES)]
+            if not batches:
+                raise UserError("--engine int8: none of the inputs is a readable image, so there is nothing to "
+                                "calibrate on (nor to segment)")
         try:
             prepared = create_engine(model, engine=engine, device=resolved, calibration=batches)
         except ValueError as exc:  # an engine that does not fit this device or needs more than a checkpoint
