@@ -87,8 +87,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def _content_problem(ckpt: dict[str, Any]) -> str | None:
     """What is wrong with the plain data a checkpoint holds, in words, or None when every part has its type."""
     weights = ckpt["model"]
-    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+    if not isinstance(weights, dict):
         return f"'model' is {_kind(weights)}, not a dict of named tensors"
+    odd = next((name for name, value in weights.items() if not isinstance(value, torch.Tensor)), None)
+    if odd is not None:
+        return f"'model' holds {_kind(weights[odd])} under {odd!r}, not a tensor"
     if not isinstance(ckpt["model_config"], dict):
         return f"'model_config' is {_kind(ckpt['model_config'])}, not a dict of settings"
     if not isinstance(ckpt.get("args", {}), dict):

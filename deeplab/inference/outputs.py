@@ -127,8 +127,8 @@ class PredictionWriter:
                                     "pass another --out")
         existing = self.existing()
         if existing and not self.overwrite:
-            more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-            raise UserError(f"{existing[0]}: exists{more} and this run did not write it; pass --overwrite to "
+            more = f" ({len(existing) - 1} more files alike)" if len(existing) > 1 else ""
+            raise UserError(f"{existing[0]}: exists and this run did not write it{more}; pass --overwrite to "
                             "replace such files, or another --out")
 
     def save(self, image_path: Path, image: np.ndarray, mask: np.ndarray, *, class_names: Sequence[str],

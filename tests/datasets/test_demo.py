@@ -71,3 +71,9 @@ def test_refuses_to_overwrite_foreign_folder(tmp_path):
     with pytest.raises(DataError, match="VOCdevkit: exists and is not the demo dataset"):
         ensure_demo_dataset(tmp_path)
     assert not (tmp_path / "demo_dataset.json").exists()
+
+
+def test_an_unwritable_demo_root_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(DataError, match=r"file/demo: cannot write the demo data here \(.*\); pass --data-root"):
+        ensure_demo_dataset(tmp_path / "file" / "demo")
