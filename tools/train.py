@@ -6,6 +6,8 @@
     torchrun --nproc_per_node=4 tools/train.py --dataset voc       # 4 GPUs, DDP; --batch-size stays global
 
 Flags left out take, in order: the resumed checkpoint's settings, then the dataset's defaults below.
+A run owns its output folder: a new run never writes into another run's folder (without --out it takes the next
+free runs/<dataset>_<backbone>_os<N>-2, -3...), a resumed run writes beside its checkpoint unless --out is given.
 Under torchrun, --batch-size is the global batch split evenly over the processes; BatchNorm is synchronised
 across GPUs (SyncBatchNorm) unless --no-sync-bn; only rank 0 writes files and shows progress.
 """
