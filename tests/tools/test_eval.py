@@ -249,6 +249,7 @@ def test_ctrl_c_during_evaluation_exits_130(tiny_voc, monkeypatch, capsys) -> No
     assert capsys.readouterr().err.strip() == "interrupted (Ctrl-C)"
 
 
+@pytest.mark.slow  # ONNX export and int8 quantisation
 def test_eval_int8_calibrates_on_the_split(tiny_voc, tmp_path: Path) -> None:
     root, ckpt, _ = tiny_voc
     out = tmp_path / "int8.json"

@@ -48,6 +48,7 @@ def one_error_line(capsys: pytest.CaptureFixture) -> str:
     return err
 
 
+@pytest.mark.slow  # several real trainings; the library tests check the rule quickly
 def test_running_the_same_command_twice_keeps_the_first_run(demo, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert train_tool.main(demo_args(demo, "--iters", "2", "--val-every", "1")) == 0
@@ -72,6 +73,7 @@ def test_a_folder_in_use_by_another_training_is_refused(demo, tmp_path, capsys):
     assert not list((tmp_path / "run").iterdir())
 
 
+@pytest.mark.slow  # several real trainings; the library tests check the rule quickly
 def test_resuming_a_copied_run_writes_into_the_copy(demo, tmp_path):
     assert train_tool.main(demo_args(demo, "--iters", "1", "--out", str(tmp_path / "orig"))) == 0
     shutil.copytree(tmp_path / "orig", tmp_path / "copy")
@@ -82,6 +84,7 @@ def test_resuming_a_copied_run_writes_into_the_copy(demo, tmp_path):
     assert copy["step"] == 2 and copy["args"]["out"] == str(tmp_path / "copy")
 
 
+@pytest.mark.slow  # several real trainings; the library tests check the rule quickly
 def test_resuming_with_renamed_classes_needs_the_flag(demo, tmp_path, capsys):
     assert train_tool.main(demo_args(demo, "--iters", "1", "--out", str(tmp_path / "run"))) == 0
     ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
@@ -114,6 +117,7 @@ def test_ctrl_c_says_which_checkpoint_is_the_last_good_one(demo, tmp_path, monke
     assert train_tool.main(["--resume", str(last), "--iters", "3", *FAST]) == 0
 
 
+@pytest.mark.slow  # several real trainings; the library tests check the rule quickly
 def test_validation_batches_of_mixed_image_sizes(tmp_path, make_voc_folder):
     rng = np.random.default_rng(0)
     masks = {f"m{i}": rng.integers(0, 2, shape).astype(np.uint8)
