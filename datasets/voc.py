@@ -25,6 +25,7 @@ __all__ = [
     "VOCSegmentation",
     "download_voc",
     "load_class_names",
+    "read_class_names",
     "read_text_lines",
     "split_file",
     "voc_dir",
@@ -55,6 +56,13 @@ def load_class_names(root: str | Path) -> list[str]:
     path = Path(root) / "classes.txt"
     if not path.is_file():
         return list(VOC_CLASSES)
+    return read_class_names(path)
+
+
+def read_class_names(path: str | Path) -> list[str]:
+    """Class names from a UTF-8 text file, line i naming class id i; checked non-empty, distinct, at least two and
+    few enough."""
+    path = Path(path)
     names = [line.strip() for line in read_text_lines(path)]
     while names and not names[-1]:
         names.pop()

@@ -19,6 +19,9 @@ from deeplab import build_model, save_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VOC_MINI = REPO_ROOT.parent / "shared" / "data" / "voc_mini"
+IMPORT_FIXTURES = REPO_ROOT.parent / "shared" / "fixtures" / "imports"
+#: Project name -> folder of its checkpoint-import fixture (random weights saved as the project saves them).
+IMPORT_FOLDERS = {"vainf": "vainf_deeplabv3plus_mobilenet", "bubbliiiing": "bubbliiiing_deeplab_mobilenetv2"}
 
 torch.set_num_threads(2)
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations asks PyPI for updates on import
@@ -108,6 +111,29 @@ def make_voc_folder() -> Callable[..., Path]:
 def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The built-in demo dataset, generated once per session (tests add split files, never change images)."""
     return ensure_demo_dataset(tmp_path_factory.mktemp("demo"))
+
+
+@pytest.fixture(scope="session")
+def import_fixture() -> Callable[[str], Path]:
+    """``import_fixture(project) -> folder`` with the project's ``checkpoint.pth``, ``io_os16.pt``, ``io_os8.pt``."""
+    assert IMPORT_FIXTURES.is_dir(), f"missing {IMPORT_FIXTURES}"
+    return lambda project: IMPORT_FIXTURES / IMPORT_FOLDERS[project]
+
+
+@pytest.fixture(scope="session")
+def imported_checkpoint(tmp_path_factory: pytest.TempPathFactory, import_fixture) -> Callable[[str], Path]:
+    """``imported_checkpoint(project) -> path`` of the project's fixture converted to our format (once per session)."""
+    from deeplab.converters import import_checkpoint, write_checkpoint
+
+    folder, done = tmp_path_factory.mktemp("imported"), {}
+
+    def get(project: str) -> Path:
+        if project not in done:
+            imported = import_checkpoint(import_fixture(project) / "checkpoint.pth")
+            done[project] = write_checkpoint(imported, folder / f"{project}.pt")
+        return done[project]
+
+    return get
 
 
 def _tmpfs_command(mount: Path, options: str, command: list[str]) -> list[str]:

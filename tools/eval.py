@@ -31,6 +31,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--engine", choices=ENGINES, default="auto",
                         help="inference engine (see deeplab.inference); int8 calibrates on the split's first images")
+    parser.add_argument("--output-stride", type=int, choices=(8, 16, 32),
+                        help="run the weights at this output stride (default: the checkpoint's; 8 is slower and finer)")
     parser.add_argument("--workers", type=int, default=2, help="data-loading processes (0: load in this one)")
     parser.add_argument("--ignore-class-names", action="store_true",
                         help="score although the checkpoint's classes differ from the data's (you say the ids agree)")
@@ -57,11 +59,12 @@ def score_checkpoint(args: argparse.Namespace) -> tuple[ConfusionMatrix, list[st
     dataset = VOCSegmentation(args.data_root, split=args.split, class_names=data_names)
     first_images = (dataset[i][0] for i in range(min(CALIBRATION_IMAGES, len(dataset))))  # int8 calibrates on them
     predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, engine=args.engine,
-                                          calibration=first_images)
+                                          calibration=first_images, output_stride=args.output_stride)
     dataset.transform = build_eval_transform(mean=predictor.mean, std=predictor.std)
     loader = build_val_loader(dataset, batch_size=1, workers=args.workers)
+    stride = f", output stride {args.output_stride}" if args.output_stride else ""
     print(f"evaluating {args.checkpoint} on {len(dataset)} {args.split} images "
-          f"({predictor.device}, scales {scales}{', flip' if args.flip else ''})")
+          f"({predictor.device}, scales {scales}{', flip' if args.flip else ''}{stride})")
     matrix = evaluate(predictor.engine, loader, num_classes=len(class_names), scales=scales, flip=args.flip)
     return matrix, class_names
 
@@ -84,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         extra = {"split": args.split, "source": args.checkpoint or args.pred_dir}
         if args.checkpoint:
-            extra.update(scales=parse_scales(args.scales), flip=args.flip)
+            extra.update(scales=parse_scales(args.scales), flip=args.flip, output_stride=args.output_stride)
         paths = write_report(args.json, scores, matrix.matrix, class_names, **extra)
         print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0

@@ -32,6 +32,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--engine", choices=ENGINES, default="auto",
                         help="inference engine (see deeplab.inference); int8 calibrates on the first inputs")
+    parser.add_argument("--output-stride", type=int, choices=(8, 16, 32),
+                        help="run the weights at this output stride (default: the checkpoint's; 8 is slower and finer)")
     return parser
 
 
@@ -63,7 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         checkpoint = newest_checkpoint()
         print(f"using the newest checkpoint under runs/: {checkpoint}")
     predictor = Predictor.from_checkpoint(checkpoint, device=args.device, engine=args.engine,
-                                          max_size=args.max_size or None, calibration=readable(images))
+                                          max_size=args.max_size or None, calibration=readable(images),
+                                          output_stride=args.output_stride)
     check_writable(writer.folder)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)

@@ -26,6 +26,7 @@ class TrainConfig:
 
     Fields left ``None`` here come from the dataset's preset (:data:`PRESETS`), which :func:`resolve_config`
     fills, or are derived: ``warmup_iters`` from the run's length, ``out`` when the run claims its folder.
+    ``init_from`` stays ``None`` unless a run starts from a checkpoint's weights.
     """
 
     dataset: str = "voc"
@@ -35,6 +36,7 @@ class TrainConfig:
     backbone: str = "mobilenetv2"
     output_stride: int = 16
     pretrained_backbone: str | None = None
+    init_from: str | None = None  # checkpoint whose matching tensors start a new run (fine-tuning)
     iters: int | None = None
     epochs: int | None = None
     batch_size: int | None = None

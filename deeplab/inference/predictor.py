@@ -66,15 +66,16 @@ class Predictor:
         class_names: Sequence[str] | None = None,
         max_size: int | None = None,
         calibration: Iterable[np.ndarray] | None = None,
+        output_stride: int | None = None,
     ) -> Predictor:
         """Rebuild the model of checkpoint ``path`` alone; names from the checkpoint, else ``class_names``, else ids.
 
-        Normalisation comes from the checkpoint's ``mean``/``std`` when saved, else from the model's backbone.
+        Normalisation comes from the checkpoint's ``mean``/``std`` when saved, else from the model's config.
         ``calibration`` yields uint8 RGB images like the ones to predict; only the ``int8`` engine reads them
-        (the first :data:`CALIBRATION_IMAGES`).
+        (the first :data:`CALIBRATION_IMAGES`). ``output_stride`` runs the weights at another stride.
         """
         ckpt = load_checkpoint(path)
-        model = model_from_checkpoint(ckpt, path)
+        model = model_from_checkpoint(ckpt, path, output_stride=output_stride)
         num_classes = model.config["num_classes"]
         names = list(ckpt.get("class_names") or class_names or [str(i) for i in range(num_classes)])
         if len(names) != num_classes:
