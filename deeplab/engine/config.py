@@ -72,8 +72,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _AT_LEAST_ONE = ("iters", "epochs", "batch_size", "crop_size", "val_every", "val_batch_size")
-_AT_LEAST_ZERO = ("warmup_iters", "seed", "workers", "weight_decay", "backbone_lr_scale")
-_ABOVE_ZERO = ("lr", "dist_timeout")
+_AT_LEAST_ZERO = ("lr", "warmup_iters", "seed", "workers", "weight_decay", "backbone_lr_scale")  # lr 0: weights stay
+_ABOVE_ZERO = ("dist_timeout",)
 
 
 def describe_default(name: str) -> str:
