@@ -1,11 +1,14 @@
-"""Feature extractors for DeepLabV3+ behind one contract (see ``backbones.base``) and a name registry."""
-from .base import Backbone, FeatureInfo, SequentialBackbone, WeightsError, dilate_for_output_stride
-from .registry import build_backbone, list_backbones, register_backbone
+"""Feature extractors for DeepLabV3+ behind one contract (see ``backbones.base``) and a name registry.
 
-# Each family module registers its names on import.
-from . import mobilenetv1, mobilenetv2, mobilenetv3, mobilenext, shufflenetv2, xception  # noqa: E402,F401  isort: skip
+The contract and the registry import torch only; the family modules (torchvision's and timm's networks) are
+imported by the registry the first time a backbone is listed or built, so code that only needs
+:class:`WeightsError` or :class:`FeatureInfo` (error reporting, a prediction from a prepared engine) starts fast.
+"""
+from .base import Backbone, FeatureInfo, SequentialBackbone, WeightsError, dilate_for_output_stride
+from .registry import FAMILIES, build_backbone, list_backbones, register_backbone
 
 __all__ = [
+    "FAMILIES",
     "Backbone",
     "FeatureInfo",
     "SequentialBackbone",

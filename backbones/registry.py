@@ -1,12 +1,16 @@
 """Name -> builder registry of backbones; one dict, duplicates refused."""
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from .base import OUTPUT_STRIDES, Backbone
 
-__all__ = ["build_backbone", "list_backbones", "register_backbone"]
+__all__ = ["FAMILIES", "build_backbone", "list_backbones", "register_backbone"]
+
+#: The modules of this package that register backbones on import, one per network family.
+FAMILIES = ("mobilenetv1", "mobilenetv2", "mobilenetv3", "mobilenext", "shufflenetv2", "xception")
 
 _BUILDERS: dict[str, Callable[..., Backbone]] = {}
 Builder = TypeVar("Builder", bound=Callable[..., Backbone])
@@ -26,6 +30,7 @@ def register_backbone(name: str) -> Callable[[Builder], Builder]:
 
 def list_backbones() -> list[str]:
     """Sorted names of every registered backbone."""
+    _import_families()
     return sorted(_BUILDERS)
 
 
@@ -33,6 +38,7 @@ def build_backbone(
     name: str, *, output_stride: int = 16, pretrained: bool | str | Path = False, **kwargs: Any
 ) -> Backbone:
     """Build backbone ``name`` at ``output_stride``; ``pretrained`` is False, True (ImageNet) or a weights file."""
+    _import_families()
     if name not in _BUILDERS:
         raise ValueError(f"unknown backbone {name!r}; choose one of: {', '.join(list_backbones())}")
     if output_stride not in OUTPUT_STRIDES:
@@ -41,3 +47,9 @@ def build_backbone(
     if pretrained is not False and pretrained is not None:
         backbone.load_pretrained(pretrained)
     return backbone
+
+
+def _import_families() -> None:
+    """Import every family module once (each registers its names); later calls cost a dict lookup each."""
+    for family in FAMILIES:
+        importlib.import_module(f"{__package__}.{family}")

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-import timm
 import torch
-from timm.data import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 
 from .base import Backbone, FeatureInfo, dilate_for_output_stride
 from .registry import register_backbone
@@ -15,6 +13,9 @@ __all__ = ["Xception65Backbone"]
 # Indices into timm's ``blocks`` (xception65's ``block_cfg``): block 1 takes the features from stride 4 to 8 and
 # holds the low-level tap; block 2 is the first to reach stride 16, block 19 the first to reach stride 32.
 _LOW_LEVEL_BLOCK, _STRIDE16_START, _STRIDE32_START = 1, 2, 19
+# timm.data.IMAGENET_INCEPTION_MEAN / _STD, written out so that registering this backbone does not import timm
+# (a test checks they agree).
+INCEPTION_MEAN = INCEPTION_STD = (0.5, 0.5, 0.5)
 
 
 @register_backbone("xception65")
@@ -26,8 +27,8 @@ class Xception65Backbone(Backbone):
     exit-flow output.
     """
 
-    mean = IMAGENET_INCEPTION_MEAN
-    std = IMAGENET_INCEPTION_STD
+    mean = INCEPTION_MEAN
+    std = INCEPTION_STD
     weights_source = "timm xception65 (Hugging Face hub timm/xception65.ra3_in1k)"
     unused_upstream_prefixes = ("head.",)
 
@@ -35,6 +36,8 @@ class Xception65Backbone(Backbone):
         super().__init__()
         # timm's default pad_type '' gives symmetric static padding (plain nn.Conv2d), which the dilation
         # helper can recompute; timm's own output_stride is left at 32 so the shared helper does the dilation.
+        import timm  # deferred: only this backbone needs timm, and importing it costs about a second
+
         upstream = timm.create_model("xception65", pretrained=False, num_classes=0)
         self.stem = upstream.stem
         self.blocks = upstream.blocks
@@ -54,4 +57,6 @@ class Xception65Backbone(Backbone):
         return {"low_level": low_level, "out": self.blocks[_LOW_LEVEL_BLOCK + 1 :](x)}
 
     def imagenet_state_dict(self) -> Mapping[str, torch.Tensor]:
+        import timm
+
         return timm.create_model("xception65", pretrained=True).state_dict()

@@ -5,14 +5,16 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
 from datasets.errors import shorten
 
 from .errors import UserError, one_line, os_error_behind
-from .models import DeepLabV3Plus, config_at_output_stride
+
+if TYPE_CHECKING:
+    from .models import DeepLabV3Plus
 
 __all__ = [
     "check_writable", "load_checkpoint", "match_class_names", "model_from_checkpoint", "newest_checkpoint",
@@ -132,6 +134,8 @@ def model_from_checkpoint(
 ) -> DeepLabV3Plus:
     """Rebuild the model from ``ckpt["model_config"]`` and load ``ckpt["model"]`` strictly; ``output_stride``
     rebuilds it at another stride (the same weights, ASPP rates scaled: 6/12/18 at 16 are 12/24/36 at 8)."""
+    from .models import DeepLabV3Plus, config_at_output_stride  # deferred: a cached engine needs no PyTorch model
+
     config = ckpt["model_config"]
     try:
         if output_stride is not None and output_stride != config.get("output_stride"):

@@ -67,9 +67,20 @@ def randomise_batchnorm() -> Callable[..., nn.Module]:
 
 
 def _make_checkpoint(path: Path, class_names: list[str] | None = None, *, num_classes: int,
-                     width_mult: float = 0.25, **config) -> nn.Module:
-    """Save a random-weight DeepLabV3+ checkpoint (narrow MobileNetV2 by default: cheap on CPU); returns its model."""
+                     width_mult: float = 0.25, varied: bool = False, **config) -> nn.Module:
+    """Save a random-weight DeepLabV3+ checkpoint (narrow MobileNetV2 by default: cheap on CPU); returns its model.
+
+    ``varied``: random BatchNorm statistics and a classifier centred on noise images, so masks hold several
+    classes that follow the picture (plain random weights give one class everywhere).
+    """
     model = build_model(num_classes=num_classes, width_mult=width_mult, **config).eval()
+    if varied:
+        _randomise_batchnorm(model)
+        classifier = model.decoder.classifier
+        with torch.no_grad():
+            classifier.weight.mul_(30)
+            classifier.bias.zero_()
+            classifier.bias.sub_(model(torch.randn(4, 3, 64, 64)).mean((0, 2, 3)))
     state = {"model": model.state_dict(), "model_config": model.config}
     if class_names is not None:
         state["class_names"] = list(class_names)
@@ -79,7 +90,7 @@ def _make_checkpoint(path: Path, class_names: list[str] | None = None, *, num_cl
 
 @pytest.fixture(scope="session")
 def make_checkpoint() -> Callable[..., nn.Module]:
-    """``make_checkpoint(path, class_names=None, *, num_classes, width_mult=0.25, **config) -> model``."""
+    """``make_checkpoint(path, class_names=None, *, num_classes, width_mult=0.25, varied=False, **config) -> model``."""
     return _make_checkpoint
 
 

@@ -13,7 +13,6 @@ from deeplab.engine.data import build_val_loader
 from deeplab.errors import UserError, report_user_errors
 from deeplab.evaluation import ConfusionMatrix, evaluate, format_scores, score_prediction_dir, write_report
 from deeplab.inference import ENGINES, Predictor
-from deeplab.inference.predictor import CALIBRATION_IMAGES
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -30,7 +29,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--flip", action="store_true", help="also average over horizontally mirrored inputs")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--engine", choices=ENGINES, default="auto",
-                        help="inference engine (see deeplab.inference); int8 calibrates on the split's first images")
+                        help="inference engine (see deeplab.inference); int8 calibrates on the checkpoint's training "
+                        "images, else on the split's")
     parser.add_argument("--output-stride", type=int, choices=(8, 16, 32),
                         help="run the weights at this output stride (default: the checkpoint's; 8 is slower and finer)")
     parser.add_argument("--workers", type=int, default=2, help="data-loading processes (0: load in this one)")
@@ -57,9 +57,10 @@ def score_checkpoint(args: argparse.Namespace) -> tuple[ConfusionMatrix, list[st
     class_names = match_class_names(args.checkpoint, load_checkpoint(args.checkpoint), data_names,
                                     data_root=args.data_root, allow_mismatch=args.ignore_class_names)
     dataset = VOCSegmentation(args.data_root, split=args.split, class_names=data_names)
-    first_images = (dataset[i][0] for i in range(min(CALIBRATION_IMAGES, len(dataset))))  # int8 calibrates on them
+    # int8 calibrates on the checkpoint's training images when they are here, else on this split's.
+    split_images = [dataset.image_path(i) for i in range(len(dataset))]
     predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, engine=args.engine,
-                                          calibration=first_images, output_stride=args.output_stride)
+                                          fallback_calibration=split_images, output_stride=args.output_stride)
     dataset.transform = build_eval_transform(mean=predictor.mean, std=predictor.std)
     loader = build_val_loader(dataset, batch_size=1, workers=args.workers)
     stride = f", output stride {args.output_stride}" if args.output_stride else ""

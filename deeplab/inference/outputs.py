@@ -1,9 +1,10 @@
 """Prediction files: a palette PNG of class ids and a colour overlay with its legend per input image, under names
 that never collide, never replacing a file that this run did not write.
 
-- Names: ``<stem>_mask.png`` and ``<stem>_overlay.png``. Inputs whose stems clash (``a.jpg`` and ``a.png``) keep
-  their extension (``a.jpg_mask.png``); same file names in different folders take the folder's name in front
-  (``day1_a.jpg_mask.png``); anything still equal (ignoring case) gets ``-2``, ``-3``.
+- Names: ``<stem>_mask.png`` and ``<stem>_overlay.png`` per image, ``<stem>_overlay.mp4`` (and ``<stem>_masks/``)
+  per video. Inputs whose stems clash (``a.jpg`` and ``a.png``) keep their extension (``a.jpg_mask.png``); same
+  file names in different folders take the folder's name in front (``day1_a.jpg_mask.png``); anything still
+  equal (ignoring case) gets ``-2``, ``-3``.
 - Ownership: files that exist before the run are replaced only when asked (``overwrite``); without it, a name
   that exists stops the run before any work, and files are created exclusively, so one that appears meanwhile
   is not replaced either. An input is never replaced.
@@ -27,10 +28,11 @@ from datasets.image_files import label_image
 from ..errors import UserError
 from .overlay import overlay
 
-__all__ = ["MASK_SUFFIX", "OVERLAY_SUFFIX", "PREDICTION_KEY", "PredictionWriter", "free_output_folder",
+__all__ = ["MASK_SUFFIX", "OVERLAY_SUFFIX", "PREDICTION_KEY", "VIDEO_MASKS_SUFFIX", "VIDEO_OVERLAY_SUFFIX", "PredictionWriter", "free_output_folder",
            "is_prediction_file", "output_names", "prediction_file_names", "split_earlier_predictions"]
 
 MASK_SUFFIX, OVERLAY_SUFFIX = "_mask.png", "_overlay.png"
+VIDEO_OVERLAY_SUFFIX, VIDEO_MASKS_SUFFIX = "_overlay.mp4", "_masks"
 #: PNG text key marking a file this tool wrote; its value says which kind ("mask" or "overlay").
 PREDICTION_KEY = "deeplab-prediction"
 
@@ -85,45 +87,62 @@ def is_prediction_file(path: Path) -> bool:
         return False
 
 
-def free_output_folder(base: str | Path, inputs: Sequence[Path]) -> Path:
+def free_output_folder(base: str | Path, images: Sequence[Path], *, videos: Sequence[Path] = (),
+                       save_masks: bool = False) -> Path:
     """``base``, or ``base-2``, ``base-3``... : the first folder where none of the inputs' files exist yet."""
     base = Path(base)
     for number in itertools.count(1):
         folder = base if number == 1 else base.with_name(f"{base.name}-{number}")
-        if not PredictionWriter(folder, inputs, overwrite=True).existing():
+        if not PredictionWriter(folder, images, videos=videos, save_masks=save_masks).existing():
             return folder
     raise AssertionError("unreachable")
 
 
 class PredictionWriter:
-    """Writes each input's mask and overlay into ``folder`` under :func:`output_names`, replacing nothing that this
-    run did not write unless ``overwrite``; checks everything it will write before the first file."""
+    """Writes each image's mask and overlay into ``folder`` under :func:`output_names` (and names each video's
+    outputs), replacing nothing that this run did not write unless ``overwrite``; :meth:`check` looks at
+    everything it will write before the first file."""
 
-    def __init__(self, folder: str | Path, inputs: Sequence[Path], *, overwrite: bool = False) -> None:
-        self.folder, self.overwrite = Path(folder), overwrite
-        self.names = output_names(inputs)
-
-    @property
-    def inputs(self) -> list[Path]:
-        """The inputs, each once."""
-        return list(self.names)
+    def __init__(self, folder: str | Path, images: Sequence[Path], *, videos: Sequence[Path] = (),
+                 save_masks: bool = False, overwrite: bool = False) -> None:
+        self.folder, self.save_masks, self.overwrite = Path(folder), save_masks, overwrite
+        self.names = output_names([*images, *videos])
+        video_set = {Path(v) for v in videos}
+        self.videos = [path for path in self.names if path in video_set]
+        self.images = [path for path in self.names if path not in video_set]
 
     def paths(self, image_path: Path) -> tuple[Path, Path]:
         """Where the mask and the overlay of ``image_path`` go."""
         name = self.names[Path(image_path)]
         return self.folder / f"{name}{MASK_SUFFIX}", self.folder / f"{name}{OVERLAY_SUFFIX}"
 
+    def video_paths(self, video_path: Path) -> tuple[Path, Path | None]:
+        """Where the overlay video of ``video_path`` goes, and its folder of frame masks (None without masks)."""
+        name = self.names[Path(video_path)]
+        masks = self.folder / f"{name}{VIDEO_MASKS_SUFFIX}" if self.save_masks else None
+        return self.folder / f"{name}{VIDEO_OVERLAY_SUFFIX}", masks
+
+    def outputs_of(self, source: Path) -> list[Path]:
+        """The files (and frame-mask folder) this run writes for the input ``source``."""
+        if source in self.videos:
+            return [p for p in self.video_paths(source) if p is not None]
+        return list(self.paths(source))
+
+    def planned(self) -> list[Path]:
+        """Every file (and frame-mask folder) this run will write."""
+        return [path for source in self.names for path in self.outputs_of(source)]
+
     def existing(self) -> list[Path]:
-        """The files this run would write that exist already."""
-        return [p for image in self.names for p in self.paths(image) if p.exists()]
+        """The files this run would write that exist already (a frame-mask folder counts when not empty)."""
+        return [p for p in self.planned() if p.exists() and not (p.is_dir() and not any(p.iterdir()))]
 
     def check(self) -> None:
         """UserError, before any work, when a file to write is an input, or exists and ``overwrite`` is off."""
         inputs = {p.resolve() for p in self.names}
-        for image in self.names:
-            for path in self.paths(image):
+        for source in self.names:
+            for path in self.outputs_of(source):
                 if path.resolve() in inputs:
-                    raise UserError(f"{path}: is an input, and the prediction of {image} would replace it; "
+                    raise UserError(f"{path}: is an input, and the prediction of {source} would replace it; "
                                     "pass another --out")
         existing = self.existing()
         if existing and not self.overwrite:

@@ -61,3 +61,13 @@ def test_fetch_failure_is_one_line_error(xception_os8, monkeypatch) -> None:
         xception_os8.load_pretrained(True)
     message = str(info.value)
     assert "\n" not in message and "xception65" in message and "huggingface" in message
+
+
+def test_normalisation_is_timms_inception_statistics() -> None:
+    """Written out so registering the backbone does not import timm; they must stay timm's."""
+    from timm.data import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
+
+    from backbones.xception import Xception65Backbone
+
+    assert Xception65Backbone.mean == tuple(IMAGENET_INCEPTION_MEAN)
+    assert Xception65Backbone.std == tuple(IMAGENET_INCEPTION_STD)
