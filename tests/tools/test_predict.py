@@ -143,7 +143,7 @@ def test_large_image_is_resized_and_mask_restored(checkpoint, tmp_path: Path, ca
     big_line, small_line = out.splitlines()[:2]
     assert "resized 4000x3000 to 128x96" in big_line and "(resized" not in small_line
     args = [str(tmp_path / "small.png"), "--checkpoint", str(checkpoint[0]), "--out", str(tmp_path / "out"),
-            "--max-size", "32"]
+            "--max-size", "32", "--overwrite"]
     rc, out, _ = run(args, capsys)  # without --verbose: one summary line instead of a line per image
     assert rc == 0 and "small.png" not in out and "over --max-size 32): 1 of 1 images" in out
 
@@ -225,7 +225,7 @@ def test_more_bad_input_is_one_line(problem: str, checkpoint, tmp_path: Path, ca
         args += ["--max-size", "-5"]
     elif problem == "int8_nothing_readable":
         (tmp_path / "broken.jpg").write_text("not an image")
-        inputs, named = [str(tmp_path / "broken.jpg")], "--engine int8: none of the inputs is a readable image"
+        inputs, named = [str(tmp_path / "broken.jpg")], "none of the calibration images from the images to predict"
         args += ["--engine", "int8"]
     else:
         ckpt = torch.load(checkpoint[0], weights_only=True)

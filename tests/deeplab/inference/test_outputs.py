@@ -81,3 +81,19 @@ def test_the_default_folder_is_numbered_when_taken(tmp_path):
 def test_prediction_file_names_cover_the_devkit_and_ours():
     assert prediction_file_names(Path("JPEGImages/2007_000033.jpg")) == [
         "2007_000033.png", "2007_000033_mask.png", "2007_000033.jpg_mask.png"]
+
+
+def test_videos_outputs_are_named_and_guarded_like_images(tmp_path):
+    images, videos = [tmp_path / "clip.jpg", tmp_path / "solo.png"], [tmp_path / "clip.mp4", tmp_path / "walk.mov"]
+    writer = PredictionWriter(tmp_path / "out", images, videos=videos, save_masks=True)
+    assert writer.images == images and writer.videos == videos
+    assert writer.paths(images[0])[0].name == "clip.jpg_mask.png"  # the stem is shared with a video
+    assert [p.name for p in writer.video_paths(videos[0])] == ["clip.mp4_overlay.mp4", "clip.mp4_masks"]
+    (tmp_path / "out" / "walk_masks").mkdir(parents=True)
+    assert writer.existing() == []  # an empty frame-mask folder replaces nothing
+    (tmp_path / "out" / "walk_masks" / "000001.png").write_bytes(b"a frame mask of an earlier run")
+    (tmp_path / "out" / "walk_overlay.mp4").write_bytes(b"an earlier overlay video")
+    assert writer.existing() == [tmp_path / "out" / "walk_overlay.mp4", tmp_path / "out" / "walk_masks"]
+    with pytest.raises(UserError, match=r"walk_overlay.mp4: exists and this run did not write it \(1 more"):
+        writer.check()
+    assert PredictionWriter(tmp_path / "out", images, videos=videos).existing() == [tmp_path / "out" / "walk_overlay.mp4"]
