@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .errors import DataError
+from .errors import DataError, one_line
 from .image_files import save_label_png
 from .voc import split_file, voc_dir
 
@@ -158,13 +158,17 @@ def ensure_demo_dataset(root: str | Path, *, seed: int = 0, variant: str = "demo
     if _read_marker(marker) == wanted and all(split_file(root, s).is_file() for s in spec.splits):
         return root
     _check_ours(root, marker)
-    root.mkdir(parents=True, exist_ok=True)
-    # Marked before writing, so an interrupted run is recognised as ours and redone next time.
-    marker.write_text(json.dumps({**wanted, "complete": False}, sort_keys=True) + "\n", encoding="utf-8")
-    shutil.rmtree(root / "VOCdevkit", ignore_errors=True)
-    _write_scenes(root, seed, spec)
-    (root / "classes.txt").write_text("\n".join(spec.classes) + "\n", encoding="utf-8")
-    marker.write_text(json.dumps(wanted, sort_keys=True) + "\n", encoding="utf-8")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        # Marked before writing, so an interrupted run is recognised as ours and redone next time.
+        marker.write_text(json.dumps({**wanted, "complete": False}, sort_keys=True) + "\n", encoding="utf-8")
+        shutil.rmtree(root / "VOCdevkit", ignore_errors=True)
+        _write_scenes(root, seed, spec)
+        (root / "classes.txt").write_text("\n".join(spec.classes) + "\n", encoding="utf-8")
+        marker.write_text(json.dumps(wanted, sort_keys=True) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise DataError(f"{root}: cannot write the demo data here ({exc.strerror or one_line(exc)}); "
+                        "pass --data-root a writable folder") from None
     return root
 
 

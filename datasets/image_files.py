@@ -18,6 +18,8 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "check_labels",
     "find_images",
+    "image_size",
+    "label_image",
     "list_images",
     "read_label_png",
     "read_rgb",
@@ -33,6 +35,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".g
 # Modes holding more than 8 bits per pixel in a single channel (16-bit PNG/TIFF, 32-bit int, float).
 _WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 _MASK_MODES = {"P", "L", "I", "I;16"}
+_EXIF_ORIENTATION = 0x0112
+_ROTATED_ORIENTATIONS = {5, 6, 7, 8}  # transposed, rotated 90 or 270 degrees: width and height swap
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
@@ -57,6 +61,21 @@ def read_rgb(path: str | Path) -> np.ndarray:
         raise DataError(f"{path}: image too large to decode safely ({one_line(exc)})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise DataError(f"{path}: corrupt or truncated image ({one_line(exc)})") from None
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(height, width)`` of ``path`` as :func:`read_rgb` returns it (EXIF rotation applied), from the header alone."""
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if image.getexif().get(_EXIF_ORIENTATION) in _ROTATED_ORIENTATIONS:
+                width, height = height, width
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read the image header ({one_line(exc)})") from None
+    return height, width
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -103,11 +122,16 @@ def voc_palette(num_colors: int = 256) -> np.ndarray:
     return palette
 
 
-def save_label_png(path: str | Path, mask: np.ndarray) -> None:
-    """Write a uint8 HxW class-id mask as a VOC palette PNG (pixel values stay the class ids)."""
+def label_image(mask: np.ndarray) -> Image.Image:
+    """A uint8 HxW class-id mask as a VOC palette image (pixel values stay the class ids, shown in VOC colours)."""
     image = Image.fromarray(np.asarray(mask, dtype=np.uint8), mode="P")
     image.putpalette(voc_palette().tobytes())
-    image.save(path, optimize=False)
+    return image
+
+
+def save_label_png(path: str | Path, mask: np.ndarray) -> None:
+    """Write a uint8 HxW class-id mask as a VOC palette PNG (pixel values stay the class ids)."""
+    label_image(mask).save(path, optimize=False)
 
 
 def read_label_png(path: Path, num_classes: int) -> np.ndarray:

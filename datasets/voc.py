@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import torch.utils.data
 
 from .errors import DataError, one_line
-from .image_files import IGNORE_INDEX, read_label_png, read_rgb
+from .image_files import IGNORE_INDEX, image_size, read_label_png, read_rgb
 
 __all__ = [
     "VOC_CLASSES",
@@ -26,6 +26,7 @@ __all__ = [
     "download_voc",
     "load_class_names",
     "read_class_names",
+    "read_text_lines",
     "split_file",
     "voc_dir",
 ]
@@ -59,15 +60,18 @@ def load_class_names(root: str | Path) -> list[str]:
 
 
 def read_class_names(path: str | Path) -> list[str]:
-    """Class names from a text file, line i naming class id i; checked non-empty, distinct and few enough."""
+    """Class names from a UTF-8 text file, line i naming class id i; checked non-empty, distinct, at least two and
+    few enough."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").rstrip().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read class names ({getattr(exc, 'strerror', None) or exc})") from None
-    names = [line.strip() for line in lines]
+    names = [line.strip() for line in read_text_lines(path)]
+    while names and not names[-1]:
+        names.pop()
     if not names or "" in names:
         raise DataError(f"{path}: needs one non-empty class name per line (line i = class id i)")
+    if len(names) == 1:
+        # One class gives a softmax of 1 everywhere: loss 0 and mIoU 1.0 whatever the model does.
+        raise DataError(f"{path}: names one class ({names[0]}); segmentation needs at least two, e.g. background "
+                        "and the object")
     if len(set(names)) != len(names):
         raise DataError(f"{path}: class names repeat: {sorted({n for n in names if names.count(n) > 1})}")
     if len(names) > IGNORE_INDEX:
@@ -123,6 +127,10 @@ class VOCSegmentation(torch.utils.data.Dataset):
         """Path of sample ``i``'s label PNG."""
         return self._mask_paths[i]
 
+    def image_size(self, i: int) -> tuple[int, int]:
+        """``(height, width)`` of sample ``i``, read from the image's header (no decoding)."""
+        return image_size(self._image_paths[i])
+
     def __getitem__(self, i: int):
         image = read_rgb(self._image_paths[i])
         mask = read_label_png(self._mask_paths[i], self.num_classes)
@@ -145,10 +153,21 @@ def _read_split(root: Path, split: str) -> list[str]:
     if not path.is_file():
         hint = "run tools/convert_sbd.py to make it" if split == "train_aug" else _HOW_TO_GET
         raise DataError(f"{path}: split file not found; {hint}")
-    ids = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    ids = [line.strip() for line in read_text_lines(path) if line.strip()]
     if not ids:
         raise DataError(f"{path}: split list is empty")
     return ids
+
+
+def read_text_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file (a byte-order mark from Windows editors is dropped); DataError otherwise."""
+    try:
+        return path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at position {exc.start}); "
+                        "save it as UTF-8") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or one_line(exc)})") from None
 
 
 def _check_files_exist(paths: list[Path], kind: str) -> None:

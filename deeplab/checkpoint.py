@@ -1,6 +1,7 @@
 """Checkpoints as plain data: atomic writes, safe reads, models rebuilt from ``model_config`` alone."""
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -8,14 +9,16 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
-from .errors import UserError
+from datasets.errors import shorten
+
+from .errors import UserError, one_line, os_error_behind
 
 if TYPE_CHECKING:
     from .models import DeepLabV3Plus
 
 __all__ = [
-    "check_writable", "load_checkpoint", "model_from_checkpoint", "newest_checkpoint", "read_plain_data",
-    "save_checkpoint",
+    "check_writable", "load_checkpoint", "match_class_names", "model_from_checkpoint", "newest_checkpoint",
+    "read_plain_data", "save_checkpoint",
 ]
 
 REQUIRED_KEYS = ("model", "model_config")
@@ -39,6 +42,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     A crash or a full disk at any moment leaves the previous file at ``path`` intact.
     """
     path = Path(path)
+    kept = "; the previous one is kept" if path.is_file() else ""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a save that was killed midway
@@ -46,7 +50,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide checkpoints from other users of a shared machine
     except OSError as exc:
-        raise UserError(f"{path}: cannot write checkpoint ({exc.strerror or exc})") from None
+        raise UserError(f"{path}: cannot write checkpoint ({exc.strerror or exc}){kept}") from None
     try:
         with os.fdopen(fd, "wb") as tmp:
             torch.save(state, tmp)
@@ -55,8 +59,9 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
         os.replace(tmp_name, path)
     except BaseException as exc:
         Path(tmp_name).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise UserError(f"{path}: cannot write checkpoint ({exc.strerror or exc}); the previous one is kept") from None
+        failed = os_error_behind(exc)  # torch.save reports a failed write as a RuntimeError
+        if failed is not None:
+            raise UserError(f"{path}: cannot write checkpoint ({failed.strerror or one_line(failed)}){kept}") from None
         raise
     _fsync_dir(path.parent)
 
@@ -71,12 +76,12 @@ def read_plain_data(path: str | Path, *, allowed_globals: Sequence[Any] = ()) ->
         with torch.serialization.safe_globals(list(allowed_globals)):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # refusals of pickled code, truncation and garbage all end here
-        reason = " ".join(str(exc).split())
+        reason = one_line(exc, 10_000)
         if "weights_only" in reason or "Unsupported global" in reason or "GLOBAL" in reason:
             reason = "it holds Python objects, not plain data, and loading it could run code; refused"
-        elif not reason:
-            reason = type(exc).__name__
-        raise UserError(f"{path}: not a readable checkpoint ({reason[:300]})") from None
+        elif "zip archive" in reason:  # torch's first sentence says it; the rest is advice about torch.save
+            reason = f"truncated or damaged: {reason.split('. ')[0]}"
+        raise UserError(f"{path}: not a readable checkpoint ({shorten(reason, 200)})") from None
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -85,7 +90,43 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or any(key not in ckpt for key in REQUIRED_KEYS):
         raise UserError(f"{path}: not a checkpoint of this project (needs the keys {', '.join(REQUIRED_KEYS)}; "
                         "convert a VainF or bubbliiiing DeepLabV3+ file with tools/import_checkpoint.py)")
+    problem = _content_problem(ckpt)
+    if problem:
+        raise UserError(f"{path}: not a checkpoint of this project ({problem})")
     return ckpt
+
+
+def _content_problem(ckpt: dict[str, Any]) -> str | None:
+    """What is wrong with the plain data a checkpoint holds, in words, or None when every part has its type."""
+    weights = ckpt["model"]
+    if not isinstance(weights, dict):
+        return f"'model' is {_kind(weights)}, not a dict of named tensors"
+    odd = next((name for name, value in weights.items() if not isinstance(value, torch.Tensor)), None)
+    if odd is not None:
+        return f"'model' holds {_kind(weights[odd])} under {odd!r}, not a tensor"
+    if not isinstance(ckpt["model_config"], dict):
+        return f"'model_config' is {_kind(ckpt['model_config'])}, not a dict of settings"
+    if not isinstance(ckpt.get("args", {}), dict):
+        return f"'args' is {_kind(ckpt['args'])}, not a dict of training settings"
+    names = ckpt.get("class_names")
+    if names is not None and (not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names)):
+        return f"'class_names' is {_kind(names)}, not a list of names"
+    for key in ("mean", "std"):
+        value = ckpt.get(key)
+        if value is None:
+            continue
+        numbers = isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) for v in value)
+        if not numbers or len(value) != 3 or not all(math.isfinite(v) for v in value) or (
+                key == "std" and min(value) <= 0):
+            return f"'{key}' is {_kind(value)}, not three finite numbers (one per RGB channel{', positive' if key == 'std' else ''})"
+    return None
+
+
+def _kind(value: Any) -> str:
+    """A short description of a value for a message: its type, and its text when short."""
+    text = repr(value)
+    plain = isinstance(value, (str, int, float, list, tuple)) and len(text) <= 40
+    return f"{type(value).__name__} {text}" if plain else f"a {type(value).__name__}"
 
 
 def model_from_checkpoint(
@@ -105,8 +146,42 @@ def model_from_checkpoint(
     try:
         model.load_state_dict(ckpt["model"], strict=True)
     except RuntimeError as exc:
-        raise UserError(f"{path}: weights do not match its model_config ({' '.join(str(exc).split())[:300]})") from None
+        raise UserError(f"{path}: weights do not match its model_config ({one_line(exc)})") from None
     return model
+
+
+def match_class_names(
+    path: str | Path, ckpt: dict[str, Any], data_names: Sequence[str], *, data_root: str | Path,
+    allow_mismatch: bool = False,
+) -> list[str]:
+    """The class names to score or train under when checkpoint ``ckpt`` meets data whose classes are ``data_names``.
+
+    A model predicts the classes it was trained on; scored or trained further under other classes, its numbers
+    mean nothing. The class count and, where the checkpoint records them, the names must agree; otherwise a
+    UserError names both sides, unless ``allow_mismatch`` (the user says the ids mean the same classes): then
+    the data's names, followed by the checkpoint's beyond them, cover the ids of both.
+    """
+    recorded = list(ckpt.get("class_names") or []) or None
+    num_classes = ckpt["model_config"].get("num_classes")
+    num_classes = num_classes if isinstance(num_classes, int) else len(recorded or data_names)
+    model_names = recorded or [str(i) for i in range(num_classes)]
+    same_count, same_names = num_classes == len(data_names), recorded is None or recorded == list(data_names)
+    if allow_mismatch or (same_count and same_names):
+        return list(data_names) + model_names[len(data_names):]
+    classes_file = Path(data_root) / "classes.txt"
+    source = classes_file if classes_file.is_file() else f"{data_root} (VOC's classes, no classes.txt)"
+    advice = "pass --ignore-class-names if the ids mean the same classes"
+    if not same_count:
+        raise UserError(f"{path}: the checkpoint predicts {num_classes} classes ({_preview(model_names)}) but "
+                        f"{source} has {len(data_names)} ({_preview(data_names)}); {advice}")
+    differ = [i for i, (a, b) in enumerate(zip(model_names, data_names)) if a != b]
+    raise UserError(f"{path}: class {differ[0]} is {model_names[differ[0]]!r} in the checkpoint but "
+                    f"{data_names[differ[0]]!r} in {source} ({len(differ)} of {num_classes} names differ); {advice}")
+
+
+def _preview(names: Sequence[str], shown: int = 4) -> str:
+    """The first few class names, for a message."""
+    return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
 
 
 def newest_checkpoint(runs: str | Path = "runs") -> Path:

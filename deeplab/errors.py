@@ -1,39 +1,64 @@
 """User-facing errors: one clear line for the person at the terminal, never a bare traceback.
 
 ``datasets`` and ``backbones`` raise their own one-line errors (:class:`~datasets.DataError`,
-:class:`~backbones.WeightsError`); the library adds :class:`UserError` for flags, checkpoints and runs.
-:func:`report_user_errors`, the one place every tool reports errors, turns any of them into ``error: ...``.
+:class:`~backbones.WeightsError`); the library adds :class:`UserError` for flags, checkpoints and runs, and
+:class:`Interrupted` for a Ctrl-C that knows what it kept. :func:`report_user_errors`, the one place every tool
+reports errors, turns any of them into one line and an exit status: 2 for an error, 130 for Ctrl-C.
 """
 from __future__ import annotations
 
+import errno
 import functools
+import re
 import sys
 from typing import Callable, Sequence
 
 from backbones import WeightsError
 from datasets.errors import DataError, one_line
 
-__all__ = ["USER_ERRORS", "UserError", "one_line", "report_user_errors"]
+__all__ = ["EXIT_INTERRUPTED", "EXIT_USER_ERROR", "USER_ERRORS", "Interrupted", "UserError", "one_line",
+           "os_error_behind", "report_user_errors"]
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a program stopped by Ctrl-C
 
 
 class UserError(Exception):
     """A problem the user can fix (bad file, bad flag, missing data); its message is one line naming the cause."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, re-raised with one line saying what was kept (e.g. which checkpoint is the last good one)."""
+
+
 #: Every error type whose message is meant for the user as it is.
 USER_ERRORS = (UserError, DataError, WeightsError)
 
+# The two ways PyTorch reports a DataLoader worker that died (the OOM killer's SIGKILL, a segfault, ...).
+_DEAD_WORKER = re.compile(r"DataLoader worker \(pid\(?s?\)? ?([\d, ]+)\) (is killed by signal: [^.]+|exited unexpectedly)")
+# Errors from a full or read-only disk, which torch's writers wrap in a RuntimeError.
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+
 
 def report_user_errors(main: Callable[..., int]) -> Callable[..., int]:
-    """Wrap a tool's ``main`` so a user error prints ``error: <message>`` and returns exit status 2."""
+    """Wrap a tool's ``main`` so a user error prints ``error: <message>`` and returns 2, and Ctrl-C prints
+    ``interrupted: ...`` and returns 130; a dead data-loader worker and a full disk are user errors too."""
 
     @functools.wraps(main)
     def wrapper(argv: Sequence[str] | None = None) -> int:
         try:
             return main(argv)
         except USER_ERRORS as exc:
-            print(f"error: {_user_line(exc)}", file=sys.stderr)
-            return 2
+            line = _user_line(exc)
+        except KeyboardInterrupt as exc:
+            print(f"interrupted: {exc}" if str(exc) else "interrupted (Ctrl-C)", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except (RuntimeError, OSError) as exc:
+            line = _system_line(exc)
+            if line is None:
+                raise
+        print(f"error: {line}", file=sys.stderr)
+        return EXIT_USER_ERROR
 
     return wrapper
 
@@ -45,3 +70,24 @@ def _user_line(exc: Exception) -> str:
     if len(lines) <= 1:
         return str(exc)
     return lines[-1].split(f"{type(exc).__name__}: ", 1)[-1]
+
+
+def _system_line(exc: BaseException) -> str | None:
+    """One line for failures of the machine rather than the code (a killed worker, a full disk), else None."""
+    dead = _DEAD_WORKER.search(str(exc))
+    if dead:
+        return (f"data loading: worker process {dead.group(1).strip()} {dead.group(2)}; it most likely ran out of "
+                "memory: use fewer --workers or a smaller --batch-size")
+    failed = os_error_behind(exc)
+    if failed is not None and failed.errno in _DISK_ERRNOS:
+        return f"{failed.filename + ': ' if failed.filename else ''}cannot write ({failed.strerror})"
+    return None
+
+
+def os_error_behind(exc: BaseException) -> OSError | None:
+    """The OSError behind an error: itself, or one it was raised from or while handling (torch's writers raise a
+    RuntimeError while handling the OSError of a failed write); None for Ctrl-C and the like."""
+    cause: BaseException | None = exc if isinstance(exc, Exception) else None
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__ or cause.__context__
+    return cause

@@ -3,6 +3,8 @@ VOC-format folders and the demo data made on the fly; deterministic seeds and tw
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Callable
 
@@ -143,3 +145,22 @@ def imported_checkpoint(tmp_path_factory: pytest.TempPathFactory, import_fixture
         return done[project]
 
     return get
+
+
+def _tmpfs_command(mount: Path, options: str, command: list[str]) -> list[str]:
+    """``command`` run in a private mount namespace in which ``mount`` is a fresh tmpfs mounted with ``options``."""
+    namespace = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-rm"]  # -r: a user namespace, as root
+    return [*namespace, "sh", "-c", f'mount -t tmpfs -o {options} tmpfs "$0" && exec "$@"', str(mount), *command]
+
+
+@pytest.fixture(scope="session")
+def tmpfs_command(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path, str, list[str]], list[str]]:
+    """``tmpfs_command(mount, options, command) -> argv``: run ``command`` with a small (``size=50m``) or read-only
+    (``ro``) filesystem at ``mount``, a real full or read-only disk; skipped where mount namespaces are not allowed."""
+    probe = tmp_path_factory.mktemp("tmpfs_probe")
+    if shutil.which("unshare") is None:
+        pytest.skip("needs util-linux unshare to mount a private tmpfs")
+    result = subprocess.run(_tmpfs_command(probe, "size=1m", ["true"]), capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a private tmpfs here: {result.stderr.strip()}")
+    return _tmpfs_command

@@ -8,6 +8,7 @@ import sys
 from typing import Sequence
 
 from datasets import VOCSegmentation, build_eval_transform, load_class_names
+from deeplab.checkpoint import load_checkpoint, match_class_names
 from deeplab.engine.data import build_val_loader
 from deeplab.errors import UserError, report_user_errors
 from deeplab.evaluation import ConfusionMatrix, evaluate, format_scores, score_prediction_dir, write_report
@@ -19,17 +20,22 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="checkpoint to evaluate (the model is rebuilt from it alone)")
-    source.add_argument("--pred-dir", help="folder of predicted masks (<id>.png, palette or grey class ids) to score")
+    source.add_argument("--pred-dir", help="folder of predicted masks to score: predict.py's output folder "
+                        "(<id>_mask.png) or the VOC devkit's <id>.png (palette or grey class ids)")
     parser.add_argument("--data-root", required=True, help="folder that holds VOCdevkit/VOC2012 (and classes.txt)")
     parser.add_argument("--split", default="val", help="split to score (ImageSets/Segmentation/<split>.txt)")
     parser.add_argument("--json", help="write scores here, and the confusion matrix beside it (.csv and .png)")
     parser.add_argument("--scales", default="1.0", help="comma-separated test scales, e.g. 0.5,0.75,1.0,1.25,1.5,1.75")
     parser.add_argument("--flip", action="store_true", help="also average over horizontally mirrored inputs")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--engine", choices=ENGINES, default="auto", help="inference engine (see deeplab.inference)")
+    parser.add_argument("--engine", choices=ENGINES, default="auto",
+                        help="inference engine (see deeplab.inference); int8 calibrates on the checkpoint's training "
+                        "images, else on the split's")
     parser.add_argument("--output-stride", type=int, choices=(8, 16, 32),
                         help="run the weights at this output stride (default: the checkpoint's; 8 is slower and finer)")
     parser.add_argument("--workers", type=int, default=2, help="data-loading processes (0: load in this one)")
+    parser.add_argument("--ignore-class-names", action="store_true",
+                        help="score although the checkpoint's classes differ from the data's (you say the ids agree)")
     return parser
 
 
@@ -47,34 +53,35 @@ def parse_scales(text: str) -> list[float]:
 def score_checkpoint(args: argparse.Namespace) -> tuple[ConfusionMatrix, list[str]]:
     """Predict every image of the split at full resolution and accumulate one confusion matrix."""
     scales = parse_scales(args.scales)
-    predictor = Predictor.from_checkpoint(
-        args.checkpoint, device=args.device, engine=args.engine, class_names=load_class_names(args.data_root),
-        output_stride=args.output_stride,
-    )
-    dataset = VOCSegmentation(
-        args.data_root, split=args.split, class_names=predictor.class_names,
-        transform=build_eval_transform(mean=predictor.mean, std=predictor.std),
-    )
-    # Batch 1: VOC images differ in size and are scored at their own resolution.
-    loader = build_val_loader(dataset, batch_size=1, workers=max(0, args.workers))
+    data_names = load_class_names(args.data_root)
+    class_names = match_class_names(args.checkpoint, load_checkpoint(args.checkpoint), data_names,
+                                    data_root=args.data_root, allow_mismatch=args.ignore_class_names)
+    dataset = VOCSegmentation(args.data_root, split=args.split, class_names=data_names)
+    # int8 calibrates on the checkpoint's training images when they are here, else on this split's.
+    split_images = [dataset.image_path(i) for i in range(len(dataset))]
+    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, engine=args.engine,
+                                          fallback_calibration=split_images, output_stride=args.output_stride)
+    dataset.transform = build_eval_transform(mean=predictor.mean, std=predictor.std)
+    loader = build_val_loader(dataset, batch_size=1, workers=args.workers)
     stride = f", output stride {args.output_stride}" if args.output_stride else ""
     print(f"evaluating {args.checkpoint} on {len(dataset)} {args.split} images "
           f"({predictor.device}, scales {scales}{', flip' if args.flip else ''}{stride})")
-    matrix = evaluate(predictor.engine, loader, num_classes=len(predictor.class_names), scales=scales, flip=args.flip)
-    return matrix, predictor.class_names
+    matrix = evaluate(predictor.engine, loader, num_classes=len(class_names), scales=scales, flip=args.flip)
+    return matrix, class_names
 
 
 def score_predictions(args: argparse.Namespace) -> tuple[ConfusionMatrix, list[str]]:
     """Score the saved masks in ``--pred-dir`` against the split's ground truth."""
     dataset = VOCSegmentation(args.data_root, split=args.split)
-    gt_paths = [dataset.mask_path(i) for i in range(len(dataset))]
-    return score_prediction_dir(gt_paths, args.pred_dir, num_classes=dataset.num_classes), dataset.class_names
+    return score_prediction_dir(dataset, args.pred_dir), dataset.class_names
 
 
 @report_user_errors
 def main(argv: Sequence[str] | None = None) -> int:
     """Score the checkpoint or prediction folder, print the table and write the report when --json is given."""
     args = get_args_parser().parse_args(argv)
+    if args.workers < 0:
+        raise UserError(f"--workers {args.workers}: must be 0 (load in this process) or more")
     matrix, class_names = score_checkpoint(args) if args.checkpoint else score_predictions(args)
     scores = matrix.scores(class_names)
     print(format_scores(scores))

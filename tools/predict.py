@@ -19,7 +19,7 @@ from datasets import find_images
 from deeplab.checkpoint import check_writable, newest_checkpoint
 from deeplab.errors import UserError, report_user_errors
 from deeplab.inference import ENGINES, Predictor
-from deeplab.inference.outputs import save_prediction
+from deeplab.inference.outputs import PredictionWriter, free_output_folder, split_earlier_predictions
 from deeplab.inference.pipeline import segment_files
 from deeplab.inference.video import VideoError, probe_video, segment_video, split_videos
 
@@ -30,7 +30,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("inputs", nargs="+",
                         help="image files, folders of images and/or video files (.mp4 .avi .mov .mkv; audio is not kept)")
     parser.add_argument("--checkpoint", help="checkpoint to use (default: the newest runs/**/best.pt)")
-    parser.add_argument("--out", default="predictions", help="output folder (created if needed)")
+    parser.add_argument("--out", help="output folder (default predictions, or predictions-2, -3... where files "
+                        "would be replaced); files there are never replaced unless --overwrite")
+    parser.add_argument("--overwrite", action="store_true", help="replace files of the same names in --out")
     parser.add_argument("--alpha", type=float, default=0.5, help="weight of the colour mask in the overlay, 0..1")
     parser.add_argument("--max-size", type=int, default=1024,
                         help="shrink images whose long side is larger before segmenting (0: never)")
@@ -60,8 +62,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--alpha {args.alpha}: must lie between 0 and 1")
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
-    images, problems = find_images(args.inputs)
-    images, videos = split_videos(images)
+    if args.max_size < 0:
+        raise UserError(f"--max-size {args.max_size}: must be a number of pixels, or 0 to never shrink")
+    found, problems = find_images(args.inputs)
+    found, earlier = split_earlier_predictions(found)
+    if earlier:
+        print(f"skipping {len(earlier)} masks and overlays that predict.py wrote before (never taken as inputs)")
+    images, videos = split_videos(found)
+    out = args.out or free_output_folder("predictions", images, videos=videos, save_masks=args.save_masks)
+    writer = PredictionWriter(out, images, videos=videos, save_masks=args.save_masks, overwrite=args.overwrite)
+    writer.check()
     checkpoint = args.checkpoint
     if checkpoint is None:
         checkpoint = newest_checkpoint()
@@ -74,28 +84,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     predictor = Predictor.from_checkpoint(checkpoint, device=args.device, engine=args.engine,
                                           max_size=args.max_size or None, calibration=calibration,
                                           fallback_calibration=images, output_stride=args.output_stride)
-    out = check_writable(args.out)
+    check_writable(writer.folder)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     batch_size = args.batch_size or predictor.batch_size
-    done = segment_images(predictor, images, out, args, batch_size) if images else 0
-    done_videos = sum(segment_one_video(predictor, path, out, args, batch_size) for path in videos)
-    print(f"{done} of {len(images)} images" + (f" and {done_videos} of {len(videos)} videos" if videos else "")
-          + f" segmented; results in {args.out}")
-    return 0 if done == len(images) and done_videos == len(videos) and not problems else 1
+    done = segment_images(predictor, writer, args, batch_size) if writer.images else 0
+    done_videos = sum(segment_one_video(predictor, path, writer, args, batch_size) for path in writer.videos)
+    videos_done = f" and {done_videos} of {len(writer.videos)} videos" if writer.videos else ""
+    print(f"{done} of {len(writer.images)} images{videos_done} segmented; results in {writer.folder}")
+    return 0 if done == len(writer.images) and done_videos == len(writer.videos) and not problems else 1
 
 
-def segment_images(predictor: Predictor, images: list[Path], out: Path, args: argparse.Namespace,
-                   batch_size: int) -> int:
-    """Segment ``images`` (decoded and written on background threads); a bar, or a line each with --verbose."""
+def segment_images(predictor: Predictor, writer: PredictionWriter, args: argparse.Namespace, batch_size: int) -> int:
+    """Segment the images (decoded and written on background threads); a bar, or a line each with --verbose."""
     def write(path: Path, image: np.ndarray, prediction) -> tuple[Path, Path]:
         # Write failures propagate: the output folder is broken and every further image would fail alike.
-        return save_prediction(out, path.stem, image, prediction.mask, class_names=predictor.class_names,
-                               alpha=args.alpha)
+        return writer.save(path, image, prediction.mask, class_names=predictor.class_names, alpha=args.alpha)
 
     done = shrunk = 0
-    with tqdm(total=len(images), unit="img", disable=True if args.verbose else None) as bar:
-        for result in segment_files(predictor, images, write, batch_size=batch_size):
+    with tqdm(total=len(writer.images), unit="img", disable=True if args.verbose else None) as bar:
+        for result in segment_files(predictor, writer.images, write, batch_size=batch_size):
             bar.update()
             if result.error:
                 tqdm.write(f"error: {result.error} (skipped)", file=sys.stderr)
@@ -116,15 +124,16 @@ def segment_images(predictor: Predictor, images: list[Path], out: Path, args: ar
     return done
 
 
-def segment_one_video(predictor: Predictor, path: Path, out: Path, args: argparse.Namespace, batch_size: int) -> int:
+def segment_one_video(predictor: Predictor, path: Path, writer: PredictionWriter, args: argparse.Namespace,
+                      batch_size: int) -> int:
     """Segment one video into ``<stem>_overlay.mp4`` (and masks); 1 if done, 0 after reporting why not."""
+    overlay_path, masks_dir = writer.video_paths(path)
     try:
         info = probe_video(path)
         start = time.perf_counter()
         with tqdm(total=info.frames or None, desc=path.name, unit="frame", disable=None) as bar:
-            result = segment_video(predictor, path, out / f"{path.stem}_overlay.mp4",
-                                   masks_dir=out / f"{path.stem}_masks" if args.save_masks else None,
-                                   alpha=args.alpha, batch_size=batch_size, on_frame=bar.update)
+            result = segment_video(predictor, path, overlay_path, masks_dir=masks_dir, alpha=args.alpha,
+                                   batch_size=batch_size, on_frame=bar.update)
     except VideoError as exc:
         print(f"error: {exc} (skipped)", file=sys.stderr)
         return 0

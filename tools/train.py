@@ -8,6 +8,8 @@
 
 Flags left out take, in order: the resumed checkpoint's settings (with --init-from: that checkpoint's backbone
 and output stride), then the dataset's defaults below.
+A run owns its output folder: a new run never writes into another run's folder (without --out it takes the next
+free runs/<dataset>_<backbone>_os<N>-2, -3...), a resumed run writes beside its checkpoint unless --out is given.
 Under torchrun, --batch-size is the global batch split evenly over the processes; BatchNorm is synchronised
 across GPUs (SyncBatchNorm) unless --no-sync-bn; only rank 0 writes files and shows progress.
 """
@@ -86,12 +88,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--tensorboard", action="store_true", default=None,
                    help="also log to TensorBoard in <out>/tensorboard (pip install tensorboard)")
     p.add_argument("--seed", type=int, help=f"seed of initialisation, data order and augmentation (default {d('seed')})")
-    p.add_argument("--out", help="output folder (default runs/<dataset>_<backbone>_os<N>)")
+    p.add_argument("--out", help="output folder; must not hold another run (default runs/<dataset>_<backbone>_os<N>, "
+                   "numbered -2, -3... when taken; with --resume: the checkpoint's folder)")
     start = p.add_mutually_exclusive_group()
     start.add_argument("--resume", metavar="CKPT", help="continue the run saved in this last.pt")
     start.add_argument("--init-from", metavar="CKPT", help="start a new run from this checkpoint's weights (ours or "
                        "imported): matching tensors load, a classifier for other classes starts fresh; its backbone, "
                        "output stride and architecture are the defaults")
+    p.add_argument("--ignore-class-names", action="store_true",
+                   help="resume although the checkpoint's class names differ from the data's (same ids, renamed)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in logs)")
     return p
 
@@ -101,13 +106,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags, train, print a summary; exit status 2 with one line on a user error."""
     flags = vars(get_args_parser().parse_args(argv))
     resume_path, download, no_progress = flags.pop("resume"), flags.pop("download"), flags.pop("no_progress")
+    ignore_class_names = flags.pop("ignore_class_names")
     resumed = load_checkpoint(resume_path) if resume_path else None
     inherited = resumed.get("args", {}) if resumed else {}
     if flags["init_from"]:
         inherited = init_checkpoint_defaults(flags["init_from"])
     config = resolve_config(flags, inherited)
     try:
-        result = fit(config, resume=resumed, resume_path=resume_path, download=download, progress=not no_progress)
+        result = fit(config, resume=resumed, resume_path=resume_path, download=download, progress=not no_progress,
+                     ignore_class_names=ignore_class_names)
         report = is_main_process()
     finally:
         teardown_distributed()  # also on errors: a clean exit instead of an abort in Gloo's threads

@@ -16,7 +16,7 @@ import torch
 from datasets import read_rgb
 
 from ..inference import Predictor, create_engine, overlay, resolve_engine
-from ..inference.outputs import save_prediction
+from ..inference.outputs import PredictionWriter
 from ..inference.pipeline import segment_files
 from ..inference.video import read_frames, segment_video
 from ..models import build_model
@@ -105,15 +105,17 @@ def _predictor(checkpoints: Sequence[str], engine: str) -> Predictor:
 
 
 def _one_at_a_time(predictor: Predictor, photos: list[Path], out: Path) -> None:
+    files = PredictionWriter(out, photos, overwrite=True)  # repeats rewrite the benchmark's own files
     for path in photos:
         image = read_rgb(path)
-        save_prediction(out, path.stem, image, predictor.predict(image).mask, class_names=predictor.class_names,
-                        alpha=0.5)
+        files.save(path, image, predictor.predict(image).mask, class_names=predictor.class_names, alpha=0.5)
 
 
 def _pipelined(predictor: Predictor, photos: list[Path], out: Path, batch_size: int) -> None:
+    files = PredictionWriter(out, photos, overwrite=True)
+
     def write(path: Path, image: np.ndarray, prediction) -> None:
-        save_prediction(out, path.stem, image, prediction.mask, class_names=predictor.class_names, alpha=0.5)
+        files.save(path, image, prediction.mask, class_names=predictor.class_names, alpha=0.5)
 
     for _ in segment_files(predictor, photos, write, batch_size=batch_size):
         pass

@@ -2,11 +2,13 @@
 
 A setting takes, in order: the flag given > the recipe given (:data:`RECIPES`) > the resumed run's saved value >
 the dataset's preset > the common default declared on :class:`TrainConfig`. Machine settings
-(:data:`MACHINE_FIELDS`) are never inherited from a resumed run: they belong to the machine at hand, not to the run.
+(:data:`MACHINE_FIELDS`) are never inherited from a resumed run: they belong to the machine at hand, not to the run;
+nor is ``out``: a resumed run writes beside the checkpoint it continues (see :mod:`~deeplab.engine.run_dir`).
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,9 +25,9 @@ __all__ = ["MACHINE_FIELDS", "PRESETS", "RECIPES", "TrainConfig", "describe_defa
 class TrainConfig:
     """Every setting of a training run, as plain data (saved in checkpoints under ``args``).
 
-    Fields left ``None`` here come from the dataset's preset (:data:`PRESETS`) or are derived (``out``,
-    ``warmup_iters``); :func:`resolve_config` fills them. ``init_from`` stays ``None`` unless a run starts from a
-    checkpoint's weights.
+    Fields left ``None`` here come from the dataset's preset (:data:`PRESETS`), which :func:`resolve_config`
+    fills, or are derived: ``warmup_iters`` from the run's length, ``out`` when the run claims its folder.
+    ``init_from`` stays ``None`` unless a run starts from a checkpoint's weights.
     """
 
     dataset: str = "voc"
@@ -88,6 +90,8 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _AT_LEAST_ONE = ("iters", "epochs", "batch_size", "crop_size", "val_every", "val_batch_size")
+_AT_LEAST_ZERO = ("lr", "warmup_iters", "seed", "workers", "weight_decay", "backbone_lr_scale")  # lr 0: weights stay
+_ABOVE_ZERO = ("dist_timeout",)
 
 
 def describe_default(name: str) -> str:
@@ -109,7 +113,7 @@ def resolve_config(flags: Mapping[str, Any], resumed: Mapping[str, Any] | None =
     if unknown:
         raise ValueError(f"not training settings: {', '.join(unknown)}")
     resumed = resumed or {}
-    inherited = {k: v for k, v in resumed.items() if k in _FIELDS and k not in MACHINE_FIELDS}
+    inherited = {k: v for k, v in resumed.items() if k in _FIELDS and k not in (*MACHINE_FIELDS, "out")}
     dataset = given.get("dataset", inherited.get("dataset", TrainConfig.dataset))
     if dataset not in PRESETS:
         raise UserError(f"--dataset {dataset}: choose one of {', '.join(sorted(PRESETS))}")
@@ -120,14 +124,20 @@ def resolve_config(flags: Mapping[str, Any], resumed: Mapping[str, Any] | None =
     config = TrainConfig(**{**PRESETS[dataset], **inherited, **recipe_settings, **given, "dataset": dataset})
     if "epochs" in given:  # counted in steps once the split's size is known (see fit)
         config.iters = None
-    if config.out is None:
-        config.out = f"runs/{dataset}_{config.backbone}_os{config.output_stride}"
-    for key in _AT_LEAST_ONE:
-        value = getattr(config, key)
-        if value is not None and value < 1:
-            raise UserError(f"--{key.replace('_', '-')}: must be at least 1, got {value}")
+    _check_ranges(config)
     _check_imbalance_settings(config)
     return config
+
+
+def _check_ranges(config: TrainConfig) -> None:
+    """Refuse numbers no run can use (a negative learning rate or worker count, NaN), naming the flag."""
+    for keys, rule, ok in ((_AT_LEAST_ONE, "at least 1", lambda v: v >= 1),
+                           (_AT_LEAST_ZERO, "0 or more", lambda v: v >= 0),
+                           (_ABOVE_ZERO, "above 0", lambda v: v > 0)):
+        for key in keys:
+            value = getattr(config, key)
+            if value is not None and not (math.isfinite(value) and ok(value)):
+                raise UserError(f"--{key.replace('_', '-')}: must be {rule}, got {value}")
 
 
 def _check_imbalance_settings(config: TrainConfig) -> None:

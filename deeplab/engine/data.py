@@ -5,17 +5,17 @@ any step, in any number of processes, sees exactly the batches it would have see
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from .distributed import ShardedSampler, shard_dataset
 
-__all__ = ["NO_FOCUS", "CropFocus", "SeededSampler", "build_train_loader", "build_val_loader"]
+__all__ = ["NO_FOCUS", "CropFocus", "SeededSampler", "build_train_loader", "build_val_loader", "same_size_batches"]
 
 NO_FOCUS = -1  # a sample's focus class when its crop is an ordinary random one
 
@@ -118,7 +118,31 @@ def build_train_loader(
 
 
 def build_val_loader(dataset: Dataset, *, batch_size: int = 1, workers: int = 0) -> DataLoader:
-    """Loader over full validation images in a fixed order (batch 1 because VOC image sizes differ); under
-    torchrun over this rank's disjoint shard, whose confusion matrix :func:`validate` sums over ranks."""
-    return DataLoader(shard_dataset(dataset), batch_size=batch_size, shuffle=False, num_workers=workers,
+    """Loader over full validation images in a fixed order; under torchrun over this rank's disjoint shard,
+    whose confusion matrix :func:`validate` sums over ranks.
+
+    VOC's images differ in size, and padding would change the predictions near the borders, so a batch holds
+    only images of one size (``dataset`` tells sizes by ``image_size(i)``): any batch size scores the same.
+    """
+    shard = shard_dataset(dataset)
+    if batch_size == 1:
+        return DataLoader(shard, batch_size=1, shuffle=False, num_workers=workers, generator=torch.Generator())
+    return DataLoader(shard, batch_sampler=same_size_batches(_image_sizes(shard), batch_size), num_workers=workers,
                       generator=torch.Generator())
+
+
+def same_size_batches(sizes: Sequence[tuple[int, int]], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of at most ``batch_size`` images of equal size, in order of first index."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, size in enumerate(sizes):
+        groups.setdefault(tuple(size), []).append(index)
+    batches = [group[i : i + batch_size] for group in groups.values() for i in range(0, len(group), batch_size)]
+    return sorted(batches, key=lambda batch: batch[0])
+
+
+def _image_sizes(dataset: Dataset) -> list[tuple[int, int]]:
+    """``(height, width)`` of every item of a dataset (or of a :class:`~torch.utils.data.Subset` of one)."""
+    base, indices = dataset, range(len(dataset))
+    if isinstance(dataset, Subset):
+        base, indices = dataset.dataset, dataset.indices
+    return [base.image_size(i) for i in indices]

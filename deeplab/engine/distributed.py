@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_TIMEOUT_S",
     "ShardedSampler",
     "all_reduce_confusion_matrix",
+    "broadcast_object",
     "get_rank",
     "get_world_size",
     "is_distributed",
@@ -173,6 +174,15 @@ def all_reduce_confusion_matrix(matrix: ConfusionMatrix) -> ConfusionMatrix:
         dist.all_reduce(total, op=dist.ReduceOp.SUM)
         matrix.matrix = total.cpu()
     return matrix
+
+
+def broadcast_object(value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (``value`` itself in a single-process run), e.g. the run folder it chose."""
+    if not is_distributed():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:

@@ -5,8 +5,10 @@ The flow reads top to bottom: dataset -> transforms -> model -> optimizer and sc
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +25,9 @@ from datasets import (
     load_class_names,
 )
 
-from ..checkpoint import check_writable
+from ..checkpoint import match_class_names
 from ..device import resolve_device
-from ..errors import UserError
+from ..errors import Interrupted, UserError
 from ..models import DeepLabV3Plus, config_at_output_stride
 from . import distributed
 from .balance import prepare_balance
@@ -33,6 +35,7 @@ from .config import TrainConfig
 from .data import build_train_loader, build_val_loader
 from .freeze import freeze_batchnorm, freeze_early_stages
 from .loop import TrainResult, resolve_amp, train
+from .run_dir import claim_run_dir, last_good_checkpoint
 from .schedule import build_optimizer, build_scheduler, default_warmup_steps
 from .state import restore_training_state, seed_everything
 from .tensorboard import require_tensorboard
@@ -48,24 +51,63 @@ def fit(
     resume_path: str | Path | None = None,
     download: bool = False,
     progress: bool = True,
+    ignore_class_names: bool = False,
 ) -> TrainResult:
     """Train as ``config`` says, continuing the checkpoint ``resume`` (read from ``resume_path``) if given.
 
-    Under torchrun this process joins the group first; only rank 0 prints and writes files.
+    The run owns its output folder (see :mod:`~deeplab.engine.run_dir`): ``config.out``, else beside the resumed
+    checkpoint, else the first free ``runs/<dataset>_<backbone>_os<N>[-k]``; ``config.out`` is set to it.
+    Under torchrun this process joins the group first; only rank 0 prints, writes files and locks the folder.
     """
     c = config
     device = distributed.setup_distributed(resolve_device(c.device), timeout_s=c.dist_timeout)
     world = distributed.get_world_size()
     if c.batch_size % world:
         raise UserError(f"--batch-size {c.batch_size}: the global batch must be divisible by the {world} processes")
-    out_dir = check_writable(c.out)
     if c.tensorboard and distributed.is_main_process():
         require_tensorboard()  # before any data is read: the missing package is one line, at once
+    with _run_folder(c, resume=resume, resume_path=resume_path) as out_dir:
+        c.out = str(out_dir)
+        try:
+            return _fit_in(c, out_dir, device=device, resume=resume, resume_path=resume_path, download=download,
+                           progress=progress, ignore_class_names=ignore_class_names)
+        except KeyboardInterrupt:
+            raise Interrupted(last_good_checkpoint(out_dir)) from None
+
+
+@contextlib.contextmanager
+def _run_folder(c: TrainConfig, *, resume: dict[str, Any] | None, resume_path: str | Path | None) -> Iterator[Path]:
+    """The run's folder, claimed by rank 0 for the block; the other ranks learn which it is."""
+    if not distributed.is_main_process():
+        yield Path(distributed.broadcast_object(None))
+        return
+    step = resume.get("step") if resume is not None else 0
+    with claim_run_dir(c.out, default=Path("runs") / f"{c.dataset}_{c.backbone}_os{c.output_stride}",
+                       resume_path=resume_path, resume_step=step if isinstance(step, int) else 0) as folder:
+        distributed.broadcast_object(str(folder))
+        yield folder
+
+
+def _fit_in(
+    c: TrainConfig,
+    out_dir: Path,
+    *,
+    device: torch.device,
+    resume: dict[str, Any] | None,
+    resume_path: str | Path | None,
+    download: bool,
+    progress: bool,
+    ignore_class_names: bool,
+) -> TrainResult:
+    """The run itself, in its claimed folder: data, model, optimizer, (resume), then the loop."""
+    world = distributed.get_world_size()
     with distributed.main_process_first():  # rank 0 generates or downloads the data, the others then read it
         root = _prepare_data(c.dataset, c.data_root, download=download)
     class_names = load_class_names(root)
     if resume is not None:
         _check_resume(resume, resume_path, backbone=c.backbone, num_classes=len(class_names))
+        class_names = match_class_names(resume_path, resume, class_names, data_root=root,
+                                        allow_mismatch=ignore_class_names)
     init = read_init_checkpoint(c.init_from, backbone=c.backbone) if c.init_from and resume is None else None
     train_set = VOCSegmentation(root, split=c.split, class_names=class_names)
     criterion, focus = prepare_balance(c, train_set, class_names, announce=distributed.is_main_process())

@@ -1,10 +1,14 @@
 """Training metrics: a JSON-lines log (one object per optimizer step) and a PNG plot of loss and mIoU."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from ..errors import UserError, one_line
 
 __all__ = ["MetricsLog", "plot_curves"]
 
@@ -30,15 +34,25 @@ class MetricsLog:
     def reset(self, *, keep_until: int = 0) -> None:
         """Keep only records with ``step <= keep_until`` (0: none), so a resumed run rewrites what followed."""
         kept = [r for r in self.read() if r.get("step", 0) <= keep_until]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-        os.replace(tmp, self.path)
+        with _reported(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+            os.replace(tmp, self.path)
 
     def append(self, record: dict[str, Any]) -> None:
         """Add one record (flushed at once, so a killed run keeps what it logged)."""
-        with self.path.open("a", encoding="utf-8") as f:
+        with _reported(self.path), self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+
+
+@contextlib.contextmanager
+def _reported(path: Path) -> Iterator[None]:
+    """A failed write of ``path`` (a full disk) as a UserError naming it; checkpoints written so far stay good."""
+    try:
+        yield
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write ({exc.strerror or one_line(exc)})") from None
 
 
 def plot_curves(records: list[dict[str, Any]], path: str | Path) -> None:
@@ -65,8 +79,9 @@ def plot_curves(records: list[dict[str, Any]], path: str | Path) -> None:
     loss_ax.set_title("DeepLabV3+ training")
     fig.tight_layout()
     tmp = Path(path).with_name(f".{Path(path).name}.tmp")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)  # a run killed mid-plot keeps the previous picture
+    with _reported(Path(path)):
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, path)  # a run killed mid-plot keeps the previous picture
 
 
 def _smooth(values: tuple[float, ...], alpha: float = 0.1) -> list[float]:

@@ -4,14 +4,16 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from datasets.image_files import read_label_png
+from datasets import VOCSegmentation
+from datasets.image_files import IGNORE_INDEX, read_label_png
 
 from ..errors import UserError
+from ..inference.outputs import prediction_file_names
 from .confusion import ConfusionMatrix
 
 __all__ = ["format_scores", "plot_confusion_matrix", "plot_per_class_scores", "report_paths", "score_prediction_dir",
@@ -25,24 +27,40 @@ SUMMARY_LINES = (("miou", "mIoU"), ("mean_dice", "mean Dice"), ("fw_iou", "fw Io
                  ("pixel_acc", "pixel acc"))
 
 
-def score_prediction_dir(gt_paths: Iterable[Path], pred_dir: str | Path, *, num_classes: int) -> ConfusionMatrix:
-    """One confusion matrix over every ground-truth mask and the same-named PNG in ``pred_dir`` (void ignored)."""
+def score_prediction_dir(dataset: VOCSegmentation, pred_dir: str | Path) -> ConfusionMatrix:
+    """One confusion matrix over every ground-truth mask of ``dataset`` and its saved prediction in ``pred_dir``
+    (void ignored): the VOC devkit's ``<id>.png`` or what ``predict.py`` writes (``<id>_mask.png``)."""
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise UserError(f"{pred_dir}: prediction folder not found")
-    matrix = ConfusionMatrix(num_classes)
-    for gt_path in gt_paths:
-        pred_path = pred_dir / f"{Path(gt_path).stem}.png"
-        if not pred_path.is_file():
-            raise UserError(f"{pred_path}: prediction missing for ground truth {gt_path}")
-        target, pred = read_label_png(Path(gt_path), num_classes), read_label_png(pred_path, num_classes)
+    matrix = ConfusionMatrix(dataset.num_classes)
+    for i in range(len(dataset)):
+        gt_path, pred_path = dataset.mask_path(i), _prediction_path(pred_dir, dataset.image_path(i))
+        target = read_label_png(gt_path, dataset.num_classes)
+        pred = read_label_png(pred_path, dataset.num_classes)
         if pred.shape != target.shape:
             raise UserError(
                 f"{pred_path}: prediction is {pred.shape[1]}x{pred.shape[0]} but its ground truth "
-                f"{Path(gt_path).name} is {target.shape[1]}x{target.shape[0]} (WxH)"
+                f"{gt_path.name} is {target.shape[1]}x{target.shape[0]} (WxH)"
             )
+        unscored = int(((pred == IGNORE_INDEX) & (target != IGNORE_INDEX)).sum())
+        if unscored:
+            raise UserError(f"{pred_path}: {unscored} labelled pixels are predicted as {IGNORE_INDEX} (void); a "
+                            f"prediction gives every pixel a class 0..{dataset.num_classes - 1}")
         matrix.update(torch.tensor(pred), torch.tensor(target))  # copies: PIL arrays are read-only
     return matrix
+
+
+def _prediction_path(pred_dir: Path, image_path: Path) -> Path:
+    """The one saved prediction of ``image_path`` in ``pred_dir``; UserError when there is none or more than one."""
+    names = prediction_file_names(image_path)
+    found = [pred_dir / name for name in names if (pred_dir / name).is_file()]
+    if not found:
+        raise UserError(f"{pred_dir / names[0]}: prediction missing (nor {' or '.join(names[1:])}) for "
+                        f"{image_path.name}")
+    if len(found) > 1:
+        raise UserError(f"{found[0]}: {found[1].name} predicts the same image; keep one of them")
+    return found[0]
 
 
 def format_scores(scores: dict[str, Any]) -> str:

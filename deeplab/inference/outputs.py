@@ -1,28 +1,195 @@
-"""Prediction files: the palette PNG of class ids and the colour overlay with its legend, per input image."""
+"""Prediction files: a palette PNG of class ids and a colour overlay with its legend per input image, under names
+that never collide, never replacing a file that this run did not write.
+
+- Names: ``<stem>_mask.png`` and ``<stem>_overlay.png`` per image, ``<stem>_overlay.mp4`` (and ``<stem>_masks/``)
+  per video. Inputs whose stems clash (``a.jpg`` and ``a.png``) keep their extension (``a.jpg_mask.png``); same
+  file names in different folders take the folder's name in front (``day1_a.jpg_mask.png``); anything still
+  equal (ignoring case) gets ``-2``, ``-3``.
+- Ownership: files that exist before the run are replaced only when asked (``overwrite``); without it, a name
+  that exists stops the run before any work, and files are created exclusively, so one that appears meanwhile
+  is not replaced either. An input is never replaced.
+- Every file carries a PNG text marker (:data:`PREDICTION_KEY`), so a later run into the same folder never takes
+  a prediction for an input photo.
+"""
 from __future__ import annotations
 
+import itertools
+import os
+import tempfile
+from collections import defaultdict
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
-from datasets.image_files import save_label_png
+from datasets.image_files import label_image
 
 from ..errors import UserError
 from .overlay import overlay
 
-__all__ = ["save_prediction"]
+__all__ = ["MASK_SUFFIX", "OVERLAY_SUFFIX", "PREDICTION_KEY", "VIDEO_MASKS_SUFFIX", "VIDEO_OVERLAY_SUFFIX", "PredictionWriter", "free_output_folder",
+           "is_prediction_file", "output_names", "prediction_file_names", "split_earlier_predictions"]
+
+MASK_SUFFIX, OVERLAY_SUFFIX = "_mask.png", "_overlay.png"
+VIDEO_OVERLAY_SUFFIX, VIDEO_MASKS_SUFFIX = "_overlay.mp4", "_masks"
+#: PNG text key marking a file this tool wrote; its value says which kind ("mask" or "overlay").
+PREDICTION_KEY = "deeplab-prediction"
 
 
-def save_prediction(
-    out_dir: Path, stem: str, image: np.ndarray, mask: np.ndarray, *, class_names: Sequence[str], alpha: float
-) -> tuple[Path, Path]:
-    """Write ``<stem>_mask.png`` and ``<stem>_overlay.png`` into ``out_dir``; returns both paths."""
-    mask_path, overlay_path = out_dir / f"{stem}_mask.png", out_dir / f"{stem}_overlay.png"
+def output_names(inputs: Sequence[Path]) -> dict[Path, str]:
+    """A distinct base name per input path (equal paths share one): the stem where it is unique, else longer."""
+    paths = list(dict.fromkeys(Path(p) for p in inputs))
+    levels = dict.fromkeys(paths, 0)  # 0: stem, 1: file name, 2: parent folder + file name
+    while True:
+        names = {p: _name_at(p, level) for p, level in levels.items()}
+        clashes = [group for group in _clashes(names) if any(levels[p] < 2 for p in group)]
+        if not clashes:
+            break
+        for group in clashes:
+            for path in group:
+                levels[path] = min(levels[path] + 1, 2)
+    for group in _clashes(names):  # the same folder and file name on two paths (or equal but for case)
+        for number, path in enumerate(group[1:], start=2):
+            names[path] = f"{names[path]}-{number}"
+    return names
+
+
+def _name_at(path: Path, level: int) -> str:
+    if level == 0:
+        return path.stem
+    if level == 1 or not path.resolve().parent.name:
+        return path.name
+    return f"{path.resolve().parent.name}_{path.name}"
+
+
+def _clashes(names: dict[Path, str]) -> list[list[Path]]:
+    """Groups of paths whose names are equal, ignoring case (as on macOS and Windows disks)."""
+    groups: dict[str, list[Path]] = defaultdict(list)
+    for path, name in names.items():
+        groups[name.casefold()].append(path)
+    return [group for group in groups.values() if len(group) > 1]
+
+
+def prediction_file_names(image_path: Path) -> list[str]:
+    """File names a saved prediction of ``image_path`` may have: the VOC devkit's ``<id>.png`` and ours."""
+    return [f"{image_path.stem}.png", f"{image_path.stem}{MASK_SUFFIX}", f"{image_path.name}{MASK_SUFFIX}"]
+
+
+def is_prediction_file(path: Path) -> bool:
+    """Whether ``path`` is a mask or overlay this tool wrote (its PNG text marker; the header alone is read)."""
+    if path.suffix.lower() != ".png":
+        return False
     try:
-        save_label_png(mask_path, mask)
-        Image.fromarray(overlay(image, mask, alpha=alpha, class_names=class_names)).save(overlay_path)
-    except OSError as exc:
-        raise UserError(f"{out_dir}: cannot write results ({exc.strerror or exc})") from None
-    return mask_path, overlay_path
+        with Image.open(path) as image:
+            return PREDICTION_KEY in image.info
+    except (OSError, SyntaxError, ValueError):
+        return False
+
+
+def free_output_folder(base: str | Path, images: Sequence[Path], *, videos: Sequence[Path] = (),
+                       save_masks: bool = False) -> Path:
+    """``base``, or ``base-2``, ``base-3``... : the first folder where none of the inputs' files exist yet."""
+    base = Path(base)
+    for number in itertools.count(1):
+        folder = base if number == 1 else base.with_name(f"{base.name}-{number}")
+        if not PredictionWriter(folder, images, videos=videos, save_masks=save_masks).existing():
+            return folder
+    raise AssertionError("unreachable")
+
+
+class PredictionWriter:
+    """Writes each image's mask and overlay into ``folder`` under :func:`output_names` (and names each video's
+    outputs), replacing nothing that this run did not write unless ``overwrite``; :meth:`check` looks at
+    everything it will write before the first file."""
+
+    def __init__(self, folder: str | Path, images: Sequence[Path], *, videos: Sequence[Path] = (),
+                 save_masks: bool = False, overwrite: bool = False) -> None:
+        self.folder, self.save_masks, self.overwrite = Path(folder), save_masks, overwrite
+        self.names = output_names([*images, *videos])
+        video_set = {Path(v) for v in videos}
+        self.videos = [path for path in self.names if path in video_set]
+        self.images = [path for path in self.names if path not in video_set]
+
+    def paths(self, image_path: Path) -> tuple[Path, Path]:
+        """Where the mask and the overlay of ``image_path`` go."""
+        name = self.names[Path(image_path)]
+        return self.folder / f"{name}{MASK_SUFFIX}", self.folder / f"{name}{OVERLAY_SUFFIX}"
+
+    def video_paths(self, video_path: Path) -> tuple[Path, Path | None]:
+        """Where the overlay video of ``video_path`` goes, and its folder of frame masks (None without masks)."""
+        name = self.names[Path(video_path)]
+        masks = self.folder / f"{name}{VIDEO_MASKS_SUFFIX}" if self.save_masks else None
+        return self.folder / f"{name}{VIDEO_OVERLAY_SUFFIX}", masks
+
+    def outputs_of(self, source: Path) -> list[Path]:
+        """The files (and frame-mask folder) this run writes for the input ``source``."""
+        if source in self.videos:
+            return [p for p in self.video_paths(source) if p is not None]
+        return list(self.paths(source))
+
+    def planned(self) -> list[Path]:
+        """Every file (and frame-mask folder) this run will write."""
+        return [path for source in self.names for path in self.outputs_of(source)]
+
+    def existing(self) -> list[Path]:
+        """The files this run would write that exist already (a frame-mask folder counts when not empty)."""
+        return [p for p in self.planned() if p.exists() and not (p.is_dir() and not any(p.iterdir()))]
+
+    def check(self) -> None:
+        """UserError, before any work, when a file to write is an input, or exists and ``overwrite`` is off."""
+        inputs = {p.resolve() for p in self.names}
+        for source in self.names:
+            for path in self.outputs_of(source):
+                if path.resolve() in inputs:
+                    raise UserError(f"{path}: is an input, and the prediction of {source} would replace it; "
+                                    "pass another --out")
+        existing = self.existing()
+        if existing and not self.overwrite:
+            more = f" ({len(existing) - 1} more files alike)" if len(existing) > 1 else ""
+            raise UserError(f"{existing[0]}: exists and this run did not write it{more}; pass --overwrite to "
+                            "replace such files, or another --out")
+
+    def save(self, image_path: Path, image: np.ndarray, mask: np.ndarray, *, class_names: Sequence[str],
+             alpha: float) -> tuple[Path, Path]:
+        """Write the mask and the overlay of ``image_path``; returns both paths."""
+        mask_path, overlay_path = self.paths(image_path)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._write(mask_path, label_image(mask), kind="mask")
+        self._write(overlay_path, Image.fromarray(overlay(image, mask, alpha=alpha, class_names=class_names)),
+                    kind="overlay")
+        return mask_path, overlay_path
+
+    def _write(self, path: Path, picture: Image.Image, *, kind: str) -> None:
+        """A complete marked PNG at ``path``: created exclusively, or (``overwrite``) swapped in by a rename."""
+        info = PngImagePlugin.PngInfo()
+        info.add_text(PREDICTION_KEY, kind)
+        try:
+            if self.overwrite:
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self.folder)
+                handle, written = os.fdopen(fd, "wb"), Path(tmp)
+            else:
+                handle, written = open(path, "xb"), path
+        except FileExistsError:
+            raise UserError(f"{path}: appeared while predicting and was not replaced; pass --overwrite to "
+                            "replace such files, or another --out") from None
+        except OSError as exc:
+            raise UserError(f"{path}: cannot write results ({exc.strerror or exc})") from None
+        try:
+            with handle:
+                picture.save(handle, format="PNG", pnginfo=info)
+            if written != path:
+                os.replace(written, path)
+        except BaseException as exc:
+            written.unlink(missing_ok=True)  # our own partial file
+            if isinstance(exc, OSError):
+                raise UserError(f"{path}: cannot write results ({exc.strerror or exc})") from None
+            raise
+
+
+def split_earlier_predictions(paths: Iterable[Path]) -> tuple[list[Path], list[Path]]:
+    """``paths`` parted into photos and files this tool wrote before (never taken as inputs)."""
+    photos, earlier = [], []
+    for path in paths:
+        (earlier if is_prediction_file(path) else photos).append(path)
+    return photos, earlier

@@ -1,10 +1,13 @@
 """Test-time augmentation: class scores averaged over rescaled and mirrored copies of a batch."""
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+
+from ..errors import UserError
 
 __all__ = ["Engine", "class_scores", "predict_probabilities"]
 
@@ -19,6 +22,10 @@ def predict_probabilities(
     size = images.shape[-2:]
     total = None
     for scale in scales:
+        scaled_size = [math.floor(side * scale) for side in size]  # what interpolate's scale_factor gives
+        if min(scaled_size) < 1:
+            raise UserError(f"--scales {scale:g}: shrinks a {size[1]}x{size[0]} image to {scaled_size[1]}x"
+                            f"{scaled_size[0]} pixels (WxH); use larger scales")
         scaled = images if scale == 1.0 else F.interpolate(
             images, scale_factor=scale, mode="bilinear", align_corners=False
         )

@@ -87,3 +87,9 @@ def test_rare_variant_adds_a_small_class_on_a_tenth_of_a_percent_of_pixels(tmp_p
     assert json.loads((tmp_path / "demo_dataset.json").read_text())["variant"] == "demo-rare"
     with pytest.raises(DataError, match="demo variant 'demo-huge': choose one of demo, demo-rare"):
         ensure_demo_dataset(tmp_path / "x", variant="demo-huge")
+
+
+def test_an_unwritable_demo_root_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(DataError, match=r"file/demo: cannot write the demo data here \(.*\); pass --data-root"):
+        ensure_demo_dataset(tmp_path / "file" / "demo")

@@ -150,3 +150,38 @@ def test_download_failure_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(DataError) as exc:
         download_voc(tmp_path)
     _assert_one_line(exc, "VOCtrainval_11-May-2012.tar", "extract", str(tmp_path))
+
+
+def test_classes_txt_in_latin1_or_with_one_class_is_one_line(tmp_path):
+    (tmp_path / "classes.txt").write_bytes("background\ncaf\xe9\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"classes.txt: not UTF-8 text \(byte 0xe9 at position 14\); save it as UTF-8"):
+        load_class_names(tmp_path)
+    # One class gives a softmax of 1 everywhere: loss 0 and mIoU 1.0 for any model.
+    (tmp_path / "classes.txt").write_text("road\n")
+    with pytest.raises(DataError, match="classes.txt: names one class .*at least two"):
+        load_class_names(tmp_path)
+    (tmp_path / "classes.txt").write_bytes("\ufeffbackground\ncaf\xe9\n".encode("utf-8"))  # Notepad's BOM
+    assert load_class_names(tmp_path) == ["background", "caf\xe9"]
+
+
+def test_split_file_with_a_byte_order_mark(tmp_path, make_voc_folder):
+    base = make_voc_folder(tmp_path, {"a": np.zeros((4, 5), np.uint8), "b": np.ones((4, 5), np.uint8)},
+                           classes=["bg", "x"])
+    split = base / "ImageSets" / "Segmentation" / "train.txt"
+    split.write_bytes(b"\xef\xbb\xbfa\r\nb\r\n")
+    ds = VOCSegmentation(tmp_path, split="train")
+    assert ds.ids == ["a", "b"] and ds.image_path(0).name == "a.jpg"
+    split.write_bytes(b"a\n\xe9\n")
+    with pytest.raises(DataError, match="train.txt: not UTF-8"):
+        VOCSegmentation(tmp_path, split="train")
+
+
+def test_image_size_is_read_from_the_header_as_displayed(tmp_path, make_voc_folder):
+    make_voc_folder(tmp_path, {"wide": np.zeros((4, 7), np.uint8)}, classes=["bg", "x"])
+    assert VOCSegmentation(tmp_path).image_size(0) == (4, 7)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated by 90 degrees, as read_rgb returns it
+    Image.new("RGB", (7, 4)).save(tmp_path / "rotated.jpg", exif=exif)
+    from datasets.image_files import image_size, read_rgb
+
+    assert image_size(tmp_path / "rotated.jpg") == read_rgb(tmp_path / "rotated.jpg").shape[:2] == (7, 4)

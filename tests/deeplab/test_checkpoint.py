@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from deeplab import build_model, load_checkpoint, model_from_checkpoint, save_checkpoint
-from deeplab.checkpoint import check_writable, newest_checkpoint
+from deeplab.checkpoint import check_writable, match_class_names, newest_checkpoint
 from deeplab.errors import UserError
 
 
@@ -110,3 +110,72 @@ def test_newest_checkpoint_is_the_latest_best(tmp_path: Path) -> None:
         path.write_bytes(b"x")
         os.utime(path, (mtime, mtime))
     assert newest_checkpoint(tmp_path / "runs") == tmp_path / "runs" / "new" / "best.pt"
+
+
+def torch_style_disk_full(*args, **kwargs):
+    """What torch.save does on a full disk: a RuntimeError raised while handling the write's OSError."""
+    try:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    except OSError:
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598") from None
+
+
+def test_disk_full_says_whether_a_previous_checkpoint_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    save_checkpoint(_state(), tmp_path / "last.pt")
+    monkeypatch.setattr(torch, "save", torch_style_disk_full)
+    with pytest.raises(UserError) as kept:
+        save_checkpoint(_state(), tmp_path / "last.pt")
+    assert str(kept.value) == f"{tmp_path / 'last.pt'}: cannot write checkpoint (No space left on device); the previous one is kept"
+    with pytest.raises(UserError) as first:
+        save_checkpoint(_state(), tmp_path / "best.pt")
+    assert str(first.value) == f"{tmp_path / 'best.pt'}: cannot write checkpoint (No space left on device)"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+def test_a_truncated_checkpoint_message_ends_on_a_whole_word(tmp_path: Path) -> None:
+    path = tmp_path / "cut.pt"
+    save_checkpoint(_state(), path)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(Exception) as raw:
+        torch.load(path, weights_only=True)
+    with pytest.raises(UserError) as ours:
+        load_checkpoint(path)
+    message = str(ours.value)
+    assert message.startswith(f"{path}: not a readable checkpoint (truncated or damaged: ") and len(message) < 300
+    reason = message.split("truncated or damaged: ", 1)[1].rstrip(")")
+    assert reason and set(reason.replace(".", "").split()) <= set(str(raw.value).replace(".", "").split())
+
+
+@pytest.mark.parametrize(("key", "value", "words"), [
+    ("model", torch.zeros(3), "'model' is a Tensor, not a dict of named tensors"),
+    ("model", {"w": "not a tensor"}, "'model' holds str 'not a tensor' under 'w', not a tensor"),
+    ("mean", "0.5", "'mean' is str '0.5', not three finite numbers"),
+    ("std", [0.2, 0.0, 0.2], "'std' is list [0.2, 0.0, 0.2], not three finite numbers (one per RGB channel, positive)"),
+    ("class_names", "abc", "'class_names' is str 'abc', not a list of names"),
+    ("args", [1], "'args' is list [1], not a dict of training settings"),
+])
+def test_checkpoints_of_the_wrong_shape_are_one_line(tmp_path: Path, key: str, value, words: str) -> None:
+    state = _state()
+    state[key] = value
+    torch.save(state, tmp_path / "odd.pt")
+    with pytest.raises(UserError) as refused:
+        load_checkpoint(tmp_path / "odd.pt")
+    assert str(refused.value).startswith(f"{tmp_path / 'odd.pt'}: not a checkpoint of this project (")
+    assert words in str(refused.value)
+
+
+def test_class_names_of_checkpoint_and_data_must_agree(tmp_path: Path) -> None:
+    ckpt = _state(num_classes=3)  # class names a, b, c
+    assert match_class_names("m.pt", ckpt, ["a", "b", "c"], data_root=tmp_path) == ["a", "b", "c"]
+    with pytest.raises(UserError) as renamed:
+        match_class_names("m.pt", ckpt, ["a", "x", "c"], data_root=tmp_path)
+    assert str(renamed.value) == (f"m.pt: class 1 is 'b' in the checkpoint but 'x' in {tmp_path} (VOC's classes, no "
+                                  "classes.txt) (1 of 3 names differ); pass --ignore-class-names if the ids mean the "
+                                  "same classes")
+    (tmp_path / "classes.txt").write_text("a\nb\n")
+    with pytest.raises(UserError, match=r"m.pt: the checkpoint predicts 3 classes \(a, b, c\) but .*classes.txt has 2"):
+        match_class_names("m.pt", ckpt, ["a", "b"], data_root=tmp_path)
+    # The user says the ids agree: the data's names, then the checkpoint's beyond them.
+    assert match_class_names("m.pt", ckpt, ["a", "x"], data_root=tmp_path, allow_mismatch=True) == ["a", "x", "c"]
+    del ckpt["class_names"]  # a checkpoint without names: only the count can be checked
+    assert match_class_names("m.pt", ckpt, ["p", "q", "r"], data_root=tmp_path) == ["p", "q", "r"]

@@ -14,6 +14,7 @@ from PIL import Image
 from datasets import build_eval_transform, save_label_png
 from deeplab.inference import create_engine
 from tools import eval as eval_tool
+from tools import predict
 
 TINY_CLASSES = ["background", "disc", "bar"]
 
@@ -171,3 +172,93 @@ def test_pred_dir_bad_prediction_names_file(damage: str, tmp_path: Path, capsys:
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {victim}") and len(err.splitlines()) == 1
     assert ("missing" if damage == "missing" else "513x512") in err
+
+
+def test_pred_dir_reads_what_predict_writes(tiny_voc, tmp_path: Path) -> None:
+    root, ckpt, _ = tiny_voc
+    images = root / "VOCdevkit" / "VOC2012" / "JPEGImages"
+    assert predict.main([str(images), "--checkpoint", str(ckpt), "--out", str(tmp_path / "preds"),
+                         "--engine", "torch", "--max-size", "0"]) == 0
+    common = ["--data-root", str(root), "--workers", "0"]
+    assert eval_tool.main(["--pred-dir", str(tmp_path / "preds"), *common, "--json", str(tmp_path / "a.json")]) == 0
+    assert eval_tool.main(["--checkpoint", str(ckpt), *common, "--engine", "torch",
+                           "--json", str(tmp_path / "b.json")]) == 0
+    # Scoring predict.py's masks is scoring the checkpoint: the same confusion matrix, pixel for pixel.
+    np.testing.assert_array_equal(read_csv_matrix(tmp_path / "a_confusion.csv")[1],
+                                  read_csv_matrix(tmp_path / "b_confusion.csv")[1])
+
+
+def test_pred_dir_with_void_predictions_on_labelled_pixels_names_the_file(tmp_path: Path, voc_mini: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    preds = tmp_path / "preds"
+    shutil.copytree(voc_mini / "reference_predictions", preds)
+    gt = np.asarray(Image.open(voc_mini / "VOCdevkit" / "VOC2012" / "SegmentationClass" / "sample_0008.png"))
+    pred = np.asarray(Image.open(preds / "sample_0008.png")).copy()
+    pred[gt != 255] = 255
+    save_label_png(preds / "sample_0008.png", pred)
+    assert eval_tool.main(["--pred-dir", str(preds), "--data-root", str(voc_mini)]) == 2
+    err = capsys.readouterr().err.strip()
+    labelled = int((gt != 255).sum())
+    assert err == (f"error: {preds / 'sample_0008.png'}: {labelled} labelled pixels are predicted as 255 (void); a "
+                   "prediction gives every pixel a class 0..20")
+
+
+def test_a_checkpoint_of_other_classes_is_refused_unless_asked(tiny_voc, tmp_path: Path, voc_mini: Path,
+                                                               make_checkpoint, capsys) -> None:
+    root, ckpt, _ = tiny_voc
+    make_checkpoint(tmp_path / "voc.pt", ["background", *TINY_CLASSES[1:], *"abcdefghijklmnopqr"], num_classes=21)
+    args = ["--data-root", str(root), "--workers", "0", "--engine", "torch", "--json", str(tmp_path / "r.json")]
+    assert eval_tool.main(["--checkpoint", str(tmp_path / "voc.pt"), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {tmp_path / 'voc.pt'}: the checkpoint predicts 21 classes (background, disc, bar, "
+                          f"a, ...) but {root / 'classes.txt'} has 3 (background, disc, bar)")
+    assert eval_tool.main(["--checkpoint", str(tmp_path / "voc.pt"), *args, "--ignore-class-names"]) == 0
+    assert len(json.loads((tmp_path / "r.json").read_text())["per_class_iou"]) == 21
+    # The other way round: a 3-class model on VOC's 21 classes blames the checkpoint, not the masks.
+    assert eval_tool.main(["--checkpoint", str(ckpt), "--data-root", str(voc_mini)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {ckpt}: the checkpoint predicts 3 classes") and "VOC's classes" in err
+    make_checkpoint(tmp_path / "renamed.pt", ["background", "ball", "bar"], num_classes=3)
+    assert eval_tool.main(["--checkpoint", str(tmp_path / "renamed.pt"), *args]) == 2
+    assert "class 1 is 'ball' in the checkpoint but 'disc' in" in capsys.readouterr().err
+    assert eval_tool.main(["--checkpoint", str(tmp_path / "renamed.pt"), *args, "--ignore-class-names"]) == 0
+    assert list(json.loads((tmp_path / "r.json").read_text())["per_class_iou"]) == TINY_CLASSES
+
+
+@pytest.mark.parametrize(("flag", "named"), [(["--scales", "0.001"], "--scales 0.001: shrinks a 45x37 image to 0x0"),
+                                             (["--workers", "-1"], "--workers -1: must be 0"),
+                                             (["--classes-latin-1"], "classes.txt: not UTF-8 text")])
+def test_more_bad_input_is_one_line(flag, named, tiny_voc, tmp_path: Path, capsys) -> None:
+    root, ckpt, _ = tiny_voc
+    if flag == ["--classes-latin-1"]:
+        shutil.copytree(root, tmp_path / "data")
+        root, flag = tmp_path / "data", []
+        (root / "classes.txt").write_bytes("background\ndisc\nbarre \xe0 roue\n".encode("latin-1"))
+    rc = eval_tool.main(["--checkpoint", str(ckpt), "--data-root", str(root), "--workers", "0", "--engine", "torch",
+                         *flag])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and named in err, err
+
+
+def test_ctrl_c_during_evaluation_exits_130(tiny_voc, monkeypatch, capsys) -> None:
+    root, ckpt, _ = tiny_voc
+
+    def pressed_ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(eval_tool, "evaluate", pressed_ctrl_c)
+    assert eval_tool.main(["--checkpoint", str(ckpt), "--data-root", str(root), "--engine", "torch"]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted (Ctrl-C)"
+
+
+@pytest.mark.slow  # ONNX export and int8 quantisation
+def test_eval_int8_calibrates_on_the_split(tiny_voc, tmp_path: Path) -> None:
+    root, ckpt, _ = tiny_voc
+    out = tmp_path / "int8.json"
+    common = ["--checkpoint", str(ckpt), "--data-root", str(root), "--workers", "0"]
+    assert eval_tool.main([*common, "--engine", "int8", "--json", str(out)]) == 0
+    assert eval_tool.main([*common, "--engine", "torch", "--json", str(tmp_path / "fp32.json")]) == 0
+    int8, fp32 = (read_csv_matrix(tmp_path / f"{name}_confusion.csv")[1] for name in ("int8", "fp32"))
+    assert int8.sum() == fp32.sum()  # every labelled pixel scored
+    assert json.loads(out.read_text())["miou"] == pytest.approx(json.loads((tmp_path / "fp32.json").read_text())["miou"],
+                                                               abs=0.1)

@@ -143,7 +143,7 @@ def test_large_image_is_resized_and_mask_restored(checkpoint, tmp_path: Path, ca
     big_line, small_line = out.splitlines()[:2]
     assert "resized 4000x3000 to 128x96" in big_line and "(resized" not in small_line
     args = [str(tmp_path / "small.png"), "--checkpoint", str(checkpoint[0]), "--out", str(tmp_path / "out"),
-            "--max-size", "32"]
+            "--max-size", "32", "--overwrite"]
     rc, out, _ = run(args, capsys)  # without --verbose: one summary line instead of a line per image
     assert rc == 0 and "small.png" not in out and "over --max-size 32): 1 of 1 images" in out
 
@@ -158,6 +158,84 @@ def test_int8_engine_calibrates_on_the_inputs(checkpoint, tmp_path: Path, capsys
     assert rc == 1 and "broken.png" in err and "--engine" not in err  # only the broken file failed
     for i, (height, width) in enumerate([(33, 41), (40, 36)]):
         assert Image.open(tmp_path / "out" / f"img{i}_mask.png").size == (width, height)
+
+
+def test_predicting_into_the_photo_folder_never_destroys_or_rereads_files(checkpoint, tmp_path: Path,
+                                                                            capsys) -> None:
+    photos, ckpt = tmp_path / "photos", str(checkpoint[0])
+    photos.mkdir()
+    Image.fromarray(random_rgb(20, 24)).save(photos / "photo.jpg")
+    Image.fromarray(np.ones((20, 24), np.uint8), mode="L").save(photos / "photo_mask.png")  # the user's ground truth
+    truth = (photos / "photo_mask.png").read_bytes()
+    # The truth among the inputs (refused even with --overwrite), or only in the output folder.
+    for args in ([str(photos), "--overwrite"], [str(photos / "photo.jpg")]):
+        rc, _, err = run([*args, "--checkpoint", ckpt, "--out", str(photos)], capsys)
+        assert rc == 2 and err.startswith(f"error: {photos / 'photo_mask.png'}: ") and len(err.splitlines()) == 1
+        assert sorted(p.name for p in photos.iterdir()) == ["photo.jpg", "photo_mask.png"]
+        assert (photos / "photo_mask.png").read_bytes() == truth
+    (photos / "photo_mask.png").rename(tmp_path / "truth.png")
+    Image.fromarray(random_rgb(22, 21, 1)).save(photos / "other.png")
+    assert run([str(photos), "--checkpoint", ckpt, "--out", str(photos)], capsys)[0] == 0
+    written = sorted(p.name for p in photos.iterdir())
+    assert len(written) == 6
+    rc, _, err = run([str(photos), "--checkpoint", ckpt, "--out", str(photos)], capsys)  # a second run: refused
+    assert rc == 2 and "exists and this run did not write it (3 more files alike); pass --overwrite" in err
+    rc, out, _ = run([str(photos), "--checkpoint", ckpt, "--out", str(photos), "--overwrite"], capsys)
+    assert rc == 0 and "skipping 4 masks and overlays" in out and "2 of 2 images segmented" in out
+    assert sorted(p.name for p in photos.iterdir()) == written  # its own outputs were not segmented again
+
+
+def test_inputs_that_share_a_stem_get_their_own_files(checkpoint, tmp_path: Path, capsys) -> None:
+    path, model = checkpoint
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (tmp_path / "other").mkdir()
+    images = {"dup.jpg": random_rgb(20, 24, 1), "dup.png": random_rgb(26, 22, 2), "img.tif": random_rgb(18, 30, 3),
+              "img.webp": random_rgb(31, 17, 4), "../other/dup.jpg": random_rgb(25, 25, 5)}
+    for name, image in images.items():
+        Image.fromarray(image).save(folder / name, **({"quality": 100} if name.endswith("jpg") else {}))
+    rc, out, err = run([str(folder), str(tmp_path / "other" / "dup.jpg"), "--checkpoint", str(path),
+                        "--out", str(tmp_path / "out")], capsys)
+    assert rc == 0, err
+    expected = {"in_dup.jpg", "other_dup.jpg", "dup.png", "img.tif", "img.webp"}
+    assert {p.name[: -len("_mask.png")] for p in (tmp_path / "out").glob("*_mask.png")} == expected
+    assert len(list((tmp_path / "out").iterdir())) == 2 * len(expected) and "5 of 5 images" in out
+    engine = create_engine(model, engine="torch")
+    for source, name in ((folder / "dup.png", "dup.png"), (folder / "img.webp", "img.webp")):
+        image = np.asarray(Image.open(source).convert("RGB"))
+        tensor, _ = build_eval_transform(mean=model.mean, std=model.std)(image, np.zeros(image.shape[:2], np.uint8))
+        expected_mask = engine(tensor[None]).argmax(1)[0].numpy()
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / f"{name}_mask.png")), expected_mask)
+
+
+def test_default_output_folder_is_numbered_when_taken(checkpoint, tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(random_rgb(20, 24)).save("good.png")
+    for folder in ("predictions", "predictions-2"):
+        rc, out, _ = run(["good.png", "--checkpoint", str(checkpoint[0])], capsys)
+        assert rc == 0 and out.strip().endswith(f"results in {folder}") and Path(folder, "good_mask.png").is_file()
+
+
+@pytest.mark.parametrize("problem", ["negative_max_size", "int8_nothing_readable", "mean_is_text"])
+def test_more_bad_input_is_one_line(problem: str, checkpoint, tmp_path: Path, capsys) -> None:
+    args = ["--checkpoint", str(checkpoint[0]), "--out", str(tmp_path / "out")]
+    Image.fromarray(random_rgb(20, 24)).save(tmp_path / "good.png")
+    inputs, named = [str(tmp_path / "good.png")], "--max-size -5"
+    if problem == "negative_max_size":
+        args += ["--max-size", "-5"]
+    elif problem == "int8_nothing_readable":
+        (tmp_path / "broken.jpg").write_text("not an image")
+        inputs, named = [str(tmp_path / "broken.jpg")], "none of the calibration images from the images to predict"
+        args += ["--engine", "int8"]
+    else:
+        ckpt = torch.load(checkpoint[0], weights_only=True)
+        ckpt["mean"] = "0.485,0.456,0.406"
+        torch.save(ckpt, tmp_path / "text_mean.pt")
+        args[1], named = str(tmp_path / "text_mean.pt"), f"{tmp_path / 'text_mean.pt'}: not a checkpoint"
+    rc = predict.main([*inputs, *args] + ([] if problem == "int8_nothing_readable" else ["--engine", "torch"]))
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith(f"error: {named}") and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
 
 
 MEMORY_PROBE = """

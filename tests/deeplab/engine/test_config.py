@@ -13,14 +13,24 @@ from deeplab.errors import UserError
 def test_settings_prefer_flags_then_the_resumed_run_then_dataset_defaults():
     saved = {"dataset": "demo", "iters": 77, "lr": 0.3, "workers": 9, "out": "runs/x"}
     c = resolve_config({"lr": 0.1, "batch_size": None}, saved)
-    assert (c.lr, c.iters, c.batch_size, c.crop_size, c.out) == (0.1, 77, 8, 128, "runs/x")
+    assert (c.lr, c.iters, c.batch_size, c.crop_size) == (0.1, 77, 8, 128)
     assert c.workers == TrainConfig().workers  # machine settings are never inherited
+    assert c.out is None  # nor the folder: a resumed run writes beside its checkpoint (the run folder decides)
+    assert resolve_config({"out": "elsewhere"}, saved).out == "elsewhere"
     fresh = resolve_config({"backbone": "mobilenetv2", "output_stride": 8}, {})
     assert fresh.dataset == "voc" and fresh.pretrained_backbone == "imagenet" and fresh.crop_size == 512
-    assert fresh.out == "runs/voc_mobilenetv2_os8"
     assert resolve_config({"epochs": 3}, saved).iters is None
     with pytest.raises(UserError, match="--batch-size"):
         resolve_config({"batch_size": 0}, {})
+
+
+@pytest.mark.parametrize(("flag", "value"), [("workers", -1), ("lr", -1.0), ("lr", float("nan")),
+                                             ("seed", -3), ("warmup_iters", -1), ("weight_decay", float("inf")),
+                                             ("dist_timeout", 0.0), ("val_batch_size", 0)])
+def test_numbers_no_run_can_use_are_refused_naming_the_flag(flag, value):
+    with pytest.raises(UserError, match=f"--{flag.replace('_', '-')}: must be"):
+        resolve_config({"dataset": "demo", flag: value})
+    assert resolve_config({"dataset": "demo", "workers": 0, "warmup_iters": 0, "lr": 0.0}).workers == 0
 
 
 def test_every_machine_field_is_left_out_of_a_resume():

@@ -1,5 +1,6 @@
-"""The training sampler: every epoch a permutation, resumable mid-epoch with the same stream; class-balanced
-crops hold the rare class at the asked rate, reproducibly."""
+"""Data loaders: the training sampler (every epoch a permutation, resumable mid-epoch with the same stream),
+class-balanced crops (the rare class at the asked rate, reproducibly) and validation batches of equal-sized images
+(any batch size scores the same)."""
 from __future__ import annotations
 
 from itertools import islice
@@ -7,9 +8,11 @@ from itertools import islice
 import numpy as np
 import torch
 
-from datasets import VOCSegmentation, build_train_transform
+from datasets import VOCSegmentation, build_eval_transform, build_train_transform
 from datasets.class_stats import class_pixel_counts
-from deeplab.engine.data import CropFocus, SeededSampler, build_train_loader
+from deeplab import build_model
+from deeplab.engine.data import CropFocus, SeededSampler, build_train_loader, build_val_loader, same_size_batches
+from deeplab.evaluation import evaluate
 
 
 def test_sampler_resumed_mid_epoch_continues_the_same_stream():
@@ -67,3 +70,23 @@ def test_class_balanced_crops_hold_the_rare_class_at_the_asked_rate(tmp_path, ma
     # Without focus the stream is today's: the same images and seeds as a sampler that never heard of focus.
     plain = list(islice(SeededSampler(len(dataset), seed=0), draws))
     assert [(i, s) for i, s, f in stream if f == -1] == [(i, s) for (i, s, _), f in zip(plain, focused) if f == -1]
+
+
+def test_same_size_batches_keep_every_index_once_and_never_mix_sizes():
+    sizes = [(5, 7), (7, 5), (5, 7), (5, 7), (3, 3), (7, 5)]
+    batches = same_size_batches(sizes, 2)
+    assert batches == [[0, 2], [1, 5], [3], [4]]
+    assert all(len({sizes[i] for i in batch}) == 1 for batch in batches)
+
+
+def test_validation_in_batches_of_mixed_sizes_scores_like_batch_one(tmp_path, make_voc_folder, randomise_batchnorm):
+    rng = np.random.default_rng(0)
+    shapes = [(37, 45), (45, 37), (37, 45), (30, 30), (37, 45), (45, 37), (37, 45)]  # VOC mixes such sizes
+    masks = {f"m{i}": rng.integers(0, 3, shape).astype(np.uint8) for i, shape in enumerate(shapes)}
+    make_voc_folder(tmp_path, masks, split="val", classes=["bg", "a", "b"])
+    model = randomise_batchnorm(build_model(num_classes=3, width_mult=0.25))
+    dataset = VOCSegmentation(tmp_path, split="val", transform=build_eval_transform(mean=model.mean, std=model.std))
+    matrices = [evaluate(model, build_val_loader(dataset, batch_size=size), num_classes=3).matrix
+                for size in (1, 2, 3)]
+    assert matrices[0].sum() == sum(h * w for h, w in shapes)
+    assert torch.equal(matrices[0], matrices[1]) and torch.equal(matrices[0], matrices[2])

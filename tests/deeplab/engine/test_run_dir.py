@@ -1,0 +1,138 @@
+"""Run folders: one run per folder (numbered defaults, resumes beside their checkpoint, never over a later state or
+another run), one process per run (a lock that dies with its owner)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from deeplab.engine import run_dir
+from deeplab.engine.run_dir import LOCK_NAME, FolderInUse, RunLock, claim_run_dir, last_good_checkpoint
+from deeplab.errors import UserError
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def fake_run(folder: Path, step: int) -> dict[str, bytes]:
+    """A folder holding a run's files (a checkpoint that records its step); returns their bytes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({"step": step, "weights": torch.zeros(3)}, folder / "last.pt")
+    (folder / "best.pt").write_bytes((folder / "last.pt").read_bytes())
+    (folder / "metrics.jsonl").write_text("".join(f'{{"step": {s}}}\n' for s in range(1, step + 1)))
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_a_new_run_never_starts_in_a_folder_holding_another(tmp_path):
+    before = fake_run(tmp_path / "run", step=40)
+    with pytest.raises(UserError) as refused, claim_run_dir(tmp_path / "run", default=tmp_path / "unused"):
+        pass
+    message = str(refused.value)
+    assert message.startswith(f"{tmp_path / 'run'}: holds another run") and f"--resume {tmp_path / 'run' / 'last.pt'}" in message
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before  # untouched, no lock left
+
+
+def test_without_a_folder_the_first_free_numbered_one_is_taken(tmp_path):
+    default = tmp_path / "runs" / "demo_mobilenetv2_os16"
+    fake_run(default, step=3)
+    with claim_run_dir(None, default=default) as first:
+        assert first == default.with_name("demo_mobilenetv2_os16-2")
+        assert (first / LOCK_NAME).is_file()
+        with claim_run_dir(None, default=default) as second:  # -2 is locked by the run above
+            assert second == default.with_name("demo_mobilenetv2_os16-3")
+    assert not (first / LOCK_NAME).exists() and not (second / LOCK_NAME).exists()
+    with claim_run_dir(None, default=default) as again:  # -2 holds no run files: free again
+        assert again == first
+
+
+def test_a_resume_writes_beside_its_checkpoint_never_into_another_run(tmp_path):
+    fake_run(tmp_path / "orig", step=10)
+    fake_run(tmp_path / "copy", step=10)
+    with claim_run_dir(None, default=tmp_path / "x", resume_path=tmp_path / "copy" / "last.pt",
+                       resume_step=10) as folder:
+        assert folder == tmp_path / "copy"
+    with claim_run_dir(tmp_path / "new", default=tmp_path / "x", resume_path=tmp_path / "copy" / "last.pt",
+                       resume_step=10) as folder:
+        assert folder == tmp_path / "new"
+    with pytest.raises(UserError, match="holds another run.*--out with a new folder"), claim_run_dir(
+            tmp_path / "orig", default=tmp_path / "x", resume_path=tmp_path / "copy" / "last.pt", resume_step=10):
+        pass
+
+
+def test_resuming_an_older_checkpoint_beside_a_newer_last_pt_is_refused(tmp_path):
+    fake_run(tmp_path / "run", step=30)
+    torch.save({"step": 20}, tmp_path / "run" / "best.pt")
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    with pytest.raises(UserError, match=r"last.pt: is at step 30, past .*best.pt \(step 20\)"), claim_run_dir(
+            None, default=tmp_path / "x", resume_path=tmp_path / "run" / "best.pt", resume_step=20):
+        pass
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before
+    torch.save({"step": 30}, tmp_path / "run" / "best.pt")  # best is the last state: nothing is lost
+    with claim_run_dir(None, default=tmp_path / "x", resume_path=tmp_path / "run" / "best.pt", resume_step=30):
+        pass
+
+
+def test_a_second_process_is_kept_out_while_the_first_holds_the_lock(tmp_path):
+    first = RunLock(tmp_path).acquire()
+    try:
+        with pytest.raises(FolderInUse, match=r"in use by another training \(pid \d+"):
+            RunLock(tmp_path).acquire()
+    finally:
+        first.release()
+    RunLock(tmp_path).acquire().release()
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+@pytest.mark.parametrize("flock", [True, False], ids=["flock", "pid-only"])
+def test_a_lock_left_by_a_dead_process_is_cleared(tmp_path, monkeypatch, flock):
+    if not flock:  # filesystems (or systems) without flock: the recorded pid decides
+        monkeypatch.setattr(run_dir, "fcntl", None)
+    stale = {"pid": dead_pid(), "host": run_dir.socket.gethostname(), "started": time.time() - 60}
+    (tmp_path / LOCK_NAME).write_text(run_dir.json.dumps(stale))
+    lock = RunLock(tmp_path).acquire()
+    assert run_dir.json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == run_dir.os.getpid()
+    lock.release()
+    if not flock:
+        live = {**stale, "pid": run_dir.os.getppid()}
+        (tmp_path / LOCK_NAME).write_text(run_dir.json.dumps(live))
+        with pytest.raises(FolderInUse, match=f"pid {live['pid']}"):
+            RunLock(tmp_path).acquire()
+
+
+HOLD_LOCK = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from deeplab.engine.run_dir import RunLock
+RunLock(sys.argv[2]).acquire()
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.slow
+def test_a_lock_held_by_another_live_process_refuses_then_dies_with_it(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(REPO), str(tmp_path)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(FolderInUse, match=f"pid {holder.pid}"):
+            RunLock(tmp_path).acquire()
+    finally:
+        holder.kill()  # SIGKILL: no clean-up, the lock file stays behind
+        holder.wait()
+    assert (tmp_path / LOCK_NAME).is_file()
+    RunLock(tmp_path).acquire().release()
+
+
+def test_last_good_checkpoint_names_the_file_and_its_step(tmp_path):
+    assert "no checkpoint was written" in last_good_checkpoint(tmp_path)
+    fake_run(tmp_path, step=7)
+    assert last_good_checkpoint(tmp_path).startswith(f"{tmp_path / 'last.pt'} (step 7) is the last good checkpoint")

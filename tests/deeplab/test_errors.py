@@ -1,0 +1,78 @@
+"""The one error reporter of every tool: user errors, Ctrl-C, dead data-loader workers and full disks as one line."""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from datasets import DataError
+from deeplab.errors import Interrupted, report_user_errors
+
+
+def run(body, capsys) -> tuple[int, list[str]]:
+    """``body`` as a tool's main; its exit status and its stderr lines."""
+    rc = report_user_errors(lambda argv: body())(None)
+    return rc, capsys.readouterr().err.strip().splitlines()
+
+
+def test_user_errors_are_one_line_and_exit_2(capsys):
+    def bad_data():
+        raise DataError("data/x.png: mask is empty")
+
+    assert run(bad_data, capsys) == (2, ["error: data/x.png: mask is empty"])
+
+
+def test_ctrl_c_exits_130_saying_what_was_kept(capsys):
+    def stopped():
+        raise Interrupted("runs/x/last.pt (step 40) is the last good checkpoint")
+
+    assert run(stopped, capsys) == (130, ["interrupted: runs/x/last.pt (step 40) is the last good checkpoint"])
+
+    def plain_ctrl_c():
+        raise KeyboardInterrupt
+
+    assert run(plain_ctrl_c, capsys) == (130, ["interrupted (Ctrl-C)"])
+
+
+class KilledInWorker(Dataset):
+    """Every item kills the worker process loading it, as the kernel's OOM killer would (SIGKILL)."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        os.kill(os.getpid(), signal.SIGKILL)
+        return torch.zeros(1)
+
+
+def test_a_data_loader_worker_killed_by_the_oom_killer_is_one_line(capsys):
+    def load():
+        for _ in DataLoader(KilledInWorker(), num_workers=1):
+            pass
+
+    rc, lines = run(load, capsys)
+    assert rc == 2 and len(lines) == 1
+    assert lines[0].startswith("error: data loading: worker process ") and "out of memory" in lines[0]
+    assert "--workers" in lines[0]
+
+
+def test_a_full_disk_behind_a_runtime_error_is_one_line(capsys):
+    def write():
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device", "runs/x/curves.png")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598") from None
+
+    assert run(write, capsys) == (2, ["error: runs/x/curves.png: cannot write (No space left on device)"])
+
+
+def test_other_errors_keep_their_traceback(capsys):
+    def bug():
+        raise RuntimeError("a programming error")
+
+    with pytest.raises(RuntimeError, match="a programming error"):
+        run(bug, capsys)
