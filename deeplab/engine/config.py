@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from backbones import check_imagenet_weights, list_backbones, unknown_backbone_message
+
 from ..errors import UserError
 from .distributed import DEFAULT_TIMEOUT_S
 
@@ -94,6 +96,10 @@ def resolve_config(flags: Mapping[str, Any], resumed: Mapping[str, Any] | None =
     if dataset not in PRESETS:
         raise UserError(f"--dataset {dataset}: choose one of {', '.join(sorted(PRESETS))}")
     config = TrainConfig(**{**PRESETS[dataset], **inherited, **given, "dataset": dataset})
+    if config.backbone not in list_backbones():
+        raise UserError(f"--backbone: {unknown_backbone_message(config.backbone)}")
+    if str(config.pretrained_backbone).lower() == "imagenet":  # before any data is fetched
+        check_imagenet_weights(config.backbone)
     if "epochs" in given:  # counted in steps once the split's size is known (see fit)
         config.iters = None
     if config.out is None:

@@ -1,0 +1,29 @@
+"""ONNX export of DeepLabV3+ on every backbone family added beside the MobileNets, ShuffleNetV2 and Xception:
+traced at one size, ONNX Runtime gives PyTorch's logits at odd, unequal sizes and another batch size."""
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+from deeplab.inference.export import DYNAMIC_PARITY_SIZE, export_onnx, onnx_session, parity_check
+from deeplab.models import build_model
+
+NAMES = ["blazenet", "inception_v1", "inception_v2", "inception_v3", "mobilenetv4_conv_medium",
+         "mobilenetv4_conv_small", "mobilenetv4_hybrid_medium", "mobilevit_s", "mobilevit_xs", "shufflenetv1_g1",
+         "shufflenetv1_g2", "shufflenetv1_g3", "shufflenetv1_g3_x0_5", "shufflenetv1_g3_x1_5",
+         "shufflenetv1_g3_x2_0", "shufflenetv1_g4", "shufflenetv1_g8"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_onnx_runtime_matches_pytorch_at_odd_sizes(name: str, randomise_batchnorm) -> None:
+    model = randomise_batchnorm(build_model(backbone=name, num_classes=4))
+    buffer = io.BytesIO()
+    export_onnx(model, buffer)  # traced at 64x64
+    session = onnx_session(buffer.getvalue())
+    for shape in [(1, 3, *DYNAMIC_PARITY_SIZE), (2, 3, 45, 77)]:
+        parity = parity_check(model, session, torch.randn(*shape))
+        assert parity.max_abs_diff < 1e-4, f"{name} at {shape}"
+        assert parity.argmax_agreement >= 0.999
