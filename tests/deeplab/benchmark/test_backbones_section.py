@@ -3,8 +3,10 @@ the export verdict; misspelt names are one line with suggestions."""
 from __future__ import annotations
 
 import pytest
+import torch
+from torch import nn
 
-from deeplab.benchmark.backbones import SMP_ENCODERS, backbone_rows
+from deeplab.benchmark.backbones import SMP_ENCODERS, backbone_rows, onnx_runner
 from tools import benchmark
 
 
@@ -31,3 +33,23 @@ def test_misspelt_backbone_is_one_line_with_suggestions(capsys) -> None:
     assert benchmark.main(["--section", "backbones", "--backbones", "blazenet", "mobilevit"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --backbones: unknown backbone 'mobilevit'; did you mean mobilevit_s or mobilevit_xs?")
+
+
+class _ScaledByWidth(nn.Module):
+    """Multiplies by its input's width read as a Python int: the traced export bakes in the tracing width."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * int(x.shape[-1])
+
+
+class _ReshapedByHeight(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], 3, int(x.shape[2]), -1)
+
+
+def test_onnx_verdict_names_exports_that_only_work_at_the_tracing_size() -> None:
+    assert onnx_runner(nn.Conv2d(3, 2, 3, padding=1))[1] == "ok"
+    runner, verdict = onnx_runner(_ScaledByWidth())
+    assert runner is None and verdict.startswith("wrong at 97x131 (max abs logit diff")
+    runner, verdict = onnx_runner(_ReshapedByHeight())
+    assert runner is None and verdict.startswith("fails at 97x131: ")

@@ -24,6 +24,9 @@ def test_onnx_runtime_matches_pytorch_at_odd_sizes(name: str, randomise_batchnor
     export_onnx(model, buffer)  # traced at 64x64
     session = onnx_session(buffer.getvalue())
     for shape in [(1, 3, *DYNAMIC_PARITY_SIZE), (2, 3, 45, 77)]:
-        parity = parity_check(model, session, torch.randn(*shape))
-        assert parity.max_abs_diff < 1e-4, f"{name} at {shape}"
+        batch = torch.randn(*shape)
+        parity = parity_check(model, session, batch)
+        with torch.no_grad():
+            scale = float(model(batch).abs().max())  # random BatchNorm statistics can blow logits up to 1e4
+        assert parity.max_abs_diff < 1e-5 * max(1.0, scale), f"{name} at {shape}"
         assert parity.argmax_agreement >= 0.999
