@@ -13,6 +13,8 @@ from torchvision.models import GoogLeNet, Inception3, get_model_weights
 
 from backbones import WeightsError, build_backbone
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
@@ -34,7 +36,7 @@ def _outputs(model: nn.Module, names: list[str], x: torch.Tensor) -> dict[str, t
 
 
 @pytest.fixture(scope="module")
-def googlenet_file(tmp_path_factory, randomise_batchnorm) -> tuple[nn.Module, Path]:
+def googlenet_file(tmp_path_factory, randomise_batchnorm, one_thread) -> tuple[nn.Module, Path]:
     """torchvision's GoogLeNet as its ImageNet weights are used (aux classifiers, transform_input), saved."""
     reference = randomise_batchnorm(GoogLeNet(aux_logits=True, transform_input=True, init_weights=False))
     path = tmp_path_factory.mktemp("googlenet") / "googlenet.pth"
@@ -43,7 +45,7 @@ def googlenet_file(tmp_path_factory, randomise_batchnorm) -> tuple[nn.Module, Pa
 
 
 @pytest.fixture(scope="module")
-def inception3_file(tmp_path_factory, randomise_batchnorm) -> tuple[nn.Module, Path]:
+def inception3_file(tmp_path_factory, randomise_batchnorm, one_thread) -> tuple[nn.Module, Path]:
     reference = randomise_batchnorm(Inception3(aux_logits=True, transform_input=True, init_weights=False))
     path = tmp_path_factory.mktemp("inception3") / "inception_v3.pth"
     torch.save(reference.state_dict(), path)

@@ -1,5 +1,6 @@
-"""Every backbone family end to end through the tools: train a few steps on the demo data, evaluate, predict an
-odd-sized image with ONNX Runtime (the same mask as PyTorch's) and export with parity at an odd size."""
+"""Every backbone added beside the MobileNets, ShuffleNetV2 and Xception, end to end through the tools: train a few
+steps on the demo data, evaluate, predict an odd-sized image with ONNX Runtime (the same mask as PyTorch's) and
+export with parity at an odd size."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from backbones import list_backbones
 from datasets import build_eval_transform
 from datasets.voc import split_file
 from deeplab.checkpoint import load_checkpoint, model_from_checkpoint
@@ -18,9 +20,10 @@ from tools import export as export_tool
 from tools import predict
 from tools import train as train_tool
 
-# One name per family added beside the MobileNets, ShuffleNetV2 and Xception (the contract tests build every name).
-FAMILIES = ["shufflenetv1_g3_x0_5", "inception_v1", "inception_v2", "inception_v3", "blazenet",
-            "mobilenetv4_conv_small", "mobilevit_xs"]
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+NAMES = [name for name in list_backbones() if name.startswith(("blazenet", "inception", "mobilenetv4", "mobilevit",
+                                                                 "shufflenetv1"))]
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +33,7 @@ def demo(demo_root: Path) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("name", NAMES)
 def test_train_eval_predict_export(name: str, demo: Path, tmp_path: Path, capsys) -> None:
     run = tmp_path / "run"
     assert train_tool.main([

@@ -7,13 +7,14 @@ import io
 import pytest
 import torch
 
+from backbones import list_backbones
 from deeplab.inference.export import DYNAMIC_PARITY_SIZE, export_onnx, onnx_session, parity_check
 from deeplab.models import build_model
 
-NAMES = ["blazenet", "inception_v1", "inception_v2", "inception_v3", "mobilenetv4_conv_medium",
-         "mobilenetv4_conv_small", "mobilenetv4_hybrid_medium", "mobilevit_s", "mobilevit_xs", "shufflenetv1_g1",
-         "shufflenetv1_g2", "shufflenetv1_g3", "shufflenetv1_g3_x0_5", "shufflenetv1_g3_x1_5",
-         "shufflenetv1_g3_x2_0", "shufflenetv1_g4", "shufflenetv1_g8"]
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+NAMES = [name for name in list_backbones() if name.startswith(("blazenet", "inception", "mobilenetv4", "mobilevit",
+                                                                 "shufflenetv1"))]
 
 
 @pytest.mark.slow
