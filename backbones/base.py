@@ -125,12 +125,18 @@ class SequentialBackbone(Backbone):
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a state dict saved with ``torch.save`` (plain or under a ``state_dict``/``model`` key), safely."""
+    """Read a state dict saved with ``torch.save`` (plain or under a ``state_dict``/``model`` key) or as
+    ``.safetensors`` (the Hugging Face hub's format for timm's weights), safely."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file  # installed with timm
+
+            obj = load_file(path, device="cpu")
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # weights_only refusals, truncation and garbage all end here
         raise WeightsError(f"{path}: cannot read weights ({_one_line(exc)})") from None
     for key in ("state_dict", "model"):

@@ -62,6 +62,19 @@ def test_loads_timm_state_dict_and_matches_timm_features(upstream, output_stride
         assert (features["out"] - plain[1]).abs().max() < 1e-5
 
 
+def test_reads_the_hubs_safetensors_file(upstream, tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    name, model, _ = upstream
+    path = tmp_path / "model.safetensors"  # what the Hugging Face hub serves for timm's weights
+    save_file(model.state_dict(), path)
+    ours = build_backbone(name, output_stride=32, pretrained=path)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in ours.state_dict().items())
+    path.write_bytes(b"truncated")
+    with pytest.raises(WeightsError, match="model.safetensors: cannot read weights"):
+        build_backbone(name, output_stride=32, pretrained=path)
+
+
 def test_declares_timm_normalisation(upstream) -> None:
     name, model, _ = upstream
     ours = build_backbone(name, output_stride=32)
