@@ -7,7 +7,7 @@ from .registry import (
 
 # Each family module registers its names on import.
 from . import (  # noqa: E402,F401  isort: skip
-    blazenet, inception_v1, inception_v2, inception_v3, mobilenetv1, mobilenetv2, mobilenetv3, mobilenetv4,
+    blazenet, inception, inception_v2, mobilenetv1, mobilenetv2, mobilenetv3, mobilenetv4,
     mobilenext, mobilevit, shufflenetv1, shufflenetv2, xception,
 )
 
