@@ -104,16 +104,18 @@ class SequentialBackbone(Backbone):
 
     def _set_features(
         self, layers: list[nn.Module], *, low_level_end: int, stride16_start: int, stride32_start: int,
-        output_stride: int,
+        output_stride: int, dilate_strided_block: bool = True,
     ) -> None:
         """Keep ``layers`` as ``features``, dilate them for ``output_stride`` and declare the two taps.
 
         ``features[:low_level_end]`` ends at stride 4; ``stride16_start``/``stride32_start`` index the first
-        blocks that reach stride 16 and 32; ``out`` is the last block.
+        blocks that reach stride 16 and 32; ``out`` is the last block. ``dilate_strided_block``: see
+        :func:`dilate_for_output_stride`.
         """
         self.features = nn.Sequential(*layers)
         self.low_level_end = low_level_end
-        dilate_for_output_stride(self.features[stride16_start:], self.features[stride32_start:], output_stride)
+        dilate_for_output_stride(self.features[stride16_start:], self.features[stride32_start:], output_stride,
+                                 dilate_strided_block=dilate_strided_block)
         self.feature_info = {
             "low_level": FeatureInfo(self.features[low_level_end - 1].out_channels, 4),
             "out": FeatureInfo(self.features[-1].out_channels, output_stride),
@@ -147,29 +149,36 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def dilate_for_output_stride(stride16: Iterable[nn.Module], stride32: Iterable[nn.Module], output_stride: int) -> None:
+def dilate_for_output_stride(
+    stride16: Iterable[nn.Module], stride32: Iterable[nn.Module], output_stride: int, *,
+    dilate_strided_block: bool = True,
+) -> None:
     """Trade the strides of late stages for dilation so features stop at ``output_stride``.
 
     ``stride16`` holds every module from the block that first reaches stride 16 to the last one used;
     ``stride32`` likewise from the block that reaches stride 32 (a suffix of ``stride16``). Each pass turns
     strided convs/pools into stride 1 and multiplies the dilation of spatial convs by 2, so parameter shapes,
-    and hence ImageNet weights, are the same at every output stride. Pools lose their stride but are not dilated
-    (as DeepLab did with VGG's last pools); they are padded by ``(kernel - 1) // 2`` to keep the size.
+    and hence ImageNet weights, are the same at every output stride. With ``dilate_strided_block=False`` a conv
+    that loses its stride keeps its previous dilation and only the layers after it are dilated (the
+    ``previous_dilation`` rule of torchvision's ResNet and timm, also used by published DeepLabV3+ MobileNetV2s).
+    Pools lose their stride but are not dilated (as DeepLab did with VGG's last pools); they are padded by
+    ``(kernel - 1) // 2`` to keep the size.
     """
     if output_stride not in OUTPUT_STRIDES:
         raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride}")
     passes = {32: [], 16: [stride32], 8: [stride32, stride16]}[output_stride]
     for modules in passes:
         for module in {id(m): m for top in modules for m in top.modules()}.values():
-            _halve_stride_double_dilation(module)
+            _halve_stride_double_dilation(module, dilate_strided=dilate_strided_block)
 
 
-def _halve_stride_double_dilation(module: nn.Module) -> None:
+def _halve_stride_double_dilation(module: nn.Module, *, dilate_strided: bool = True) -> None:
     if isinstance(module, nn.Conv2d):
-        if module.stride != (1, 1):
+        strided = module.stride != (1, 1)
+        if strided:
             module.stride = (1, 1)
         kernel = module.kernel_size
-        if kernel != (1, 1):
+        if kernel != (1, 1) and (dilate_strided or not strided):
             module.dilation = tuple(2 * d for d in module.dilation)
             module.padding = tuple(d * (k - 1) // 2 for d, k in zip(module.dilation, kernel))
     elif isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)) and module.stride not in (1, (1, 1)):

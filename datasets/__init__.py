@@ -7,7 +7,7 @@ from .errors import DataError
 from .image_files import IGNORE_INDEX, find_images, list_images, read_label_png, read_rgb, save_label_png, voc_palette
 from .sbd import convert_sbd
 from .transforms import build_eval_transform, build_train_transform, normalize_image
-from .voc import VOC_CLASSES, VOCSegmentation, download_voc, load_class_names
+from .voc import VOC_CLASSES, VOCSegmentation, download_voc, load_class_names, read_class_names
 
 __all__ = [
     "DEMO_CLASSES",
@@ -24,6 +24,7 @@ __all__ = [
     "list_images",
     "load_class_names",
     "normalize_image",
+    "read_class_names",
     "read_label_png",
     "read_rgb",
     "save_label_png",

@@ -25,6 +25,7 @@ __all__ = [
     "VOCSegmentation",
     "download_voc",
     "load_class_names",
+    "read_class_names",
     "split_file",
     "voc_dir",
 ]
@@ -54,7 +55,16 @@ def load_class_names(root: str | Path) -> list[str]:
     path = Path(root) / "classes.txt"
     if not path.is_file():
         return list(VOC_CLASSES)
-    lines = path.read_text(encoding="utf-8").rstrip().splitlines()
+    return read_class_names(path)
+
+
+def read_class_names(path: str | Path) -> list[str]:
+    """Class names from a text file, line i naming class id i; checked non-empty, distinct and few enough."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").rstrip().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read class names ({getattr(exc, 'strerror', None) or exc})") from None
     names = [line.strip() for line in lines]
     if not names or "" in names:
         raise DataError(f"{path}: needs one non-empty class name per line (line i = class id i)")

@@ -4,14 +4,17 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
 from .errors import UserError
-from .models import DeepLabV3Plus
+from .models import DeepLabV3Plus, config_at_output_stride
 
-__all__ = ["check_writable", "load_checkpoint", "model_from_checkpoint", "newest_checkpoint", "save_checkpoint"]
+__all__ = [
+    "check_writable", "load_checkpoint", "model_from_checkpoint", "newest_checkpoint", "read_plain_data",
+    "save_checkpoint",
+]
 
 REQUIRED_KEYS = ("model", "model_config")
 
@@ -56,29 +59,43 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     _fsync_dir(path.parent)
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True`` (never runs code) and check it holds a model and its config."""
+def read_plain_data(path: str | Path, *, allowed_globals: Sequence[Any] = ()) -> Any:
+    """``torch.load(path, weights_only=True)``: never runs code; ``allowed_globals`` extends the plain types
+    (see ``torch.serialization.safe_globals``). Any failure is a one-line :class:`UserError` naming ``path``."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
+        with torch.serialization.safe_globals(list(allowed_globals)):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # refusals of pickled code, truncation and garbage all end here
         reason = " ".join(str(exc).split())
         if "weights_only" in reason or "Unsupported global" in reason or "GLOBAL" in reason:
             reason = "it holds Python objects, not plain data, and loading it could run code; refused"
         elif not reason:
             reason = type(exc).__name__
         raise UserError(f"{path}: not a readable checkpoint ({reason[:300]})") from None
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True`` (never runs code) and check it holds a model and its config."""
+    ckpt = read_plain_data(path)
     if not isinstance(ckpt, dict) or any(key not in ckpt for key in REQUIRED_KEYS):
-        raise UserError(f"{path}: not a checkpoint of this project (needs the keys {', '.join(REQUIRED_KEYS)})")
+        raise UserError(f"{path}: not a checkpoint of this project (needs the keys {', '.join(REQUIRED_KEYS)}; "
+                        "convert a VainF or bubbliiiing DeepLabV3+ file with tools/import_checkpoint.py)")
     return ckpt
 
 
-def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> DeepLabV3Plus:
-    """Rebuild the model from ``ckpt["model_config"]`` and load ``ckpt["model"]`` strictly."""
+def model_from_checkpoint(
+    ckpt: dict[str, Any], path: str | Path = "checkpoint", *, output_stride: int | None = None
+) -> DeepLabV3Plus:
+    """Rebuild the model from ``ckpt["model_config"]`` and load ``ckpt["model"]`` strictly; ``output_stride``
+    rebuilds it at another stride (the same weights, ASPP rates scaled: 6/12/18 at 16 are 12/24/36 at 8)."""
+    config = ckpt["model_config"]
     try:
-        model = DeepLabV3Plus(**ckpt["model_config"])
+        if output_stride is not None and output_stride != config.get("output_stride"):
+            config = config_at_output_stride(config, output_stride)
+        model = DeepLabV3Plus(**config)
     except (TypeError, ValueError) as exc:
         raise UserError(f"{path}: invalid model_config ({exc})") from None
     try:

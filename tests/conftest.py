@@ -17,6 +17,9 @@ from deeplab import build_model, save_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VOC_MINI = REPO_ROOT.parent / "shared" / "data" / "voc_mini"
+IMPORT_FIXTURES = REPO_ROOT.parent / "shared" / "fixtures" / "imports"
+#: Project name -> folder of its checkpoint-import fixture (random weights saved as the project saves them).
+IMPORT_FOLDERS = {"vainf": "vainf_deeplabv3plus_mobilenet", "bubbliiiing": "bubbliiiing_deeplab_mobilenetv2"}
 
 torch.set_num_threads(2)
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations asks PyPI for updates on import
@@ -72,9 +75,20 @@ def randomise_batchnorm() -> Callable[..., nn.Module]:
 
 
 def _make_checkpoint(path: Path, class_names: list[str] | None = None, *, num_classes: int,
-                     width_mult: float = 0.25, **config) -> nn.Module:
-    """Save a random-weight DeepLabV3+ checkpoint (narrow MobileNetV2 by default: cheap on CPU); returns its model."""
+                     width_mult: float = 0.25, varied: bool = False, **config) -> nn.Module:
+    """Save a random-weight DeepLabV3+ checkpoint (narrow MobileNetV2 by default: cheap on CPU); returns its model.
+
+    ``varied``: random BatchNorm statistics and a classifier centred on noise images, so masks hold several
+    classes that follow the picture (plain random weights give one class everywhere).
+    """
     model = build_model(num_classes=num_classes, width_mult=width_mult, **config).eval()
+    if varied:
+        _randomise_batchnorm(model)
+        classifier = model.decoder.classifier
+        with torch.no_grad():
+            classifier.weight.mul_(30)
+            classifier.bias.zero_()
+            classifier.bias.sub_(model(torch.randn(4, 3, 64, 64)).mean((0, 2, 3)))
     state = {"model": model.state_dict(), "model_config": model.config}
     if class_names is not None:
         state["class_names"] = list(class_names)
@@ -84,7 +98,7 @@ def _make_checkpoint(path: Path, class_names: list[str] | None = None, *, num_cl
 
 @pytest.fixture(scope="session")
 def make_checkpoint() -> Callable[..., nn.Module]:
-    """``make_checkpoint(path, class_names=None, *, num_classes, width_mult=0.25, **config) -> model``."""
+    """``make_checkpoint(path, class_names=None, *, num_classes, width_mult=0.25, varied=False, **config) -> model``."""
     return _make_checkpoint
 
 
@@ -116,3 +130,26 @@ def make_voc_folder() -> Callable[..., Path]:
 def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The built-in demo dataset, generated once per session (tests add split files, never change images)."""
     return ensure_demo_dataset(tmp_path_factory.mktemp("demo"))
+
+
+@pytest.fixture(scope="session")
+def import_fixture() -> Callable[[str], Path]:
+    """``import_fixture(project) -> folder`` with the project's ``checkpoint.pth``, ``io_os16.pt``, ``io_os8.pt``."""
+    assert IMPORT_FIXTURES.is_dir(), f"missing {IMPORT_FIXTURES}"
+    return lambda project: IMPORT_FIXTURES / IMPORT_FOLDERS[project]
+
+
+@pytest.fixture(scope="session")
+def imported_checkpoint(tmp_path_factory: pytest.TempPathFactory, import_fixture) -> Callable[[str], Path]:
+    """``imported_checkpoint(project) -> path`` of the project's fixture converted to our format (once per session)."""
+    from deeplab.converters import import_checkpoint, write_checkpoint
+
+    folder, done = tmp_path_factory.mktemp("imported"), {}
+
+    def get(project: str) -> Path:
+        if project not in done:
+            imported = import_checkpoint(import_fixture(project) / "checkpoint.pth")
+            done[project] = write_checkpoint(imported, folder / f"{project}.pt")
+        return done[project]
+
+    return get

@@ -3,6 +3,7 @@
     python tools/benchmark.py --section core        # ours (separable / not) vs smp mobilenet_v2: params, GMACs, latency
     python tools/benchmark.py --section backbones   # every registered backbone at OS16 and OS8 (+ smp twins)
     python tools/benchmark.py --section engines --checkpoint best.pt --data-root data/voc
+    python tools/benchmark.py --section predict --repeats 5 --warmup 1   # folder img/s, loop vs pipeline; video fps
     python tools/benchmark.py --section core --json core.json
 
 Latency: batch 1, fp32 unless the engine says otherwise, channels_last for eager models, warm-up calls,
@@ -25,22 +26,27 @@ from deeplab.benchmark import cpu_flags, markdown
 from deeplab.benchmark.backbones import backbone_rows
 from deeplab.benchmark.core import core_rows
 from deeplab.benchmark.engines import engine_rows
+from deeplab.benchmark.prediction import prediction_rows
 from deeplab.errors import report_user_errors
+from deeplab.inference import ENGINES
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line flags of this tool."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--section", choices=("core", "backbones", "engines"), action="append",
-                        help="what to measure (repeatable; default: all three)")
+    parser.add_argument("--section", choices=("core", "backbones", "engines", "predict"), action="append",
+                        help="what to measure (repeatable; default: all)")
     parser.add_argument("--size", type=int, default=512, help="input height and width (default 512)")
     parser.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime threads (default 2)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls per candidate")
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per candidate (median reported)")
     parser.add_argument("--backbones", nargs="+", help="backbones section: these only (default: all registered)")
     parser.add_argument("--checkpoint", action="append", default=[],
-                        help="backbones: report its best_miou beside its (backbone, OS); engines: model to use")
+                        help="backbones: report its best_miou beside its (backbone, OS); engines, predict: model to use")
     parser.add_argument("--data-root", help="engines: VOC-format folder to measure agreement and mIoU on (val split)")
+    parser.add_argument("--images", type=int, default=100, help="predict: photos in the folder (VOC-sized)")
+    parser.add_argument("--frames", type=int, default=50, help="predict: frames of the --size x --size clip")
+    parser.add_argument("--engine", choices=ENGINES, default="auto", help="predict: inference engine (default auto)")
     parser.add_argument("--json", help="also write every row to this JSON file")
     return parser
 
@@ -56,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "backbones": lambda: backbone_rows(**timing, names=args.backbones, checkpoints=args.checkpoint),
         "engines": lambda: engine_rows(**timing, threads=args.threads, checkpoints=args.checkpoint,
                                        data_root=args.data_root),
+        "predict": lambda: prediction_rows(**timing, checkpoints=args.checkpoint, engine=args.engine,
+                                           images=args.images, frames=args.frames),
     }
     flags = cpu_flags()
     print(f"CPU: {flags}")

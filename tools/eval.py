@@ -27,6 +27,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--flip", action="store_true", help="also average over horizontally mirrored inputs")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--engine", choices=ENGINES, default="auto", help="inference engine (see deeplab.inference)")
+    parser.add_argument("--output-stride", type=int, choices=(8, 16, 32),
+                        help="run the weights at this output stride (default: the checkpoint's; 8 is slower and finer)")
     parser.add_argument("--workers", type=int, default=2, help="data-loading processes (0: load in this one)")
     return parser
 
@@ -46,7 +48,8 @@ def score_checkpoint(args: argparse.Namespace) -> tuple[ConfusionMatrix, list[st
     """Predict every image of the split at full resolution and accumulate one confusion matrix."""
     scales = parse_scales(args.scales)
     predictor = Predictor.from_checkpoint(
-        args.checkpoint, device=args.device, engine=args.engine, class_names=load_class_names(args.data_root)
+        args.checkpoint, device=args.device, engine=args.engine, class_names=load_class_names(args.data_root),
+        output_stride=args.output_stride,
     )
     dataset = VOCSegmentation(
         args.data_root, split=args.split, class_names=predictor.class_names,
@@ -54,8 +57,9 @@ def score_checkpoint(args: argparse.Namespace) -> tuple[ConfusionMatrix, list[st
     )
     # Batch 1: VOC images differ in size and are scored at their own resolution.
     loader = build_val_loader(dataset, batch_size=1, workers=max(0, args.workers))
+    stride = f", output stride {args.output_stride}" if args.output_stride else ""
     print(f"evaluating {args.checkpoint} on {len(dataset)} {args.split} images "
-          f"({predictor.device}, scales {scales}{', flip' if args.flip else ''})")
+          f"({predictor.device}, scales {scales}{', flip' if args.flip else ''}{stride})")
     matrix = evaluate(predictor.engine, loader, num_classes=len(predictor.class_names), scales=scales, flip=args.flip)
     return matrix, predictor.class_names
 
@@ -77,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         extra = {"split": args.split, "source": args.checkpoint or args.pred_dir}
         if args.checkpoint:
-            extra.update(scales=parse_scales(args.scales), flip=args.flip)
+            extra.update(scales=parse_scales(args.scales), flip=args.flip, output_stride=args.output_stride)
         paths = write_report(args.json, scores, matrix.matrix, class_names, **extra)
         print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0

@@ -26,6 +26,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="file to write (e.g. model.onnx)")
     parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="fix height and width")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random parity-check input")
+    parser.add_argument("--output-stride", type=int, choices=(8, 16, 32),
+                        help="run the weights at this output stride (default: the checkpoint's; 8 is slower and finer)")
     return parser
 
 
@@ -33,7 +35,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Export, then print the parity of ONNX Runtime against PyTorch on one random input."""
     args = get_args_parser().parse_args(argv)
-    parity = export_checkpoint(args.checkpoint, args.out, input_size=args.input_size, seed=args.seed)
+    parity = export_checkpoint(args.checkpoint, args.out, input_size=args.input_size, seed=args.seed,
+                               output_stride=args.output_stride)
     out = Path(args.out)
     shape = ("input N x 3 x H x W, all dynamic" if args.input_size is None
              else f"input N x 3 x {args.input_size[0]} x {args.input_size[1]}, batch dynamic")

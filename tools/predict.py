@@ -1,27 +1,34 @@
-"""Segment images with a trained checkpoint: a palette PNG of class ids and a colour overlay with legend per image."""
+"""Segment images and videos with a trained checkpoint: per image a palette PNG of class ids and a colour overlay
+with legend; per video (.mp4 .avi .mov .mkv) an overlay video <stem>_overlay.mp4 of the same size and frame rate
+(audio is not kept) and, with --save-masks, each frame's palette mask in <stem>_masks/."""
 from __future__ import annotations
 
 import _checkout  # noqa: F401  (first: our `datasets`, not Hugging Face's)
 
 import argparse
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from datasets import DataError, find_images, read_rgb
 from deeplab.checkpoint import check_writable, newest_checkpoint
 from deeplab.errors import UserError, report_user_errors
 from deeplab.inference import ENGINES, Predictor
 from deeplab.inference.outputs import save_prediction
+from deeplab.inference.pipeline import segment_files
+from deeplab.inference.video import VideoError, probe_video, read_frames, segment_video, split_videos
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line flags of this tool."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("inputs", nargs="+", help="image files and/or folders of images")
+    parser.add_argument("inputs", nargs="+",
+                        help="image files, folders of images and/or video files (.mp4 .avi .mov .mkv; audio is not kept)")
     parser.add_argument("--checkpoint", help="checkpoint to use (default: the newest runs/**/best.pt)")
     parser.add_argument("--out", default="predictions", help="output folder (created if needed)")
     parser.add_argument("--alpha", type=float, default=0.5, help="weight of the colour mask in the overlay, 0..1")
@@ -30,54 +37,107 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--engine", choices=ENGINES, default="auto",
                         help="inference engine (see deeplab.inference); int8 calibrates on the first inputs")
+    parser.add_argument("--output-stride", type=int, choices=(8, 16, 32),
+                        help="run the weights at this output stride (default: the checkpoint's; 8 is slower and finer)")
+    parser.add_argument("--batch-size", type=int,
+                        help="images of one size per engine call (default: chosen for the engine: 8 on a GPU, "
+                             "4 for int8, else 1)")
+    parser.add_argument("--save-masks", action="store_true",
+                        help="videos: also write each frame's palette mask as <stem>_masks/000001.png ...")
+    parser.add_argument("--verbose", action="store_true", help="a line per image instead of a progress bar")
     return parser
 
 
-def readable(paths: Sequence[Path]) -> Iterator[np.ndarray]:
-    """The decodable images among ``paths``, lazily (int8 calibration reads the first few)."""
-    for path in paths:
+def readable(images: Sequence[Path], videos: Sequence[Path]) -> Iterator[np.ndarray]:
+    """The decodable images, then video frames, lazily (int8 calibration reads the first few)."""
+    for path in images:
         try:
             yield read_rgb(path)
         except DataError:
             continue  # reported when the image's turn comes
+    for path in videos:
+        try:
+            yield from read_frames(path)
+        except VideoError:
+            continue
 
 
 @report_user_errors
 def main(argv: Sequence[str] | None = None) -> int:
-    """Segment every input; a bad image is reported and skipped, and the exit status 1 says so."""
+    """Segment every input; a bad image or video is reported and skipped, and the exit status 1 says so."""
     args = get_args_parser().parse_args(argv)
     if not 0.0 <= args.alpha <= 1.0:
         raise UserError(f"--alpha {args.alpha}: must lie between 0 and 1")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
     images, problems = find_images(args.inputs)
+    images, videos = split_videos(images)
     checkpoint = args.checkpoint
     if checkpoint is None:
         checkpoint = newest_checkpoint()
         print(f"using the newest checkpoint under runs/: {checkpoint}")
     predictor = Predictor.from_checkpoint(checkpoint, device=args.device, engine=args.engine,
-                                          max_size=args.max_size or None, calibration=readable(images))
+                                          max_size=args.max_size or None, calibration=readable(images, videos),
+                                          output_stride=args.output_stride)
     out = check_writable(args.out)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
-    done = 0
-    for path in images:
-        try:
-            image = read_rgb(path)
-        except DataError as exc:
-            print(f"error: {exc} (skipped)", file=sys.stderr)
-            continue
-        prediction = predictor.predict(image)
+    batch_size = args.batch_size or predictor.batch_size
+    done = segment_images(predictor, images, out, args, batch_size) if images else 0
+    done_videos = sum(segment_one_video(predictor, path, out, args, batch_size) for path in videos)
+    print(f"{done} of {len(images)} images" + (f" and {done_videos} of {len(videos)} videos" if videos else "")
+          + f" segmented; results in {args.out}")
+    return 0 if done == len(images) and done_videos == len(videos) and not problems else 1
+
+
+def segment_images(predictor: Predictor, images: list[Path], out: Path, args: argparse.Namespace,
+                   batch_size: int) -> int:
+    """Segment ``images`` (decoded and written on background threads); a bar, or a line each with --verbose."""
+    def write(path: Path, image: np.ndarray, prediction) -> tuple[Path, Path]:
         # Write failures propagate: the output folder is broken and every further image would fail alike.
-        mask_path, overlay_path = save_prediction(out, path.stem, image, prediction.mask,
-                                                  class_names=predictor.class_names, alpha=args.alpha)
-        line = f"{path} -> {mask_path}, {overlay_path}"
-        (height, width) = prediction.model_size
-        if (height, width) != image.shape[:2]:
-            line += (f" (resized {image.shape[1]}x{image.shape[0]} to {width}x{height} for the model, "
-                     f"--max-size {args.max_size}; mask upsampled back to full size)")
-        print(line)
-        done += 1
-    print(f"{done} of {len(images)} images segmented; results in {args.out}")
-    return 0 if done == len(images) and not problems else 1
+        return save_prediction(out, path.stem, image, prediction.mask, class_names=predictor.class_names,
+                               alpha=args.alpha)
+
+    done = shrunk = 0
+    with tqdm(total=len(images), unit="img", disable=True if args.verbose else None) as bar:
+        for result in segment_files(predictor, images, write, batch_size=batch_size):
+            bar.update()
+            if result.error:
+                tqdm.write(f"error: {result.error} (skipped)", file=sys.stderr)
+                continue
+            done += 1
+            resized = result.prediction.model_size != result.image_size
+            shrunk += resized
+            if args.verbose:
+                line = f"{result.key} -> {', '.join(map(str, result.written))}"
+                if resized:
+                    (height, width), (image_height, image_width) = result.prediction.model_size, result.image_size
+                    line += (f" (resized {image_width}x{image_height} to {width}x{height} for the model, "
+                             f"--max-size {args.max_size}; mask upsampled back to full size)")
+                print(line)
+    if shrunk and not args.verbose:
+        print(f"shrunk for the model (long side over --max-size {args.max_size}): {shrunk} of {done} images; "
+              "masks upsampled back to full size (--verbose names them)")
+    return done
+
+
+def segment_one_video(predictor: Predictor, path: Path, out: Path, args: argparse.Namespace, batch_size: int) -> int:
+    """Segment one video into ``<stem>_overlay.mp4`` (and masks); 1 if done, 0 after reporting why not."""
+    try:
+        info = probe_video(path)
+        start = time.perf_counter()
+        with tqdm(total=info.frames or None, desc=path.name, unit="frame", disable=None) as bar:
+            result = segment_video(predictor, path, out / f"{path.stem}_overlay.mp4",
+                                   masks_dir=out / f"{path.stem}_masks" if args.save_masks else None,
+                                   alpha=args.alpha, batch_size=batch_size, on_frame=bar.update)
+    except VideoError as exc:
+        print(f"error: {exc} (skipped)", file=sys.stderr)
+        return 0
+    speed = result.frames / (time.perf_counter() - start)
+    masks = f" and {result.masks_dir}/" if result.masks_dir else ""
+    print(f"{path} -> {result.overlay_path}{masks} ({result.frames} frames, {info.width}x{info.height} at "
+          f"{info.fps:g} fps, {speed:.1f} frames/s; audio not kept)")
+    return 1
 
 
 if __name__ == "__main__":

@@ -3,9 +3,11 @@
     python tools/train.py --dataset demo                       # offline, a few minutes on a laptop CPU
     python tools/train.py --dataset voc --data-root data/voc --download
     python tools/train.py --resume runs/demo_mobilenetv2_os16/last.pt
+    python tools/train.py --init-from vainf_voc.pt --dataset voc --data-root my_data --iters 2000 --lr 0.001
     torchrun --nproc_per_node=4 tools/train.py --dataset voc       # 4 GPUs, DDP; --batch-size stays global
 
-Flags left out take, in order: the resumed checkpoint's settings, then the dataset's defaults below.
+Flags left out take, in order: the resumed checkpoint's settings (with --init-from: that checkpoint's backbone
+and output stride), then the dataset's defaults below.
 Under torchrun, --batch-size is the global batch split evenly over the processes; BatchNorm is synchronised
 across GPUs (SyncBatchNorm) unless --no-sync-bn; only rank 0 writes files and shows progress.
 """
@@ -21,6 +23,7 @@ from backbones import list_backbones
 from deeplab.checkpoint import load_checkpoint
 from deeplab.engine import AMP_MODES, PRESETS, describe_default, fit, resolve_config
 from deeplab.engine.distributed import is_main_process, teardown_distributed
+from deeplab.engine.warm_start import init_checkpoint_defaults
 from deeplab.errors import report_user_errors
 
 
@@ -68,7 +71,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help=f"under torchrun, fail when other ranks stay silent this long (default {d('dist_timeout')})")
     p.add_argument("--seed", type=int, help=f"seed of initialisation, data order and augmentation (default {d('seed')})")
     p.add_argument("--out", help="output folder (default runs/<dataset>_<backbone>_os<N>)")
-    p.add_argument("--resume", metavar="CKPT", help="continue the run saved in this last.pt")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--resume", metavar="CKPT", help="continue the run saved in this last.pt")
+    start.add_argument("--init-from", metavar="CKPT", help="start a new run from this checkpoint's weights (ours or "
+                       "imported): matching tensors load, a classifier for other classes starts fresh; its backbone, "
+                       "output stride and architecture are the defaults")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in logs)")
     return p
 
@@ -79,7 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     flags = vars(get_args_parser().parse_args(argv))
     resume_path, download, no_progress = flags.pop("resume"), flags.pop("download"), flags.pop("no_progress")
     resumed = load_checkpoint(resume_path) if resume_path else None
-    config = resolve_config(flags, resumed.get("args", {}) if resumed else {})
+    inherited = resumed.get("args", {}) if resumed else {}
+    if flags["init_from"]:
+        inherited = init_checkpoint_defaults(flags["init_from"])
+    config = resolve_config(flags, inherited)
     try:
         result = fit(config, resume=resumed, resume_path=resume_path, download=download, progress=not no_progress)
         report = is_main_process()

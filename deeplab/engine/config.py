@@ -25,7 +25,8 @@ class TrainConfig:
     """Every setting of a training run, as plain data (saved in checkpoints under ``args``).
 
     Fields left ``None`` here come from the dataset's preset (:data:`PRESETS`) or are derived (``out``,
-    ``warmup_iters``); :func:`resolve_config` fills them.
+    ``warmup_iters``); :func:`resolve_config` fills them. ``init_from`` stays ``None`` unless a run starts from a
+    checkpoint's weights.
     """
 
     dataset: str = "voc"
@@ -35,6 +36,7 @@ class TrainConfig:
     backbone: str = "mobilenetv2"
     output_stride: int = 16
     pretrained_backbone: str | None = None
+    init_from: str | None = None  # checkpoint whose matching tensors start a new run (fine-tuning)
     iters: int | None = None
     epochs: int | None = None
     batch_size: int | None = None
@@ -98,7 +100,8 @@ def resolve_config(flags: Mapping[str, Any], resumed: Mapping[str, Any] | None =
     config = TrainConfig(**{**PRESETS[dataset], **inherited, **given, "dataset": dataset})
     if config.backbone not in list_backbones():
         raise UserError(f"--backbone: {unknown_backbone_message(config.backbone)}")
-    if str(config.pretrained_backbone).lower() == "imagenet":  # before any data is fetched
+    starts_fresh = not resumed and not config.init_from  # only a fresh run loads ImageNet weights
+    if starts_fresh and str(config.pretrained_backbone).lower() == "imagenet":  # before any data is fetched
         check_imagenet_weights(config.backbone)
     if "epochs" in given:  # counted in steps once the split's size is known (see fit)
         config.iters = None

@@ -25,7 +25,7 @@ from datasets import (
 from ..checkpoint import check_writable
 from ..device import resolve_device
 from ..errors import UserError
-from ..models import DeepLabV3Plus
+from ..models import DeepLabV3Plus, config_at_output_stride
 from . import distributed
 from .config import TrainConfig
 from .data import build_train_loader, build_val_loader
@@ -33,6 +33,7 @@ from .freeze import freeze_batchnorm, freeze_early_stages
 from .loop import TrainResult, resolve_amp, train
 from .schedule import build_optimizer, build_scheduler, default_warmup_steps
 from .state import restore_training_state, seed_everything
+from .warm_start import load_matching, read_init_checkpoint
 
 __all__ = ["fit", "pretrained_argument"]
 
@@ -60,10 +61,17 @@ def fit(
     class_names = load_class_names(root)
     if resume is not None:
         _check_resume(resume, resume_path, backbone=c.backbone, num_classes=len(class_names))
+    init = read_init_checkpoint(c.init_from, backbone=c.backbone) if c.init_from and resume is None else None
     train_set = VOCSegmentation(root, split=c.split, class_names=class_names)
     if c.epochs:
         c.iters, c.epochs = c.epochs * math.ceil(len(train_set) / c.batch_size), None
-    model = _build_model(c, num_classes=len(class_names), pretrained=resume is None).to(device)
+    saved = resume or init
+    model = _build_model(c, num_classes=len(class_names), saved_config=saved["model_config"] if saved else None)
+    if init is not None:
+        warm = load_matching(model, init["model"])
+        if distributed.is_main_process():
+            print("\n".join(warm.summary(c.init_from)))
+    model = model.to(device)
     optimizer = build_optimizer(model, lr=c.lr, weight_decay=c.weight_decay, backbone_lr_scale=c.backbone_lr_scale)
     warmup = c.warmup_iters if c.warmup_iters is not None else default_warmup_steps(c.iters)
     scheduler = build_scheduler(optimizer, total_steps=c.iters, warmup_steps=warmup)
@@ -116,11 +124,17 @@ def _check_resume(ckpt: dict[str, Any], path: str | Path | None, *, backbone: st
         raise UserError(f"{path}: checkpoint has {config.get('num_classes')} classes, but the data has {num_classes}")
 
 
-def _build_model(c: TrainConfig, *, num_classes: int, pretrained: bool) -> nn.Module:
-    """The seeded model, ImageNet (or file) weights unless resuming, with the requested parts frozen."""
+def _build_model(c: TrainConfig, *, num_classes: int, saved_config: dict[str, Any] | None) -> nn.Module:
+    """The seeded model with the requested parts frozen: the architecture of ``saved_config`` (a resumed or
+    initialising checkpoint's: decoder variant, normalisation, backbone options) at this run's stride and
+    classes, else a new one with ImageNet (or file) backbone weights."""
     seed_everything(c.seed)
-    model = DeepLabV3Plus(c.backbone, num_classes=num_classes, output_stride=c.output_stride,
-                          pretrained_backbone=pretrained_argument(c.pretrained_backbone) if pretrained else False)
+    if saved_config is not None:
+        config = {**config_at_output_stride(saved_config, c.output_stride), "num_classes": num_classes}
+        model = DeepLabV3Plus(**config)
+    else:
+        model = DeepLabV3Plus(c.backbone, num_classes=num_classes, output_stride=c.output_stride,
+                              pretrained_backbone=pretrained_argument(c.pretrained_backbone))
     if c.freeze_bn:
         freeze_batchnorm(model)  # before the optimiser, which then leaves BN scales and shifts out
     if c.freeze_early_stages:

@@ -51,13 +51,14 @@ def export_onnx(
 
 
 def export_checkpoint(
-    checkpoint: str | Path, out: str | Path, *, input_size: Sequence[int] | None = None, seed: int = 0
+    checkpoint: str | Path, out: str | Path, *, input_size: Sequence[int] | None = None, seed: int = 0,
+    output_stride: int | None = None,
 ) -> Parity:
-    """Export the model of ``checkpoint`` to ``out`` (ONNX) and check ONNX Runtime against PyTorch on one random
-    input (``input_size``, or an odd size when height and width are dynamic)."""
+    """Export the model of ``checkpoint`` (at ``output_stride`` if given) to ``out`` (ONNX) and check ONNX Runtime
+    against PyTorch on one random input (``input_size``, or an odd size when height and width are dynamic)."""
     if input_size is not None and min(input_size) < 1:
         raise UserError(f"--input-size: height and width must be positive, got {list(input_size)}")
-    model = model_from_checkpoint(load_checkpoint(checkpoint), checkpoint).eval()
+    model = model_from_checkpoint(load_checkpoint(checkpoint), checkpoint, output_stride=output_stride).eval()
     out = Path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

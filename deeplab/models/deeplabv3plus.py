@@ -13,7 +13,7 @@ from backbones import build_backbone
 from .aspp import ASPP, default_atrous_rates
 from .decoder import Decoder
 
-__all__ = ["DeepLabV3Plus", "build_model"]
+__all__ = ["DeepLabV3Plus", "build_model", "config_at_output_stride"]
 
 
 class DeepLabV3Plus(nn.Module):
@@ -21,7 +21,9 @@ class DeepLabV3Plus(nn.Module):
 
     ``config`` holds the constructor's arguments as plain data, so ``DeepLabV3Plus(**model.config)`` rebuilds
     the same architecture (weights aside: ``pretrained_backbone`` is not recorded). Extra keyword arguments go
-    to the backbone (e.g. ``width_mult``).
+    to the backbone (e.g. ``width_mult``). ``decoder_convs``, ``low_level_first``, ``align_corners`` and the
+    dropouts select the decoder variant (see :class:`~deeplab.models.decoder.Decoder`); ``mean``/``std`` set the
+    input normalisation the weights expect (default: the backbone's ImageNet statistics).
     """
 
     def __init__(
@@ -33,6 +35,13 @@ class DeepLabV3Plus(nn.Module):
         atrous_rates: Sequence[int] | None = None,
         separable: bool = True,
         aspp_channels: int = 256,
+        decoder_convs: int = 2,
+        low_level_first: bool = False,
+        align_corners: bool = False,
+        aspp_dropout: float = 0.1,
+        decoder_dropouts: Sequence[float] | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
         pretrained_backbone: bool | str | Path = False,
         **backbone_kwargs: Any,
     ) -> None:
@@ -48,13 +57,24 @@ class DeepLabV3Plus(nn.Module):
             atrous_rates=rates,
             out_channels=aspp_channels,
             separable=separable,
+            dropout=aspp_dropout,
         )
+        dropouts = list(decoder_dropouts) if decoder_dropouts is not None else [0.0] * decoder_convs
         self.decoder = Decoder(
             low_level_channels=self.backbone.feature_info["low_level"].channels,
             aspp_channels=aspp_channels,
             num_classes=num_classes,
             separable=separable,
+            num_convs=decoder_convs,
+            low_level_first=low_level_first,
+            align_corners=align_corners,
+            dropouts=dropouts,
         )
+        self.mean = _three_floats("mean", mean if mean is not None else self.backbone.mean)
+        self.std = _three_floats("std", std if std is not None else self.backbone.std)
+        if min(self.std) <= 0:
+            raise ValueError(f"std must be positive, got {list(self.std)}")
+        self.align_corners = align_corners
         self.config: dict[str, Any] = {
             "backbone": backbone,
             "num_classes": num_classes,
@@ -62,23 +82,41 @@ class DeepLabV3Plus(nn.Module):
             "atrous_rates": list(rates),
             "separable": separable,
             "aspp_channels": aspp_channels,
+            "decoder_convs": decoder_convs,
+            "low_level_first": low_level_first,
+            "align_corners": align_corners,
+            "aspp_dropout": aspp_dropout,
+            "decoder_dropouts": dropouts,
+            "mean": list(self.mean),
+            "std": list(self.std),
             **backbone_kwargs,
         }
-
-    @property
-    def mean(self) -> tuple[float, float, float]:
-        """Input normalisation mean the backbone's weights expect."""
-        return self.backbone.mean
-
-    @property
-    def std(self) -> tuple[float, float, float]:
-        """Input normalisation std the backbone's weights expect."""
-        return self.backbone.std
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.backbone(x)
         logits = self.decoder(self.aspp(features["out"]), features["low_level"])
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=self.align_corners)
+
+
+def config_at_output_stride(config: dict[str, Any], output_stride: int) -> dict[str, Any]:
+    """``config`` rebuilt at another output stride: same weights, ASPP rates scaled by the stride ratio.
+
+    Dilation never changes parameter shapes, so weights trained at one stride load at another; the rates scale
+    with the feature map ((6, 12, 18) at 16 become (12, 24, 36) at 8), keeping each branch's field of view.
+    """
+    old = int(config.get("output_stride", 16))
+    rates = config.get("atrous_rates") or default_atrous_rates(old)
+    scaled = [rate * old / output_stride for rate in rates]
+    if any(rate != int(rate) or rate < 1 for rate in scaled):
+        raise ValueError(f"atrous rates {list(rates)} at output stride {old} do not scale to {output_stride}")
+    return {**config, "output_stride": output_stride, "atrous_rates": [int(rate) for rate in scaled]}
+
+
+def _three_floats(name: str, values: Sequence[float]) -> tuple[float, float, float]:
+    values = tuple(float(v) for v in values)
+    if len(values) != 3:
+        raise ValueError(f"{name} needs one value per RGB channel, got {list(values)}")
+    return values
 
 
 def build_model(backbone: str = "mobilenetv2", **kwargs: Any) -> DeepLabV3Plus:

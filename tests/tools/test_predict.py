@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -133,11 +134,18 @@ def test_large_image_is_resized_and_mask_restored(checkpoint, tmp_path: Path, ca
     ramp = np.linspace(0, 255, 4000, dtype=np.float32)
     image = np.broadcast_to(ramp[None, :, None], (3000, 4000, 3)).astype(np.uint8)
     Image.fromarray(image).save(tmp_path / "big.jpg", quality=80)
-    rc, out, _ = run([str(tmp_path / "big.jpg"), "--checkpoint", str(checkpoint[0]), "--out", str(tmp_path / "out"),
-                      "--max-size", "128"], capsys)
+    Image.fromarray(image[:50, :60]).save(tmp_path / "small.png")
+    args = [str(tmp_path / "big.jpg"), str(tmp_path / "small.png"), "--checkpoint", str(checkpoint[0]),
+            "--out", str(tmp_path / "out"), "--max-size", "128"]
+    rc, out, _ = run([*args, "--verbose"], capsys)
     assert rc == 0
     assert Image.open(tmp_path / "out" / "big_mask.png").size == (4000, 3000)
-    assert "resized 4000x3000 to 128x96" in out
+    big_line, small_line = out.splitlines()[:2]
+    assert "resized 4000x3000 to 128x96" in big_line and "(resized" not in small_line
+    args = [str(tmp_path / "small.png"), "--checkpoint", str(checkpoint[0]), "--out", str(tmp_path / "out"),
+            "--max-size", "32"]
+    rc, out, _ = run(args, capsys)  # without --verbose: one summary line instead of a line per image
+    assert rc == 0 and "small.png" not in out and "over --max-size 32): 1 of 1 images" in out
 
 
 def test_int8_engine_calibrates_on_the_inputs(checkpoint, tmp_path: Path, capsys) -> None:
@@ -181,3 +189,36 @@ def test_peak_memory_of_a_512_image(tmp_path: Path, repo_root: Path, make_checkp
     assert peak < 1024 * 1024, f"peak {peak} KiB"
     assert peak - base < 300 * 1024, f"predict added {peak - base} KiB"
     print(f"peak {peak // 1024} MiB, {(peak - base) // 1024} MiB above imports and model")
+
+
+def write_clip(path: Path, frames: int, size: tuple[int, int] = (40, 32), fps: float = 10.0) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    for index in range(frames):
+        writer.write(random_rgb(size[1], size[0], seed=index))
+    writer.release()
+    return path
+
+
+@pytest.mark.slow
+def test_videos_beside_images(checkpoint, tmp_path: Path, capsys) -> None:
+    """A video gives <stem>_overlay.mp4 (+ masks with --save-masks) beside the images' files; a bad one is skipped."""
+    clip = write_clip(tmp_path / "clip.avi", 6)
+    whole = write_clip(tmp_path / "long.avi", 20).read_bytes()
+    (tmp_path / "cut.avi").write_bytes(whole[: len(whole) // 2])
+    Image.fromarray(random_rgb(20, 24)).save(tmp_path / "photo.png")
+    out = tmp_path / "out"
+    rc, stdout, err = run([str(clip), str(tmp_path / "cut.avi"), str(tmp_path / "photo.png"), "--checkpoint",
+                           str(checkpoint[0]), "--out", str(out), "--save-masks", "--batch-size", "4"], capsys)
+    assert rc == 1
+    capture = cv2.VideoCapture(str(out / "clip_overlay.mp4"))
+    assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == 6 and capture.get(cv2.CAP_PROP_FPS) == 10.0
+    assert (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (40, 32)
+    assert len(list((out / "clip_masks").glob("*.png"))) == 6
+    assert (out / "photo_mask.png").is_file()
+    assert "audio not kept" in stdout and "1 of 1 images and 1 of 2 videos segmented" in stdout
+    [line] = err.strip().splitlines()
+    assert line.startswith(f"error: {tmp_path / 'cut.avi'}: frame ") and "of 20 could not be decoded" in line
+
+
+def test_help_says_audio_is_dropped() -> None:
+    assert "audio is not kept" in " ".join(predict.get_args_parser().format_help().split())

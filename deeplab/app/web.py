@@ -1,0 +1,161 @@
+"""The local web app (Gradio): drop an image, see the overlay with its legend, the share of pixels per class and
+the palette mask to download; an opacity slider redraws without running the model again; a tab for short clips.
+
+The model runs one request at a time (further uploads wait in Gradio's queue and see their place in it);
+uploads above ``max_upload_mb`` are refused by the page, undecodable files get a message, and the app serves on.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from itertools import count
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+
+from datasets import DataError, read_rgb
+from datasets.image_files import save_label_png
+
+from ..errors import UserError
+from ..inference import Predictor, overlay
+from ..inference.video import VideoError, probe_video, segment_video
+from .summary import class_shares
+
+__all__ = ["AppLimits", "build_app", "describe", "launch"]
+
+TABLE_HEADERS = ["class", "pixels (%)", "colour"]
+
+
+@dataclass(frozen=True)
+class AppLimits:
+    """What the app accepts: upload size (MiB), frames of a clip, and how many requests may wait in the queue."""
+
+    max_upload_mb: int = 20
+    max_video_frames: int = 300
+    max_queue: int = 16
+
+
+def describe(predictor: Predictor, checkpoint: str | Path) -> str:
+    """One Markdown line: which checkpoint, backbone (and output stride), engine and classes the app runs."""
+    config = predictor.model_config
+    backbone = f"{config.get('backbone', '?')} (output stride {config.get('output_stride', '?')})"
+    return (f"**checkpoint** `{checkpoint}` · **backbone** {backbone} · **engine** {predictor.engine_name} "
+            f"on {predictor.device.type} · **{len(predictor.class_names)} classes**")
+
+
+class _Segmenter:
+    """The app's handlers around one predictor; result files go to a folder that lives as long as the app."""
+
+    def __init__(self, predictor: Predictor, limits: AppLimits) -> None:
+        self.predictor, self.limits = predictor, limits
+        self._files = tempfile.TemporaryDirectory(prefix="deeplab-app-")
+
+    def segment_image(self, path: str | None, alpha: float):
+        """Overlay, class table, mask file, timing line and the (image, mask) state the slider redraws from."""
+        if path is None:
+            return None, None, None, "", None
+        try:
+            image = read_rgb(path)
+        except DataError as exc:
+            raise gr.Error(_short(exc, path)) from None
+        start = time.perf_counter()
+        prediction = self.predictor.predict(image)
+        seconds = time.perf_counter() - start
+        mask_path = Path(tempfile.mkdtemp(dir=self._files.name)) / f"{Path(path).stem}_mask.png"
+        save_label_png(mask_path, prediction.mask)
+        shares = [[name, round(percent, 2), colour]
+                  for name, percent, colour in class_shares(prediction.mask, self.predictor.class_names)]
+        height, width = prediction.model_size
+        timing = (f"inference **{1000 * seconds:.0f} ms** ({self.predictor.engine_name}, model input "
+                  f"{width}x{height}; image {image.shape[1]}x{image.shape[0]})")
+        return self.redraw((image, prediction.mask), alpha), shares, str(mask_path), timing, (image, prediction.mask)
+
+    def redraw(self, state: tuple[np.ndarray, np.ndarray] | None, alpha: float) -> np.ndarray | None:
+        """The overlay of the last image at opacity ``alpha`` (no model call)."""
+        if state is None:
+            return None
+        image, mask = state
+        return overlay(image, mask, alpha=alpha, class_names=self.predictor.class_names)
+
+    def segment_clip(self, path: str | None, alpha: float, progress=gr.Progress()):
+        """A WebM overlay (browsers play VP8) of a clip of at most ``max_video_frames`` frames, and a timing line."""
+        if path is None:
+            raise gr.Error("upload a clip first")
+        name = Path(path).name
+        target = Path(tempfile.mkdtemp(dir=self._files.name)) / f"{Path(path).stem}_overlay.webm"
+        start = time.perf_counter()
+        try:
+            info = probe_video(path)
+            if info.frames > self.limits.max_video_frames:
+                raise gr.Error(f"{name}: {info.frames} frames; this tab takes clips of up to "
+                               f"{self.limits.max_video_frames} frames (tools/predict.py segments long videos)")
+            done = count(1)
+            frames = segment_video(self.predictor, path, target, alpha=alpha, batch_size=self.predictor.batch_size,
+                                   on_frame=lambda: progress((next(done), info.frames or None), unit="frames")).frames
+        except VideoError as exc:
+            if not exc.frames_written:
+                raise gr.Error(_short(exc, path)) from None
+            frames = exc.frames_written  # a truncated clip: show what was decoded, and say so
+            gr.Warning(f"{name}: frame {frames + 1} of {info.frames} could not be decoded (truncated or corrupt "
+                       f"file); showing the {frames} frames before it")
+        except UserError as exc:
+            raise gr.Error(_short(exc, path)) from None
+        seconds = time.perf_counter() - start
+        return str(target), (f"{frames} frames, {info.width}x{info.height} at {info.fps:g} fps, in "
+                             f"{seconds:.1f} s (**{frames / seconds:.1f} frames/s**); audio is not kept")
+
+
+def build_app(predictor: Predictor, *, checkpoint: str | Path, alpha: float = 0.5,
+              limits: AppLimits = AppLimits()) -> gr.Blocks:
+    """The Gradio app for ``predictor`` (not started: see :func:`launch`)."""
+    segmenter = _Segmenter(predictor, limits)
+    with gr.Blocks(title="DeepLabV3+ segmentation", delete_cache=(3600, 3600)) as app:
+        gr.Markdown(f"## DeepLabV3+ segmentation\n{describe(predictor, checkpoint)}", elem_id="model-info")
+        with gr.Tab("Image"), gr.Row():
+            with gr.Column(scale=2):
+                # A file drop zone rather than gr.Image: our decoder reads the upload, so a corrupt or foreign file
+                # gets its one-line reason in the page instead of Gradio's internal preprocessing error.
+                image = gr.File(file_types=["image"], type="filepath", elem_id="image-input",
+                                label=f"Image: drop or click (up to {limits.max_upload_mb} MB)")
+                timing = gr.Markdown(elem_id="timing")
+                table = gr.Dataframe(headers=TABLE_HEADERS, label="Share of pixels per class", interactive=False,
+                                     elem_id="class-table")
+                mask_file = gr.File(label="Palette mask (PNG; pixel value = class id)", elem_id="mask-file")
+            with gr.Column(scale=3):
+                shown = gr.Image(label="Overlay", show_label=False, format="png", interactive=False,
+                                 elem_id="overlay")
+                opacity = gr.Slider(0.0, 1.0, value=alpha, step=0.05, label="Opacity of the class colours",
+                                    elem_id="opacity")
+            state = gr.State()
+            image.change(segmenter.segment_image, [image, opacity], [shown, table, mask_file, timing, state],
+                         api_name="segment_image")
+            # Redrawing needs no model: it may run beside a segmentation.
+            opacity.release(segmenter.redraw, [state, opacity], shown, concurrency_limit=4, api_name="redraw")
+        with gr.Tab("Video"):
+            with gr.Row():
+                clip = gr.Video(sources=["upload"], include_audio=True, elem_id="clip-input",
+                                label=f"Short clip (.mp4 .avi .mov .mkv, up to {limits.max_video_frames} frames)")
+                clip_out = gr.Video(label="Overlay (audio is not kept)", interactive=False, elem_id="clip-overlay")
+            clip_opacity = gr.Slider(0.0, 1.0, value=alpha, step=0.05, label="Opacity of the class colours")
+            run = gr.Button("Segment clip", variant="primary")
+            clip_info = gr.Markdown(elem_id="clip-info")
+            run.click(segmenter.segment_clip, [clip, clip_opacity], [clip_out, clip_info], api_name="segment_clip")
+    # One model call at a time: two uploads at once queue instead of fighting over the CPU (or GPU) threads.
+    app.queue(default_concurrency_limit=1, max_size=limits.max_queue)
+    app.segmenter = segmenter  # keeps the result folder alive as long as the app
+    return app
+
+
+def launch(app: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = None, limits: AppLimits = AppLimits(),
+           block: bool = True) -> str:
+    """Serve ``app`` on ``host:port`` (a free port from 7860 when None); returns its address."""
+    app.launch(server_name=host, server_port=port, max_file_size=f"{limits.max_upload_mb}mb", show_error=True,
+               prevent_thread_lock=not block, inbrowser=False, quiet=not block)
+    return app.local_url
+
+
+def _short(exc: Exception, path: str | Path) -> str:
+    """The error's line with the upload's temporary path shortened to its file name."""
+    return str(exc).replace(str(path), Path(path).name)

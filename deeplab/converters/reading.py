@@ -1,0 +1,51 @@
+"""Read another project's checkpoint file without running its code, and find the state dict inside it."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..checkpoint import read_plain_data
+from ..errors import UserError
+
+__all__ = ["find_state_dict", "read_foreign_checkpoint"]
+
+# Keys under which training scripts store the model's weights beside optimizer state, epochs and scores.
+STATE_DICT_KEYS = ("model_state", "state_dict", "model", "net")
+
+
+def _numpy_scalar_globals() -> list[Any]:
+    """What unpickling a numeric numpy scalar needs (scores such as ``best_score = np.float64(0.711)``).
+
+    Reconstructing a scalar from a numeric dtype and its raw bytes runs no code; object dtypes stay refused.
+    """
+    try:
+        from numpy._core.multiarray import scalar
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import scalar
+    dtypes = {type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFDG"}
+    # Files written under numpy 1 name the function numpy.core..., under numpy 2 numpy._core...
+    return [(scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar"), np.dtype,
+            *dtypes]
+
+
+def read_foreign_checkpoint(path: str | Path) -> Any:
+    """``torch.load(path, weights_only=True)`` with numeric numpy scalars allowed; every failure is one line."""
+    return read_plain_data(path, allowed_globals=_numpy_scalar_globals())
+
+
+def find_state_dict(obj: Any, path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of the model in a loaded checkpoint: the object itself or the dict under a usual key, with a
+    ``module.`` prefix (saved from DataParallel) removed."""
+    for key in STATE_DICT_KEYS:
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UserError(f"{path}: no model weights found (expected a state dict of tensors, alone or under one of "
+                        f"the keys {', '.join(STATE_DICT_KEYS)})")
+    if all(key.startswith("module.") for key in obj):
+        obj = {key[len("module."):]: value for key, value in obj.items()}
+    return dict(obj)

@@ -1,0 +1,225 @@
+"""Video files through the predictor: frames decoded with OpenCV (FFmpeg) on a background thread, segmented
+in batches, and written as an overlay video of the same size and frame rate (plus palette masks per frame).
+
+Audio is not kept: OpenCV reads and writes the picture only. A file that stops decoding before the frame
+count its header announces (truncated or corrupt) still leaves a playable overlay of the frames before it,
+and the error names the frame.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import chain
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from datasets.image_files import save_label_png
+
+from ..errors import UserError
+from .overlay import overlay
+from .pipeline import prefetch, segment_stream
+from .predictor import Prediction, Predictor
+
+__all__ = [
+    "VIDEO_SUFFIXES",
+    "VideoError",
+    "VideoInfo",
+    "VideoResult",
+    "ends_early",
+    "is_video",
+    "open_video",
+    "probe_video",
+    "read_frames",
+    "segment_video",
+    "split_videos",
+]
+
+#: File endings read as videos (compared in lower case).
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
+#: Output codecs by file ending: MPEG-4 Part 2 in .mp4 (fast; desktop players), VP8 in .webm (browsers play it).
+#: This OpenCV build has no H.264 encoder.
+_FOURCC = {".mp4": "mp4v", ".webm": "VP80", ".avi": "MJPG"}
+#: Frame rate written when a file declares none.
+FALLBACK_FPS = 25.0
+#: Containers without a frame count in their index: OpenCV estimates it from duration x frame rate, which can
+#: overshoot by a frame or so on a healthy file (AVI, MP4 and MOV count exactly).
+_ESTIMATED_COUNT = (".mkv", ".webm")
+
+
+class VideoError(UserError):
+    """A video that cannot be read (whole or in part): one line naming the file and, where known, the frame;
+    ``frames_written`` overlay frames were written before it (0 when none)."""
+
+    def __init__(self, message: str, frames_written: int = 0) -> None:
+        super().__init__(message)
+        self.frames_written = frames_written
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video's header declares: frame count (0 when unknown), frames per second, width and height."""
+
+    path: Path
+    frames: int
+    fps: float
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class VideoResult:
+    """A segmented video: the overlay file, the masks folder (or None), frames written, and the input's header."""
+
+    overlay_path: Path
+    masks_dir: Path | None
+    frames: int
+    info: VideoInfo
+
+
+def is_video(path: str | Path) -> bool:
+    """Whether ``path`` names a video by its ending (one of :data:`VIDEO_SUFFIXES`)."""
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def open_video(path: str | Path) -> tuple[cv2.VideoCapture, VideoInfo]:
+    """Open ``path`` for reading and read its header; raise :class:`VideoError` if it is missing or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise VideoError(f"{path}: no such file")
+    # FFmpeg prints its own decoder complaints on stderr; our error line says what matters.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    if not capture.isOpened():
+        raise VideoError(f"{path}: cannot open as a video (not a video file, cut off before its index, "
+                         "or a codec this OpenCV build cannot decode)")
+    frames = int(max(0.0, capture.get(cv2.CAP_PROP_FRAME_COUNT)))
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    info = VideoInfo(path, frames, fps if math.isfinite(fps) and fps > 0 else FALLBACK_FPS,
+                     int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    return capture, info
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """The header of video ``path`` (for a progress bar's total), or :class:`VideoError`."""
+    capture, info = open_video(path)
+    capture.release()
+    return info
+
+
+def read_frames(path: str | Path) -> Iterator[np.ndarray]:
+    """The frames of video ``path`` as uint8 RGB arrays, until the stream ends or stops decoding."""
+    capture, _ = open_video(path)
+    try:
+        for _, frame in _numbered_frames(capture):
+            yield frame
+    finally:
+        capture.release()
+
+
+def segment_video(
+    predictor: Predictor,
+    path: str | Path,
+    overlay_path: str | Path,
+    *,
+    masks_dir: str | Path | None = None,
+    alpha: float = 0.5,
+    batch_size: int = 1,
+    on_frame: Callable[[], None] | None = None,
+) -> VideoResult:
+    """Segment every frame of ``path``; write the overlays (with legend) to ``overlay_path`` at the input's size and
+    frame rate, and each frame's palette mask as ``masks_dir/000001.png``... when given.
+
+    ``on_frame`` is called after each frame is written (a progress bar). A stream that ends before its declared
+    frame count raises :class:`VideoError` naming the first missing frame, after closing the overlay file so
+    the frames before it stay playable. The file's extension picks the codec (``.mp4``, ``.webm``, ``.avi``).
+    """
+    capture, info = open_video(path)
+    frames = prefetch(_numbered_frames(capture), 2 * batch_size)
+    try:
+        first = next(frames, None)
+        if first is None:  # nothing to write: no empty overlay file is left behind
+            raise VideoError(f"{path}: video holds no frames" if info.frames == 0 else
+                             f"{path}: frame 1 of {info.frames} could not be decoded (a codec this OpenCV build "
+                             "cannot decode, or a corrupt file)")
+        writer = _open_writer(Path(overlay_path), info.fps, first[1].shape[:2])
+        written = _write_all(predictor, chain([first], frames), writer, masks_dir=masks_dir, alpha=alpha,
+                             digits=len(str(info.frames)), batch_size=batch_size, on_frame=on_frame)
+    finally:
+        frames.close()  # the reading thread is done with the capture before it is released
+        capture.release()
+    if ends_early(written, info):
+        raise VideoError(f"{path}: frame {written + 1} of {info.frames} could not be decoded (truncated or corrupt "
+                         f"file); the {written} frames before it are in {overlay_path}", frames_written=written)
+    return VideoResult(Path(overlay_path), None if masks_dir is None else Path(masks_dir), written, info)
+
+
+def ends_early(frames: int, info: VideoInfo) -> bool:
+    """Whether ``frames`` decoded frames fall short of what the header of ``info.path`` announces.
+
+    An estimated count (Matroska/WebM) may overshoot by up to 1% (at least one frame) before it counts.
+    """
+    slack = max(1, info.frames // 100) if info.path.suffix.lower() in _ESTIMATED_COUNT else 0
+    return frames < info.frames - slack
+
+
+def _write_all(predictor: Predictor, frames: Iterator[tuple[int, np.ndarray]], writer: cv2.VideoWriter, *,
+               masks_dir: str | Path | None, digits: int, alpha: float, batch_size: int,
+               on_frame: Callable[[], None] | None) -> int:
+    """Segment ``frames`` into ``writer`` (released even on errors, so the file stays playable); returns the count."""
+    if masks_dir is not None:
+        masks_dir = Path(masks_dir)
+        masks_dir.mkdir(parents=True, exist_ok=True)
+    digits = max(6, digits)
+
+    def write(index: int, frame: np.ndarray, prediction: Prediction) -> None:
+        drawn = overlay(frame, prediction.mask, alpha=alpha, class_names=predictor.class_names)
+        writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+        if masks_dir is not None:
+            save_label_png(masks_dir / f"{index:0{digits}d}.png", prediction.mask)
+
+    written = 0
+    try:
+        for _ in segment_stream(predictor, frames, write, batch_size=batch_size):
+            written += 1
+            if on_frame is not None:
+                on_frame()
+    except OSError as exc:
+        raise UserError(f"{masks_dir}: cannot write masks ({exc.strerror or exc})") from None
+    finally:
+        writer.release()
+    return written
+
+
+def _numbered_frames(capture: cv2.VideoCapture) -> Iterator[tuple[int, np.ndarray]]:
+    """``(1-based index, RGB frame)`` until the stream ends or stops decoding (a frame of another size ends it)."""
+    index, size = 0, None
+    while True:
+        try:
+            ok, frame = capture.read()
+        except cv2.error:
+            return
+        if not ok or frame is None or (size is not None and frame.shape != size):
+            return
+        index, size = index + 1, frame.shape
+        yield index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+
+
+def _open_writer(path: Path, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
+    """An OpenCV writer of ``size`` (h, w) frames at ``fps``, the codec chosen by ``path``'s ending."""
+    fourcc = _FOURCC.get(path.suffix.lower())
+    if fourcc is None:
+        raise UserError(f"{path}: cannot write videos ending {path.suffix!r}; use one of {', '.join(_FOURCC)}")
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (size[1], size[0]))
+    if not writer.isOpened():
+        raise UserError(f"{path}: cannot write the overlay video (folder not writable, or no {fourcc} encoder)")
+    return writer
+
+
+def split_videos(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
+    """``paths`` split into (images, videos) by file ending, each in the given order."""
+    videos = [path for path in paths if is_video(path)]
+    return [path for path in paths if not is_video(path)], videos

@@ -1,0 +1,89 @@
+"""The importer: exact bias folding, class names and counts, file layouts the projects really write."""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from datasets import VOC_CLASSES
+from deeplab.converters import CITYSCAPES_CLASSES, import_checkpoint
+from deeplab.converters.base import fold_conv_bias
+from deeplab.errors import UserError
+
+
+def test_folding_a_conv_bias_into_batchnorm_is_exact(randomise_batchnorm) -> None:
+    biased = randomise_batchnorm(nn.Sequential(nn.Conv2d(4, 6, 3, bias=True), nn.BatchNorm2d(6)))
+    with torch.no_grad():
+        biased[0].bias.normal_()
+    state = dict(biased.state_dict())
+    fold_conv_bias(state, "0", "1")
+    plain = nn.Sequential(nn.Conv2d(4, 6, 3, bias=False), nn.BatchNorm2d(6)).eval()
+    plain.load_state_dict(state, strict=True)
+    x = torch.randn(2, 4, 9, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x), biased(x), rtol=0, atol=1e-5)
+
+
+def vainf_state(import_fixture) -> dict:
+    return torch.load(import_fixture("vainf") / "checkpoint.pth", weights_only=True)
+
+
+def test_voc_names_by_default_and_given_names_checked(import_fixture, tmp_path: Path) -> None:
+    path = import_fixture("bubbliiiing") / "checkpoint.pth"
+    imported = import_checkpoint(path)
+    assert imported.project.name == "bubbliiiing" and imported.class_names == list(VOC_CLASSES)
+    names = [f"c{i}" for i in range(21)]
+    assert import_checkpoint(path, class_names=names, num_classes=21).class_names == names
+    with pytest.raises(UserError, match="predicts 21 classes but --classes names 3"):
+        import_checkpoint(path, class_names=["a", "b", "c"])
+    with pytest.raises(UserError, match="predicts 21 classes, not --num-classes 19"):
+        import_checkpoint(path, num_classes=19)
+
+
+def test_class_count_comes_from_the_file(import_fixture, tmp_path: Path) -> None:
+    """A 19-class VainF file (its Cityscapes model) gets Cityscapes' train-id names and a 19-class model."""
+    ckpt = vainf_state(import_fixture)
+    for key in ("classifier.classifier.3.weight", "classifier.classifier.3.bias"):
+        ckpt["model_state"][key] = ckpt["model_state"][key][:19].clone()
+    torch.save(ckpt, tmp_path / "cityscapes.pth")
+    imported = import_checkpoint(tmp_path / "cityscapes.pth")
+    assert imported.class_names == list(CITYSCAPES_CLASSES)
+    assert imported.model_config["num_classes"] == 19
+    assert imported.checkpoint["model"]["decoder.classifier.weight"].shape[0] == 19
+
+
+def test_numpy_scores_and_dataparallel_prefixes_are_read(import_fixture, tmp_path: Path) -> None:
+    """VainF stores ``best_score`` as a numpy float; files from numpy 1 name its reconstructor numpy.core...;
+    weights saved from DataParallel carry ``module.``."""
+    ckpt = vainf_state(import_fixture)
+    ckpt["best_score"] = np.float64(0.711)
+    ckpt["model_state"] = {f"module.{k}": v for k, v in ckpt["model_state"].items()}
+    path = tmp_path / "legacy.pth"
+    torch.save(ckpt, path, _use_new_zipfile_serialization=False)
+    raw = path.read_bytes()
+    if b"numpy._core.multiarray\nscalar" in raw:  # written under numpy 2: rename as numpy 1 wrote it
+        path.write_bytes(raw.replace(b"numpy._core.multiarray\nscalar", b"numpy.core.multiarray\nscalar"))
+    assert b"numpy.core.multiarray\nscalar" in path.read_bytes()
+    imported = import_checkpoint(path)
+    assert imported.project.name == "vainf"
+    expected = ckpt["model_state"]["module.classifier.classifier.3.weight"]
+    assert torch.equal(imported.checkpoint["model"]["decoder.classifier.weight"], expected)
+
+
+def test_pickled_code_beside_a_numpy_score_stays_refused(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+
+    class Exploit:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as f:
+        pickle.dump({"best_score": np.float64(0.711), "model_state": {"x": Exploit()}}, f, protocol=2)
+    with pytest.raises(UserError, match="evil.pth: not a readable checkpoint.*refused"):
+        import_checkpoint(path)
+    assert not marker.exists()

@@ -1,0 +1,138 @@
+"""Videos: the overlay keeps frame count, size and frame rate, masks equal per-frame image predictions, and
+truncated, corrupt, empty or undecodable files end in one line naming the file (and the frame)."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from deeplab.inference import Predictor
+from deeplab.inference.video import (
+    VideoError,
+    VideoInfo,
+    ends_early,
+    probe_video,
+    read_frames,
+    segment_video,
+    split_videos,
+)
+
+FPS, WIDTH, HEIGHT = 12.0, 48, 40
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory: pytest.TempPathFactory, make_checkpoint) -> Predictor:
+    path = tmp_path_factory.mktemp("ckpt") / "m.pt"
+    make_checkpoint(path, ["background", "a", "b", "c"], num_classes=4, varied=True)
+    return Predictor.from_checkpoint(path, device="cpu", engine="onnxruntime")
+
+
+def make_clip(path: Path, frames: int, fourcc: str = "mp4v") -> Path:
+    """A clip of coloured squares sliding over noise (so masks differ between frames)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), FPS, (WIDTH, HEIGHT))
+    assert writer.isOpened()
+    rng = np.random.default_rng(0)
+    for index in range(frames):
+        frame = rng.integers(0, 80, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+        frame[5:25, 3 * index % WIDTH : 3 * index % WIDTH + 15] = (200, 40, 40)
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def count_frames(path: Path) -> tuple[int, float, tuple[int, int]]:
+    capture = cv2.VideoCapture(str(path))
+    frames = 0
+    while capture.read()[0]:
+        frames += 1
+    fps, size = capture.get(cv2.CAP_PROP_FPS), (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                                                int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    capture.release()
+    return frames, fps, size
+
+
+@pytest.mark.parametrize(("suffix", "fourcc", "batch_size"), [(".mp4", "mp4v", 1), (".avi", "MJPG", 4),
+                                                              (".mkv", "XVID", 3)])
+def test_round_trip_keeps_frames_size_fps_and_per_frame_masks(predictor: Predictor, tmp_path: Path, suffix: str,
+                                                              fourcc: str, batch_size: int) -> None:
+    clip = make_clip(tmp_path / f"clip{suffix}", 10, fourcc)
+    ticks = []
+    result = segment_video(predictor, clip, tmp_path / "clip_overlay.mp4", masks_dir=tmp_path / "clip_masks",
+                           batch_size=batch_size, on_frame=lambda: ticks.append(1))
+    assert result.frames == 10 and len(ticks) == 10 and result.info.frames == 10
+    assert count_frames(tmp_path / "clip_overlay.mp4") == (10, FPS, (WIDTH, HEIGHT))
+    masks = sorted((tmp_path / "clip_masks").iterdir())
+    assert [m.name for m in masks] == [f"{i:06d}.png" for i in range(1, 11)]
+    frames = list(read_frames(clip))
+    assert len(frames) == 10
+    for frame, mask_path in zip(frames, masks):
+        mask = Image.open(mask_path)
+        assert mask.mode == "P"
+        np.testing.assert_array_equal(np.asarray(mask), predictor.predict(frame).mask)
+    assert len({np.asarray(Image.open(m)).tobytes() for m in masks}) > 1  # the sliding square changes the masks
+
+
+def test_webm_output_for_browsers(predictor: Predictor, tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "clip.mp4", 4)
+    segment_video(predictor, clip, tmp_path / "clip.webm")
+    assert count_frames(tmp_path / "clip.webm")[0] == 4
+    with pytest.raises(Exception, match="cannot write videos ending '.gif'"):
+        segment_video(predictor, clip, tmp_path / "clip.gif")
+
+
+def test_truncated_video_keeps_a_playable_overlay_and_names_the_frame(predictor: Predictor, tmp_path: Path) -> None:
+    whole = make_clip(tmp_path / "whole.avi", 30, "MJPG").read_bytes()
+    (tmp_path / "cut.avi").write_bytes(whole[: len(whole) * 6 // 10])
+    with pytest.raises(VideoError) as caught:
+        segment_video(predictor, tmp_path / "cut.avi", tmp_path / "cut_overlay.mp4", masks_dir=tmp_path / "masks")
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"{tmp_path / 'cut.avi'}: frame ")
+    failed = int(re.search(r"frame (\d+) of 30 could not be decoded", message).group(1))
+    assert 5 < failed < 30
+    assert count_frames(tmp_path / "cut_overlay.mp4")[0] == failed - 1  # the frames before it, playable
+    assert len(list((tmp_path / "masks").iterdir())) == failed - 1
+
+
+def test_corrupt_middle_names_the_frame(predictor: Predictor, tmp_path: Path) -> None:
+    data = bytearray(make_clip(tmp_path / "whole.mkv", 30, "XVID").read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 2000] = np.random.default_rng(1).integers(0, 256, 2000, dtype=np.uint8).tobytes()
+    (tmp_path / "mid.mkv").write_bytes(bytes(data))
+    with pytest.raises(VideoError, match=r"mid.mkv: frame \d+ of 30 could not be decoded"):
+        segment_video(predictor, tmp_path / "mid.mkv", tmp_path / "mid_overlay.mp4")
+
+
+def test_empty_and_undecodable_videos_are_one_line(predictor: Predictor, tmp_path: Path) -> None:
+    make_clip(tmp_path / "empty.avi", 0, "MJPG")
+    with pytest.raises(VideoError, match="empty.avi: video holds no frames$"):
+        segment_video(predictor, tmp_path / "empty.avi", tmp_path / "empty_overlay.mp4")
+    assert not (tmp_path / "empty_overlay.mp4").exists()  # no empty file left behind
+    unknown = make_clip(tmp_path / "clip.avi", 3, "MJPG").read_bytes().replace(b"MJPG", b"ZZZZ")
+    (tmp_path / "codec.avi").write_bytes(unknown)
+    (tmp_path / "text.mp4").write_text("not a video")
+    for name in ("codec.avi", "text.mp4", "absent.mov"):
+        with pytest.raises(VideoError, match=re.escape(name)) as caught:
+            probe_video(tmp_path / name)
+        assert "\n" not in str(caught.value)
+    with pytest.raises(VideoError, match="cannot open as a video"):
+        segment_video(predictor, tmp_path / "codec.avi", tmp_path / "codec_overlay.mp4")
+
+
+def test_split_videos_by_suffix() -> None:
+    paths = [Path("a.jpg"), Path("b.MP4"), Path("c.png"), Path("d.mkv"), Path("e.mov"), Path("f.avi")]
+    assert split_videos(paths) == ([Path("a.jpg"), Path("c.png")], [Path("b.MP4"), Path("d.mkv"), Path("e.mov"),
+                                                                     Path("f.avi")])
+
+
+def test_estimated_frame_counts_get_slack_exact_ones_none() -> None:
+    def info(name: str, frames: int) -> VideoInfo:
+        return VideoInfo(Path(name), frames, 25.0, 64, 48)
+
+    assert ends_early(29, info("a.avi", 30)) and ends_early(29, info("a.mp4", 30))
+    assert not ends_early(30, info("a.mov", 30))
+    assert not ends_early(29, info("a.mkv", 30)) and ends_early(28, info("a.mkv", 30))
+    assert not ends_early(990, info("a.webm", 1000)) and ends_early(989, info("a.webm", 1000))

@@ -1,0 +1,61 @@
+"""A local web app for a trained checkpoint: drop an image, see the overlay with its legend, the share of pixels
+per class and the palette mask to download; a tab segments short clips. Needs Gradio: pip install -e ".[app]".
+
+    python tools/app.py --checkpoint runs/demo_mobilenetv2_os16/best.pt      # then open http://127.0.0.1:7860
+"""
+from __future__ import annotations
+
+import _checkout  # noqa: F401  (first: our `datasets`, not Hugging Face's)
+
+import argparse
+import sys
+from typing import Sequence
+
+from deeplab.checkpoint import newest_checkpoint
+from deeplab.errors import UserError, report_user_errors
+from deeplab.inference import ENGINES, Predictor
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """Command-line flags of this tool."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", help="checkpoint to serve (default: the newest runs/**/best.pt)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 shares it on the network)")
+    parser.add_argument("--port", type=int, help="port (default: the first free one from 7860)")
+    parser.add_argument("--alpha", type=float, default=0.5, help="initial opacity of the class colours, 0..1")
+    parser.add_argument("--max-size", type=int, default=1024,
+                        help="shrink images whose long side is larger before segmenting (0: never)")
+    parser.add_argument("--output-stride", type=int, choices=(8, 16, 32),
+                        help="run the weights at this output stride (default: the checkpoint's)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--engine", choices=[e for e in ENGINES if e != "int8"], default="auto",
+                        help="inference engine (int8 needs calibration images and is left to predict.py)")
+    parser.add_argument("--max-upload-mb", type=int, default=20, help="largest upload accepted (default 20 MB)")
+    parser.add_argument("--max-video-frames", type=int, default=300,
+                        help="longest clip the video tab takes (default 300 frames; audio is not kept)")
+    return parser
+
+
+@report_user_errors
+def main(argv: Sequence[str] | None = None) -> int:
+    """Load the checkpoint once, then serve the app until interrupted."""
+    args = get_args_parser().parse_args(argv)
+    if not 0.0 <= args.alpha <= 1.0:
+        raise UserError(f"--alpha {args.alpha}: must lie between 0 and 1")
+    try:
+        from deeplab.app.web import AppLimits, build_app, launch
+    except ImportError as exc:
+        raise UserError(f"the web app needs Gradio ({exc}): pip install -e \".[app]\"") from None
+    checkpoint = args.checkpoint or newest_checkpoint()
+    predictor = Predictor.from_checkpoint(checkpoint, device=args.device, engine=args.engine,
+                                          max_size=args.max_size or None, output_stride=args.output_stride)
+    limits = AppLimits(max_upload_mb=args.max_upload_mb, max_video_frames=args.max_video_frames)
+    app = build_app(predictor, checkpoint=checkpoint, alpha=args.alpha, limits=limits)
+    print(f"serving {checkpoint} ({predictor.engine_name}); audio of clips is not kept; Ctrl-C stops", flush=True)
+    launch(app, host=args.host, port=args.port, limits=limits)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
