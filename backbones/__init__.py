@@ -1,17 +1,17 @@
-"""Feature extractors for DeepLabV3+ behind one contract (see ``backbones.base``) and a name registry."""
+"""Feature extractors for DeepLabV3+ behind one contract (see ``backbones.base``) and a name registry.
+
+The contract and the registry import torch only; the family modules (torchvision's and timm's networks) are
+imported by the registry the first time a backbone is listed or built, so code that only needs
+:class:`WeightsError` or :class:`FeatureInfo` (error reporting, a prediction from a prepared engine) starts fast.
+"""
 from .base import Backbone, FeatureInfo, SequentialBackbone, WeightsError, dilate_for_output_stride
 from .registry import (
-    backbones_with_imagenet_weights, build_backbone, check_imagenet_weights, list_backbones, register_backbone,
-    unknown_backbone_message,
-)
-
-# Each family module registers its names on import.
-from . import (  # noqa: E402,F401  isort: skip
-    blazenet, inception, inception_v2, mobilenetv1, mobilenetv2, mobilenetv3, mobilenetv4,
-    mobilenext, mobilevit, shufflenetv1, shufflenetv2, xception,
+    FAMILIES, backbones_with_imagenet_weights, build_backbone, check_imagenet_weights, list_backbones,
+    register_backbone, unknown_backbone_message,
 )
 
 __all__ = [
+    "FAMILIES",
     "Backbone",
     "FeatureInfo",
     "SequentialBackbone",

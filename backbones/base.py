@@ -14,7 +14,6 @@ from typing import ClassVar, Iterable, Mapping
 import torch
 from torch import nn
 from torch.nn.modules.utils import _pair
-from torchvision.models import get_model_weights
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -70,6 +69,8 @@ class Backbone(nn.Module):
         """Fetch the upstream ImageNet state dict (downloads on a connected machine)."""
         if self.upstream is None:
             raise WeightsError(f"{type(self).__name__} has no upstream ImageNet weights; train it from scratch")
+        from torchvision.models import get_model_weights  # deferred: torchvision's import pulls in torch._dynamo
+
         return get_model_weights(self.upstream).IMAGENET1K_V1.get_state_dict(progress=True)
 
     def load_pretrained(self, pretrained: bool | str | Path) -> None:

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from .base import OUTPUT_STRIDES, Backbone, WeightsError
 
 __all__ = [
+    "FAMILIES",
     "backbones_with_imagenet_weights",
     "build_backbone",
     "check_imagenet_weights",
@@ -16,6 +18,10 @@ __all__ = [
     "register_backbone",
     "unknown_backbone_message",
 ]
+
+#: The modules of this package that register backbones on import, one per network family.
+FAMILIES = ("blazenet", "inception", "inception_v2", "mobilenetv1", "mobilenetv2", "mobilenetv3", "mobilenetv4",
+            "mobilenext", "mobilevit", "shufflenetv1", "shufflenetv2", "xception")
 
 _BUILDERS: dict[str, Callable[..., Backbone]] = {}
 Builder = TypeVar("Builder", bound=Callable[..., Backbone])
@@ -35,6 +41,7 @@ def register_backbone(name: str) -> Callable[[Builder], Builder]:
 
 def list_backbones() -> list[str]:
     """Sorted names of every registered backbone."""
+    _import_families()
     return sorted(_BUILDERS)
 
 
@@ -45,6 +52,7 @@ def backbones_with_imagenet_weights() -> list[str]:
 
 def check_imagenet_weights(name: str) -> None:
     """Raise a one-line :class:`WeightsError` naming the backbones that have ImageNet weights if ``name`` has none."""
+    _import_families()
     if getattr(_BUILDERS.get(name), "weights_source", None) is None:
         raise WeightsError(
             f"{name} has no upstream ImageNet weights: train it from scratch (--pretrained-backbone none, or "
@@ -78,6 +86,7 @@ def build_backbone(
     name: str, *, output_stride: int = 16, pretrained: bool | str | Path = False, **kwargs: Any
 ) -> Backbone:
     """Build backbone ``name`` at ``output_stride``; ``pretrained`` is False, True (ImageNet) or a weights file."""
+    _import_families()
     if name not in _BUILDERS:
         raise ValueError(unknown_backbone_message(name))
     if output_stride not in OUTPUT_STRIDES:
@@ -88,3 +97,9 @@ def build_backbone(
     if pretrained is not False and pretrained is not None:
         backbone.load_pretrained(pretrained)
     return backbone
+
+
+def _import_families() -> None:
+    """Import every family module once (each registers its names); later calls cost a dict lookup each."""
+    for family in FAMILIES:
+        importlib.import_module(f"{__package__}.{family}")

@@ -12,6 +12,9 @@ __all__ = ["Xception65Backbone"]
 # Indices into timm's ``blocks`` (xception65's ``block_cfg``): block 1 takes the features from stride 4 to 8 and
 # holds the low-level tap; block 2 is the first to reach stride 16, block 19 the first to reach stride 32.
 _LOW_LEVEL_BLOCK, _STRIDE16_START, _STRIDE32_START = 1, 2, 19
+# timm.data.IMAGENET_INCEPTION_MEAN / _STD, written out so that registering this backbone does not import timm
+# (a test checks they agree).
+INCEPTION_MEAN = INCEPTION_STD = (0.5, 0.5, 0.5)
 
 
 @register_backbone("xception65")
@@ -23,8 +26,8 @@ class Xception65Backbone(TimmBackbone):
     exit-flow output.
     """
 
-    mean = (0.5, 0.5, 0.5)  # timm's IMAGENET_INCEPTION_MEAN/STD
-    std = (0.5, 0.5, 0.5)
+    mean = INCEPTION_MEAN
+    std = INCEPTION_STD
     timm_name = "xception65"
     weights_source = "timm xception65 (Hugging Face hub timm/xception65.ra3_in1k)"
     unused_upstream_prefixes = ("head.",)

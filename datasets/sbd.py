@@ -9,8 +9,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import scipy.io
-import scipy.io.matlab
 
 from .errors import DataError, one_line
 from .image_files import check_labels, save_label_png
@@ -21,6 +19,9 @@ __all__ = ["convert_sbd", "read_sbd_mat"]
 
 def read_sbd_mat(path: Path) -> np.ndarray:
     """Read an SBD ``cls/<id>.mat`` (struct ``GTcls`` with field ``Segmentation``) as a uint8 HxW class-id mask."""
+    import scipy.io  # deferred: only the SBD conversion reads .mat files, and scipy.io is slow to import
+    import scipy.io.matlab
+
     try:
         data = scipy.io.loadmat(str(path), struct_as_record=False, squeeze_me=True)
         mask = np.asarray(data["GTcls"].Segmentation)

@@ -18,11 +18,18 @@ if _data is None or _data.origin is None or not (Path(_data.origin).parent / "im
         f"(found {_data.origin if _data else 'no datasets package'})"
     )
 
-from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from .errors import UserError
-from .evaluation import ConfusionMatrix, segmentation_scores
-from .inference import Predictor
-from .models import DeepLabV3Plus, build_model
+# The network (torchvision, timm) and the evaluation code load on first use, so a prediction from a cached engine
+# starts without them.
+_LAZY = {
+    "ConfusionMatrix": ".evaluation",
+    "DeepLabV3Plus": ".models",
+    "Predictor": ".inference",
+    "build_model": ".models",
+    "segmentation_scores": ".evaluation",
+}
+
+from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint  # noqa: E402
+from .errors import UserError  # noqa: E402
 
 __all__ = [
     "ConfusionMatrix",
@@ -35,3 +42,11 @@ __all__ = [
     "save_checkpoint",
     "segmentation_scores",
 ]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value

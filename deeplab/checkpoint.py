@@ -4,12 +4,14 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
 from .errors import UserError
-from .models import DeepLabV3Plus, config_at_output_stride
+
+if TYPE_CHECKING:
+    from .models import DeepLabV3Plus
 
 __all__ = [
     "check_writable", "load_checkpoint", "model_from_checkpoint", "newest_checkpoint", "read_plain_data",
@@ -91,6 +93,8 @@ def model_from_checkpoint(
 ) -> DeepLabV3Plus:
     """Rebuild the model from ``ckpt["model_config"]`` and load ``ckpt["model"]`` strictly; ``output_stride``
     rebuilds it at another stride (the same weights, ASPP rates scaled: 6/12/18 at 16 are 12/24/36 at 8)."""
+    from .models import DeepLabV3Plus, config_at_output_stride  # deferred: a cached engine needs no PyTorch model
+
     config = ckpt["model_config"]
     try:
         if output_stride is not None and output_stride != config.get("output_stride"):

@@ -2,7 +2,7 @@
 
     python tools/benchmark.py --section core        # ours (separable / not) vs smp mobilenet_v2: params, GMACs, latency
     python tools/benchmark.py --section backbones   # every registered backbone at OS16 and OS8 (+ smp twins)
-    python tools/benchmark.py --section engines --checkpoint best.pt --data-root data/voc
+    python tools/benchmark.py --section engines --checkpoint demo/best.pt --checkpoint voc/best.pt --rounds 3
     python tools/benchmark.py --section predict --repeats 5 --warmup 1   # folder img/s, loop vs pipeline; video fps
     python tools/benchmark.py --section core --json core.json
 
@@ -42,8 +42,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per candidate (median reported)")
     parser.add_argument("--backbones", nargs="+", help="backbones section: these only (default: all registered)")
     parser.add_argument("--checkpoint", action="append", default=[],
-                        help="backbones: report its best_miou beside its (backbone, OS); engines, predict: model to use")
-    parser.add_argument("--data-root", help="engines: VOC-format folder to measure agreement and mIoU on (val split)")
+                        help="backbones: report its best_miou beside its (backbone, OS); engines: trained model "
+                             "(repeatable; the first is timed, each one's agreement and mIoU are measured); "
+                             "predict: model to use")
+    parser.add_argument("--data-root", action="append", default=[],
+                        help="engines: VOC-format folder whose val split scores the checkpoint in the same position "
+                             "(default: the data root the checkpoint was trained on)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="engines: interleaved timing rounds; the spread of their medians is reported")
     parser.add_argument("--images", type=int, default=100, help="predict: photos in the folder (VOC-sized)")
     parser.add_argument("--frames", type=int, default=50, help="predict: frames of the --size x --size clip")
     parser.add_argument("--engine", choices=ENGINES, default="auto", help="predict: inference engine (default auto)")
@@ -61,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "core": lambda: core_rows(**timing),
         "backbones": lambda: backbone_rows(**timing, names=args.backbones, checkpoints=args.checkpoint),
         "engines": lambda: engine_rows(**timing, threads=args.threads, checkpoints=args.checkpoint,
-                                       data_root=args.data_root),
+                                       data_roots=args.data_root, rounds=args.rounds),
         "predict": lambda: prediction_rows(**timing, checkpoints=args.checkpoint, engine=args.engine,
                                            images=args.images, frames=args.frames),
     }

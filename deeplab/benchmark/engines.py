@@ -1,8 +1,20 @@
-"""Engines section: our inference engines beside smp eager, smp under ONNX Runtime and torchvision."""
+"""Engines section: every inference engine of ours beside smp (eager, ONNX Runtime, OpenVINO) and torchvision.
+
+Latency (batch 1) and throughput (batch 8) are timed interleaved in one process, ``rounds`` times, and reported
+as the median with the spread (min-max) of the rounds' medians: load from other processes moves eager PyTorch far
+more than the runtimes. Quality is measured per trained checkpoint on its validation split: agreement (share of
+pixels whose class equals the fp32 eager model's) and mIoU, with the same int8 calibration as ``predict.py``
+(the checkpoint's training images). The start-up rows time ``tools/predict.py`` on one image in a fresh process
+once its engine is cached.
+"""
 from __future__ import annotations
 
+import functools
+import os
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,95 +27,147 @@ from ..checkpoint import load_checkpoint, model_from_checkpoint
 from ..errors import UserError
 from ..evaluation import ConfusionMatrix
 from ..inference import ENGINES, create_engine, resolve_engine
+from ..inference.calibration import choose_calibration
+from ..inference.engines import SPECS
+from ..inference.predictor import prepare_image
 from ..models import build_model
-from .measure import Runner, eager, measure, onnxruntime_runner, smp_model
+from .measure import Runner, eager, measure_rounds, onnxruntime_runner, openvino_runner, smp_model
 
 __all__ = ["engine_rows"]
 
 SMP_REFERENCE = "smp mobilenet_v2 eager fp32 channels_last"
+REPO = Path(__file__).resolve().parents[2]
 
 
 def engine_rows(*, size: int, warmup: int, repeats: int, threads: int, checkpoints: Sequence[str] = (),
-                data_root: str | None = None) -> list[dict]:
-    """Latency (batch 1), throughput (batch 8), and with ``data_root`` agreement with fp32 and mIoU per engine."""
-    from torchvision.models.segmentation import deeplabv3_mobilenet_v3_large
+                data_roots: Sequence[str] = (), rounds: int = 3) -> list[dict]:
+    """One row per engine and peer: latency, spread, ratio to smp eager, batch-8 throughput, and per checkpoint
+    agreement with fp32 and mIoU; then the start-up rows of ``predict.py``."""
+    trained = [_Trained(path, data_roots[i] if i < len(data_roots) else None) for i, path in enumerate(checkpoints)]
+    model = trained[0].model if trained else build_model("mobilenetv2").eval()
+    calibration = trained[0].calibration() if trained else [torch.randn(1, 3, size, size) for _ in range(4)]
+    ours = _our_engines(model, calibration)
+    runners = {**ours, **_peers()}
+    single = measure_rounds(runners, _batch(size, 1), warmup=warmup, repeats=repeats, rounds=rounds)
+    eight = measure_rounds(runners, _batch(size, 8), warmup=1, repeats=max(1, repeats // 3), rounds=rounds)
+    reference = _median(single[SMP_REFERENCE])
+    rows = {name: {"model": name, "latency_ms": _median(single[name]), "spread_ms": _spread(single[name]),
+                   "vs_smp": _median(single[name]) / reference, "batch8_img_per_s": 8000 / _median(eight[name])}
+            for name in runners}
+    for index, checkpoint in enumerate(trained):
+        engines = ours if index == 0 else _our_engines(checkpoint.model, checkpoint.calibration())
+        for name, scores in checkpoint.quality(engines).items():
+            rows[name] |= scores
+    return list(rows.values()) + (_startup_rows(trained[0], threads) if trained else [])
 
-    model = _engine_model(checkpoints)
-    calibration = _calibration(data_root, model)
-    runners: dict[str, Runner] = {}
+
+class _Trained:
+    """A trained checkpoint, its validation data (``data_root``, else the data root it was trained on)."""
+
+    def __init__(self, path: str, data_root: str | None) -> None:
+        self.path = path
+        self.ckpt = load_checkpoint(path)
+        self.model = model_from_checkpoint(self.ckpt, path).eval()
+        self.data_root = data_root or (self.ckpt.get("args") or {}).get("data_root")
+        if not self.data_root:
+            raise UserError(f"{path}: the checkpoint names no data root; pass --data-root for it")
+        self.label = Path(self.data_root).name
+
+    def calibration(self) -> list[torch.Tensor]:
+        """The int8 calibration predict.py would use (the checkpoint's training images), preprocessed alike."""
+        chosen = choose_calibration(None, self.ckpt)
+        if chosen is None:
+            raise UserError(f"{self.path}: its training images are not on this machine; int8 cannot be calibrated")
+        return chosen.batches(functools.partial(prepare_image, mean=self.model.mean, std=self.model.std, max_size=None))
+
+    def quality(self, engines: dict[str, Runner]) -> dict[str, dict[str, float]]:
+        """Per engine: agreement with fp32 eager and mIoU on the validation split."""
+        transform = build_eval_transform(mean=self.model.mean, std=self.model.std)
+        batches = [(image[None], mask[None]) for image, mask in VOCSegmentation(self.data_root, split="val",
+                                                                               transform=transform)]
+        with torch.inference_mode():
+            reference = [self.model(image).argmax(1) for image, _ in batches]
+        out = {}
+        for name, run in engines.items():
+            matrix, same, total = ConfusionMatrix(self.model.config["num_classes"]), 0, 0
+            with torch.inference_mode():
+                for (image, mask), expected in zip(batches, reference):
+                    predicted = run(image).argmax(1).cpu()
+                    matrix.update(predicted, mask)
+                    same, total = same + int((predicted == expected).sum()), total + expected.numel()
+            out[name] = {f"agreement {self.label}": same / total, f"miou {self.label}": matrix.scores()["miou"]}
+        return out
+
+
+def _our_engines(model: nn.Module, calibration: list[torch.Tensor]) -> dict[str, Runner]:
+    runners = {}
     for engine in ENGINES:
         try:
-            label = f"ours engine={engine}" + (f" ({resolve_engine(engine)})" if engine == "auto" else "")
-            runners[label] = create_engine(model, engine=engine, calibration=calibration)
+            concrete = resolve_engine(engine)
+            label = f"ours {engine}" + (f" (= {concrete})" if engine == "auto" else f" ({SPECS[engine].runtime} "
+                                                                                     f"{SPECS[engine].precision})")
+            runners[label] = create_engine(model, engine=concrete,
+                                           calibration=calibration if SPECS[concrete].calibrated else None)
         except ValueError as exc:
             print(f"  skipped engine {engine}: {exc}", file=sys.stderr)
+    return runners
+
+
+def _peers() -> dict[str, Runner]:
+    from torchvision.models.segmentation import deeplabv3_mobilenet_v3_large
+
     smp = smp_model("mobilenet_v2")
-    tv_eager = eager(deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None).eval())
-    runners |= {SMP_REFERENCE: eager(smp),
-                "smp mobilenet_v2 onnxruntime": onnxruntime_runner(smp),
-                "torchvision deeplabv3_mobilenet_v3_large eager": lambda x: tv_eager(x)["out"]}
-    single = measure(runners, _batch(size, 1), warmup=warmup, repeats=repeats)
-    eight = measure(runners, _batch(size, 8), warmup=1, repeats=max(3, repeats // 3))
-    reference = single[SMP_REFERENCE]
-    quality = _agreement(model, runners, data_root) if data_root else {}
-    rows = [{"model": k, "latency_ms": single[k], "vs_smp": single[k] / reference,
-             "batch8_img_per_s": 8000 / eight[k], **quality.get(k, {})} for k in runners]
-    rows.append({"model": "peak RSS, predict with engine=auto (fresh process)", "rss_mib": _peak_rss(size, threads)})
-    return rows
+    torchvision_model = eager(deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None).eval())
+    peers = {SMP_REFERENCE: eager(smp), "smp mobilenet_v2 onnxruntime f32": onnxruntime_runner(smp)}
+    for engine in ("openvino", "openvino-bf16"):
+        try:
+            resolve_engine(engine)
+        except ValueError as exc:
+            print(f"  skipped smp on {engine}: {exc}", file=sys.stderr)
+            continue
+        precision = SPECS[engine].precision
+        peers[f"smp mobilenet_v2 openvino {precision}"] = openvino_runner(smp, precision)
+    peers["torchvision deeplabv3_mobilenet_v3_large eager"] = lambda x: torchvision_model(x)["out"]
+    return peers
 
 
 def _batch(size: int, n: int) -> torch.Tensor:
     return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(0))
 
 
-def _engine_model(checkpoints: Sequence[str]) -> nn.Module:
-    if len(checkpoints) > 1:
-        raise UserError("--section engines: give at most one --checkpoint")
-    if not checkpoints:
-        return build_model("mobilenetv2").eval()
-    return model_from_checkpoint(load_checkpoint(checkpoints[0]), checkpoints[0]).eval()
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
 
 
-def _val_batches(data_root: str, model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    dataset = VOCSegmentation(data_root, split="val", transform=build_eval_transform(mean=model.mean, std=model.std))
-    return [(image[None], mask[None]) for image, mask in dataset]
+def _spread(values: list[float]) -> str:
+    return f"{min(values):.0f}-{max(values):.0f}"
 
 
-def _calibration(data_root: str | None, model: nn.Module) -> list[torch.Tensor]:
-    """int8 calibration images: the data's (at most 4), else random noise (then int8 accuracy means little)."""
-    if data_root:
-        return [image for image, _ in _val_batches(data_root, model)[:4]]
-    return [torch.randn(1, 3, 256, 256) for _ in range(4)]
+# Runs its arguments as a child and reports the child's wall time and peak RSS (KiB on Linux): the only child of this
+# small process, so the peak is predict.py's own.
+STARTUP_PROBE = """
+import resource, subprocess, sys, time
+started = time.perf_counter()
+status = subprocess.run(sys.argv[1:]).returncode
+print(status, time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
 
 
-def _agreement(model: nn.Module, runners: dict[str, Runner], data_root: str) -> dict[str, dict[str, float]]:
-    """Per engine: share of pixels whose class equals fp32 eager's, and mIoU on the split."""
-    batches, num_classes = _val_batches(data_root, model), model.config["num_classes"]
-    with torch.inference_mode():
-        reference = [model(image).argmax(1) for image, _ in batches]
-    out = {}
-    for name, run in runners.items():
-        if not name.startswith("ours"):
-            continue
-        matrix, same, total = ConfusionMatrix(num_classes), 0, 0
-        with torch.inference_mode():
-            for (image, mask), ref in zip(batches, reference):
-                pred = run(image).argmax(1).cpu()
-                matrix.update(pred, mask)
-                same, total = same + int((pred == ref).sum()), total + ref.numel()
-        out[name] = {"agreement_vs_fp32": same / total, "miou": matrix.scores()["miou"]}
-    return out
-
-
-def _peak_rss(size: int, threads: int) -> float:
-    """Peak RSS (MiB, the child's own VmHWM: getrusage would report this parent's peak) of a process that
-    imports the library, builds the auto engine and predicts one image."""
-    code = (
-        f"import sys, torch; sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r}); "
-        f"torch.set_num_threads({threads}); from deeplab.models import build_model; "
-        "from deeplab.inference import create_engine; "
-        f"create_engine(build_model('mobilenetv2').eval(), engine='auto')(torch.randn(1, 3, {size}, {size})); "
-        "print(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1])"
-    )
-    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
-    return int(done.stdout.split()[-1]) / 1024
+def _startup_rows(trained: _Trained, threads: int) -> list[dict]:
+    """Wall time and peak memory of ``python tools/predict.py`` on one validation image with the engine cached."""
+    image = VOCSegmentation(trained.data_root, split="val").image_path(0)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="deeplab-startup-") as out:
+        for engine in ("auto", "torch"):
+            predict = [sys.executable, str(REPO / "tools" / "predict.py"), str(image), "--checkpoint", trained.path,
+                       "--engine", engine, "--out", out]
+            env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+            subprocess.run(predict, check=True, capture_output=True, env=env)  # builds and caches the engine
+            done = subprocess.run([sys.executable, "-c", STARTUP_PROBE, *predict], check=True, capture_output=True,
+                                  text=True, env=env)
+            status, wall, peak_kib = done.stdout.split()[-3:]
+            if status != "0":
+                raise RuntimeError(f"predict.py exited with {status}: {done.stderr[-500:]}")
+            rows.append({"model": f"predict.py on one image, --engine {engine} (engine cached, fresh process)",
+                         "wall_s": float(wall), "peak_rss_mib": int(peak_kib) / 1024})
+    return rows

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import statistics
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -13,7 +14,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..inference.export import INPUT_NAME, export_onnx, onnx_session
 
-__all__ = ["Runner", "cpu_flags", "eager", "markdown", "measure", "model_stats", "onnxruntime_runner", "smp_model"]
+__all__ = ["Runner", "cpu_flags", "eager", "markdown", "measure", "measure_rounds", "model_stats", "onnxruntime_runner",
+           "openvino_runner", "smp_model"]
 
 Runner = Callable[[torch.Tensor], Any]
 
@@ -33,6 +35,16 @@ def measure(runners: dict[str, Runner], batch: torch.Tensor, *, warmup: int, rep
     return {name: 1000 * statistics.median(t) for name, t in times.items()}
 
 
+def measure_rounds(runners: dict[str, Runner], batch: torch.Tensor, *, warmup: int, repeats: int,
+                   rounds: int) -> dict[str, list[float]]:
+    """Each runner's median milliseconds in each of ``rounds`` interleaved measurements (their spread shows load)."""
+    medians: dict[str, list[float]] = {name: [] for name in runners}
+    for round_index in range(rounds):
+        for name, value in measure(runners, batch, warmup=warmup if round_index == 0 else 0, repeats=repeats).items():
+            medians[name].append(value)
+    return medians
+
+
 def eager(model: nn.Module) -> Runner:
     """fp32 eager channels_last, as users of smp or torchvision would run it."""
     model = model.eval().to(memory_format=torch.channels_last)
@@ -45,6 +57,16 @@ def onnxruntime_runner(model: nn.Module) -> Runner:
     export_onnx(model.eval(), buffer)
     session = onnx_session(buffer.getvalue())
     return lambda x: session.run(None, {INPUT_NAME: x.numpy()})
+
+
+def openvino_runner(model: nn.Module, precision: str) -> Runner:
+    """The model exported to ONNX and run by OpenVINO at ``precision`` (same settings as our OpenVINO engines)."""
+    from ..inference.openvino_engine import compile_ir, onnx_to_ir
+
+    with tempfile.TemporaryDirectory() as tmp:
+        export_onnx(model.eval(), Path(tmp) / "model.onnx")
+        onnx_to_ir(Path(tmp) / "model.onnx", Path(tmp) / "model.xml")
+        return compile_ir(Path(tmp) / "model.xml", precision=precision)
 
 
 def model_stats(model: nn.Module, size: int) -> dict[str, float]:

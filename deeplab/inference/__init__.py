@@ -1,4 +1,5 @@
-"""Prediction: the :class:`Predictor` (normalise, resize, engine, argmax), engines, ONNX export, BN folding,
+"""Prediction: the :class:`Predictor` (normalise, resize, engine, argmax), engines (PyTorch, ONNX Runtime, OpenVINO;
+fp32, bf16, int8), the on-disk cache of prepared engines, int8 calibration images, ONNX export, BN folding,
 test-time augmentation, overlays and the files prediction writes."""
 from __future__ import annotations
 

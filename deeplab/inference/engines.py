@@ -1,40 +1,100 @@
 """Inference engines: callables mapping a normalised ``(N, 3, H, W)`` float batch to float32 logits.
 
-Every engine accepts any batch size and any ``H x W`` and returns ``(N, num_classes, H, W)`` float32 logits.
+Every engine accepts any batch size and any ``H x W`` (shapes stay dynamic) and returns
+``(N, num_classes, H, W)`` float32 logits. Each names its runtime and its precision; none changes precision
+on its own.
 
 - ``torch``: fp32 eager, BatchNorm folded into the convs, channels_last memory format.
-- ``torch-bf16``: as ``torch`` under bf16 autocast on CPUs with native bf16 (AVX512-BF16/AMX; refused
-  elsewhere, where emulation is far slower than fp32), or fp16 autocast on CUDA.
-- ``onnxruntime``: ONNX export (in memory) run by ONNX Runtime's CPU provider, all graph optimisations on.
-- ``int8``: the ONNX model statically quantised to int8, calibrated on ``calibration`` batches (CPU).
-- ``auto``: the fastest measured engine for the device: fp16 autocast on CUDA; ONNX Runtime on CPU
-  (on a 2-core AVX2 CPU it ran our MobileNetV2 model about 1.5-2x faster than fp32 eager; see tools/benchmark.py),
-  falling back to ``torch`` when onnxruntime is not installed.
+- ``torch-bf16``: as ``torch`` under bf16 autocast on CPUs with native bf16 (refused elsewhere), or fp16
+  autocast on CUDA.
+- ``onnxruntime``: our ONNX export run by ONNX Runtime's CPU provider, all graph optimisations on (fp32).
+- ``int8``: that ONNX model statically quantised to int8 by ONNX Runtime (QDQ, per-channel weights), calibrated.
+- ``openvino``: the ONNX export converted to OpenVINO IR, fp32 (``INFERENCE_PRECISION_HINT=f32``).
+- ``openvino-bf16``: the same IR in bf16; CPUs whose OpenVINO plugin has native bf16 only.
+- ``openvino-int8``: the IR quantised to int8 by NNCF (post-training, calibrated), other ops in fp32.
+- ``auto``: the fastest engine that keeps the answer on this device (``_auto_engine``).
+
+``auto`` picks the fastest engine whose classes equal the fp32 PyTorch model's on >= 99.5% of validation pixels
+of every trained checkpoint we measured (``tools/benchmark.py --section engines``; 2 threads, 512x512):
+
+- CPU: ``onnxruntime`` (fp32, exact); ``torch`` when onnxruntime is not installed. On an AMD EPYC Zen 5 (AVX-512
+  with AVX512-BF16 and AVX512-VNNI, no AMX) the reduced precisions were faster (interleaved, on a loaded machine:
+  ``openvino-bf16`` 0.64x and ``openvino-int8`` 0.47x the time of ``onnxruntime``) but lost the answer on the model
+  trained on voc_mini (mobilenetv2 OS16, 300 steps, val mIoU 0.4086): bf16 (OpenVINO and PyTorch alike) kept
+  99.17% of the pixels, NNCF int8 97.0%, ONNX Runtime int8 96.5%; on the demo model they kept 99.97%, 99.68%
+  and 99.84%. OpenVINO fp32 was within noise of ONNX Runtime fp32 (quiet: 81 vs 75 ms), so it gains nothing.
+  On a 2-core AMD EPYC Zen 3 (AVX2 only, no bf16, no VNNI) ONNX Runtime ran our model 1.5-2x faster than fp32
+  eager PyTorch.
+- CUDA: ``torch-bf16`` (fp16 autocast).
+
+The reduced precisions stay one flag away for models where they keep the answer: measure yours with the benchmark.
 """
 from __future__ import annotations
 
 import copy
 import importlib.util
-import io
-from typing import Iterable
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
 
 import torch
 
-from ..models import DeepLabV3Plus
-from .export import INPUT_NAME, export_onnx, onnx_session, quantize_int8
-from .fuse import fold_batchnorm
+from .cache import library_versions
 from .tta import Engine
 
-__all__ = ["ENGINES", "bf16_supported", "create_engine", "resolve_engine"]
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = [
+    "ENGINES",
+    "SPECS",
+    "EngineSpec",
+    "artefact_versions",
+    "bf16_supported",
+    "create_engine",
+    "load_artefacts",
+    "resolve_engine",
+    "write_artefacts",
+]
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """What an engine runs on and in which precision; ``package`` is the distribution its runtime comes from."""
+
+    runtime: str
+    precision: str
+    package: str
+
+    @property
+    def calibrated(self) -> bool:
+        return self.precision == "int8"
+
 
 # No torch.compile engine: on the 2-core AVX2 CPU it compiled for ~100 s and ran slower than ONNX Runtime.
-ENGINES = ("auto", "torch", "torch-bf16", "onnxruntime", "int8")
-CPU_ONLY = ("onnxruntime", "int8")
+SPECS = {
+    "torch": EngineSpec("torch", "f32", "torch"),
+    "torch-bf16": EngineSpec("torch", "bf16", "torch"),
+    "onnxruntime": EngineSpec("onnxruntime", "f32", "onnxruntime"),
+    "int8": EngineSpec("onnxruntime", "int8", "onnxruntime"),
+    "openvino": EngineSpec("openvino", "f32", "openvino"),
+    "openvino-bf16": EngineSpec("openvino", "bf16", "openvino"),
+    "openvino-int8": EngineSpec("openvino", "int8", "openvino"),
+}
+ENGINES = ("auto", *SPECS)
+#: How to install what an engine needs (onnxruntime is a dependency; OpenVINO and NNCF the ``openvino`` extra).
+INSTALL_HINT = {"openvino": "pip install 'deeplabv3plus-toolkit[openvino]'", "onnxruntime": "pip install onnxruntime",
+                "nncf": "pip install 'deeplabv3plus-toolkit[openvino]'"}
 
 
 def bf16_supported() -> bool:
-    """Whether this CPU runs bf16 convolutions natively (oneDNN with AVX512-BF16 or AMX)."""
+    """Whether PyTorch runs bf16 convolutions natively on this CPU (oneDNN with AVX512-BF16 or AMX)."""
     return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def _installed(package: str) -> bool:
+    return importlib.util.find_spec(package) is not None
 
 
 def resolve_engine(engine: str, device: str | torch.device = "cpu") -> str:
@@ -42,20 +102,80 @@ def resolve_engine(engine: str, device: str | torch.device = "cpu") -> str:
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
     device = torch.device(device)
-    if engine in CPU_ONLY and device.type != "cpu":
+    if engine == "auto":
+        return _auto_engine(device)
+    spec = SPECS[engine]
+    if spec.runtime != "torch" and device.type != "cpu":
         raise ValueError(f"engine {engine!r} runs on the CPU only, not on {device}")
+    for package in (spec.package, "nncf") if engine == "openvino-int8" else (spec.package,):
+        if not _installed(package):
+            raise ValueError(f"engine {engine!r} needs {package}, which is not installed: {INSTALL_HINT[package]}")
     if engine == "torch-bf16" and device.type == "cpu" and not bf16_supported():
         # Without native bf16, oneDNN emulates it: minutes per image instead of a speed-up.
         raise ValueError("engine 'torch-bf16' needs a CPU with native bf16 (AVX512-BF16 or AMX); this one has none")
-    if engine != "auto":
-        return engine
+    if engine == "openvino-bf16":
+        from .openvino_engine import bf16_native
+
+        if not bf16_native():
+            raise ValueError("engine 'openvino-bf16' needs a CPU with native bf16 (AVX512-BF16 or AMX); this one has none")
+    return engine
+
+
+def _auto_engine(device: torch.device) -> str:
+    """The rule of the module docstring, from measurements on trained checkpoints (bf16/VNNI and AVX2-only CPUs)."""
     if device.type == "cuda":
         return "torch-bf16"
-    return "onnxruntime" if importlib.util.find_spec("onnxruntime") is not None else "torch"
+    return "onnxruntime" if _installed("onnxruntime") else "torch"
+
+
+def artefact_versions(engine: str) -> dict[str, str]:
+    """Versions of the libraries that write ``engine``'s artefacts: a cached artefact is valid for these only."""
+    spec = SPECS[engine]
+    packages = ["torch", spec.package] + (["nncf"] if engine == "openvino-int8" else [])
+    return library_versions(*packages)
+
+
+def write_artefacts(model: nn.Module, engine: str, folder: Path,
+                    calibration: Iterable[torch.Tensor] | None = None) -> None:
+    """Write the files ``engine`` runs from into ``folder`` (ONNX or OpenVINO IR); int8 reads ``calibration``."""
+    from .export import export_onnx, quantize_int8  # deferred: torch.onnx loads only when an export is due
+
+    spec = SPECS[engine]
+    if spec.runtime == "torch":
+        raise ValueError(f"engine {engine!r} runs the PyTorch model itself and has no artefacts")
+    if spec.calibrated and calibration is None:
+        raise ValueError(f"engine {engine!r} needs calibration batches (a few normalised images)")
+    onnx_path = folder / "model.onnx"
+    export_onnx(copy.deepcopy(model).cpu(), onnx_path)
+    if engine == "int8":
+        onnx_path.write_bytes(quantize_int8(onnx_path.read_bytes(), (b.float().cpu() for b in calibration)))
+    elif spec.runtime == "openvino":
+        from .openvino_engine import onnx_to_ir
+
+        onnx_to_ir(onnx_path, folder / "model.xml", calibration=calibration if spec.calibrated else None)
+        onnx_path.unlink()
+
+
+def load_artefacts(engine: str, folder: Path, *, threads: int | None = None) -> Engine:
+    """The runnable engine from files written by :func:`write_artefacts`."""
+    spec = SPECS[engine]
+    if spec.runtime == "onnxruntime":
+        from .export import INPUT_NAME, onnx_session
+
+        session = onnx_session(folder / "model.onnx", threads=threads)
+
+        def run(batch: torch.Tensor) -> torch.Tensor:
+            array = batch.detach().float().cpu().contiguous().numpy()
+            return torch.from_numpy(session.run(None, {INPUT_NAME: array})[0])
+
+        return run
+    from .openvino_engine import compile_ir
+
+    return compile_ir(folder / "model.xml", precision=spec.precision, threads=threads)
 
 
 def create_engine(
-    model: DeepLabV3Plus,
+    model: nn.Module,
     *,
     engine: str = "torch",
     device: str | torch.device = "cpu",
@@ -63,45 +183,32 @@ def create_engine(
 ) -> Engine:
     """Prepare ``model`` for inference on ``device`` with the named engine; returns ``batch -> logits``.
 
-    ``calibration`` (a few normalised batches like the ones to predict) is required by ``int8`` only.
+    ``calibration`` (a few normalised batches like the ones to predict) is required by the int8 engines only.
+    Nothing is cached here; :class:`~deeplab.inference.Predictor` keeps prepared engines beside the checkpoint.
     """
     device = torch.device(device)
     engine = resolve_engine(engine, device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device} requested but CUDA is not available")
-    if engine in CPU_ONLY:
-        return _onnx_engine(model, quantize=engine == "int8", calibration=calibration)
-    prepared = _fold_and_place(model, device)
-    autocast_dtype = (torch.float16 if device.type == "cuda" else torch.bfloat16) if engine == "torch-bf16" else None
+    if SPECS[engine].runtime != "torch":
+        with tempfile.TemporaryDirectory(prefix="deeplab-engine-") as tmp:
+            write_artefacts(model, engine, Path(tmp), calibration)
+            return load_artefacts(engine, Path(tmp))
+    return _torch_engine(model, device, bf16=engine == "torch-bf16")
+
+
+def _torch_engine(model: nn.Module, device: torch.device, *, bf16: bool) -> Engine:
+    """BatchNorm-folded eval copy on ``device`` in channels_last (the layout oneDNN/cuDNN convs prefer)."""
+    from .fuse import fold_batchnorm
+
+    example = torch.randn(1, 3, 64, 64, device=next(model.parameters()).device)
+    prepared = fold_batchnorm(model, example).to(device, memory_format=torch.channels_last)
+    autocast_dtype = (torch.float16 if device.type == "cuda" else torch.bfloat16) if bf16 else None
 
     @torch.inference_mode()
     def run(batch: torch.Tensor) -> torch.Tensor:
         batch = batch.to(device, memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
             return prepared(batch).float()
-
-    return run
-
-
-def _fold_and_place(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """BatchNorm-folded eval copy on ``device`` in channels_last (the layout oneDNN/cuDNN convs prefer)."""
-    example = torch.randn(1, 3, 64, 64, device=next(model.parameters()).device)
-    folded = fold_batchnorm(model, example)
-    return folded.to(device, memory_format=torch.channels_last)
-
-
-def _onnx_engine(model: torch.nn.Module, *, quantize: bool, calibration: Iterable[torch.Tensor] | None) -> Engine:
-    if quantize and calibration is None:
-        raise ValueError("engine 'int8' needs calibration batches (a few normalised images)")
-    buffer = io.BytesIO()
-    export_onnx(copy.deepcopy(model).cpu(), buffer)
-    onnx_bytes = buffer.getvalue()
-    if quantize:
-        onnx_bytes = quantize_int8(onnx_bytes, (b.float().cpu() for b in calibration))
-    session = onnx_session(onnx_bytes)
-
-    def run(batch: torch.Tensor) -> torch.Tensor:
-        array = batch.detach().float().cpu().contiguous().numpy()
-        return torch.from_numpy(session.run(None, {INPUT_NAME: array})[0])
 
     return run

@@ -44,3 +44,13 @@ def test_loads_timm_state_dict_and_matches_timm_taps(tmp_path, randomise_batchno
     assert (features["out"] - out).abs().max() < 1e-5
     assert (features["out"] - unloaded).abs().max() > 1e-3  # the load changed the weights
     assert ours.mean == tuple(reference.pretrained_cfg["mean"]) and ours.std == tuple(reference.pretrained_cfg["std"])
+
+
+def test_normalisation_is_timms_inception_statistics() -> None:
+    """Written out so registering the backbone does not import timm; they must stay timm's."""
+    from timm.data import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
+
+    from backbones.xception import Xception65Backbone
+
+    assert Xception65Backbone.mean == tuple(IMAGENET_INCEPTION_MEAN)
+    assert Xception65Backbone.std == tuple(IMAGENET_INCEPTION_STD)

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
-from datasets import build_eval_transform
+from datasets import build_eval_transform, read_rgb
 from deeplab import save_checkpoint
 from deeplab.errors import UserError
 from deeplab.inference import Predictor, create_engine, shrink_to, upsample_argmax
@@ -59,16 +60,31 @@ def test_names_must_match_the_class_count(tmp_path: Path, make_checkpoint) -> No
     assert ids.class_names == ["0", "1", "2"]
 
 
-def test_int8_reads_only_the_first_calibration_images(tmp_path: Path, make_checkpoint) -> None:
+def test_int8_calibrates_on_the_named_images_only(tmp_path: Path, make_checkpoint,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from deeplab.inference import calibration
+
     make_checkpoint(tmp_path / "m.pt", num_classes=2)
-    served = []
+    for seed, name in enumerate(("named.png", "input.png")):
+        Image.fromarray(np.random.default_rng(seed).integers(0, 256, (32, 40, 3), dtype=np.uint8)).save(
+            tmp_path / name)
+    read = []
+    monkeypatch.setattr(calibration, "read_rgb", lambda path: read.append(path.name) or read_rgb(path))
+    Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="torch", calibration=[tmp_path / "named.png"])
+    assert read == []  # only int8 calibrates
+    Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="int8", calibration=[tmp_path / "named.png"],
+                              fallback_calibration=[tmp_path / "input.png"])
+    assert read == ["named.png"]
+    Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="int8",
+                              fallback_calibration=[tmp_path / "input.png"])
+    assert read == ["named.png", "input.png"]  # the checkpoint names no training data: the inputs calibrate
+    with pytest.raises(UserError, match="--engine int8: needs calibration images; pass --calibration DIR"):
+        Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="int8")
 
-    def images():
-        for i in range(10):
-            served.append(i)
-            yield np.random.default_rng(i).integers(0, 256, (32, 40, 3), dtype=np.uint8)
 
-    Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="torch", calibration=images())
-    assert served == []  # only int8 calibrates
-    Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="int8", calibration=images())
-    assert served == [0, 1, 2, 3]
+def test_same_size_argmax_keeps_the_lowest_id_on_ties() -> None:
+    scores = torch.zeros(1, 4, 3, 5)
+    scores[0, 2, 0, 0] = scores[0, 3, 0, 0] = 1.0
+    mask = upsample_argmax(scores, (3, 5))
+    assert mask.dtype == torch.uint8 and int(mask[0, 0]) == 2 and int(mask.sum()) == 2
+    np.testing.assert_array_equal(mask.numpy(), scores[0].argmax(0).numpy())

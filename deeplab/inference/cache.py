@@ -1,0 +1,209 @@
+"""Prepared engines on disk, so a prediction with a known checkpoint skips the export, conversion and calibration.
+
+An entry is a folder of artefacts (ONNX or OpenVINO IR files) plus ``manifest.json`` holding the entry's full
+key and each file's size and SHA-256. The key names everything the artefacts depend on: the checkpoint's
+content hash, the engine and its precision, the input-shape policy, the calibration images' digest (int8), how
+the model differs from the checkpoint's config (another output stride) and the versions of the libraries that
+wrote them. The folder name carries a digest of the key, so a changed
+checkpoint or library version looks in another folder (a miss); an entry whose manifest or files do not match
+is corrupt and rebuilt, never trusted. Entries are built in a temporary folder beside their final place and
+renamed into it, so a crash never leaves a half-written entry under the final name.
+
+Entries live beside the checkpoint (``best.pt`` -> ``best.engines/``), or in the user cache folder
+(``$XDG_CACHE_HOME/deeplab/engines/<checkpoint hash>/``, default ``~/.cache``) when the checkpoint's folder
+cannot be written; with neither writable the engine is built in a temporary folder and not kept.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Callable, Iterator, Mapping
+
+from ..checkpoint import _fsync_dir, check_writable
+from ..errors import UserError
+
+__all__ = ["CACHE_FORMAT", "CacheKey", "EngineCache", "file_sha256", "library_versions", "user_cache_dir"]
+
+#: Bumped whenever the code that writes artefacts changes what it writes: older entries then miss.
+CACHE_FORMAT = 1
+MANIFEST = "manifest.json"
+_TMP_PREFIX = ".tmp-"
+_TMP_MAX_AGE_S = 3600  # a temporary folder older than this belongs to a run that died
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def library_versions(*packages: str) -> dict[str, str]:
+    """Installed versions of ``packages`` (distribution names) read from their metadata, without importing them."""
+    found = {}
+    for package in packages:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "missing"
+    return found
+
+
+def user_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/deeplab/engines`` (``~/.cache/deeplab/engines`` when the variable is unset)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "deeplab" / "engines"
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """Everything a prepared engine depends on; two equal keys may share one entry."""
+
+    checkpoint_sha256: str
+    engine: str
+    precision: str
+    shape_policy: str
+    versions: Mapping[str, str]
+    calibration: str | None = None
+    variant: str | None = None
+    format: int = field(default=CACHE_FORMAT)
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "versions": dict(sorted(self.versions.items()))}
+
+    @property
+    def slot(self) -> str:
+        """Entries for one engine and shape policy share this folder-name prefix (stale ones are pruned by it)."""
+        return f"{self.engine}-{self.shape_policy}-"
+
+    @property
+    def entry_name(self) -> str:
+        digest = hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        return self.slot + digest
+
+
+class EngineCache:
+    """Where one checkpoint's prepared engines are found and written (see the module docstring)."""
+
+    def __init__(self, checkpoint: str | Path, checkpoint_sha256: str, *, user_dir: Path | None = None) -> None:
+        checkpoint = Path(checkpoint)
+        self.roots = [checkpoint.with_name(f"{checkpoint.stem}.engines"),
+                      (user_dir or user_cache_dir()) / checkpoint_sha256[:16]]
+
+    def find(self, key: CacheKey) -> Path | None:
+        """The valid entry for ``key``, or ``None``; a corrupt one is reported and left to be rebuilt."""
+        for root in self.roots:
+            entry = root / key.entry_name
+            if not entry.exists():
+                continue
+            problem = _entry_problem(entry, key)
+            if problem is None:
+                return entry
+            print(f"warning: {entry}: {problem}; rebuilding it", file=sys.stderr)
+        return None
+
+    @contextlib.contextmanager
+    def build(self, key: CacheKey, write: Callable[[Path], None]) -> Iterator[Path]:
+        """Run ``write(folder)`` to make the artefacts, store them under ``key`` and yield the stored entry.
+
+        Where no cache folder can be written the artefacts live in a temporary folder for the ``with`` block only.
+        """
+        root = next((r for r in self.roots if _writable(r)), None)
+        if root is None:
+            print(f"warning: cannot write a prepared-engine cache in {' or '.join(map(str, self.roots))}; "
+                  "the engine is rebuilt on every run", file=sys.stderr)
+            with tempfile.TemporaryDirectory(prefix="deeplab-engine-") as tmp:
+                write(Path(tmp))
+                yield Path(tmp)
+            return
+        yield self._store(root, key, write)
+
+    def _store(self, root: Path, key: CacheKey, write: Callable[[Path], None]) -> Path:
+        _remove_abandoned(root)
+        tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=root))
+        try:
+            tmp.chmod(0o755)  # mkdtemp's 0700 would hide the entry from other users of the checkpoint
+            write(tmp)
+            _write_manifest(tmp, key)
+            entry = root / key.entry_name
+            if entry.exists():  # corrupt (find() said so) or written meanwhile by a concurrent run
+                if _entry_problem(entry, key) is None:
+                    shutil.rmtree(tmp)
+                    return entry
+                _discard(entry)
+            os.rename(tmp, entry)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _fsync_dir(root)
+        for stale in root.glob(key.slot + "*"):
+            if stale != entry and (stale / MANIFEST).is_file():
+                _discard(stale)
+        return entry
+
+
+def _entry_problem(entry: Path, key: CacheKey) -> str | None:
+    """Why ``entry`` cannot be used for ``key`` (``None``: it can)."""
+    try:
+        manifest = json.loads((entry / MANIFEST).read_text())
+        if manifest.get("key") != json.loads(json.dumps(key.as_dict())):
+            return "its manifest describes another engine"
+        for name, expected in manifest["files"].items():
+            path = entry / name
+            if not path.is_file() or path.stat().st_size != expected["size"] or file_sha256(path) != expected["sha256"]:
+                return f"{name} is missing or does not match its recorded hash"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return f"unreadable manifest ({type(exc).__name__})"
+    return None
+
+
+def _write_manifest(folder: Path, key: CacheKey) -> None:
+    """Record the key and every file's size and hash, each file flushed to disk before the manifest is."""
+    files = {}
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+        files[path.name] = {"size": path.stat().st_size, "sha256": file_sha256(path)}
+    manifest = {"key": key.as_dict(), "files": files, "written": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    with open(folder / MANIFEST, "w") as handle:
+        json.dump(manifest, handle, indent=1)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _writable(root: Path) -> bool:
+    try:
+        check_writable(root)
+    except UserError:
+        return False
+    return True
+
+
+def _discard(folder: Path) -> None:
+    """Move ``folder`` out of the way first (one rename), then delete it, so readers never see it half-deleted."""
+    trash = folder.with_name(f"{_TMP_PREFIX}old-{folder.name}-{os.getpid()}")
+    try:
+        os.rename(folder, trash)
+    except OSError:
+        return  # another run moved it already
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _remove_abandoned(root: Path) -> None:
+    """Temporary folders left by runs that were killed midway (old enough not to belong to a live run)."""
+    now = time.time()
+    for tmp in root.glob(_TMP_PREFIX + "*"):
+        with contextlib.suppress(OSError):
+            if now - tmp.stat().st_mtime > _TMP_MAX_AGE_S:
+                shutil.rmtree(tmp, ignore_errors=True)

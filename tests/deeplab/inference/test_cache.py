@@ -1,0 +1,182 @@
+"""Prepared engines are cached beside the checkpoint (or in the user cache folder): a hit loads without building,
+a miss builds once, and a corrupt, foreign or stale entry is rebuilt, never trusted."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from deeplab import save_checkpoint
+from deeplab.inference import Predictor, prepared
+from deeplab.inference.cache import MANIFEST, CacheKey, EngineCache
+
+IMAGE = np.random.default_rng(0).integers(0, 256, (33, 47, 3), dtype=np.uint8)
+
+
+@pytest.fixture
+def builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Engines whose artefacts were written (exported, converted or calibrated) since the test began."""
+    made: list[str] = []
+    write = prepared.write_artefacts
+
+    def counting(model, engine, folder, calibration=None):
+        made.append(engine)
+        write(model, engine, folder, calibration)
+
+    monkeypatch.setattr(prepared, "write_artefacts", counting)
+    return made
+
+
+@pytest.fixture
+def user_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    return tmp_path / "xdg" / "deeplab" / "engines"
+
+
+def entries(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*/") if (p / MANIFEST).is_file()) if folder.is_dir() else []
+
+
+def predict(path: Path, engine: str = "onnxruntime", **kwargs) -> np.ndarray:
+    return Predictor.from_checkpoint(path, device="cpu", engine=engine, **kwargs).predict(IMAGE).mask
+
+
+def test_miss_builds_once_then_hits_without_the_model(tmp_path: Path, make_checkpoint, builds, user_cache,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    model = make_checkpoint(tmp_path / "m.pt", num_classes=3)
+    # Training saves the normalisation; without it the Predictor would build the model to ask its backbone.
+    save_checkpoint({"model": model.state_dict(), "model_config": model.config, "mean": list(model.mean),
+                     "std": list(model.std)}, tmp_path / "m.pt")
+    first = predict(tmp_path / "m.pt")
+    assert builds == ["onnxruntime"]
+    [entry] = entries(tmp_path / "m.engines")
+    assert entry.name.startswith("onnxruntime-dynamic-") and (entry / "model.onnx").is_file()
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a cache hit must not rebuild the PyTorch model")
+
+    monkeypatch.setattr("deeplab.inference.predictor.model_from_checkpoint", no_model)
+    np.testing.assert_array_equal(predict(tmp_path / "m.pt"), first)
+    assert builds == ["onnxruntime"] and not user_cache.exists()
+
+
+def test_corrupt_entry_is_rebuilt(tmp_path: Path, make_checkpoint, builds, capsys) -> None:
+    make_checkpoint(tmp_path / "m.pt", num_classes=3)
+    first = predict(tmp_path / "m.pt")
+    [entry] = entries(tmp_path / "m.engines")
+    onnx = entry / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes()[: onnx.stat().st_size // 2])  # a crash or a full disk midway
+    np.testing.assert_array_equal(predict(tmp_path / "m.pt"), first)
+    assert builds == ["onnxruntime", "onnxruntime"]
+    assert "model.onnx is missing or does not match its recorded hash; rebuilding" in capsys.readouterr().err
+    assert entries(tmp_path / "m.engines") == [entry]
+    (entry / MANIFEST).write_text("{not json")
+    predict(tmp_path / "m.pt")
+    assert len(builds) == 3 and json.loads((entry / MANIFEST).read_text())["key"]["engine"] == "onnxruntime"
+
+
+def test_foreign_manifest_is_not_trusted(tmp_path: Path, make_checkpoint, builds) -> None:
+    make_checkpoint(tmp_path / "m.pt", num_classes=3)
+    predict(tmp_path / "m.pt")
+    [entry] = entries(tmp_path / "m.engines")
+    manifest = json.loads((entry / MANIFEST).read_text())
+    manifest["key"]["checkpoint_sha256"] = "0" * 64  # e.g. copied over from another checkpoint's cache
+    (entry / MANIFEST).write_text(json.dumps(manifest))
+    predict(tmp_path / "m.pt")
+    assert builds == ["onnxruntime", "onnxruntime"]
+
+
+@pytest.mark.slow
+def test_changed_checkpoint_is_stale_and_its_entry_replaced(tmp_path: Path, make_checkpoint, builds,
+                                                             randomise_batchnorm) -> None:
+    model = make_checkpoint(tmp_path / "m.pt", num_classes=3)
+    predict(tmp_path / "m.pt")
+    [old] = entries(tmp_path / "m.engines")
+    retrained = randomise_batchnorm(model, seed=7)
+    save_checkpoint({"model": retrained.state_dict(), "model_config": retrained.config}, tmp_path / "m.pt")
+    mask = predict(tmp_path / "m.pt")
+    assert builds == ["onnxruntime", "onnxruntime"]
+    [new] = entries(tmp_path / "m.engines")
+    assert new != old and not old.exists()
+    expected = predict(tmp_path / "m.pt", engine="torch")
+    np.testing.assert_array_equal(mask, expected)
+
+
+@pytest.mark.slow
+def test_new_library_version_is_a_miss(tmp_path: Path, make_checkpoint, builds,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    make_checkpoint(tmp_path / "m.pt", num_classes=3)
+    predict(tmp_path / "m.pt")
+    monkeypatch.setattr(prepared, "artefact_versions", lambda engine: {"torch": "9.9", "onnxruntime": "9.9"})
+    predict(tmp_path / "m.pt")
+    predict(tmp_path / "m.pt")
+    assert builds == ["onnxruntime", "onnxruntime"]
+    [entry] = entries(tmp_path / "m.engines")
+    assert json.loads((entry / MANIFEST).read_text())["key"]["versions"]["onnxruntime"] == "9.9"
+
+
+@pytest.mark.slow
+def test_unwritable_checkpoint_folder_uses_the_user_cache(tmp_path: Path, make_checkpoint, builds,
+                                                          user_cache) -> None:
+    make_checkpoint(tmp_path / "m.pt", num_classes=3)
+    (tmp_path / "m.engines").write_text("a file where the cache folder would go")  # unwritable, even for root
+    predict(tmp_path / "m.pt")
+    predict(tmp_path / "m.pt")
+    assert builds == ["onnxruntime"]
+    [checkpoint_folder] = list(user_cache.iterdir())
+    assert len(entries(checkpoint_folder)) == 1
+
+
+@pytest.mark.slow
+def test_nothing_writable_still_predicts(tmp_path: Path, make_checkpoint, builds, monkeypatch: pytest.MonkeyPatch,
+                                         capsys) -> None:
+    make_checkpoint(tmp_path / "m.pt", num_classes=3)
+    (tmp_path / "m.engines").write_text("")
+    (tmp_path / "xdg").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    expected = predict(tmp_path / "m.pt", engine="torch")
+    np.testing.assert_array_equal(predict(tmp_path / "m.pt"), expected)
+    assert "cannot write a prepared-engine cache" in capsys.readouterr().err
+    assert not list(tmp_path.glob("**/.tmp-*"))
+
+
+@pytest.mark.slow
+def test_int8_entries_are_keyed_by_their_calibration_images(tmp_path: Path, make_checkpoint, builds) -> None:
+    make_checkpoint(tmp_path / "m.pt", num_classes=3)
+    for name, seed in (("a.png", 1), ("b.png", 2)):
+        Image.fromarray(np.random.default_rng(seed).integers(0, 256, (24, 28, 3), dtype=np.uint8)).save(tmp_path / name)
+    predict(tmp_path / "m.pt", engine="int8", calibration=[tmp_path / "a.png"])
+    predict(tmp_path / "m.pt", engine="int8", calibration=[tmp_path / "a.png"])
+    predict(tmp_path / "m.pt", engine="int8", calibration=[tmp_path / "b.png"])
+    assert builds == ["int8", "int8"]
+
+
+def test_interrupted_build_leaves_no_entry(tmp_path: Path) -> None:
+    cache = EngineCache(tmp_path / "m.pt", "ab" * 32)
+    key = CacheKey("ab" * 32, "onnxruntime", "f32", "dynamic", {"torch": "1"})
+
+    def crash(folder: Path) -> None:
+        (folder / "model.onnx").write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        with cache.build(key, crash):
+            pass
+    assert cache.find(key) is None and list((tmp_path / "m.engines").iterdir()) == []
+
+
+def test_key_digest_covers_every_field() -> None:
+    base = CacheKey("ab" * 32, "openvino-int8", "int8", "dynamic", {"openvino": "1"}, calibration="c1")
+    variants = [CacheKey("cd" * 32, "openvino-int8", "int8", "dynamic", {"openvino": "1"}, calibration="c1"),
+                CacheKey("ab" * 32, "openvino-int8", "int8", "512x512", {"openvino": "1"}, calibration="c1"),
+                CacheKey("ab" * 32, "openvino-int8", "int8", "dynamic", {"openvino": "2"}, calibration="c1"),
+                CacheKey("ab" * 32, "openvino-int8", "int8", "dynamic", {"openvino": "1"}, calibration="c2"),
+                CacheKey("ab" * 32, "openvino-int8", "int8", "dynamic", {"openvino": "1"}, calibration="c1", format=0),
+                CacheKey("ab" * 32, "openvino-int8", "int8", "dynamic", {"openvino": "1"}, calibration="c1",
+                         variant="output_stride=8")]
+    names = {key.entry_name for key in variants}
+    assert len(names) == len(variants) and base.entry_name not in names
+    assert all(name.startswith(base.slot) for name in names - {variants[1].entry_name})
