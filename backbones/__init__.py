@@ -5,7 +5,10 @@ imported by the registry the first time a backbone is listed or built, so code t
 :class:`WeightsError` or :class:`FeatureInfo` (error reporting, a prediction from a prepared engine) starts fast.
 """
 from .base import Backbone, FeatureInfo, SequentialBackbone, WeightsError, dilate_for_output_stride
-from .registry import FAMILIES, build_backbone, list_backbones, register_backbone
+from .registry import (
+    FAMILIES, backbones_with_imagenet_weights, build_backbone, check_imagenet_weights, list_backbones,
+    register_backbone, unknown_backbone_message,
+)
 
 __all__ = [
     "FAMILIES",
@@ -13,8 +16,11 @@ __all__ = [
     "FeatureInfo",
     "SequentialBackbone",
     "WeightsError",
+    "backbones_with_imagenet_weights",
     "build_backbone",
+    "check_imagenet_weights",
     "dilate_for_output_stride",
     "list_backbones",
     "register_backbone",
+    "unknown_backbone_message",
 ]

@@ -13,6 +13,7 @@ from typing import ClassVar, Iterable, Mapping
 
 import torch
 from torch import nn
+from torch.nn.modules.utils import _pair
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -79,12 +80,9 @@ class Backbone(nn.Module):
         else:
             state, origin = read_state_dict(pretrained), str(pretrained)
         kept = {k: v for k, v in state.items() if not k.startswith(self.unused_upstream_prefixes)}
-        missing, unexpected = _key_mismatch(self.state_dict().keys(), kept.keys())
-        if missing or unexpected:
-            raise WeightsError(
-                f"{origin}: not a {type(self).__name__} state dict "
-                f"(missing keys: {_first(missing)}; unexpected keys: {_first(unexpected)})"
-            )
+        mismatch = _describe_mismatch(self.state_dict(), kept)
+        if mismatch:
+            raise WeightsError(f"{origin}: not a {type(self).__name__} state dict: {mismatch}")
         try:
             self.load_state_dict(kept, strict=True)
         except RuntimeError as exc:
@@ -130,12 +128,18 @@ class SequentialBackbone(Backbone):
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a state dict saved with ``torch.save`` (plain or under a ``state_dict``/``model`` key), safely."""
+    """Read a state dict saved with ``torch.save`` (plain or under a ``state_dict``/``model`` key) or as
+    ``.safetensors`` (the Hugging Face hub's format for timm's weights), safely."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file  # installed with timm
+
+            obj = load_file(path, device="cpu")
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # weights_only refusals, truncation and garbage all end here
         raise WeightsError(f"{path}: cannot read weights ({_one_line(exc)})") from None
     for key in ("state_dict", "model"):
@@ -158,6 +162,8 @@ def dilate_for_output_stride(
     and hence ImageNet weights, are the same at every output stride. With ``dilate_strided_block=False`` a conv
     that loses its stride keeps its previous dilation and only the layers after it are dilated (the
     ``previous_dilation`` rule of torchvision's ResNet and timm, also used by published DeepLabV3+ MobileNetV2s).
+    Pools lose their stride but are not dilated (as DeepLab did with VGG's last pools); they are padded by
+    ``(kernel - 1) // 2`` to keep the size.
     """
     if output_stride not in OUTPUT_STRIDES:
         raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride}")
@@ -178,14 +184,27 @@ def _halve_stride_double_dilation(module: nn.Module, *, dilate_strided: bool = T
             module.padding = tuple(d * (k - 1) // 2 for d, k in zip(module.dilation, kernel))
     elif isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)) and module.stride not in (1, (1, 1)):
         module.stride = 1
+        module.padding = tuple((k - 1) // 2 for k in _pair(module.kernel_size))
 
 
-def _key_mismatch(ours: Iterable[str], theirs: Iterable[str]) -> tuple[list[str], list[str]]:
-    ours, theirs = set(ours), set(theirs)
-    return sorted(ours - theirs), sorted(theirs - ours)
+def _describe_mismatch(ours: Mapping[str, torch.Tensor], theirs: Mapping[str, torch.Tensor]) -> str | None:
+    """The first tensor, in the model's order, that ``theirs`` lacks or holds with another shape (else the first
+    one the model lacks), with counts of each kind; ``None`` when names and shapes all agree."""
+    missing = [k for k in ours if k not in theirs]
+    reshaped = [k for k in ours if k in theirs and theirs[k].shape != ours[k].shape]
+    unexpected = [k for k in theirs if k not in ours]
+    first = next((k for k in ours if k not in theirs or theirs[k].shape != ours[k].shape), None)
+    if first is None and not unexpected:
+        return None
+    if first is None:
+        detail = f"the file's {unexpected[0]} {_shape(theirs[unexpected[0]])} has no place in the model"
+    elif first in theirs:
+        detail = f"{first} is {_shape(theirs[first])} in the file but {_shape(ours[first])} in the model"
+    else:
+        detail = f"the model's {first} {_shape(ours[first])} is not in the file"
+    return (f"{detail} ({len(missing)} missing, {len(unexpected)} unexpected, {len(reshaped)} of another shape, "
+            f"of {len(ours)} tensors)")
 
 
-def _first(keys: list[str], n: int = 3) -> str:
-    if not keys:
-        return "none"
-    return ", ".join(keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
+def _shape(tensor: torch.Tensor) -> str:
+    return "(" + ", ".join(map(str, tensor.shape)) + ")"

@@ -1,16 +1,27 @@
-"""Name -> builder registry of backbones; one dict, duplicates refused."""
+"""Name -> builder registry of backbones; one dict, duplicates refused, misspelt names answered with the closest."""
 from __future__ import annotations
 
+import difflib
 import importlib
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from .base import OUTPUT_STRIDES, Backbone
+from .base import OUTPUT_STRIDES, Backbone, WeightsError
 
-__all__ = ["FAMILIES", "build_backbone", "list_backbones", "register_backbone"]
+__all__ = [
+    "FAMILIES",
+    "backbones_with_imagenet_weights",
+    "build_backbone",
+    "check_imagenet_weights",
+    "closest_backbones",
+    "list_backbones",
+    "register_backbone",
+    "unknown_backbone_message",
+]
 
 #: The modules of this package that register backbones on import, one per network family.
-FAMILIES = ("mobilenetv1", "mobilenetv2", "mobilenetv3", "mobilenext", "shufflenetv2", "xception")
+FAMILIES = ("blazenet", "inception", "inception_v2", "mobilenetv1", "mobilenetv2", "mobilenetv3", "mobilenetv4",
+            "mobilenext", "mobilevit", "shufflenetv1", "shufflenetv2", "xception")
 
 _BUILDERS: dict[str, Callable[..., Backbone]] = {}
 Builder = TypeVar("Builder", bound=Callable[..., Backbone])
@@ -34,15 +45,54 @@ def list_backbones() -> list[str]:
     return sorted(_BUILDERS)
 
 
+def backbones_with_imagenet_weights() -> list[str]:
+    """Sorted names of the backbones that declare an upstream source of ImageNet weights."""
+    return [name for name in list_backbones() if getattr(_BUILDERS[name], "weights_source", None) is not None]
+
+
+def check_imagenet_weights(name: str) -> None:
+    """Raise a one-line :class:`WeightsError` naming the backbones that have ImageNet weights if ``name`` has none."""
+    _import_families()
+    if getattr(_BUILDERS.get(name), "weights_source", None) is None:
+        raise WeightsError(
+            f"{name} has no upstream ImageNet weights: train it from scratch (--pretrained-backbone none, or "
+            f"pretrained=False) or pass a weights file; ImageNet weights exist for "
+            f"{', '.join(backbones_with_imagenet_weights())}"
+        )
+
+
+def unknown_backbone_message(name: str) -> str:
+    """One line for a name that is not registered: the closest registered names first, then all of them."""
+    names = list_backbones()
+    close = closest_backbones(name)
+    hint = f"did you mean {' or '.join(filter(None, [', '.join(close[:-1]), close[-1]]))}? " if close else ""
+    return f"unknown backbone {name!r}; {hint}choose one of: {', '.join(names)}"
+
+
+def closest_backbones(name: str, n: int = 4) -> list[str]:
+    """Up to ``n`` registered names like ``name``, ignoring case and separators: those it begins, then difflib's."""
+    squashed = {_squash(known): known for known in list_backbones()}
+    key = _squash(name)
+    found = [known for flat, known in squashed.items() if key and flat.startswith(key)]
+    found += [squashed[flat] for flat in difflib.get_close_matches(key, squashed, n=n, cutoff=0.75)]
+    return list(dict.fromkeys(found))[:n]
+
+
+def _squash(name: str) -> str:
+    return "".join(c for c in str(name).lower() if c.isalnum())
+
+
 def build_backbone(
     name: str, *, output_stride: int = 16, pretrained: bool | str | Path = False, **kwargs: Any
 ) -> Backbone:
     """Build backbone ``name`` at ``output_stride``; ``pretrained`` is False, True (ImageNet) or a weights file."""
     _import_families()
     if name not in _BUILDERS:
-        raise ValueError(f"unknown backbone {name!r}; choose one of: {', '.join(list_backbones())}")
+        raise ValueError(unknown_backbone_message(name))
     if output_stride not in OUTPUT_STRIDES:
         raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride}")
+    if pretrained is True:
+        check_imagenet_weights(name)
     backbone = _BUILDERS[name](output_stride=output_stride, **kwargs)
     if pretrained is not False and pretrained is not None:
         backbone.load_pretrained(pretrained)

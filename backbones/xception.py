@@ -1,12 +1,11 @@
 """Aligned Xception-65 feature extractor built from timm's own model, so timm's ImageNet weights load unchanged."""
 from __future__ import annotations
 
-from typing import Mapping
-
 import torch
 
-from .base import Backbone, FeatureInfo, dilate_for_output_stride
+from .base import FeatureInfo, dilate_for_output_stride
 from .registry import register_backbone
+from .timm_backbone import TimmBackbone, create_timm_model
 
 __all__ = ["Xception65Backbone"]
 
@@ -19,7 +18,7 @@ INCEPTION_MEAN = INCEPTION_STD = (0.5, 0.5, 0.5)
 
 
 @register_backbone("xception65")
-class Xception65Backbone(Backbone):
+class Xception65Backbone(TimmBackbone):
     """Aligned Xception-65 (Chen et al., "Encoder-Decoder with Atrous Separable Convolution", ECCV 2018).
 
     The low-level tap is timm's stride-4 feature: the ReLU'd input (256 channels) of block 1's last, strided,
@@ -29,6 +28,7 @@ class Xception65Backbone(Backbone):
 
     mean = INCEPTION_MEAN
     std = INCEPTION_STD
+    timm_name = "xception65"
     weights_source = "timm xception65 (Hugging Face hub timm/xception65.ra3_in1k)"
     unused_upstream_prefixes = ("head.",)
 
@@ -36,9 +36,7 @@ class Xception65Backbone(Backbone):
         super().__init__()
         # timm's default pad_type '' gives symmetric static padding (plain nn.Conv2d), which the dilation
         # helper can recompute; timm's own output_stride is left at 32 so the shared helper does the dilation.
-        import timm  # deferred: only this backbone needs timm, and importing it costs about a second
-
-        upstream = timm.create_model("xception65", pretrained=False, num_classes=0)
+        upstream = create_timm_model(self.timm_name, pretrained=False, num_classes=0)
         self.stem = upstream.stem
         self.blocks = upstream.blocks
         dilate_for_output_stride(
@@ -55,8 +53,3 @@ class Xception65Backbone(Backbone):
         x = self.blocks[:_LOW_LEVEL_BLOCK](self.stem(x))
         x, low_level = self.blocks[_LOW_LEVEL_BLOCK].forward_with_tap(x)
         return {"low_level": low_level, "out": self.blocks[_LOW_LEVEL_BLOCK + 1 :](x)}
-
-    def imagenet_state_dict(self) -> Mapping[str, torch.Tensor]:
-        import timm
-
-        return timm.create_model("xception65", pretrained=True).state_dict()

@@ -40,7 +40,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", help=f"training split (default {d('split')}; train_aug after tools/convert_sbd.py)")
     p.add_argument("--val-split", help=f"validation split (default {d('val_split')})")
     p.add_argument("--download", action="store_true", help="download VOC 2012 into --data-root if missing")
-    p.add_argument("--backbone", choices=list_backbones(), help=f"feature extractor (default {d('backbone')})")
+    p.add_argument("--backbone", metavar="NAME",
+                   help=f"feature extractor: {', '.join(list_backbones())} (default {d('backbone')})")
     p.add_argument("--output-stride", type=int, choices=(8, 16, 32),
                    help=f"backbone output stride (default {d('output_stride')})")
     p.add_argument("--pretrained-backbone", metavar="{imagenet,none,PATH}",

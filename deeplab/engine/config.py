@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from backbones import check_imagenet_weights, list_backbones, unknown_backbone_message
+
 from ..errors import UserError
 from .distributed import DEFAULT_TIMEOUT_S
 from .losses import check_loss
@@ -122,6 +124,11 @@ def resolve_config(flags: Mapping[str, Any], resumed: Mapping[str, Any] | None =
         raise UserError(f"--recipe {recipe}: choose one of {', '.join(sorted(RECIPES))}")
     recipe_settings = RECIPES[recipe] if recipe is not None else {}
     config = TrainConfig(**{**PRESETS[dataset], **inherited, **recipe_settings, **given, "dataset": dataset})
+    if config.backbone not in list_backbones():
+        raise UserError(f"--backbone: {unknown_backbone_message(config.backbone)}")
+    starts_fresh = not resumed and not config.init_from  # only a fresh run loads ImageNet weights
+    if starts_fresh and str(config.pretrained_backbone).lower() == "imagenet":  # before any data is fetched
+        check_imagenet_weights(config.backbone)
     if "epochs" in given:  # counted in steps once the split's size is known (see fit)
         config.iters = None
     _check_ranges(config)

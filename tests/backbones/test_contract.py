@@ -11,13 +11,21 @@ from backbones import Backbone, WeightsError, build_backbone, list_backbones, re
 from backbones.base import FeatureInfo
 from deeplab import build_model
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 NAMES = list_backbones()
 
 
+@pytest.fixture(scope="module", params=NAMES)
+def built(request: pytest.FixtureRequest, one_thread: None) -> tuple[str, dict[int, Backbone]]:
+    """Each backbone at every output stride, built once: pytest runs one name's tests, then drops it."""
+    return request.param, {os_: build_backbone(request.param, output_stride=os_).eval() for os_ in (8, 16, 32)}
+
+
 @pytest.mark.parametrize("output_stride", [8, 16, 32])
-@pytest.mark.parametrize("name", NAMES)
-def test_declared_features_match_measured(name: str, output_stride: int) -> None:
-    backbone = build_backbone(name, output_stride=output_stride).eval()
+def test_declared_features_match_measured(built: tuple[str, dict[int, Backbone]], output_stride: int) -> None:
+    name, backbones = built
+    backbone = backbones[output_stride]
     declared = dict(backbone.feature_info)
     assert set(declared) == {"low_level", "out"}
     assert declared["low_level"].stride == 4 and declared["out"].stride == output_stride
@@ -32,9 +40,8 @@ def test_declared_features_match_measured(name: str, output_stride: int) -> None
         assert (h, w) == expected, f"{name}/{key} at OS{output_stride}"
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_deeplab_on_backbone_trains_and_predicts_any_size(name: str) -> None:
-    model = build_model(backbone=name, num_classes=3).train()
+def test_deeplab_on_backbone_trains_and_predicts_any_size(built: tuple[str, dict[int, Backbone]]) -> None:
+    model = build_model(backbone=built[0], num_classes=3).train()
     x = torch.randn(2, 3, 33, 47)
     logits = model(x)
     assert logits.shape == (2, 3, 33, 47)
@@ -45,22 +52,49 @@ def test_deeplab_on_backbone_trains_and_predicts_any_size(name: str) -> None:
         assert model.eval()(x[:1, :, :17, :23]).shape == (1, 3, 17, 23)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_output_stride_keeps_parameter_shapes(name: str) -> None:
-    shapes = {os_: {k: v.shape for k, v in build_backbone(name, output_stride=os_).state_dict().items()}
-              for os_ in (8, 32)}
+def test_output_stride_keeps_parameter_shapes(built: tuple[str, dict[int, Backbone]]) -> None:
+    shapes = {os_: {k: v.shape for k, v in built[1][os_].state_dict().items()} for os_ in (8, 32)}
     assert shapes[8] == shapes[32]
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_backbone_declares_normalisation(name: str) -> None:
-    backbone = build_backbone(name)
+def test_backbone_declares_normalisation(built: tuple[str, dict[int, Backbone]]) -> None:
+    backbone = built[1][16]
     assert len(backbone.mean) == 3 and len(backbone.std) == 3 and min(backbone.std) > 0
 
 
 def test_unknown_name_lists_choices() -> None:
     with pytest.raises(ValueError, match="mobilenetv2"):
         build_backbone("resnet9000")
+
+
+@pytest.mark.parametrize(("typed", "first_suggestion"), [
+    ("mobilenetv22", "mobilenetv2"), ("MobileViT", "mobilevit_s"), ("inceptionv3", "inception_v3"),
+    ("mobilenetv4_small", "mobilenetv3_small or mobilenetv4_conv_small"), ("blaze", "blazenet"),
+])
+def test_misspelt_name_suggests_the_closest(typed: str, first_suggestion: str) -> None:
+    with pytest.raises(ValueError) as info:
+        build_backbone(typed)
+    assert f"unknown backbone {typed!r}; did you mean {first_suggestion}" in str(info.value)
+    assert str(info.value).endswith(", ".join(NAMES))
+
+
+def test_imagenet_weights_for_a_backbone_without_them_name_those_with() -> None:
+    with pytest.raises(WeightsError) as info:
+        build_backbone("shufflenetv1_g3", pretrained=True)
+    have = str(info.value).split("ImageNet weights exist for ")[1].split(", ")
+    assert "mobilenetv2" in have and "inception_v3" in have and "mobilevit_xs" in have
+    assert not {"shufflenetv1_g3", "blazenet", "inception_v2", "mobilenetv1"} & set(have)
+    assert all(build_backbone(name).weights_source for name in ("inception_v1", "mobilenetv4_conv_small"))
+
+
+def test_wrong_shapes_name_the_first_mismatching_tensor(tmp_path) -> None:
+    path = tmp_path / "g8.pth"
+    torch.save(build_backbone("shufflenetv1_g8").state_dict(), path)
+    with pytest.raises(WeightsError) as info:
+        build_backbone("shufflenetv1_g3", pretrained=path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: not a ShuffleNetV1G3 state dict: stage2.0.compress.0.weight is ")
+    assert "(96, 24, 1, 1) in the file but (60, 24, 1, 1) in the model" in message and "\n" not in message
 
 
 @pytest.mark.parametrize("output_stride", [4, 12, 64])

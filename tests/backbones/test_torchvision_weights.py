@@ -12,6 +12,8 @@ from torchvision.models import get_model, get_model_weights
 
 from backbones import WeightsError, build_backbone
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 # name -> (torchvision model, module whose output is "low_level", module whose output is "out"), stated
 # independently of the backbones so a wrong tap shows.
 UPSTREAM = {
@@ -73,8 +75,10 @@ def test_wrong_weights_file_names_the_file(name: str, tmp_path: Path) -> None:
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("name", ["mobilenetv3_small", "shufflenetv2_x0_5"])
-def test_pretrained_offline_is_one_line_user_error(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("name", "upstream"), [("mobilenetv3_small", "mobilenet_v3_small"),
+                                              ("shufflenetv2_x0_5", "shufflenet_v2_x0_5"),
+                                              ("inception_v1", "googlenet"), ("inception_v3", "inception_v3")])
+def test_pretrained_offline_is_one_line_user_error(name: str, upstream: str, monkeypatch: pytest.MonkeyPatch) -> None:
     requested: list[str] = []
 
     def offline(url: str, *args: object, **kwargs: object) -> None:
@@ -85,7 +89,7 @@ def test_pretrained_offline_is_one_line_user_error(name: str, monkeypatch: pytes
     with pytest.raises(WeightsError, match="could not fetch ImageNet weights") as info:
         build_backbone(name, pretrained=True)
     assert "\n" not in str(info.value) and build_backbone(name).weights_source in str(info.value)
-    assert requested == [get_model_weights(UPSTREAM[name][0]).IMAGENET1K_V1.url]
+    assert requested == [get_model_weights(upstream).IMAGENET1K_V1.url]
 
 
 @pytest.mark.parametrize("name", ["mobilenetv3_large", "mobilenetv3_small"])

@@ -159,10 +159,19 @@ def test_unwritable_output_folder_fails_before_training(demo, tmp_path, capsys):
     assert err.startswith("error: ") and "cannot write" in err and "training" not in capsys.readouterr().out
 
 
-def test_unknown_backbone_is_a_one_line_error(capsys):
-    with pytest.raises(SystemExit) as exc:
-        train_tool.main(["--backbone", "resnet9000"])
-    assert exc.value.code == 2 and "resnet9000" in capsys.readouterr().err
+def test_unknown_backbone_is_a_one_line_error_with_suggestions(capsys):
+    assert train_tool.main(["--backbone", "mobilenet_v4"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --backbone: unknown backbone 'mobilenet_v4'; did you mean mobilenetv4_conv_medium, ")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_imagenet_weights_for_a_backbone_without_them_fail_before_any_data(tmp_path, capsys):
+    args = ["--dataset", "voc", "--data-root", str(tmp_path / "absent"), "--backbone", "blazenet"]
+    assert train_tool.main(args) == 2  # the voc preset starts from ImageNet weights
+    err = capsys.readouterr().err
+    assert err.startswith("error: blazenet has no upstream ImageNet weights") and "mobilenetv2" in err
+    assert not (tmp_path / "absent").exists()
 
 
 def test_bad_image_in_a_worker_reaches_the_user_as_one_line(tmp_path, capsys, voc_mini):
