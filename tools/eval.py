@@ -61,6 +61,8 @@ def score_checkpoint(args: argparse.Namespace) -> tuple[ConfusionMatrix, list[st
     split_images = [dataset.image_path(i) for i in range(len(dataset))]
     predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, engine=args.engine,
                                           fallback_calibration=split_images, output_stride=args.output_stride)
+    if predictor.engine_choice:
+        print(predictor.engine_choice)
     dataset.transform = build_eval_transform(mean=predictor.mean, std=predictor.std)
     loader = build_val_loader(dataset, batch_size=1, workers=args.workers)
     stride = f", output stride {args.output_stride}" if args.output_stride else ""
