@@ -29,8 +29,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--flip", action="store_true", help="also average over horizontally mirrored inputs")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--engine", choices=ENGINES, default="auto",
-                        help="inference engine (see deeplab.inference); int8 calibrates on the checkpoint's training "
-                        "images, else on the split's")
+                        help="inference engine (see deeplab.inference; auto: the fastest verified to keep the "
+                        "checkpoint's answer on its validation images, checked once and cached); int8 calibrates on "
+                        "the checkpoint's training images, else on the split's")
     parser.add_argument("--output-stride", type=int, choices=(8, 16, 32),
                         help="run the weights at this output stride (default: the checkpoint's; 8 is slower and finer)")
     parser.add_argument("--workers", type=int, default=2, help="data-loading processes (0: load in this one)")

@@ -46,7 +46,7 @@ def test_cached_prediction_skips_heavy_imports(tmp_path: Path, repo_root: Path, 
     building = imported_by_predict(repo_root, *args)
     assert "deeplab.models" in building  # the first run built and exported the model...
     assert not building & set(NEVER)
-    cached = imported_by_predict(repo_root, *args)
+    cached = imported_by_predict(repo_root, *args, "--overwrite")
     assert not cached & set(NOT_WHEN_CACHED)  # ...the second loaded the cached engine alone
     assert (tmp_path / "out" / "a_mask.png").is_file()
 
