@@ -48,11 +48,10 @@ import torch
 
 from datasets import DataError, read_label_png, read_rgb
 from datasets.errors import one_line
-from datasets.image_files import image_size
 from datasets.voc import voc_dir
 
 from .cache import EngineCache, library_versions
-from .calibration import NAMED, Calibration, split_ids, spread
+from .calibration import NAMED, Calibration, effective_max_size, split_ids, spread
 from .engines import SPECS, resolve_engine
 from .tta import Engine
 
@@ -112,8 +111,8 @@ class Verification:
     kind: str  # "validation" or "--calibration": how the printed line names them
 
     def digest(self, max_size: int | None) -> str:
-        """SHA-256 of the images' and masks' bytes and of whether ``max_size`` shrinks any of them."""
-        digest = hashlib.sha256(f"{len(self.images)}:{_shrinks(self.images, max_size) and max_size}".encode())
+        """SHA-256 of the images' and masks' bytes and of the size limit they are shrunk to (if it shrinks any)."""
+        digest = hashlib.sha256(f"{len(self.images)}:{effective_max_size(self.images, max_size)}".encode())
         for path in (*self.images, *self.masks):
             try:
                 digest.update(hashlib.sha256(path.read_bytes()).digest() if path else b"none")
@@ -142,13 +141,6 @@ class Verification:
                 mask = None
             samples.append((image, mask))
         return samples
-
-
-def _shrinks(images: Sequence[Path], max_size: int | None) -> bool:
-    try:
-        return bool(max_size) and any(max(image_size(path)) > max_size for path in images)
-    except DataError:
-        return True  # unreadable headers: let max_size into the key rather than guess
 
 
 def verification_images(ckpt: dict[str, Any], calibration: Calibration | None) -> Verification | str:

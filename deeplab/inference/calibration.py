@@ -17,10 +17,12 @@ import numpy as np
 import torch
 
 from datasets import DataError, read_rgb
+from datasets.image_files import image_size
 from datasets.voc import split_file, voc_dir
 
 __all__ = [
-    "CALIBRATION_IMAGES", "NAMED", "Calibration", "checkpoint_images", "choose_calibration", "split_ids", "spread",
+    "CALIBRATION_IMAGES", "NAMED", "Calibration", "checkpoint_images", "choose_calibration", "effective_max_size",
+    "split_ids", "spread",
 ]
 
 #: The source of images the user named (``--calibration DIR``).
@@ -38,7 +40,7 @@ class Calibration:
 
     def digest(self, max_size: int | None) -> str:
         """SHA-256 of the files' bytes, in order, and of the size limit they are shrunk to before calibrating."""
-        digest = hashlib.sha256(f"{len(self.paths)}:{max_size}".encode())
+        digest = hashlib.sha256(f"{len(self.paths)}:{effective_max_size(self.paths, max_size)}".encode())
         for path in self.paths:
             try:
                 digest.update(hashlib.sha256(path.read_bytes()).digest())
@@ -58,6 +60,15 @@ class Calibration:
         if not batches:
             raise DataError(f"none of the calibration images from {self.source} can be read")
         return batches
+
+
+def effective_max_size(paths: Sequence[Path], max_size: int | None) -> int | None:
+    """``max_size`` if it shrinks any of ``paths``, else ``None``: the model inputs are then the same either way, so
+    digests made with this (and the cache entries they name) serve both."""
+    try:
+        return max_size if max_size and any(max(image_size(path)) > max_size for path in paths) else None
+    except DataError:
+        return max_size  # an unreadable header: keep the limit in the digest rather than guess
 
 
 def spread(paths: Sequence[Path], count: int = CALIBRATION_IMAGES) -> tuple[Path, ...]:
