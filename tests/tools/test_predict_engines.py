@@ -51,6 +51,15 @@ def test_cached_prediction_skips_heavy_imports(tmp_path: Path, repo_root: Path, 
     assert (tmp_path / "again" / "a_mask.png").is_file()
 
 
+def test_auto_says_which_engine_it_runs_and_why(tmp_path: Path, make_checkpoint, capsys) -> None:
+    make_checkpoint(tmp_path / "m.pt", num_classes=2)  # no run arguments: no validation images to check on
+    Image.fromarray(np.zeros((9, 11, 3), np.uint8)).save(tmp_path / "a.png")
+    assert predict.main([str(tmp_path / "a.png"), "--checkpoint", str(tmp_path / "m.pt"), "--out",
+                         str(tmp_path / "out")]) == 0
+    assert ("engine auto -> onnxruntime (exact fp32: no validation images to check a faster engine on; the "
+            "checkpoint names no validation data (not written by train.py here))\n") in capsys.readouterr().out
+
+
 def test_bad_calibration_folder_is_one_line(tmp_path: Path, make_checkpoint, capsys) -> None:
     make_checkpoint(tmp_path / "m.pt", num_classes=2)
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
