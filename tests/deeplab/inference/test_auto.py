@@ -21,8 +21,6 @@ from deeplab.inference.cache import EngineCache, file_sha256
 from deeplab.inference.calibration import NAMED, Calibration
 from deeplab.inference.predictor import prepare_image
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 @pytest.fixture
 def checkpoint(tmp_path: Path, make_checkpoint, make_voc_folder):
