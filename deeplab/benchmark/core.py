@@ -1,4 +1,4 @@
-"""Core section: our DeepLabV3+ (separable and plain convs) against smp's DeepLabV3Plus(mobilenet_v2)."""
+"""Core section: our DeepLabV3+ (separable, plain convs, a one-conv decoder) against smp's DeepLabV3Plus(mobilenet_v2)."""
 from __future__ import annotations
 
 import torch
@@ -16,6 +16,7 @@ def core_rows(*, size: int, warmup: int, repeats: int) -> list[dict]:
     models = {
         "ours mobilenetv2 separable": build_model("mobilenetv2"),
         "ours mobilenetv2 separable=False": build_model("mobilenetv2", separable=False),
+        "ours mobilenetv2 decoder_convs=1": build_model("mobilenetv2", decoder_convs=1),
         SMP_REFERENCE: smp_model("mobilenet_v2"),
     }
     batch = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
