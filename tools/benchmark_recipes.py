@@ -3,7 +3,7 @@ combinations on the ``demo-rare`` data: the same budget (mobilenetv2 OS16 from s
 128, lr 0.01) and the same seeds for every row; prints rare-class IoU and mIoU per row.
 
     python tools/benchmark_recipes.py --out /tmp/recipes                       # every row, seeds 0 and 1
-    python tools/benchmark_recipes.py --out /tmp/recipes --rows ce "recipe imbalanced" --seeds 0 --jobs 2
+    python tools/benchmark_recipes.py --out /tmp/recipes --rows ce "ce+3*dice, crops + ohem 0.1" --jobs 2
 
 Runs live in --out (keep it outside the checkout); a finished run is read back, an interrupted one resumed.
 Quality figures do not depend on machine load, only the time to get them does.

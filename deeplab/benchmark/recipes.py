@@ -39,14 +39,16 @@ ROWS: dict[str, dict[str, Any]] = {
     "ce+lovasz, crops + ohem": {"loss": "ce+lovasz", "balanced_crops": 0.5, "ohem": 0.25},
     "ce+dice, crops + weights + ohem": {"loss": "ce+dice", "balanced_crops": 0.5, "class_weights": "auto",
                                         "ohem": 0.25},
+    # Other shares of class-balanced crops, harder pixel mining, heavier Dice: the search for the recipe.
     "ce+dice, crops 0.75 + ohem": {"loss": "ce+dice", "balanced_crops": 0.75, "ohem": 0.25},
     "ce+dice, crops 1.0 + ohem": {"loss": "ce+dice", "balanced_crops": 1.0, "ohem": 0.25},
     "ce+dice, crops + ohem 0.1": {"loss": "ce+dice", "balanced_crops": 0.5, "ohem": 0.1},
     "ce+3*dice, crops + ohem": {"loss": "ce+3*dice", "balanced_crops": 0.5, "ohem": 0.25},
-    "ce+tversky, crops + ohem": {"loss": "ce+tversky", "balanced_crops": 0.5, "ohem": 0.25},
-    "focal+dice, crops": {"loss": "focal+dice", "balanced_crops": 0.5},
-    "ce+dice, crops 1.0 + weights + ohem": {"loss": "ce+dice", "balanced_crops": 1.0, "class_weights": "auto",
-                                            "ohem": 0.25},
+    "ce+6*dice, crops + ohem": {"loss": "ce+6*dice", "balanced_crops": 0.5, "ohem": 0.25},
+    "ce+3*dice, crops 0.25 + ohem 0.1": {"loss": "ce+3*dice", "balanced_crops": 0.25, "ohem": 0.1},
+    "ce+3*dice, crops + ohem 0.05": {"loss": "ce+3*dice", "balanced_crops": 0.5, "ohem": 0.05},
+    "focal+3*dice, crops": {"loss": "focal+3*dice", "balanced_crops": 0.5},
+    "ce+3*dice, crops + ohem 0.1": {"loss": "ce+3*dice", "balanced_crops": 0.5, "ohem": 0.1},
 }
 
 
