@@ -23,23 +23,15 @@ IMPORT_FIXTURES = REPO_ROOT.parent / "shared" / "fixtures" / "imports"
 #: Project name -> folder of its checkpoint-import fixture (random weights saved as the project saves them).
 IMPORT_FOLDERS = {"vainf": "vainf_deeplabv3plus_mobilenet", "bubbliiiing": "bubbliiiing_deeplab_mobilenetv2"}
 
-torch.set_num_threads(2)
+# Tests run tiny tensors: one intra-op thread is as fast, and on a busy runner spinning OpenMP threads slow
+# them down ~10x. Subprocesses (tools run as scripts) keep their own default.
+torch.set_num_threads(1)
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations asks PyPI for updates on import
 
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    """One intra-op thread for a module of tiny tensors: they gain nothing from more, and on a busy 2-core runner
-    spinning OpenMP threads slow them down ~10x (``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -50,6 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     checkpoint = args.checkpoint or newest_checkpoint()
     predictor = Predictor.from_checkpoint(checkpoint, device=args.device, engine=args.engine,
                                           max_size=args.max_size or None, output_stride=args.output_stride)
+    if predictor.engine_choice:
+        print(predictor.engine_choice)
     limits = AppLimits(max_upload_mb=args.max_upload_mb, max_video_frames=args.max_video_frames)
     app = build_app(predictor, checkpoint=checkpoint, alpha=args.alpha, limits=limits)
     print(f"serving {checkpoint} ({predictor.engine_name}); audio of clips is not kept; Ctrl-C stops", flush=True)

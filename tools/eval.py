@@ -29,8 +29,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--flip", action="store_true", help="also average over horizontally mirrored inputs")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--engine", choices=ENGINES, default="auto",
-                        help="inference engine (see deeplab.inference); int8 calibrates on the checkpoint's training "
-                        "images, else on the split's")
+                        help="inference engine (see deeplab.inference; auto: the fastest verified to keep the "
+                        "checkpoint's answer on its validation images, checked once and cached); int8 calibrates on "
+                        "the checkpoint's training images, else on the split's")
     parser.add_argument("--output-stride", type=int, choices=(8, 16, 32),
                         help="run the weights at this output stride (default: the checkpoint's; 8 is slower and finer)")
     parser.add_argument("--workers", type=int, default=2, help="data-loading processes (0: load in this one)")
@@ -61,6 +62,8 @@ def score_checkpoint(args: argparse.Namespace) -> tuple[ConfusionMatrix, list[st
     split_images = [dataset.image_path(i) for i in range(len(dataset))]
     predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, engine=args.engine,
                                           fallback_calibration=split_images, output_stride=args.output_stride)
+    if predictor.engine_choice:
+        print(predictor.engine_choice)
     dataset.transform = build_eval_transform(mean=predictor.mean, std=predictor.std)
     loader = build_val_loader(dataset, batch_size=1, workers=args.workers)
     stride = f", output stride {args.output_stride}" if args.output_stride else ""

@@ -39,10 +39,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--engine", choices=ENGINES, default="auto",
                         help="inference engine and precision (see deeplab.inference.engines; auto: the fastest that "
-                             "keeps >= 99.5%% of pixels equal to fp32); prepared engines are cached beside the checkpoint")
+                             "keeps >= 99.5%% of the checkpoint's validation pixels equal to fp32, checked once per "
+                             "machine); prepared engines and auto's choice are cached beside the checkpoint")
     parser.add_argument("--calibration", metavar="DIR",
                         help="int8 engines: calibrate on the images in DIR (default: the checkpoint's training "
-                             "images when they are on this machine, else the input images)")
+                             "images when they are on this machine, else the input images); auto also checks its "
+                             "choice on them when the checkpoint's validation images are not here")
     parser.add_argument("--output-stride", type=int, choices=(8, 16, 32),
                         help="run the weights at this output stride (default: the checkpoint's; 8 is slower and finer)")
     parser.add_argument("--batch-size", type=int,
@@ -84,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     predictor = Predictor.from_checkpoint(checkpoint, device=args.device, engine=args.engine,
                                           max_size=args.max_size or None, calibration=calibration,
                                           fallback_calibration=images, output_stride=args.output_stride)
+    if predictor.engine_choice:
+        print(predictor.engine_choice)
     check_writable(writer.folder)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)

@@ -25,8 +25,8 @@ from datasets import VOCSegmentation, build_eval_transform
 
 from ..checkpoint import load_checkpoint, model_from_checkpoint
 from ..errors import UserError
-from ..evaluation import ConfusionMatrix
-from ..inference import ENGINES, create_engine, resolve_engine
+from ..inference import create_engine, resolve_engine
+from ..inference.auto import compare
 from ..inference.calibration import choose_calibration
 from ..inference.engines import SPECS
 from ..inference.predictor import prepare_image
@@ -85,29 +85,26 @@ class _Trained:
         transform = build_eval_transform(mean=self.model.mean, std=self.model.std)
         batches = [(image[None], mask[None]) for image, mask in VOCSegmentation(self.data_root, split="val",
                                                                                transform=transform)]
+        masks = [mask for _, mask in batches]
         with torch.inference_mode():
             reference = [self.model(image).argmax(1) for image, _ in batches]
         out = {}
         for name, run in engines.items():
-            matrix, same, total = ConfusionMatrix(self.model.config["num_classes"]), 0, 0
             with torch.inference_mode():
-                for (image, mask), expected in zip(batches, reference):
-                    predicted = run(image).argmax(1).cpu()
-                    matrix.update(predicted, mask)
-                    same, total = same + int((predicted == expected).sum()), total + expected.numel()
-            out[name] = {f"agreement {self.label}": same / total, f"miou {self.label}": matrix.scores()["miou"]}
+                predicted = [run(image).argmax(1).cpu() for image, _ in batches]
+            share, miou = compare(predicted, reference, masks, self.model.config["num_classes"])
+            out[name] = {f"agreement {self.label}": share, f"miou {self.label}": miou}
         return out
 
 
 def _our_engines(model: nn.Module, calibration: list[torch.Tensor]) -> dict[str, Runner]:
-    runners = {}
-    for engine in ENGINES:
+    runners = {}  # not auto: it stands for one of these, chosen per checkpoint (the start-up rows name it)
+    for engine in SPECS:
         try:
-            concrete = resolve_engine(engine)
-            label = f"ours {engine}" + (f" (= {concrete})" if engine == "auto" else f" ({SPECS[engine].runtime} "
-                                                                                     f"{SPECS[engine].precision})")
-            runners[label] = create_engine(model, engine=concrete,
-                                           calibration=calibration if SPECS[concrete].calibrated else None)
+            resolve_engine(engine)
+            label = f"ours {engine} ({SPECS[engine].runtime} {SPECS[engine].precision})"
+            runners[label] = create_engine(model, engine=engine,
+                                           calibration=calibration if SPECS[engine].calibrated else None)
         except ValueError as exc:
             print(f"  skipped engine {engine}: {exc}", file=sys.stderr)
     return runners
@@ -162,12 +159,16 @@ def _startup_rows(trained: _Trained, threads: int) -> list[dict]:
             predict = [sys.executable, str(REPO / "tools" / "predict.py"), str(image), "--checkpoint", trained.path,
                        "--engine", engine, "--out", out]
             env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-            subprocess.run(predict, check=True, capture_output=True, env=env)  # builds and caches the engine
+            # The first run builds and caches the engine (and verifies auto's choice, which it prints).
+            first = subprocess.run(predict, check=True, capture_output=True, text=True, env=env).stdout
+            chosen = next((line.split(" -> ")[1].split(" ")[0] for line in first.splitlines()
+                           if line.startswith("engine auto -> ")), None)
             done = subprocess.run([sys.executable, "-c", STARTUP_PROBE, *predict], check=True, capture_output=True,
                                   text=True, env=env)
             status, wall, peak_kib = done.stdout.split()[-3:]
             if status != "0":
                 raise RuntimeError(f"predict.py exited with {status}: {done.stderr[-500:]}")
-            rows.append({"model": f"predict.py on one image, --engine {engine} (engine cached, fresh process)",
+            named = f"{engine} (= {chosen})" if chosen else engine
+            rows.append({"model": f"predict.py on one image, --engine {named} (engine cached, fresh process)",
                          "wall_s": float(wall), "peak_rss_mib": int(peak_kib) / 1024})
     return rows

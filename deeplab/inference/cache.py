@@ -7,7 +7,8 @@ the model differs from the checkpoint's config (another output stride) and the v
 wrote them. The folder name carries a digest of the key, so a changed
 checkpoint or library version looks in another folder (a miss); an entry whose manifest or files do not match
 is corrupt and rebuilt, never trusted. Entries are built in a temporary folder beside their final place and
-renamed into it, so a crash never leaves a half-written entry under the final name.
+renamed into it, so a crash never leaves a half-written entry under the final name. Small JSON records (the
+verified choice of ``auto``) live beside the entries, written atomically; one that cannot be parsed is redone.
 
 Entries live beside the checkpoint (``best.pt`` -> ``best.engines/``), or in the user cache folder
 (``$XDG_CACHE_HOME/deeplab/engines/<checkpoint hash>/``, default ``~/.cache``) when the checkpoint's folder
@@ -100,6 +101,41 @@ class EngineCache:
         checkpoint = Path(checkpoint)
         self.roots = [checkpoint.with_name(f"{checkpoint.stem}.engines"),
                       (user_dir or user_cache_dir()) / checkpoint_sha256[:16]]
+
+    def read_record(self, name: str) -> dict | None:
+        """The JSON object stored as ``name`` (from the first root that holds it), or ``None``; a corrupt one is
+        reported and left to be rewritten."""
+        for root in self.roots:
+            path = root / name
+            if not path.exists():
+                continue
+            try:
+                record = json.loads(path.read_text())
+                if isinstance(record, dict):
+                    return record
+            except (OSError, ValueError):
+                pass
+            print(f"warning: {path}: unreadable record; redoing it", file=sys.stderr)
+        return None
+
+    def write_record(self, name: str, record: dict) -> Path | None:
+        """Store ``record`` as JSON under ``name`` in the first writable root (atomically); ``None`` where none is."""
+        root = next((r for r in self.roots if _writable(r)), None)
+        if root is None:
+            return None
+        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=".json", dir=root)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(record, handle, indent=1)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide it from other users of the checkpoint
+            os.replace(tmp, root / name)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _fsync_dir(root)
+        return root / name
 
     def find(self, key: CacheKey) -> Path | None:
         """The valid entry for ``key``, or ``None``; a corrupt one is reported and left to be rebuilt."""
@@ -201,9 +237,12 @@ def _discard(folder: Path) -> None:
 
 
 def _remove_abandoned(root: Path) -> None:
-    """Temporary folders left by runs that were killed midway (old enough not to belong to a live run)."""
+    """Temporary folders and files left by runs that were killed midway (old enough not to belong to a live run)."""
     now = time.time()
     for tmp in root.glob(_TMP_PREFIX + "*"):
         with contextlib.suppress(OSError):
             if now - tmp.stat().st_mtime > _TMP_MAX_AGE_S:
-                shutil.rmtree(tmp, ignore_errors=True)
+                if tmp.is_dir():
+                    shutil.rmtree(tmp, ignore_errors=True)
+                else:
+                    tmp.unlink()

@@ -17,10 +17,16 @@ import numpy as np
 import torch
 
 from datasets import DataError, read_rgb
+from datasets.image_files import image_size
 from datasets.voc import split_file, voc_dir
 
-__all__ = ["CALIBRATION_IMAGES", "Calibration", "checkpoint_images", "choose_calibration", "spread"]
+__all__ = [
+    "CALIBRATION_IMAGES", "NAMED", "Calibration", "checkpoint_images", "choose_calibration", "effective_max_size",
+    "split_ids", "spread",
+]
 
+#: The source of images the user named (``--calibration DIR``).
+NAMED = "--calibration"
 #: int8 calibrates on at most this many images: enough for stable activation ranges, about a minute of NNCF.
 CALIBRATION_IMAGES = 16
 
@@ -34,7 +40,7 @@ class Calibration:
 
     def digest(self, max_size: int | None) -> str:
         """SHA-256 of the files' bytes, in order, and of the size limit they are shrunk to before calibrating."""
-        digest = hashlib.sha256(f"{len(self.paths)}:{max_size}".encode())
+        digest = hashlib.sha256(f"{len(self.paths)}:{effective_max_size(self.paths, max_size)}".encode())
         for path in self.paths:
             try:
                 digest.update(hashlib.sha256(path.read_bytes()).digest())
@@ -56,6 +62,15 @@ class Calibration:
         return batches
 
 
+def effective_max_size(paths: Sequence[Path], max_size: int | None) -> int | None:
+    """``max_size`` if it shrinks any of ``paths``, else ``None``: the model inputs are then the same either way, so
+    digests made with this (and the cache entries they name) serve both."""
+    try:
+        return max_size if max_size and any(max(image_size(path)) > max_size for path in paths) else None
+    except DataError:
+        return max_size  # an unreadable header: keep the limit in the digest rather than guess
+
+
 def spread(paths: Sequence[Path], count: int = CALIBRATION_IMAGES) -> tuple[Path, ...]:
     """At most ``count`` of ``paths``, evenly spaced (first and last included), in order."""
     if len(paths) <= count:
@@ -63,15 +78,20 @@ def spread(paths: Sequence[Path], count: int = CALIBRATION_IMAGES) -> tuple[Path
     return tuple(paths[int(i)] for i in np.linspace(0, len(paths) - 1, count).round())
 
 
+def split_ids(root: str | Path, split: str) -> list[str] | None:
+    """The ids listed by a VOC-format split under ``root``; ``None`` when its list cannot be read here."""
+    try:
+        return [line.strip() for line in split_file(root, split).read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
 def checkpoint_images(ckpt: dict[str, Any]) -> tuple[Path, ...]:
     """Images of the training split recorded in the checkpoint's run arguments, if that data is on this machine."""
     args = ckpt.get("args") or {}
     root, split = args.get("data_root"), args.get("split") or "train"
-    if not root:
-        return ()
-    try:
-        ids = [line.strip() for line in split_file(root, split).read_text().splitlines() if line.strip()]
-    except OSError:
+    ids = split_ids(root, split) if root else None
+    if not ids:
         return ()
     images = voc_dir(root) / "JPEGImages"
     return tuple(path for path in spread([images / f"{i}.jpg" for i in ids]) if path.is_file())
@@ -82,7 +102,7 @@ def choose_calibration(
 ) -> Calibration | None:
     """The user's images, else the checkpoint's training images, else ``fallback`` (the inputs); ``None`` if none."""
     if named:
-        return Calibration(spread(list(named)), "--calibration")
+        return Calibration(spread(list(named)), NAMED)
     found = checkpoint_images(ckpt)
     if found:
         args = ckpt["args"]

@@ -12,22 +12,25 @@ on its own.
 - ``openvino``: the ONNX export converted to OpenVINO IR, fp32 (``INFERENCE_PRECISION_HINT=f32``).
 - ``openvino-bf16``: the same IR in bf16; CPUs whose OpenVINO plugin has native bf16 only.
 - ``openvino-int8``: the IR quantised to int8 by NNCF (post-training, calibrated), other ops in fp32.
-- ``auto``: the fastest engine that keeps the answer on this device (``_auto_engine``).
+- ``auto``: the fastest engine that keeps the answer, verified per checkpoint and machine (below).
 
-``auto`` picks the fastest engine whose classes equal the fp32 PyTorch model's on >= 99.5% of validation pixels
-of every trained checkpoint we measured (``tools/benchmark.py --section engines``; 2 threads, 512x512):
+``auto`` on the CPU, given a checkpoint (``predict.py``, ``eval.py``, :class:`~deeplab.inference.Predictor`), is
+decided by measurement (:mod:`.auto`): the reduced precisions that run and pay off on this CPU are tried fastest
+first (``openvino-int8``, ``int8`` on CPUs with VNNI or AVX-512; ``openvino-bf16``, ``torch-bf16`` on CPUs with
+native bf16), each against the fp32 PyTorch model on up to 16 images of the checkpoint's validation split; the
+first whose classes equal fp32's on >= 99.5% of the pixels (and, with masks, loses <= 0.5 mIoU points) is chosen,
+else ``onnxruntime`` fp32 (``torch`` without onnxruntime). The choice is cached beside the engines and printed in
+one line. It is per checkpoint because the reduced precisions keep some models' answers and not others': on an AMD
+EPYC Zen 5 (AVX512-BF16, AVX512-VNNI, no AMX) the demo model kept 99.97% of its pixels in bf16, 99.84% in ONNX
+Runtime int8 and 99.68% in NNCF int8, while a weak model trained on voc_mini's 8 images kept 99.17%, 96.5% and
+97.0% (more near-ties between classes). Without validation images, ``auto`` stays on exact fp32 and says so.
 
-- CPU: ``onnxruntime`` (fp32, exact); ``torch`` when onnxruntime is not installed. On an AMD EPYC Zen 5 (AVX-512
-  with AVX512-BF16 and AVX512-VNNI, no AMX) the reduced precisions were faster (interleaved, on a loaded machine:
-  ``openvino-bf16`` 0.64x and ``openvino-int8`` 0.47x the time of ``onnxruntime``) but lost the answer on the model
-  trained on voc_mini (mobilenetv2 OS16, 300 steps, val mIoU 0.4086): bf16 (OpenVINO and PyTorch alike) kept
-  99.17% of the pixels, NNCF int8 97.0%, ONNX Runtime int8 96.5%; on the demo model they kept 99.97%, 99.68%
-  and 99.84%. OpenVINO fp32 was within noise of ONNX Runtime fp32 (quiet: 81 vs 75 ms), so it gains nothing.
-  On a 2-core AMD EPYC Zen 3 (AVX2 only, no bf16, no VNNI) ONNX Runtime ran our model 1.5-2x faster than fp32
-  eager PyTorch.
-- CUDA: ``torch-bf16`` (fp16 autocast).
-
-The reduced precisions stay one flag away for models where they keep the answer: measure yours with the benchmark.
+Without a checkpoint (:func:`resolve_engine`, :func:`create_engine`), ``auto`` is that exact fallback on the CPU;
+on CUDA it is ``torch-bf16`` (fp16 autocast). Speeds on that Zen 5, quiet, 2 threads, 512x512, batch 1 (random
+weights): NNCF int8 28 ms, ONNX Runtime int8 33, OpenVINO bf16 40, torch-bf16 63, ONNX Runtime fp32 75, OpenVINO
+fp32 81 (so OpenVINO fp32 is never a candidate), against 133 ms for smp's eager fp32. On a 2-core AMD EPYC Zen 3
+(AVX2 only, no bf16, no VNNI) no reduced precision is tried, and ONNX Runtime ran our model 1.5-2x faster than
+fp32 eager PyTorch.
 """
 from __future__ import annotations
 
@@ -122,7 +125,8 @@ def resolve_engine(engine: str, device: str | torch.device = "cpu") -> str:
 
 
 def _auto_engine(device: torch.device) -> str:
-    """The rule of the module docstring, from measurements on trained checkpoints (bf16/VNNI and AVX2-only CPUs)."""
+    """``auto`` without a checkpoint to verify on: exact fp32 on the CPU (``.auto`` verifies faster ones), fp16
+    autocast on CUDA."""
     if device.type == "cuda":
         return "torch-bf16"
     return "onnxruntime" if _installed("onnxruntime") else "torch"

@@ -18,7 +18,6 @@ from ..checkpoint import load_checkpoint, model_from_checkpoint
 from ..device import resolve_device
 from ..errors import UserError
 from .calibration import choose_calibration
-from .engines import resolve_engine
 from .prepared import checkpoint_engine
 from .tta import Engine, class_scores
 
@@ -54,9 +53,12 @@ class Predictor:
         max_size: int | None = None,
         engine_name: str = "custom",
         model_config: dict | None = None,
+        engine_choice: str | None = None,
     ) -> None:
         self.engine = engine
         self.engine_name = engine_name
+        #: For ``engine="auto"`` on the CPU: one line naming the engine chosen and why (tools print it).
+        self.engine_choice = engine_choice
         self.model_config = dict(model_config or {})
         self.class_names = list(class_names)
         self.mean, self.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
@@ -82,7 +84,10 @@ class Predictor:
         Exported, converted and calibrated engines are cached (see :mod:`deeplab.inference.cache`); a cached one
         loads without rebuilding the PyTorch model. The int8 engines calibrate on the image files ``calibration``,
         else on the checkpoint's own training images when they are on this machine, else on
-        ``fallback_calibration`` (the images to predict). ``output_stride`` runs the weights at another stride.
+        ``fallback_calibration`` (the images to predict; never for ``auto``, whose choice would then depend on
+        them). ``auto`` on the CPU is the fastest engine verified to keep the answer on the checkpoint's validation
+        images (:mod:`deeplab.inference.auto`); :attr:`engine_choice` says which and why.
+        ``output_stride`` runs the weights at another stride.
         """
         ckpt = load_checkpoint(path)
         model = functools.cache(lambda: model_from_checkpoint(ckpt, path, output_stride=output_stride))
@@ -97,12 +102,13 @@ class Predictor:
         mean = tuple(float(v) for v in (ckpt["mean"] if "mean" in ckpt else model().mean))
         std = tuple(float(v) for v in (ckpt["std"] if "std" in ckpt else model().std))
         resolved = resolve_device(device)
-        images = choose_calibration([Path(p) for p in calibration or ()], ckpt, [Path(p) for p in fallback_calibration])
+        fallback = [] if engine == "auto" else [Path(p) for p in fallback_calibration]
+        images = choose_calibration([Path(p) for p in calibration or ()], ckpt, fallback)
         prepare = functools.partial(prepare_image, mean=mean, std=std, max_size=max_size)
         prepared = checkpoint_engine(path, ckpt, model, engine=engine, device=resolved, calibration=images,
                                      prepare=prepare, max_size=max_size, variant=variant)
-        return cls(prepared, class_names=names, mean=mean, std=std, device=resolved, max_size=max_size,
-                   engine_name=resolve_engine(engine, resolved), model_config=config)
+        return cls(prepared.run, class_names=names, mean=mean, std=std, device=resolved, max_size=max_size,
+                   engine_name=prepared.name, model_config=config, engine_choice=prepared.choice)
 
     @property
     def batch_size(self) -> int:

@@ -12,8 +12,6 @@ from torch import nn
 from backbones import dilate_for_output_stride
 from backbones.ceil_padding import CeilConv2d, CeilMaxPool2d
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 @pytest.mark.parametrize("kernel", [2, 3])
 @pytest.mark.parametrize("size", [6, 7, 8, 9])

@@ -11,13 +11,12 @@ from backbones import Backbone, WeightsError, build_backbone, list_backbones, re
 from backbones.base import FeatureInfo
 from deeplab import build_model
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 NAMES = list_backbones()
 
 
 @pytest.fixture(scope="module", params=NAMES)
-def built(request: pytest.FixtureRequest, one_thread: None) -> tuple[str, dict[int, Backbone]]:
+def built(request: pytest.FixtureRequest) -> tuple[str, dict[int, Backbone]]:
     """Each backbone at every output stride, built once: pytest runs one name's tests, then drops it."""
     return request.param, {os_: build_backbone(request.param, output_stride=os_).eval() for os_ in (8, 16, 32)}
 

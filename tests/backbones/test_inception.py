@@ -13,7 +13,6 @@ from torchvision.models import GoogLeNet, Inception3
 
 from backbones import WeightsError, build_backbone
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -42,14 +41,14 @@ def _saved(model: nn.Module, folder: Path, name: str) -> tuple[nn.Module, Path]:
 
 
 @pytest.fixture(scope="module")
-def googlenet_file(tmp_path_factory, randomise_batchnorm, one_thread) -> tuple[nn.Module, Path]:
+def googlenet_file(tmp_path_factory, randomise_batchnorm) -> tuple[nn.Module, Path]:
     """torchvision's GoogLeNet as its ImageNet weights are used (aux classifiers, transform_input), saved."""
     model = GoogLeNet(aux_logits=True, transform_input=True, init_weights=False)
     return _saved(randomise_batchnorm(model), tmp_path_factory.mktemp("googlenet"), "googlenet")
 
 
 @pytest.fixture(scope="module")
-def inception3_file(tmp_path_factory, randomise_batchnorm, one_thread) -> tuple[nn.Module, Path]:
+def inception3_file(tmp_path_factory, randomise_batchnorm) -> tuple[nn.Module, Path]:
     model = Inception3(aux_logits=True, transform_input=True, init_weights=False)
     return _saved(randomise_batchnorm(model), tmp_path_factory.mktemp("inception3"), "inception_v3")
 

@@ -8,7 +8,6 @@ from torch import nn
 
 from backbones import WeightsError, build_backbone
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 NAMES = ("mobilenetv1", "mobilenext", "shufflenetv1_g3", "inception_v2", "blazenet")
 

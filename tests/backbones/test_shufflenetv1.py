@@ -11,7 +11,6 @@ from torch.utils.flop_counter import FlopCounterMode
 from backbones import build_backbone
 from backbones.shufflenetv1 import ShuffleNetV1Unit
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 # Zhang et al.: MFLOPs (multiply-adds) at 224x224 with the 1000-way classifier, Table 1 (1x, g = 1..8) and
 # Table 5 (0.5x, 1.5x, 2x at g = 3); output channels of stage 4, Table 1 and the width scaling.

@@ -13,7 +13,6 @@ from torch import nn
 
 from backbones import WeightsError, build_backbone
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 MOBILENETV4 = ("mobilenetv4_conv_small", "mobilenetv4_conv_medium", "mobilenetv4_hybrid_medium")
 MOBILEVIT = ("mobilevit_s", "mobilevit_xs")
@@ -22,7 +21,7 @@ TAPS = [1, 4]
 
 
 @pytest.fixture(scope="module", params=MOBILENETV4 + MOBILEVIT)
-def upstream(request, tmp_path_factory, randomise_batchnorm, one_thread):
+def upstream(request, tmp_path_factory, randomise_batchnorm):
     """A timm model (head included) with random weights and BatchNorm statistics, saved as a state dict."""
     name = request.param
     model = randomise_batchnorm(timm.create_model(name, pretrained=False))

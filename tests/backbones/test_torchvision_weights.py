@@ -12,7 +12,6 @@ from torchvision.models import get_model, get_model_weights
 
 from backbones import WeightsError, build_backbone
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 # name -> (torchvision model, module whose output is "low_level", module whose output is "out"), stated
 # independently of the backbones so a wrong tap shows.

@@ -10,11 +10,8 @@ from torch import nn
 from backbones import build_backbone
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 @pytest.fixture(scope="module")
-def xception_os8(one_thread) -> nn.Module:
+def xception_os8() -> nn.Module:
     """Built once: xception65 is big and slow to build."""
     return build_backbone("xception65", output_stride=8).eval()
 

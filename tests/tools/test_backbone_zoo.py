@@ -20,7 +20,6 @@ from tools import export as export_tool
 from tools import predict
 from tools import train as train_tool
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 NAMES = [name for name in list_backbones() if name.startswith(("blazenet", "inception", "mobilenetv4", "mobilevit",
                                                                  "shufflenetv1"))]

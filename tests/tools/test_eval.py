@@ -93,6 +93,7 @@ def test_eval_checkpoint_matches_independent_numpy(tiny_voc, tmp_path: Path) -> 
     assert report["pixel_acc"] == pytest.approx(acc, abs=1e-12)
 
 
+@pytest.mark.slow
 def test_eval_flip_and_scales(tiny_voc, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     root, ckpt, _ = tiny_voc
     out = tmp_path / "ms.json"
@@ -142,6 +143,7 @@ def test_eval_checkpoint_on_voc_mini(tmp_path: Path, voc_mini: Path, make_checkp
     assert report["miou"] == pytest.approx(numpy_scores(matrix)[0], abs=1e-12)
 
 
+@pytest.mark.slow
 def test_pred_dir_reference_scores(tmp_path: Path, voc_mini: Path) -> None:
     reference = voc_mini / "reference_predictions"
     out = tmp_path / "ref.json"
@@ -203,6 +205,7 @@ def test_pred_dir_with_void_predictions_on_labelled_pixels_names_the_file(tmp_pa
                    "prediction gives every pixel a class 0..20")
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_other_classes_is_refused_unless_asked(tiny_voc, tmp_path: Path, voc_mini: Path,
                                                                make_checkpoint, capsys) -> None:
     root, ckpt, _ = tiny_voc

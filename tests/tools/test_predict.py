@@ -130,6 +130,7 @@ def test_no_checkpoint_explains_how_to_get_one(tmp_path: Path, monkeypatch, caps
     assert len(err.strip().splitlines()) == 1 and "tools/train.py" in err and "--checkpoint" in err
 
 
+@pytest.mark.slow
 def test_large_image_is_resized_and_mask_restored(checkpoint, tmp_path: Path, capsys) -> None:
     ramp = np.linspace(0, 255, 4000, dtype=np.float32)
     image = np.broadcast_to(ramp[None, :, None], (3000, 4000, 3)).astype(np.uint8)
@@ -185,6 +186,7 @@ def test_predicting_into_the_photo_folder_never_destroys_or_rereads_files(checkp
     assert sorted(p.name for p in photos.iterdir()) == written  # its own outputs were not segmented again
 
 
+@pytest.mark.slow
 def test_inputs_that_share_a_stem_get_their_own_files(checkpoint, tmp_path: Path, capsys) -> None:
     path, model = checkpoint
     folder = tmp_path / "in"

@@ -46,9 +46,18 @@ def test_cached_prediction_skips_heavy_imports(tmp_path: Path, repo_root: Path, 
     building = imported_by_predict(repo_root, *args)
     assert "deeplab.models" in building  # the first run built and exported the model...
     assert not building & set(NEVER)
-    cached = imported_by_predict(repo_root, *args)
+    cached = imported_by_predict(repo_root, *args[:-1], str(tmp_path / "again"))
     assert not cached & set(NOT_WHEN_CACHED)  # ...the second loaded the cached engine alone
-    assert (tmp_path / "out" / "a_mask.png").is_file()
+    assert (tmp_path / "again" / "a_mask.png").is_file()
+
+
+def test_auto_says_which_engine_it_runs_and_why(tmp_path: Path, make_checkpoint, capsys) -> None:
+    make_checkpoint(tmp_path / "m.pt", num_classes=2)  # no run arguments: no validation images to check on
+    Image.fromarray(np.zeros((9, 11, 3), np.uint8)).save(tmp_path / "a.png")
+    assert predict.main([str(tmp_path / "a.png"), "--checkpoint", str(tmp_path / "m.pt"), "--out",
+                         str(tmp_path / "out")]) == 0
+    assert ("engine auto -> onnxruntime (exact fp32: no validation images to check a faster engine on; the "
+            "checkpoint names no validation data (not written by train.py here))\n") in capsys.readouterr().out
 
 
 def test_bad_calibration_folder_is_one_line(tmp_path: Path, make_checkpoint, capsys) -> None:
@@ -75,9 +84,9 @@ def test_openvino_int8_calibrates_on_the_named_folder(tmp_path: Path, make_check
             "--calibration", str(tmp_path / "calib"), "--out", str(tmp_path / "out")]
     assert predict.main(args) == 0
     assert "calibrating openvino-int8 on 3 images from --calibration" in capsys.readouterr().err
-    assert predict.main(args) == 0
+    assert predict.main([*args[:-1], str(tmp_path / "again")]) == 0
     assert "calibrating" not in capsys.readouterr().err  # the calibrated model was cached
-    assert Image.open(tmp_path / "out" / "a_mask.png").size == (25, 21)
+    assert Image.open(tmp_path / "again" / "a_mask.png").size == (25, 21)
 
 
 @pytest.mark.slow

@@ -34,6 +34,7 @@ def read_log(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_demo_run_learns_and_writes_its_files(demo, tmp_path, capsys):
     out = tmp_path / "run"
     args = demo_args(demo, out, "--iters", "20", "--val-every", "10", "--crop-size", "48", "--batch-size", "4",
@@ -53,6 +54,7 @@ def test_demo_run_learns_and_writes_its_files(demo, tmp_path, capsys):
     assert "best val mIoU" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_voc_mini_trains_a_couple_of_steps(tmp_path, voc_mini):
     out = tmp_path / "voc"
     args = ["--dataset", "voc", "--data-root", str(voc_mini), "--pretrained-backbone", "none", "--iters", "2",
@@ -67,6 +69,7 @@ class SimulatedCrash(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_resumed_run_equals_an_uninterrupted_one(demo, tmp_path, monkeypatch):
     common = ("--iters", "6", "--val-every", "3", "--lr", "0.02", "--warmup-iters", "2")
     full, broken = tmp_path / "full", tmp_path / "broken"

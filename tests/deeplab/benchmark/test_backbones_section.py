@@ -9,8 +9,6 @@ from torch import nn
 from deeplab.benchmark.backbones import SMP_ENCODERS, backbone_rows, onnx_runner
 from tools import benchmark
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 @pytest.mark.slow
 def test_rows_cover_both_strides_with_smp_and_onnx() -> None:

@@ -63,6 +63,7 @@ def test_miss_builds_once_then_hits_without_the_model(tmp_path: Path, make_check
     assert builds == ["onnxruntime"] and not user_cache.exists()
 
 
+@pytest.mark.slow
 def test_corrupt_entry_is_rebuilt(tmp_path: Path, make_checkpoint, builds, capsys) -> None:
     make_checkpoint(tmp_path / "m.pt", num_classes=3)
     first = predict(tmp_path / "m.pt")

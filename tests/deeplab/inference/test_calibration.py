@@ -46,7 +46,8 @@ def test_digest_follows_bytes_and_size_limit(tmp_path: Path) -> None:
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(path)
     calibration = Calibration((path,), "test")
     first = calibration.digest(None)
-    assert calibration.digest(None) == first and calibration.digest(512) != first
+    assert calibration.digest(None) == first and calibration.digest(2) != first  # a limit that shrinks them
+    assert calibration.digest(512) == first  # one that does not: the same inputs, so the same digest
     Image.fromarray(np.ones((4, 4, 3), np.uint8)).save(path)
     assert calibration.digest(None) != first
 

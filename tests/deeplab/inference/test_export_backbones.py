@@ -11,7 +11,6 @@ from backbones import list_backbones
 from deeplab.inference.export import DYNAMIC_PARITY_SIZE, export_onnx, onnx_session, parity_check
 from deeplab.models import build_model
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 NAMES = [name for name in list_backbones() if name.startswith(("blazenet", "inception", "mobilenetv4", "mobilevit",
                                                                  "shufflenetv1"))]

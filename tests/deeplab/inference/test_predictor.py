@@ -33,6 +33,7 @@ def test_predict_is_the_engine_argmax_after_eval_normalisation(tmp_path: Path, m
     assert prediction.model_size == (37, 45) and predictor.class_names == ["a", "b", "c"]
 
 
+@pytest.mark.slow
 def test_normalisation_saved_in_the_checkpoint_wins(tmp_path: Path, make_checkpoint) -> None:
     model = make_checkpoint(tmp_path / "m.pt", num_classes=2)
     ckpt = torch.load(tmp_path / "m.pt", weights_only=True)
@@ -60,6 +61,7 @@ def test_names_must_match_the_class_count(tmp_path: Path, make_checkpoint) -> No
     assert ids.class_names == ["0", "1", "2"]
 
 
+@pytest.mark.slow
 def test_int8_calibrates_on_the_named_images_only(tmp_path: Path, make_checkpoint,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     from deeplab.inference import calibration
