@@ -3,7 +3,7 @@ combinations on the ``demo-rare`` data: the same budget (mobilenetv2 OS16 from s
 128, lr 0.01) and the same seeds for every row; prints rare-class IoU and mIoU per row.
 
     python tools/benchmark_recipes.py --out /tmp/recipes                       # every row, seeds 0 and 1
-    python tools/benchmark_recipes.py --out /tmp/recipes --rows ce "recipe imbalanced" --seeds 0 --jobs 2
+    python tools/benchmark_recipes.py --out /tmp/recipes --rows ce "ce+3*dice, crops + ohem 0.1" --jobs 2
 
 Runs live in --out (keep it outside the checkout); a finished run is read back, an interrupted one resumed.
 Quality figures do not depend on machine load, only the time to get them does.
@@ -46,11 +46,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = recipe_table(results)
     print(markdown([{"setting": r["row"], "rare-class IoU": r["rare_iou"], "mIoU": r["miou"],
                      "rare IoU per seed": " / ".join(map(str, r["rare_iou_per_seed"])),
-                     "mIoU per seed": " / ".join(map(str, r["miou_per_seed"]))} for r in table]))
+                     "mIoU per seed": " / ".join(map(str, r["miou_per_seed"])),
+                     "rare precision / recall": f"{_or_dash(r['rare_precision'])} / {_or_dash(r['rare_recall'])}"}
+                    for r in table]))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(table, handle, indent=2)
     return 0
+
+
+def _or_dash(value: float | None) -> str:
+    """A score, or '-' where it is undefined."""
+    return "-" if value is None else f"{value:.2f}"
 
 
 if __name__ == "__main__":

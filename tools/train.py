@@ -75,7 +75,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", choices=sorted(RECIPES),
                    help="a measured bundle of the settings below; flags given beside it win (README: imbalanced data)")
     p.add_argument("--loss", help=f"training loss: {', '.join(LOSS_CHOICES)}, or any '+'-joined set of "
-                   f"{', '.join(LOSS_TERMS)} (default {d('loss')})")
+                   f"{', '.join(LOSS_TERMS)}, each optionally scaled as in 'ce+3*dice' (default {d('loss')})")
     p.add_argument("--class-weights", metavar="{auto,none,FILE}",
                    help="per-class loss weights: auto (bounded inverse square root of the split's pixel shares, "
                    "cached beside the data), none, or a file of one weight per class line "

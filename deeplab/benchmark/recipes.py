@@ -39,6 +39,16 @@ ROWS: dict[str, dict[str, Any]] = {
     "ce+lovasz, crops + ohem": {"loss": "ce+lovasz", "balanced_crops": 0.5, "ohem": 0.25},
     "ce+dice, crops + weights + ohem": {"loss": "ce+dice", "balanced_crops": 0.5, "class_weights": "auto",
                                         "ohem": 0.25},
+    # Other shares of class-balanced crops, harder pixel mining, heavier Dice: the search for the recipe.
+    "ce+dice, crops 0.75 + ohem": {"loss": "ce+dice", "balanced_crops": 0.75, "ohem": 0.25},
+    "ce+dice, crops 1.0 + ohem": {"loss": "ce+dice", "balanced_crops": 1.0, "ohem": 0.25},
+    "ce+dice, crops + ohem 0.1": {"loss": "ce+dice", "balanced_crops": 0.5, "ohem": 0.1},
+    "ce+3*dice, crops + ohem": {"loss": "ce+3*dice", "balanced_crops": 0.5, "ohem": 0.25},
+    "ce+6*dice, crops + ohem": {"loss": "ce+6*dice", "balanced_crops": 0.5, "ohem": 0.25},
+    "ce+3*dice, crops 0.25 + ohem 0.1": {"loss": "ce+3*dice", "balanced_crops": 0.25, "ohem": 0.1},
+    "ce+3*dice, crops + ohem 0.05": {"loss": "ce+3*dice", "balanced_crops": 0.5, "ohem": 0.05},
+    "focal+3*dice, crops": {"loss": "focal+3*dice", "balanced_crops": 0.5},
+    "ce+3*dice, crops + ohem 0.1": {"loss": "ce+3*dice", "balanced_crops": 0.5, "ohem": 0.1},
 }
 
 
@@ -80,15 +90,26 @@ def run_study(rows: Sequence[str], seeds: Sequence[int], *, out: str | Path, dat
 
 
 def recipe_table(results: dict[tuple[str, int], dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per study row: rare-class IoU and mIoU, mean over seeds and each seed's value."""
+    """One row per study row: rare-class IoU and mIoU, mean over seeds and each seed's value, and the rare class's
+    mean precision and recall (None where no seed's model predicted it, so precision is undefined)."""
     table = []
     for row in dict.fromkeys(row for row, _ in results):
-        runs = sorted((seed, scores) for (name, seed), scores in results.items() if name == row)
-        rare = [scores["per_class_iou"].get(RARE_CLASS) or 0.0 for _, scores in runs]
-        miou = [scores["miou"] for _, scores in runs]
+        runs = [scores for _, scores in sorted((seed, scores) for (name, seed), scores in results.items()
+                                               if name == row)]
+        rare = [scores["per_class_iou"].get(RARE_CLASS) or 0.0 for scores in runs]
+        miou = [scores["miou"] for scores in runs]
         table.append({
-            "row": row, "seeds": [seed for seed, _ in runs],
+            "row": row, "seeds": sorted(seed for name, seed in results if name == row),
             "rare_iou": round(statistics.mean(rare), 3), "miou": round(statistics.mean(miou), 3),
             "rare_iou_per_seed": [round(v, 3) for v in rare], "miou_per_seed": [round(v, 3) for v in miou],
+            "rare_precision": _mean_rare(runs, "per_class_precision"),
+            "rare_recall": _mean_rare(runs, "per_class_recall"),
         })
     return table
+
+
+def _mean_rare(runs: Sequence[dict[str, Any]], key: str) -> float | None:
+    """Mean over runs of the rare class's ``key`` score, skipping runs where it is undefined."""
+    values = [scores.get(key, {}).get(RARE_CLASS) for scores in runs]
+    values = [v for v in values if v is not None]
+    return round(statistics.mean(values), 2) if values else None

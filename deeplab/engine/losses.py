@@ -1,15 +1,17 @@
 """Training losses over labelled pixels; void (the ignore index) never counts.
 
-A loss is one term or several joined by ``+`` and summed: ``ce`` (cross-entropy, optionally class-weighted and
-restricted to the hardest pixels, as TF DeepLab's ``top_k_percent_pixels``), ``focal``, and the region losses of
-segmentation_models_pytorch (``dice``, ``jaccard``, ``lovasz``, ``tversky``). smp's losses drop or zero void
-pixels themselves when given ``ignore_index``; a batch without labelled pixels gives 0 here (smp's focal loss
-would give NaN, its Lovasz loss an empty tensor).
+A loss is one term or several joined by ``+`` and summed, each optionally scaled (``ce+3*dice``): ``ce``
+(cross-entropy, optionally class-weighted and restricted to the hardest pixels, as TF DeepLab's
+``top_k_percent_pixels``), ``focal``, and the region losses of segmentation_models_pytorch (``dice``,
+``jaccard``, ``lovasz``, ``tversky``). smp's losses drop or zero void pixels themselves when given
+``ignore_index``; a batch without labelled pixels gives 0 here (smp's focal loss would give NaN, its Lovasz loss
+an empty tensor).
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import NoReturn
 
 import torch
 import torch.nn.functional as F
@@ -54,19 +56,41 @@ def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor
     return cross_entropy(logits, masks)
 
 
-def parse_loss(name: str) -> tuple[str, ...]:
-    """``"ce+dice"`` -> ``("ce", "dice")``; an unknown or repeated term is a UserError listing the choices."""
-    terms = tuple(part.strip().lower() for part in name.split("+"))
-    unknown = [t for t in terms if t not in LOSS_TERMS]
-    if unknown or not terms or len(set(terms)) != len(terms):
-        problem = f"unknown term {unknown[0]!r}" if unknown else "a term is repeated or empty"
-        raise UserError(f"--loss {name}: {problem}; choose one of {', '.join(LOSS_CHOICES)} "
-                        f"(or any '+'-joined set of {', '.join(LOSS_TERMS)})")
+def parse_loss(name: str) -> dict[str, float]:
+    """``"ce+3*dice"`` -> ``{"ce": 1.0, "dice": 3.0}``: each term and its factor (1 unless written ``N*term``);
+    an unknown or repeated term, or a factor that is not a positive number, is a UserError listing the choices."""
+    terms: dict[str, float] = {}
+    for part in name.lower().split("+"):
+        factor_text, scaled, term = (piece.strip() for piece in part.rpartition("*"))
+        factor = _positive(factor_text) if scaled else 1.0
+        if term and term not in LOSS_TERMS:
+            _bad_loss(name, f"unknown term {term!r}")
+        if not term or term in terms:
+            _bad_loss(name, "a term is repeated or empty")
+        if factor is None:
+            _bad_loss(name, f"factor {factor_text!r} is not a positive number")
+        terms[term] = factor
     return terms
 
 
+def _bad_loss(name: str, problem: str) -> NoReturn:
+    """Refuse the loss ``name`` in one line that lists the choices."""
+    raise UserError(f"--loss {name}: {problem}; choose one of {', '.join(LOSS_CHOICES)} (or any '+'-joined set of "
+                    f"{', '.join(LOSS_TERMS)}, each optionally scaled, e.g. 'ce+3*dice')")
+
+
+def _positive(text: str) -> float | None:
+    """``text`` as a finite number above 0, else None."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value > 0 else None
+
+
 class SegmentationLoss(nn.Module):
-    """The sum of ``terms`` (see :data:`LOSS_TERMS`) on float32 logits, void pixels excluded from every term.
+    """The sum of ``terms`` (see :data:`LOSS_TERMS`; a mapping gives each term's factor) on float32 logits,
+    void pixels excluded from every term.
 
     ``class_weights`` scale each class in the pixel terms (``ce``, ``focal``); the region terms already average
     over classes, each class counting once however few its pixels, so weighting them again would count a rare
@@ -74,14 +98,16 @@ class SegmentationLoss(nn.Module):
     hardest labelled pixels in the cross-entropy term.
     """
 
-    def __init__(self, terms: Sequence[str], *, num_classes: int, class_weights: Sequence[float] | None = None,
-                 ohem: float | None = None, ignore_index: int = IGNORE_INDEX) -> None:
+    def __init__(self, terms: Sequence[str] | Mapping[str, float], *, num_classes: int,
+                 class_weights: Sequence[float] | None = None, ohem: float | None = None,
+                 ignore_index: int = IGNORE_INDEX) -> None:
         super().__init__()
         if class_weights is not None and len(class_weights) != num_classes:
             raise ValueError(f"{len(class_weights)} class weights for {num_classes} classes")
         if ohem is not None and not 0.0 < ohem <= 1.0:
             raise ValueError(f"ohem must be a share in (0, 1], got {ohem}")
-        self.terms, self.ignore_index, self.keep = tuple(terms), ignore_index, ohem or 1.0
+        self.factors = dict(terms) if isinstance(terms, Mapping) else dict.fromkeys(terms, 1.0)
+        self.terms, self.ignore_index, self.keep = tuple(self.factors), ignore_index, ohem or 1.0
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
         self.register_buffer("weight", weight, persistent=False)
         self.smp_terms = nn.ModuleDict({t: _smp_loss(t, ignore_index, class_weights if t == "focal" else None)
@@ -92,12 +118,13 @@ class SegmentationLoss(nn.Module):
         if not (masks != self.ignore_index).any():
             return logits.sum() * 0.0
         total = logits.new_zeros(())
-        for term in self.terms:
+        for term, factor in self.factors.items():
             if term == "ce":
-                total = total + cross_entropy(logits, masks, weight=self.weight, keep=self.keep,
-                                              ignore_index=self.ignore_index)
+                value = cross_entropy(logits, masks, weight=self.weight, keep=self.keep,
+                                      ignore_index=self.ignore_index)
             else:
-                total = total + self.smp_terms[term](logits, masks)
+                value = self.smp_terms[term](logits, masks)
+            total = total + factor * value
         return total
 
 
@@ -119,8 +146,9 @@ def _smp_loss(term: str, ignore_index: int, class_weights: Sequence[float] | Non
     return makers[term]()
 
 
-def check_loss(name: str, ohem: float | None = None) -> tuple[str, ...]:
-    """The terms of ``name``, after refusing (one line each) an unknown name or an ``ohem`` it cannot use."""
+def check_loss(name: str, ohem: float | None = None) -> dict[str, float]:
+    """The terms of ``name`` and their factors, after refusing (one line each) an unknown name or an ``ohem``
+    it cannot use."""
     terms = parse_loss(name)
     if ohem is not None and not 0.0 < ohem <= 1.0:
         raise UserError(f"--ohem {ohem}: the share of hardest pixels kept must lie in (0, 1], e.g. 0.25")

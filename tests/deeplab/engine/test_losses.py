@@ -11,7 +11,7 @@ from torch import nn
 from deeplab.engine.losses import LOSS_CHOICES, LOSS_TERMS, build_loss, cross_entropy, parse_loss, segmentation_loss
 from deeplab.errors import UserError
 
-ALL_LOSSES = sorted(set(LOSS_CHOICES) | set(LOSS_TERMS) | {"ce+dice+lovasz"})
+ALL_LOSSES = sorted(set(LOSS_CHOICES) | set(LOSS_TERMS) | {"ce+dice+lovasz", "ce+3*dice"})
 CLASSES = 4
 
 
@@ -92,14 +92,23 @@ def test_ohem_keeps_the_asked_share_of_hardest_labelled_pixels(share: float):
 
 
 def test_parse_loss_and_bad_names():
-    assert parse_loss("CE+Dice") == ("ce", "dice")
-    for bad in ("cross_entropy", "ce+dice+dice", "ce+", "dice+boundary"):
+    assert parse_loss("CE+Dice") == {"ce": 1.0, "dice": 1.0}
+    assert parse_loss("ce + 0.5*Tversky") == {"ce": 1.0, "tversky": 0.5}
+    for bad in ("cross_entropy", "ce+dice+dice", "ce+dice+2*dice", "ce+", "dice+boundary", "ce+*dice", "ce+0*dice",
+                "ce+-1*dice", "ce+x*dice", "ce+nan*dice"):
         with pytest.raises(UserError, match=r"--loss .*choose one of ce, focal, ce\+dice"):
             parse_loss(bad)
     with pytest.raises(UserError, match="--ohem 0.25: .*'ce' term"):
         build_loss("dice", num_classes=3, ohem=0.25)
     with pytest.raises(UserError, match=r"--ohem 1.5: .*\(0, 1\]"):
         build_loss("ce", num_classes=3, ohem=1.5)
+
+
+def test_factors_scale_their_terms():
+    logits, masks = batch()
+    ce, dice = (build_loss(name, num_classes=CLASSES)(logits, masks).item() for name in ("ce", "dice"))
+    scaled = build_loss("0.5*ce+3*dice", num_classes=CLASSES)(logits, masks).item()
+    assert scaled == pytest.approx(0.5 * ce + 3 * dice, rel=1e-5)
 
 
 def test_class_weights_scale_the_pixel_terms_only():
