@@ -157,14 +157,15 @@ def _startup_rows(trained: _Trained, threads: int) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="deeplab-startup-") as out:
         for engine in ("auto", "torch"):
             predict = [sys.executable, str(REPO / "tools" / "predict.py"), str(image), "--checkpoint", trained.path,
-                       "--engine", engine, "--out", out]
+                       "--engine", engine, "--out"]  # each run its own folder: predict never replaces files
             env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
             # The first run builds and caches the engine (and verifies auto's choice, which it prints).
-            first = subprocess.run(predict, check=True, capture_output=True, text=True, env=env).stdout
+            first = subprocess.run([*predict, f"{out}/{engine}-first"], check=True, capture_output=True, text=True,
+                                   env=env).stdout
             chosen = next((line.split(" -> ")[1].split(" ")[0] for line in first.splitlines()
                            if line.startswith("engine auto -> ")), None)
-            done = subprocess.run([sys.executable, "-c", STARTUP_PROBE, *predict], check=True, capture_output=True,
-                                  text=True, env=env)
+            done = subprocess.run([sys.executable, "-c", STARTUP_PROBE, *predict, f"{out}/{engine}-cached"],
+                                  check=True, capture_output=True, text=True, env=env)
             status, wall, peak_kib = done.stdout.split()[-3:]
             if status != "0":
                 raise RuntimeError(f"predict.py exited with {status}: {done.stderr[-500:]}")
