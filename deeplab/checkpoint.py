@@ -1,9 +1,13 @@
 """Checkpoints as plain data: atomic writes, safe reads, models rebuilt from ``model_config`` alone."""
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import signal
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -39,7 +43,8 @@ def check_writable(out_dir: str | Path) -> Path:
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Write ``state`` to ``path`` atomically: a temporary file in the same folder, fsync, then rename.
 
-    A crash or a full disk at any moment leaves the previous file at ``path`` intact.
+    A crash or a full disk at any moment leaves the previous file at ``path`` intact; a Ctrl-C during the write
+    lets it finish first (see :func:`_interrupt_after`), so the newest state is kept and the interrupt then raised.
     """
     path = Path(path)
     kept = "; the previous one is kept" if path.is_file() else ""
@@ -52,11 +57,11 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     except OSError as exc:
         raise UserError(f"{path}: cannot write checkpoint ({exc.strerror or exc}){kept}") from None
     try:
-        with os.fdopen(fd, "wb") as tmp:
+        with _interrupt_after(), os.fdopen(fd, "wb") as tmp:
             torch.save(state, tmp)
             tmp.flush()
             os.fsync(tmp.fileno())
-        os.replace(tmp_name, path)
+            os.replace(tmp_name, path)
     except BaseException as exc:
         Path(tmp_name).unlink(missing_ok=True)
         failed = os_error_behind(exc)  # torch.save reports a failed write as a RuntimeError
@@ -64,6 +69,23 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
             raise UserError(f"{path}: cannot write checkpoint ({failed.strerror or one_line(failed)}){kept}") from None
         raise
     _fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def _interrupt_after() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the block ends, then deliver it: torch.save interrupted midway raises an unrelated
+    RuntimeError from its zip writer and leaves nothing written. Only the main thread receives signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received and callable(previous):
+        previous(signal.SIGINT, None)  # Python's default handler raises KeyboardInterrupt
 
 
 def read_plain_data(path: str | Path, *, allowed_globals: Sequence[Any] = ()) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+import signal
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,21 @@ def test_failed_write_keeps_previous_checkpoint(tmp_path: Path, monkeypatch: pyt
     with pytest.raises(UserError, match="No space left"):
         save_checkpoint(_state(), path)
     assert path.read_bytes() == before and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_ctrl_c_during_a_write_finishes_the_checkpoint_then_interrupts(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    path, real_save = tmp_path / "last.pt", torch.save
+
+    def interrupted_save(obj, f):  # Ctrl-C arrives while torch.save is writing
+        os.kill(os.getpid(), signal.SIGINT)
+        real_save(obj, f)
+
+    monkeypatch.setattr(torch, "save", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(_state(), path)
+    assert load_checkpoint(path)["step"] == 5 and not list(tmp_path.glob(".*.tmp"))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_refuses_pickled_code(tmp_path: Path) -> None:
