@@ -1,9 +1,9 @@
 """``auto`` on the CPU: the fastest engine that keeps this checkpoint's answer on this machine, decided once by
 measuring it on the checkpoint's own held-out images, and cached.
 
-Candidates, fastest first (AMD EPYC Zen 5 with AVX512-BF16 and AVX512-VNNI, quiet, 2 threads, 512x512, batch 1):
-``openvino-int8`` 28 ms, ``int8`` 33, ``openvino-bf16`` 40, ``torch-bf16`` 63; then the exact fallback, ONNX
-Runtime fp32 (75 ms; PyTorch fp32 where ONNX Runtime is not installed). A candidate is tried only where it is
+Candidates, fastest first (AMD EPYC Zen 5 with AVX512-BF16 and AVX512-VNNI, quiet, 2 threads, 512x512, batch 1,
+a trained checkpoint): ``openvino-int8`` 12 ms, ``int8`` 16, ``openvino-bf16`` 18, ``torch-bf16`` 39; then the exact
+fallback, ONNX Runtime fp32 (42 ms; PyTorch fp32 where ONNX Runtime is not installed). A candidate is tried only where it is
 installed and pays off:
 
 - bf16 needs native bf16 kernels (AVX512-BF16 or AMX), checked as an explicit ``--engine`` is checked.

@@ -26,9 +26,10 @@ Runtime int8 and 99.68% in NNCF int8, while a weak model trained on voc_mini's 8
 97.0% (more near-ties between classes). Without validation images, ``auto`` stays on exact fp32 and says so.
 
 Without a checkpoint (:func:`resolve_engine`, :func:`create_engine`), ``auto`` is that exact fallback on the CPU;
-on CUDA it is ``torch-bf16`` (fp16 autocast). Speeds on that Zen 5, quiet, 2 threads, 512x512, batch 1 (random
-weights): NNCF int8 28 ms, ONNX Runtime int8 33, OpenVINO bf16 40, torch-bf16 63, ONNX Runtime fp32 75, OpenVINO
-fp32 81 (so OpenVINO fp32 is never a candidate), against 133 ms for smp's eager fp32. On a 2-core AMD EPYC Zen 3
+on CUDA it is ``torch-bf16`` (fp16 autocast). Speeds on that Zen 5, quiet, 2 threads, 512x512, batch 1 (the demo
+model): NNCF int8 12 ms, ONNX Runtime int8 16, OpenVINO bf16 18, torch-bf16 39, ONNX Runtime fp32 42, OpenVINO fp32
+34, against 98 ms for smp's eager fp32. OpenVINO fp32 is not a candidate: it was 18% faster than ONNX Runtime fp32 in
+that run but 8% slower in an earlier quiet one on the same CPU type (81 vs 75 ms), and it needs the optional extra. On a 2-core AMD EPYC Zen 3
 (AVX2 only, no bf16, no VNNI) no reduced precision is tried, and ONNX Runtime ran our model 1.5-2x faster than
 fp32 eager PyTorch.
 """
