@@ -1,13 +1,9 @@
 """Checkpoints as plain data: atomic writes, safe reads, models rebuilt from ``model_config`` alone."""
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import signal
 import tempfile
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -43,8 +39,8 @@ def check_writable(out_dir: str | Path) -> Path:
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Write ``state`` to ``path`` atomically: a temporary file in the same folder, fsync, then rename.
 
-    A crash or a full disk at any moment leaves the previous file at ``path`` intact; a Ctrl-C during the write
-    lets it finish first (see :func:`_interrupt_after`), so the newest state is kept and the interrupt then raised.
+    A crash, a full disk or a Ctrl-C at any moment leaves the previous file at ``path`` intact; a Ctrl-C during
+    the write is raised as the KeyboardInterrupt it is (torch.save's zip writer turns it into a RuntimeError).
     """
     path = Path(path)
     kept = "; the previous one is kept" if path.is_file() else ""
@@ -57,13 +53,15 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     except OSError as exc:
         raise UserError(f"{path}: cannot write checkpoint ({exc.strerror or exc}){kept}") from None
     try:
-        with _interrupt_after(), os.fdopen(fd, "wb") as tmp:
+        with os.fdopen(fd, "wb") as tmp:
             torch.save(state, tmp)
             tmp.flush()
             os.fsync(tmp.fileno())
-            os.replace(tmp_name, path)
+        os.replace(tmp_name, path)
     except BaseException as exc:
         Path(tmp_name).unlink(missing_ok=True)
+        if _interrupted(exc):
+            raise KeyboardInterrupt from None
         failed = os_error_behind(exc)  # torch.save reports a failed write as a RuntimeError
         if failed is not None:
             raise UserError(f"{path}: cannot write checkpoint ({failed.strerror or one_line(failed)}){kept}") from None
@@ -71,21 +69,13 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     _fsync_dir(path.parent)
 
 
-@contextlib.contextmanager
-def _interrupt_after() -> Iterator[None]:
-    """Hold Ctrl-C (SIGINT) until the block ends, then deliver it: torch.save interrupted midway raises an unrelated
-    RuntimeError from its zip writer and leaves nothing written. Only the main thread receives signals."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if received and callable(previous):
-        previous(signal.SIGINT, None)  # Python's default handler raises KeyboardInterrupt
+def _interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` is, or was raised while handling, a KeyboardInterrupt."""
+    while exc is not None:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        exc = exc.__context__
+    return False
 
 
 def read_plain_data(path: str | Path, *, allowed_globals: Sequence[Any] = ()) -> Any:
