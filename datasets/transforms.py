@@ -13,8 +13,8 @@ from .image_files import IGNORE_INDEX
 if TYPE_CHECKING:
     import albumentations as A
 
-__all__ = ["COLOR_JITTER", "NormalizeTransform", "SegmentationTransform", "build_eval_transform", "build_train_transform",
-           "normalize_image"]
+__all__ = ["COLOR_JITTER", "NormalizeTransform", "SegmentationTransform", "build_eval_transform",
+           "build_train_transform", "normalize_image"]
 
 #: Strengths of the training colour jitter (albumentations ``ColorJitter``): any hue, so colour alone cannot name a
 #: class, and moderate saturation, brightness and contrast changes that keep shapes visible.
