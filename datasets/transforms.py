@@ -13,8 +13,12 @@ from .image_files import IGNORE_INDEX
 if TYPE_CHECKING:
     import albumentations as A
 
-__all__ = ["NormalizeTransform", "SegmentationTransform", "build_eval_transform", "build_train_transform",
-           "normalize_image"]
+__all__ = ["COLOR_JITTER", "NormalizeTransform", "SegmentationTransform", "build_eval_transform",
+           "build_train_transform", "normalize_image"]
+
+#: Strengths of the training colour jitter (albumentations ``ColorJitter``): any hue, so colour alone cannot name a
+#: class, and moderate saturation, brightness and contrast changes that keep shapes visible.
+COLOR_JITTER = {"brightness": 0.25, "contrast": 0.25, "saturation": 0.4, "hue": 0.5}
 
 
 def normalize_image(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -70,13 +74,19 @@ def build_train_transform(
     std: Sequence[float],
     scale: tuple[float, float] = (0.5, 2.0),
     ignore_index: int = IGNORE_INDEX,
+    color_jitter: float = 0.0,
 ) -> SegmentationTransform:
     """DeepLab training augmentation: random scale, pad (image with the mean, mask with ignore), crop, flip, normalise.
 
     Masks are always resampled nearest-neighbour so they keep only their original label values.
+    ``color_jitter`` is the probability per sample of a strong colour jitter of the image alone (hue anywhere on the
+    colour wheel, saturation, brightness and contrast), so a class's colour stops being a reliable cue and the model
+    has to learn its shape; 0 leaves the pipeline, and its random draws, exactly as without it.
     """
     if crop_size < 1 or not 0 < scale[0] <= scale[1]:
         raise ValueError(f"need crop_size >= 1 and 0 < scale[0] <= scale[1], got {crop_size}, {scale}")
+    if not 0.0 <= color_jitter <= 1.0:
+        raise ValueError(f"need 0 <= color_jitter <= 1, got {color_jitter}")
     # albumentations otherwise asks PyPI for a newer version on import; we never touch the network.
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     import albumentations as A  # deferred: prediction and evaluation never augment
@@ -86,7 +96,10 @@ def build_train_transform(
 
     # The pad value is the mean so padded pixels normalise to zero, like a zero-padded input.
     fill = tuple(255.0 * m for m in mean)
+    # First, on the photo alone: after the pad it would shift the padding's colour away from the mean.
+    jitter = [A.ColorJitter(**COLOR_JITTER, p=color_jitter)] if color_jitter > 0 else []
     pipeline = A.Compose([
+        *jitter,
         A.RandomScale(
             scale_limit=(scale[0] - 1.0, scale[1] - 1.0),
             interpolation=cv2.INTER_LINEAR,

@@ -86,6 +86,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--balanced-crops", type=float, metavar="SHARE",
                    help="share of samples cropped around a class drawn by rarity, from an image holding it "
                    f"(default {d('balanced_crops')})")
+    p.add_argument("--color-jitter", type=float, metavar="SHARE",
+                   help="share of samples whose colours are jittered (any hue, some saturation, brightness and "
+                   "contrast), so shape rather than colour must name a class; image only, masks untouched "
+                   f"(default {d('color_jitter')})")
     p.add_argument("--tensorboard", action="store_true", default=None,
                    help="also log to TensorBoard in <out>/tensorboard (pip install tensorboard)")
     p.add_argument("--seed", type=int, help=f"seed of initialisation, data order and augmentation (default {d('seed')})")

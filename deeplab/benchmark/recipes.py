@@ -49,6 +49,10 @@ ROWS: dict[str, dict[str, Any]] = {
     "ce+3*dice, crops + ohem 0.05": {"loss": "ce+3*dice", "balanced_crops": 0.5, "ohem": 0.05},
     "focal+3*dice, crops": {"loss": "focal+3*dice", "balanced_crops": 0.5},
     "ce+3*dice, crops + ohem 0.1": {"loss": "ce+3*dice", "balanced_crops": 0.5, "ohem": 0.1},
+    # Colour jitter on top of the recipe: the diamond's colour stops naming it, so look-alike colours stop fooling.
+    "recipe + jitter 0.2": {"loss": "ce+3*dice", "balanced_crops": 0.5, "ohem": 0.1, "color_jitter": 0.2},
+    "recipe + jitter 0.5": {"loss": "ce+3*dice", "balanced_crops": 0.5, "ohem": 0.1, "color_jitter": 0.5},
+    "recipe + jitter 0.8": {"loss": "ce+3*dice", "balanced_crops": 0.5, "ohem": 0.1, "color_jitter": 0.8},
 }
 
 

@@ -59,6 +59,7 @@ class TrainConfig:
     class_weights: str = "none"
     ohem: float | None = None
     balanced_crops: float = 0.0
+    color_jitter: float = 0.0
     recipe: str | None = None
     out: str | None = None
     # Machine settings (see MACHINE_FIELDS).
@@ -152,4 +153,7 @@ def _check_imbalance_settings(config: TrainConfig) -> None:
     check_loss(config.loss, config.ohem)
     if not 0.0 <= config.balanced_crops <= 1.0:
         raise UserError(f"--balanced-crops {config.balanced_crops}: the share of class-focused crops must lie in "
+                        f"[0, 1], e.g. 0.5")
+    if not 0.0 <= config.color_jitter <= 1.0:
+        raise UserError(f"--color-jitter {config.color_jitter}: the share of colour-jittered samples must lie in "
                         f"[0, 1], e.g. 0.5")

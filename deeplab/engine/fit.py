@@ -133,7 +133,8 @@ def _fit_in(
     frozen = c.freeze_bn or c.freeze_early_stages
     wrapped = distributed.wrap_model(model, device, sync_bn=c.sync_bn and not frozen)
     train_loader = build_train_loader(
-        train_set, transform=build_train_transform(crop_size=c.crop_size, mean=model.mean, std=model.std),
+        train_set, transform=build_train_transform(crop_size=c.crop_size, mean=model.mean, std=model.std,
+                                                     color_jitter=c.color_jitter),
         batch_size=c.batch_size, workers=c.workers, seed=c.seed, start_step=start, focus=focus)
     val_set = VOCSegmentation(root, split=c.val_split, class_names=class_names,
                               transform=build_eval_transform(mean=model.mean, std=model.std))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pickle
 
 import numpy as np
+import pytest
 import torch
 
 from datasets import VOCSegmentation, build_eval_transform, build_train_transform, normalize_image
@@ -57,6 +58,37 @@ def test_flip_keeps_image_and_mask_aligned():
         assert flipped or torch.equal(y, torch.from_numpy(mask.astype(np.int64)))
         orientations.add(flipped)
     assert orientations == {True, False}
+
+
+def _samples(transform, image, mask, seed: int = 3, count: int = 8) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    transform.set_seed(seed)
+    return [transform(image, mask) for _ in range(count)]
+
+
+def test_colour_jitter_changes_colours_never_masks_nor_padding():
+    mask = np.zeros((40, 50), np.uint8)
+    mask[10:30, 5:25] = 2
+    image = np.where(mask[..., None] == 2, (200, 40, 40), (90, 90, 90)).astype(np.uint8)  # a red patch on grey
+    plain = _samples(build_train_transform(crop_size=64, mean=MEAN, std=STD), image, mask)
+    jittered = _samples(build_train_transform(crop_size=64, mean=MEAN, std=STD, color_jitter=1.0), image, mask)
+    red_lost_at_least_once = False
+    for (x0, y0), (x1, y1) in zip(plain, jittered):
+        assert torch.equal(y0, y1)  # same seed: the same geometry, the mask untouched
+        assert not torch.allclose(x0, x1, atol=0.05)
+        assert torch.allclose(x1[:, y1 == 255], torch.zeros(()), atol=0.03)  # padding still the mean
+        patch = x1[:, y1 == 2] * torch.tensor(STD)[:, None] + torch.tensor(MEAN)[:, None]
+        red_lost_at_least_once |= bool(patch.mean(dim=1).argmax() != 0)  # the hue moved off red
+    assert red_lost_at_least_once
+
+
+def test_no_colour_jitter_is_the_plain_pipeline_and_bad_shares_are_refused():
+    rng = np.random.default_rng(2)
+    image, mask = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8), rng.integers(0, 4, (40, 50)).astype(np.uint8)
+    plain = _samples(build_train_transform(crop_size=48, mean=MEAN, std=STD), image, mask)
+    zero = _samples(build_train_transform(crop_size=48, mean=MEAN, std=STD, color_jitter=0.0), image, mask)
+    assert all(torch.equal(a, b) for pair in zip(plain, zero) for a, b in zip(*pair))
+    with pytest.raises(ValueError, match="color_jitter"):
+        build_train_transform(crop_size=48, mean=MEAN, std=STD, color_jitter=1.5)
 
 
 def test_transforms_pickle_and_dataloader_with_workers(voc_mini):

@@ -83,6 +83,7 @@ def test_the_imbalanced_recipe_is_a_measured_row():
     ({"ohem": 0.0}, r"--ohem 0.0: .*\(0, 1\]"),
     ({"loss": "dice", "ohem": 0.25}, r"--ohem 0.25: .*'ce' term"),
     ({"balanced_crops": 1.5}, r"--balanced-crops 1.5: .*\[0, 1\]"),
+    ({"color_jitter": -0.5}, r"--color-jitter -0.5: .*\[0, 1\]"),
 ])
 def test_bad_imbalance_settings_are_refused_before_any_data(flags, message):
     with pytest.raises(UserError, match=message):
