@@ -15,6 +15,8 @@ from deeplab.checkpoint import newest_checkpoint
 from deeplab.errors import UserError, report_user_errors
 from deeplab.inference import ENGINES, Predictor
 
+from _image_flags import add_image_flags, check_image_flags
+
 
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line flags of this tool."""
@@ -23,9 +25,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 shares it on the network)")
     parser.add_argument("--port", type=int, help="port (default: the first free one from 7860)")
-    parser.add_argument("--alpha", type=float, default=0.5, help="initial opacity of the class colours, 0..1")
-    parser.add_argument("--max-size", type=int, default=1024,
-                        help="shrink images whose long side is larger before segmenting (0: never)")
+    add_image_flags(parser, alpha_help="initial opacity of the class colours, 0..1")
     parser.add_argument("--output-stride", type=int, choices=(8, 16, 32),
                         help="run the weights at this output stride (default: the checkpoint's)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -41,8 +41,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Load the checkpoint once, then serve the app until interrupted."""
     args = get_args_parser().parse_args(argv)
-    if not 0.0 <= args.alpha <= 1.0:
-        raise UserError(f"--alpha {args.alpha}: must lie between 0 and 1")
+    check_image_flags(args)
     try:
         from deeplab.app.web import AppLimits, build_app, launch
     except ImportError as exc:

@@ -23,6 +23,8 @@ from deeplab.inference.outputs import PredictionWriter, free_output_folder, spli
 from deeplab.inference.pipeline import segment_files
 from deeplab.inference.video import VideoError, probe_video, segment_video, split_videos
 
+from _image_flags import add_image_flags, check_image_flags
+
 
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line flags of this tool."""
@@ -33,9 +35,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", help="output folder (default predictions, or predictions-2, -3... where files "
                         "would be replaced); files there are never replaced unless --overwrite")
     parser.add_argument("--overwrite", action="store_true", help="replace files of the same names in --out")
-    parser.add_argument("--alpha", type=float, default=0.5, help="weight of the colour mask in the overlay, 0..1")
-    parser.add_argument("--max-size", type=int, default=1024,
-                        help="shrink images whose long side is larger before segmenting (0: never)")
+    add_image_flags(parser, alpha_help="weight of the colour mask in the overlay, 0..1")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--engine", choices=ENGINES, default="auto",
                         help="inference engine and precision (see deeplab.inference.engines; auto: the fastest that "
@@ -60,12 +60,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Segment every input; a bad image or video is reported and skipped, and the exit status 1 says so."""
     args = get_args_parser().parse_args(argv)
-    if not 0.0 <= args.alpha <= 1.0:
-        raise UserError(f"--alpha {args.alpha}: must lie between 0 and 1")
+    check_image_flags(args)
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
-    if args.max_size < 0:
-        raise UserError(f"--max-size {args.max_size}: must be a number of pixels, or 0 to never shrink")
     found, problems = find_images(args.inputs)
     found, earlier = split_earlier_predictions(found)
     if earlier:

@@ -29,3 +29,11 @@ def test_without_gradio_one_line_says_how_to_install(tmp_path: Path, monkeypatch
     assert app_tool.main(["--checkpoint", str(tmp_path / "absent.pt")]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and 'pip install -e ".[app]"' in err
+
+
+@pytest.mark.parametrize("flag, problem", [("--max-size=-5", "--max-size -5: must be a number of pixels"),
+                                           ("--alpha=1.5", "--alpha 1.5: must lie between 0 and 1")])
+def test_bad_image_flags_are_one_line_before_loading(flag: str, problem: str, tmp_path: Path, capsys) -> None:
+    assert app_tool.main(["--checkpoint", str(tmp_path / "absent.pt"), flag]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {problem}") and len(err.strip().splitlines()) == 1, err
