@@ -2,10 +2,12 @@
 VOC-format folders and the demo data made on the fly; deterministic seeds and two CPU threads."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Callable
 
 import numpy as np
@@ -166,3 +168,28 @@ def tmpfs_command(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path, s
     if result.returncode != 0:
         pytest.skip(f"cannot mount a private tmpfs here: {result.stderr.strip()}")
     return _tmpfs_command
+
+
+@pytest.fixture
+def failing_train_step(monkeypatch: pytest.MonkeyPatch) -> Callable[..., contextlib.AbstractContextManager[None]]:
+    """``with failing_train_step(n, exc):`` the n-th training step inside the block raises ``exc`` (a crash, a
+    Ctrl-C); the real step is back after the block."""
+    from deeplab.engine import loop
+
+    @contextlib.contextmanager
+    def fail_at(n: int, exc: BaseException | type) -> Iterator[None]:
+        real_step, calls = loop.train_step, []
+
+        def step(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == n:
+                raise exc
+            return real_step(*args, **kwargs)
+
+        monkeypatch.setattr(loop, "train_step", step)
+        try:
+            yield
+        finally:
+            monkeypatch.setattr(loop, "train_step", real_step)
+
+    return fail_at

@@ -12,7 +12,6 @@ import torch
 
 from datasets.voc import split_file
 from deeplab.checkpoint import load_checkpoint, model_from_checkpoint
-from deeplab.engine import loop
 from deeplab.engine.losses import SegmentationLoss
 from tools import train as train_tool
 
@@ -70,23 +69,13 @@ class SimulatedCrash(Exception):
 
 
 @pytest.mark.slow
-def test_resumed_run_equals_an_uninterrupted_one(demo, tmp_path, monkeypatch):
+def test_resumed_run_equals_an_uninterrupted_one(demo, tmp_path, failing_train_step):
     common = ("--iters", "6", "--val-every", "3", "--lr", "0.02", "--warmup-iters", "2")
     full, broken = tmp_path / "full", tmp_path / "broken"
     assert train_tool.main(demo_args(demo, full, *common)) == 0
-
-    real_step, calls = loop.train_step, []
-
-    def crash_on_fifth(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 5:  # step 4 is logged but not checkpointed: resume must drop it
-            raise SimulatedCrash
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(loop, "train_step", crash_on_fifth)
-    with pytest.raises(SimulatedCrash):
+    # The fifth step crashes: step 4 is logged but not checkpointed, so resume must drop it.
+    with failing_train_step(5, SimulatedCrash), pytest.raises(SimulatedCrash):
         train_tool.main(demo_args(demo, broken, *common))
-    monkeypatch.setattr(loop, "train_step", real_step)
     assert [r["step"] for r in read_log(broken)] == [1, 2, 3, 4]
     assert train_tool.main(["--resume", str(broken / "last.pt"), "--workers", "0", "--no-progress"]) == 0
 

@@ -12,7 +12,6 @@ import torch
 
 from datasets import ensure_demo_dataset
 from datasets.voc import split_file
-from deeplab.engine import loop
 from tools import train as train_tool
 
 FAST = ["--crop-size", "32", "--batch-size", "2", "--workers", "0", "--no-progress", "--seed", "0"]
@@ -51,23 +50,13 @@ def weights_file(tmp_path: Path) -> str:
     lambda tmp: ["--loss", "focal+lovasz", "--class-weights", weights_file(tmp), "--balanced-crops", "1.0"],
     lambda tmp: ["--loss", "ce+tversky+jaccard", "--ohem", "0.5", "--color-jitter", "0.5", "--tensorboard"],
 ], ids=["recipe", "focal+lovasz-file-crops", "tversky-ohem-jitter-tensorboard"])
-def test_resume_with_each_option_equals_an_uninterrupted_run(rare_root, tmp_path, monkeypatch, options):
+def test_resume_with_each_option_equals_an_uninterrupted_run(rare_root, tmp_path, failing_train_step, options):
     common = ("--iters", "6", "--val-every", "3", "--lr", "0.02", "--warmup-iters", "2", *options(tmp_path))
     full, broken = tmp_path / "full", tmp_path / "broken"
     assert train_tool.main(rare_args(rare_root, full, *common)) == 0
 
-    real_step, calls = loop.train_step, []
-
-    def crash_on_fifth(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 5:
-            raise SimulatedCrash
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(loop, "train_step", crash_on_fifth)
-    with pytest.raises(SimulatedCrash):
+    with failing_train_step(5, SimulatedCrash), pytest.raises(SimulatedCrash):
         train_tool.main(rare_args(rare_root, broken, *common))
-    monkeypatch.setattr(loop, "train_step", real_step)
     resume = ["--resume", str(broken / "last.pt"), "--workers", "0", "--no-progress"]
     assert train_tool.main(resume + (["--tensorboard"] if "--tensorboard" in common else [])) == 0
 

@@ -19,7 +19,6 @@ import torch
 from datasets.voc import split_file
 from deeplab import build_model
 from deeplab.checkpoint import load_checkpoint
-from deeplab.engine import loop
 from deeplab.engine.run_dir import LOCK_NAME, RunLock
 from tools import train as train_tool
 
@@ -97,18 +96,10 @@ def test_resuming_with_renamed_classes_needs_the_flag(demo, tmp_path, capsys):
     assert load_checkpoint(tmp_path / "run" / "last.pt")["class_names"][1] == "circle"  # the data's names
 
 
-def test_ctrl_c_says_which_checkpoint_is_the_last_good_one(demo, tmp_path, monkeypatch, capsys):
-    real_step, calls = loop.train_step, []
-
-    def ctrl_c_in_step_3(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(loop, "train_step", ctrl_c_in_step_3)
+def test_ctrl_c_says_which_checkpoint_is_the_last_good_one(demo, tmp_path, failing_train_step, capsys):
     out = tmp_path / "run"
-    assert train_tool.main(demo_args(demo, "--iters", "6", "--val-every", "2", "--out", str(out))) == 130
+    with failing_train_step(3, KeyboardInterrupt):
+        assert train_tool.main(demo_args(demo, "--iters", "6", "--val-every", "2", "--out", str(out))) == 130
     last = out / "last.pt"
     assert one_error_line(capsys) == (f"interrupted: {last} (step 2) is the last good checkpoint; continue with "
                                       f"--resume {last}")
