@@ -11,7 +11,7 @@ import torch
 
 from datasets.errors import shorten
 
-from .errors import UserError, one_line, os_error_behind
+from .errors import UserError, error_behind, one_line, os_error_behind
 
 if TYPE_CHECKING:
     from .models import DeepLabV3Plus
@@ -60,22 +60,13 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
         os.replace(tmp_name, path)
     except BaseException as exc:
         Path(tmp_name).unlink(missing_ok=True)
-        if _interrupted(exc):
+        if error_behind(exc, KeyboardInterrupt) is not None:
             raise KeyboardInterrupt from None
         failed = os_error_behind(exc)  # torch.save reports a failed write as a RuntimeError
         if failed is not None:
             raise UserError(f"{path}: cannot write checkpoint ({failed.strerror or one_line(failed)}){kept}") from None
         raise
     _fsync_dir(path.parent)
-
-
-def _interrupted(exc: BaseException) -> bool:
-    """Whether ``exc`` is, or was raised while handling, a KeyboardInterrupt."""
-    while exc is not None:
-        if isinstance(exc, KeyboardInterrupt):
-            return True
-        exc = exc.__context__
-    return False
 
 
 def read_plain_data(path: str | Path, *, allowed_globals: Sequence[Any] = ()) -> Any:

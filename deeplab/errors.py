@@ -16,8 +16,8 @@ from typing import Callable, Sequence
 from backbones import WeightsError
 from datasets.errors import DataError, one_line
 
-__all__ = ["EXIT_INTERRUPTED", "EXIT_USER_ERROR", "USER_ERRORS", "Interrupted", "UserError", "one_line",
-           "os_error_behind", "report_user_errors"]
+__all__ = ["EXIT_INTERRUPTED", "EXIT_USER_ERROR", "USER_ERRORS", "Interrupted", "UserError", "error_behind",
+           "one_line", "os_error_behind", "report_user_errors"]
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a program stopped by Ctrl-C
@@ -84,10 +84,15 @@ def _system_line(exc: BaseException) -> str | None:
     return None
 
 
-def os_error_behind(exc: BaseException) -> OSError | None:
-    """The OSError behind an error: itself, or one it was raised from or while handling (torch's writers raise a
-    RuntimeError while handling the OSError of a failed write); None for Ctrl-C and the like."""
-    cause: BaseException | None = exc if isinstance(exc, Exception) else None
-    while cause is not None and not isinstance(cause, OSError):
+def error_behind(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The first error of ``kind`` behind ``exc``: itself, or one it was raised from or while handling."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, kind):
         cause = cause.__cause__ or cause.__context__
     return cause
+
+
+def os_error_behind(exc: BaseException) -> OSError | None:
+    """The OSError behind an error (torch's writers raise a RuntimeError while handling the OSError of a failed
+    write); None for Ctrl-C and the like."""
+    return error_behind(exc, OSError) if isinstance(exc, Exception) else None
