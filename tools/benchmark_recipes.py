@@ -1,9 +1,10 @@
-"""Measure every imbalance option (losses, class weights, hard-pixel mining, class-balanced crops) and their
-combinations on the ``demo-rare`` data: the same budget (mobilenetv2 OS16 from scratch, 400 steps, batch 8, crop
+"""Measure every imbalance option (losses, class weights, hard-pixel mining, class-balanced crops, copy-paste,
+the rescaling range) and their combinations on the ``demo-rare`` data: the same budget (mobilenetv2 OS16 from scratch, 400 steps, batch 8, crop
 128, lr 0.01) and the same seeds for every row; prints rare-class IoU and mIoU per row.
 
     python tools/benchmark_recipes.py --out /tmp/recipes                       # every row, seeds 0 and 1
     python tools/benchmark_recipes.py --out /tmp/recipes --rows ce "ce+3*dice, crops + ohem 0.1" --jobs 2
+    python tools/benchmark_recipes.py --out /tmp/recipes --rows ce --flip   # also score as eval.py --flip
 
 Runs live in --out (keep it outside the checkout); a finished run is read back, an interrupted one resumed.
 Quality figures do not depend on machine load, only the time to get them does.
@@ -33,6 +34,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, help="override the 400-step budget (for a quick look only)")
     p.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process")
     p.add_argument("--threads", type=int, default=2, help="torch threads per run")
+    p.add_argument("--flip", action="store_true",
+                   help="also score each final model with mirrored inputs averaged in, as eval.py --flip")
     p.add_argument("--json", help="also write the table here")
     return p
 
@@ -42,12 +45,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run (or read back) every requested run, then print the table and one JSON line per row."""
     args = get_args_parser().parse_args(argv)
     results = run_study(args.rows, args.seeds, out=args.out, data_root=args.data_root, threads=args.threads,
-                        jobs=args.jobs, iters=args.iters)
+                        jobs=args.jobs, iters=args.iters, flip=args.flip)
     table = recipe_table(results)
     print(markdown([{"setting": r["row"], "rare-class IoU": r["rare_iou"], "mIoU": r["miou"],
                      "rare IoU per seed": " / ".join(map(str, r["rare_iou_per_seed"])),
                      "mIoU per seed": " / ".join(map(str, r["miou_per_seed"])),
-                     "rare precision / recall": f"{_or_dash(r['rare_precision'])} / {_or_dash(r['rare_recall'])}"}
+                     "rare precision / recall": f"{_or_dash(r['rare_precision'])} / {_or_dash(r['rare_recall'])}",
+                     **({"rare IoU / mIoU, --flip": f"{r['rare_iou_flip']} / {r['miou_flip']}"}
+                        if "rare_iou_flip" in r else {})}
                     for r in table]))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:

@@ -52,6 +52,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int,
                    help=f"GLOBAL images per step, split evenly over torchrun's processes ({d('batch_size')})")
     p.add_argument("--crop-size", type=int, help=f"square training crop ({d('crop_size')})")
+    p.add_argument("--min-scale", type=float, help="smallest random rescaling of a training image before the crop "
+                   f"(default {d('min_scale')})")
+    p.add_argument("--max-scale", type=float, help=f"largest such rescaling (default {d('max_scale')})")
     p.add_argument("--lr", type=float, help=f"base learning rate ({d('lr')})")
     p.add_argument("--weight-decay", type=float,
                    help=f"L2 on conv/linear weights, not BN/bias (default {d('weight_decay')})")
@@ -73,7 +76,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--dist-timeout", type=float, metavar="SECONDS",
                    help=f"under torchrun, fail when other ranks stay silent this long (default {d('dist_timeout')})")
     p.add_argument("--recipe", choices=sorted(RECIPES),
-                   help="a measured bundle of the settings below; flags given beside it win (README: imbalanced data)")
+                   help="a measured bundle of settings (loss, sampling, rescaling); flags given beside it win "
+                   "(README: imbalanced data)")
     p.add_argument("--loss", help=f"training loss: {', '.join(LOSS_CHOICES)}, or any '+'-joined set of "
                    f"{', '.join(LOSS_TERMS)}, each optionally scaled as in 'ce+3*dice' (default {d('loss')})")
     p.add_argument("--class-weights", metavar="{auto,none,FILE}",
@@ -86,6 +90,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--balanced-crops", type=float, metavar="SHARE",
                    help="share of samples cropped around a class drawn by rarity, from an image holding it "
                    f"(default {d('balanced_crops')})")
+    p.add_argument("--copy-paste", type=float, metavar="SHARE",
+                   help="share of samples into which one object of a class drawn by rarity, from another training "
+                   f"image, is pasted at a random place (default {d('copy_paste')})")
     p.add_argument("--color-jitter", type=float, metavar="SHARE",
                    help="share of samples whose colours are jittered (any hue, some saturation, brightness and "
                    "contrast), so shape rather than colour must name a class; image only, masks untouched "

@@ -2,7 +2,8 @@
 same budget and seeds; the table of rare-class IoU and mIoU from which the ``imbalanced`` recipe was chosen.
 
 Each (row, seed) is one :func:`~deeplab.engine.fit` run in its own folder; a finished run is read back from its
-``last.pt`` and an interrupted one resumed, so the study can be stopped and continued at will.
+``last.pt`` and an interrupted one resumed, so the study can be stopped and continued at will. With ``flip``, each
+final model is also scored as ``eval.py --flip`` scores it (every image also seen mirrored, the two averaged).
 """
 from __future__ import annotations
 
@@ -15,12 +16,20 @@ from typing import Any
 
 import torch
 
+from datasets import VOCSegmentation, build_eval_transform
+
 from ..checkpoint import load_checkpoint
 from ..engine import fit, resolve_config
+from ..engine.data import build_val_loader
+from ..evaluation import evaluate
+from ..inference import Predictor
 
 __all__ = ["RARE_CLASS", "ROWS", "recipe_table", "run_study"]
 
 RARE_CLASS = "diamond"
+_BEST_LOSS_ROW = "ce+3*dice, crops + ohem 0.1"  # the best loss and sampling found; later rows add to it
+_BEST_LOSS = {"loss": "ce+3*dice", "balanced_crops": 0.5, "ohem": 0.1}
+_SCALE = {"min_scale": 0.75, "max_scale": 1.25}
 #: Row name -> settings on top of the ``demo-rare`` preset (mobilenetv2 OS16 from scratch, 400 steps, batch 8,
 #: crop 128, lr 0.01).
 ROWS: dict[str, dict[str, Any]] = {
@@ -48,11 +57,24 @@ ROWS: dict[str, dict[str, Any]] = {
     "ce+3*dice, crops 0.25 + ohem 0.1": {"loss": "ce+3*dice", "balanced_crops": 0.25, "ohem": 0.1},
     "ce+3*dice, crops + ohem 0.05": {"loss": "ce+3*dice", "balanced_crops": 0.5, "ohem": 0.05},
     "focal+3*dice, crops": {"loss": "focal+3*dice", "balanced_crops": 0.5},
-    "ce+3*dice, crops + ohem 0.1": {"loss": "ce+3*dice", "balanced_crops": 0.5, "ohem": 0.1},
-    # Colour jitter on top of the recipe: the diamond's colour stops naming it, so look-alike colours stop fooling.
-    "recipe + jitter 0.2": {"loss": "ce+3*dice", "balanced_crops": 0.5, "ohem": 0.1, "color_jitter": 0.2},
-    "recipe + jitter 0.5": {"loss": "ce+3*dice", "balanced_crops": 0.5, "ohem": 0.1, "color_jitter": 0.5},
-    "recipe + jitter 0.8": {"loss": "ce+3*dice", "balanced_crops": 0.5, "ohem": 0.1, "color_jitter": 0.8},
+    _BEST_LOSS_ROW: _BEST_LOSS,
+    # On top of that: colour jitter (the diamond's colour stops naming it, so look-alike colours stop fooling).
+    f"{_BEST_LOSS_ROW}, jitter 0.2": {**_BEST_LOSS, "color_jitter": 0.2},
+    f"{_BEST_LOSS_ROW}, jitter 0.5": {**_BEST_LOSS, "color_jitter": 0.5},
+    f"{_BEST_LOSS_ROW}, jitter 0.8": {**_BEST_LOSS, "color_jitter": 0.8},
+    # Copy-paste: the rare objects shown in every kind of training scene, beside that scene's look-alikes.
+    f"{_BEST_LOSS_ROW}, paste 0.5": {**_BEST_LOSS, "copy_paste": 0.5},
+    "ce+3*dice, paste 0.5 + ohem 0.1, scale 0.75-1.25": {"loss": "ce+3*dice", "ohem": 0.1, "copy_paste": 0.5,
+                                                         "min_scale": 0.75, "max_scale": 1.25},
+    # Narrower random rescaling: at 0.5-2x a small look-alike can take the rare object's size, and the rare object
+    # shrinks below what stride-4 features resolve.
+    **{f"{_BEST_LOSS_ROW}, scale {low:g}-{high:g}": {**_BEST_LOSS, "min_scale": low, "max_scale": high}
+       for low, high in ((0.75, 1.25), (0.6, 1.4), (0.75, 1.5), (0.75, 2.0), (1.0, 1.5), (0.9, 1.1), (1.0, 1.0))},
+    "ce, scale 0.75-1.25": {"min_scale": 0.75, "max_scale": 1.25},
+    "ce+3*dice, crops + ohem 0.25, scale 0.75-1.25": {**_BEST_LOSS, "ohem": 0.25, **_SCALE},
+    "ce+3*dice, crops 0.25 + ohem 0.1, scale 0.75-1.25": {**_BEST_LOSS, "balanced_crops": 0.25, **_SCALE},
+    "ce+3*tversky, crops + ohem 0.1, scale 0.75-1.25": {**_BEST_LOSS, "loss": "ce+3*tversky", **_SCALE},
+    "ce+3*dice+lovasz, crops + ohem 0.1, scale 0.75-1.25": {**_BEST_LOSS, "loss": "ce+3*dice+lovasz", **_SCALE},
 }
 
 
@@ -62,8 +84,10 @@ def run_folder(out: Path, row: str, seed: int) -> Path:
     return out / f"{slug}_s{seed}"
 
 
-def run_one(row: str, seed: int, *, out: Path, data_root: str, threads: int, iters: int | None) -> dict[str, Any]:
-    """Train (or finish, or just read) one run; returns its final validation scores."""
+def run_one(row: str, seed: int, *, out: Path, data_root: str, threads: int, iters: int | None,
+            flip: bool = False) -> dict[str, Any]:
+    """Train (or finish, or just read) one run; returns its final validation scores, with ``flip`` also those
+    with mirrored inputs averaged in (under ``"flip"``)."""
     torch.set_num_threads(threads)
     folder = run_folder(out, row, seed)
     flags = {"dataset": "demo-rare", "data_root": data_root, "seed": seed, "out": str(folder), "workers": 0,
@@ -74,18 +98,31 @@ def run_one(row: str, seed: int, *, out: Path, data_root: str, threads: int, ite
     if resumed is None or resumed["step"] < config.iters:
         fit(config, resume=resumed, resume_path=last if resumed else None, progress=False)
         resumed = load_checkpoint(last)
-    return resumed["scores"]
+    if not flip:
+        return resumed["scores"]
+    return {**resumed["scores"], "flip": flip_scores(last, split=config.val_split, data_root=config.data_root)}
+
+
+def flip_scores(checkpoint: Path, *, split: str, data_root: str) -> dict[str, Any]:
+    """Scores of ``checkpoint`` on ``split`` with every image also predicted mirrored and the two averaged
+    (``eval.py --flip``, exact fp32)."""
+    predictor = Predictor.from_checkpoint(checkpoint, engine="torch", device="cpu")
+    dataset = VOCSegmentation(data_root, split=split, class_names=predictor.class_names,
+                              transform=build_eval_transform(mean=predictor.mean, std=predictor.std))
+    matrix = evaluate(predictor.engine, build_val_loader(dataset), num_classes=len(predictor.class_names), flip=True)
+    return matrix.scores(predictor.class_names)
 
 
 def run_study(rows: Sequence[str], seeds: Sequence[int], *, out: str | Path, data_root: str, threads: int = 1,
-              jobs: int = 1, iters: int | None = None) -> dict[tuple[str, int], dict[str, Any]]:
-    """Every (row, seed), ``jobs`` at a time in separate processes; returns each run's final scores."""
+              jobs: int = 1, iters: int | None = None, flip: bool = False) -> dict[tuple[str, int], dict[str, Any]]:
+    """Every (row, seed), ``jobs`` at a time in separate processes; returns each run's final scores (see
+    :func:`run_one`)."""
     out = Path(out)
     unknown = [row for row in rows if row not in ROWS]
     if unknown:
         raise ValueError(f"unknown rows {unknown}; choose from {list(ROWS)}")
     tasks = [(row, seed) for row in rows for seed in seeds]
-    kwargs = {"out": out, "data_root": data_root, "threads": threads, "iters": iters}
+    kwargs = {"out": out, "data_root": data_root, "threads": threads, "iters": iters, "flip": flip}
     if jobs <= 1:
         return {task: run_one(*task, **kwargs) for task in tasks}
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
@@ -95,21 +132,32 @@ def run_study(rows: Sequence[str], seeds: Sequence[int], *, out: str | Path, dat
 
 def recipe_table(results: dict[tuple[str, int], dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per study row: rare-class IoU and mIoU, mean over seeds and each seed's value, and the rare class's
-    mean precision and recall (None where no seed's model predicted it, so precision is undefined)."""
+    mean precision and recall (None where no seed's model predicted it, so precision is undefined); where every
+    run was also scored with mirrored inputs, their mean rare-class IoU and mIoU (``rare_iou_flip``, ``miou_flip``)."""
     table = []
     for row in dict.fromkeys(row for row, _ in results):
         runs = [scores for _, scores in sorted((seed, scores) for (name, seed), scores in results.items()
                                                if name == row)]
-        rare = [scores["per_class_iou"].get(RARE_CLASS) or 0.0 for scores in runs]
-        miou = [scores["miou"] for scores in runs]
+        rare, miou = _rare_and_miou(runs)
+        flipped = {}
+        if all("flip" in scores for scores in runs):
+            rare_flip, miou_flip = _rare_and_miou([scores["flip"] for scores in runs])
+            flipped = {"rare_iou_flip": round(statistics.mean(rare_flip), 3),
+                       "miou_flip": round(statistics.mean(miou_flip), 3)}
         table.append({
             "row": row, "seeds": sorted(seed for name, seed in results if name == row),
             "rare_iou": round(statistics.mean(rare), 3), "miou": round(statistics.mean(miou), 3),
             "rare_iou_per_seed": [round(v, 3) for v in rare], "miou_per_seed": [round(v, 3) for v in miou],
             "rare_precision": _mean_rare(runs, "per_class_precision"),
             "rare_recall": _mean_rare(runs, "per_class_recall"),
+            **flipped,
         })
     return table
+
+
+def _rare_and_miou(runs: Sequence[dict[str, Any]]) -> tuple[list[float], list[float]]:
+    """Each run's rare-class IoU (0 where the class was never predicted) and mIoU."""
+    return [scores["per_class_iou"].get(RARE_CLASS) or 0.0 for scores in runs], [scores["miou"] for scores in runs]
 
 
 def _mean_rare(runs: Sequence[dict[str, Any]], key: str) -> float | None:

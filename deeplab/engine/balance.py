@@ -1,5 +1,6 @@
-"""What a run does about class imbalance: its loss (with class weights and hard-pixel mining) and its
-class-balanced crops, from the settings and the training split's class pixel counts (counted once, cached)."""
+"""What a run does about class imbalance: its loss (with class weights and hard-pixel mining), its
+class-balanced crops and its copy-paste, from the settings and the training split's class pixel counts (counted
+once, cached)."""
 from __future__ import annotations
 
 import sys
@@ -13,7 +14,7 @@ from datasets.class_stats import class_pixel_counts
 from . import distributed
 from .class_weights import WEIGHT_BOUND, describe_weights, resolve_class_weights
 from .config import TrainConfig
-from .data import CropFocus
+from .data import RarityDraw
 from .losses import SegmentationLoss, build_loss
 
 __all__ = ["prepare_balance"]
@@ -21,11 +22,11 @@ __all__ = ["prepare_balance"]
 
 def prepare_balance(
     config: TrainConfig, train_set: VOCSegmentation, class_names: Sequence[str], *, announce: bool = True
-) -> tuple[SegmentationLoss, CropFocus | None]:
-    """The run's loss and crop focus; with ``announce``, print the class weights and warn (one line) about
+) -> tuple[SegmentationLoss, RarityDraw | None, RarityDraw | None]:
+    """The run's loss, crop focus and copy-paste draw; with ``announce``, print the class weights and warn (one line) about
     classes that never occur in the split under ``auto`` weights."""
     counts = None
-    if config.class_weights == "auto" or config.balanced_crops > 0:
+    if config.class_weights == "auto" or config.balanced_crops > 0 or config.copy_paste > 0:
         with distributed.main_process_first():  # rank 0 counts and caches, the others read the cache
             counts = class_pixel_counts(train_set, workers=config.workers)
     pixels = counts.sum(axis=0) if counts is not None else None
@@ -36,8 +37,10 @@ def prepare_balance(
             _warn_absent(class_names, pixels, split=config.split)
     criterion = build_loss(config.loss, num_classes=len(class_names),
                            class_weights=weights.tolist() if weights is not None else None, ohem=config.ohem)
-    focus = CropFocus.from_counts(counts, share=config.balanced_crops) if config.balanced_crops > 0 else None
-    return criterion, focus
+    focus = RarityDraw.from_counts(counts, share=config.balanced_crops) if config.balanced_crops > 0 else None
+    # Background (class 0) is never pasted: it is the scene objects are pasted into.
+    paste = RarityDraw.from_counts(counts, share=config.copy_paste, exclude=(0,)) if config.copy_paste > 0 else None
+    return criterion, focus, paste
 
 
 def _warn_absent(class_names: Sequence[str], pixels: np.ndarray, *, split: str) -> None:

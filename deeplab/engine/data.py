@@ -13,72 +13,83 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
+from datasets.paste import paste_object
+
 from .distributed import ShardedSampler, shard_dataset
 
-__all__ = ["NO_FOCUS", "CropFocus", "SeededSampler", "build_train_loader", "build_val_loader", "same_size_batches"]
+__all__ = ["NO_FOCUS", "RarityDraw", "SeededSampler", "build_train_loader", "build_val_loader", "same_size_batches"]
 
 NO_FOCUS = -1  # a sample's focus class when its crop is an ordinary random one
 
 
 @dataclass(frozen=True)
-class CropFocus:
-    """Class-balanced crops: a ``share`` of the samples is an image holding a class drawn with ``class_probs``,
-    cropped around that class's pixels; ``images_by_class[c]`` lists the images that hold class ``c``."""
+class RarityDraw:
+    """For a ``share`` of the samples, a class drawn with ``class_probs`` and an image that holds it
+    (``images_by_class[c]``): the draw behind class-balanced crops and behind copy-paste."""
 
     share: float
     class_probs: np.ndarray
     images_by_class: tuple[np.ndarray, ...]
 
     @classmethod
-    def from_counts(cls, counts: np.ndarray, *, share: float) -> CropFocus:
+    def from_counts(cls, counts: np.ndarray, *, share: float, exclude: Sequence[int] = ()) -> RarityDraw:
         """From per-image class pixel counts (images x classes): classes drawn in inverse proportion to their
-        pixel share, so the rarest classes get most focused crops; classes no image holds are never drawn."""
+        pixel share, so the rarest classes are drawn most; classes no image holds, and ``exclude``, never."""
         pixels = counts.sum(axis=0).astype(np.float64)
         probs = np.zeros_like(pixels)
         probs[pixels > 0] = 1.0 / pixels[pixels > 0]
+        probs[list(exclude)] = 0.0
+        if probs.sum() == 0:
+            raise ValueError("no class to draw: every class is excluded or absent")
         images = tuple(np.flatnonzero(counts[:, c] > 0) for c in range(counts.shape[1]))
         return cls(share=share, class_probs=probs / probs.sum(), images_by_class=images)
 
+    def draw(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """For ``n`` positions: the image index and class drawn, both -1 where the position is not chosen."""
+        chosen = rng.random(n) < self.share
+        classes = rng.choice(len(self.class_probs), size=n, p=self.class_probs)
+        picks = rng.random(n)
+        images, drawn = np.full(n, -1), np.full(n, -1)
+        for i in np.flatnonzero(chosen):
+            holders = self.images_by_class[classes[i]]
+            images[i], drawn[i] = holders[int(picks[i] * len(holders))], classes[i]
+        return images, drawn
+
 
 class SeededSampler(Sampler):
-    """Endless stream of ``(index, sample_seed, focus_class)``: epoch ``e`` is a permutation drawn from ``(seed, e)``.
+    """Endless stream of ``(index, sample_seed, focus_class, paste_index, paste_class)``: epoch ``e`` is a
+    permutation drawn from ``(seed, e)``.
 
-    With a :class:`CropFocus`, each position is, with probability ``focus.share``, replaced by an image holding a
-    class drawn by rarity, and that class is the sample's ``focus_class`` (else :data:`NO_FOCUS`); these draws come
-    from ``(seed, e, 1)``, so the unfocused stream is the same with and without focus. The data order and every
+    With ``focus`` (class-balanced crops), each position is, with probability ``focus.share``, replaced by an image
+    holding a class drawn by rarity, and that class is the sample's ``focus_class`` (else :data:`NO_FOCUS`). With
+    ``paste`` (copy-paste), a ``paste.share`` of the positions also names an image holding a class drawn by rarity,
+    one of whose objects is pasted into the sample (else both are -1). These draws come from ``(seed, e, 1)`` and
+    ``(seed, e, 2)``, so the rest of the stream is the same with and without them. The data order and every
     sample's augmentation are thus a function of ``(seed, position)`` only, so a run resumed at any step
     (``start`` = samples already consumed) sees exactly the batches it would have seen.
     """
 
-    def __init__(self, num_samples: int, *, seed: int, start: int = 0, focus: CropFocus | None = None) -> None:
+    def __init__(self, num_samples: int, *, seed: int, start: int = 0, focus: RarityDraw | None = None,
+                 paste: RarityDraw | None = None) -> None:
         if num_samples < 1:
             raise ValueError("cannot sample from an empty dataset")
-        self.num_samples, self.seed, self.start, self.focus = num_samples, seed, start, focus
+        self.num_samples, self.seed, self.start, self.focus, self.paste = num_samples, seed, start, focus, paste
 
-    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+    def __iter__(self) -> Iterator[tuple[int, int, int, int, int]]:
         epoch, offset = divmod(self.start, self.num_samples)
+        n = self.num_samples
         while True:
             rng = np.random.default_rng([self.seed, epoch])
-            order, seeds = rng.permutation(self.num_samples), rng.integers(0, 2**31, self.num_samples)
-            focus = np.full(self.num_samples, NO_FOCUS)
+            order, seeds = rng.permutation(n), rng.integers(0, 2**31, n)
+            focus = paste_index = paste_class = np.full(n, NO_FOCUS)
             if self.focus is not None:
-                order, focus = self._focused(epoch, order)
-            for i in range(offset, self.num_samples):
-                yield int(order[i]), int(seeds[i]), int(focus[i])
+                images, focus = self.focus.draw(np.random.default_rng([self.seed, epoch, 1]), n)
+                order = np.where(focus >= 0, images, order)
+            if self.paste is not None:
+                paste_index, paste_class = self.paste.draw(np.random.default_rng([self.seed, epoch, 2]), n)
+            for i in range(offset, n):
+                yield int(order[i]), int(seeds[i]), int(focus[i]), int(paste_index[i]), int(paste_class[i])
             epoch, offset = epoch + 1, 0
-
-    def _focused(self, epoch: int, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``order`` with a ``focus.share`` of its positions replaced by images of rarity-drawn classes."""
-        rng = np.random.default_rng([self.seed, epoch, 1])
-        n, spec = self.num_samples, self.focus
-        chosen = rng.random(n) < spec.share
-        classes = rng.choice(len(spec.class_probs), size=n, p=spec.class_probs)
-        picks = rng.random(n)
-        order, focus = order.copy(), np.full(n, NO_FOCUS)
-        for i in np.flatnonzero(chosen):
-            images = spec.images_by_class[classes[i]]
-            order[i], focus[i] = images[int(picks[i] * len(images))], classes[i]
-        return order, focus
 
 
 class _SeededAugmentation(Dataset):
@@ -88,23 +99,29 @@ class _SeededAugmentation(Dataset):
     def __init__(self, dataset: Dataset, transform: Any) -> None:
         self.dataset, self.transform = dataset, transform
 
-    def __getitem__(self, item: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        index, seed, focus_class = item
+    def __getitem__(self, item: tuple[int, int, int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index, seed, focus_class, paste_index, paste_class = item
         image, mask = self.dataset[index]
+        if paste_class >= 0:
+            source_image, source_mask = self.dataset[paste_index]
+            image, mask = paste_object(np.asarray(image), np.asarray(mask), np.asarray(source_image),
+                                       np.asarray(source_mask), paste_class, np.random.default_rng([seed, 1]))
         self.transform.set_seed(seed)
         return self.transform(image, mask, focus_class=focus_class)
 
 
 def build_train_loader(
     dataset: Dataset, *, transform: Any, batch_size: int, workers: int, seed: int, start_step: int = 0,
-    focus: CropFocus | None = None,
+    focus: RarityDraw | None = None, paste: RarityDraw | None = None,
 ) -> DataLoader:
     """Endless loader of augmented batches; ``dataset`` yields raw ``(image, mask)``, ``transform`` augments
-    (and centres its crop on the sample's focus class, see :class:`CropFocus`).
+    (and centres its crop on the sample's focus class); ``paste`` pastes rare objects first (see
+    :class:`SeededSampler`).
 
     ``batch_size`` is the global batch: under torchrun each rank loads its ``batch_size / world_size`` share.
     """
-    sampler = ShardedSampler(SeededSampler(len(dataset), seed=seed, start=start_step * batch_size, focus=focus),
+    sampler = ShardedSampler(SeededSampler(len(dataset), seed=seed, start=start_step * batch_size, focus=focus,
+                                           paste=paste),
                              global_batch=batch_size)
     return DataLoader(
         _SeededAugmentation(dataset, transform),

@@ -110,7 +110,7 @@ def _fit_in(
                                         allow_mismatch=ignore_class_names)
     init = read_init_checkpoint(c.init_from, backbone=c.backbone) if c.init_from and resume is None else None
     train_set = VOCSegmentation(root, split=c.split, class_names=class_names)
-    criterion, focus = prepare_balance(c, train_set, class_names, announce=distributed.is_main_process())
+    criterion, focus, paste = prepare_balance(c, train_set, class_names, announce=distributed.is_main_process())
     if c.epochs:
         c.iters, c.epochs = c.epochs * math.ceil(len(train_set) / c.batch_size), None
     saved = resume or init
@@ -134,8 +134,9 @@ def _fit_in(
     wrapped = distributed.wrap_model(model, device, sync_bn=c.sync_bn and not frozen)
     train_loader = build_train_loader(
         train_set, transform=build_train_transform(crop_size=c.crop_size, mean=model.mean, std=model.std,
-                                                     color_jitter=c.color_jitter),
-        batch_size=c.batch_size, workers=c.workers, seed=c.seed, start_step=start, focus=focus)
+                                                     scale=(c.min_scale, c.max_scale), color_jitter=c.color_jitter),
+        batch_size=c.batch_size, workers=c.workers, seed=c.seed, start_step=start, focus=focus,
+        paste=paste)
     val_set = VOCSegmentation(root, split=c.val_split, class_names=class_names,
                               transform=build_eval_transform(mean=model.mean, std=model.std))
     val_loader = build_val_loader(val_set, batch_size=c.val_batch_size, workers=min(c.workers, 2))

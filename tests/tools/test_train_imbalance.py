@@ -46,10 +46,12 @@ def weights_file(tmp_path: Path) -> str:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("options", [
-    lambda tmp: ["--recipe", "imbalanced", "--class-weights", "auto"],  # + ce+dice, hard-pixel mining, crops
-    lambda tmp: ["--loss", "focal+lovasz", "--class-weights", weights_file(tmp), "--balanced-crops", "1.0"],
-    lambda tmp: ["--loss", "ce+tversky+jaccard", "--ohem", "0.5", "--color-jitter", "0.5", "--tensorboard"],
-], ids=["recipe", "focal+lovasz-file-crops", "tversky-ohem-jitter-tensorboard"])
+    lambda tmp: ["--recipe", "imbalanced", "--class-weights", "auto"],  # + ce+3*dice, mining, crops, scale range
+    lambda tmp: ["--loss", "focal+lovasz", "--class-weights", weights_file(tmp), "--balanced-crops", "1.0",
+                 "--copy-paste", "0.5"],
+    lambda tmp: ["--loss", "ce+tversky+jaccard", "--ohem", "0.5", "--color-jitter", "0.5", "--tensorboard",
+                 "--min-scale", "0.75", "--max-scale", "1.25"],
+], ids=["recipe", "focal+lovasz-file-crops-paste", "tversky-ohem-jitter-tensorboard-scale"])
 def test_resume_with_each_option_equals_an_uninterrupted_run(rare_root, tmp_path, failing_train_step, options):
     common = ("--iters", "6", "--val-every", "3", "--lr", "0.02", "--warmup-iters", "2", *options(tmp_path))
     full, broken = tmp_path / "full", tmp_path / "broken"
@@ -66,7 +68,8 @@ def test_resume_with_each_option_equals_an_uninterrupted_run(rare_root, tmp_path
     assert {k: v for k, v in a["args"].items() if k != "out"} == {k: v for k, v in b["args"].items() if k != "out"}
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     option_names = {"--loss": "loss", "--ohem": "ohem", "--balanced-crops": "balanced_crops", "--recipe": "recipe",
-                    "--color-jitter": "color_jitter"}
+                    "--color-jitter": "color_jitter", "--copy-paste": "copy_paste",
+                    "--min-scale": "min_scale", "--max-scale": "max_scale"}
     for flag, name in option_names.items():
         if flag in common:
             assert str(a["args"][name]) == common[common.index(flag) + 1]
@@ -103,6 +106,7 @@ def test_tensorboard_missing_is_one_line_saying_how_to_install(rare_root, tmp_pa
     (["--ohem", "1.5"], "--ohem 1.5: the share of hardest pixels kept must lie in (0, 1]"),
     (["--balanced-crops", "-0.1"], "--balanced-crops -0.1: the share of class-focused crops must lie in [0, 1]"),
     (["--color-jitter", "2"], "--color-jitter 2.0: the share of colour-jittered samples must lie in [0, 1]"),
+    (["--copy-paste", "1.5"], "--copy-paste 1.5: the share of samples given a pasted object must lie in [0, 1]"),
     (["--class-weights", "WEIGHTS:1\n2\n"], "weights.txt: 2 weights, but the data has 6 classes"),
     (["--class-weights", "WEIGHTS:1\n1\n-1\n1\n1\n1\n"], "weights.txt: line 3: '-1' is not a non-negative number"),
     (["--class-weights", "WEIGHTS:1\n1\nmany\n1\n1\n1\n"], "weights.txt: line 3: 'many' is not a non-negative"),

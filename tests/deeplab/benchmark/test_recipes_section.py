@@ -1,10 +1,14 @@
-"""The imbalance study's table: per row, the mean and per-seed rare-class IoU and mIoU, and the rare class's
-precision and recall where a model predicted it."""
+"""The imbalance study's table: per row, the mean and per-seed rare-class IoU and mIoU, the rare class's
+precision and recall where a model predicted it, and the same models scored with mirrored inputs."""
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 
-from deeplab.benchmark.recipes import RARE_CLASS, ROWS, recipe_table, run_study
+from deeplab.benchmark.recipes import RARE_CLASS, ROWS, flip_scores, recipe_table, run_study
+from tools import eval as eval_tool
 
 
 def scores(rare_iou: float | None, miou: float, precision: float | None = None, recall: float = 0.0) -> dict:
@@ -32,3 +36,30 @@ def test_unknown_rows_are_refused_before_any_run(tmp_path):
     with pytest.raises(ValueError, match="unknown rows"):
         run_study(["no such row"], [0], out=tmp_path, data_root=str(tmp_path))
     assert "ce" in ROWS and not any(tmp_path.iterdir())
+
+
+def test_flipped_scores_join_the_table_only_when_every_seed_has_them():
+    results = {("r", 0): {**scores(0.2, 0.7), "flip": scores(0.3, 0.8)},
+               ("r", 1): {**scores(0.4, 0.7), "flip": scores(0.5, 0.6)},
+               ("q", 0): {**scores(0.2, 0.7), "flip": scores(0.3, 0.8)}, ("q", 1): scores(0.4, 0.7)}
+    table = {row["row"]: row for row in recipe_table(results)}
+    assert table["r"]["rare_iou_flip"] == pytest.approx(0.4) and table["r"]["miou_flip"] == pytest.approx(0.7)
+    assert table["r"]["rare_iou"] == pytest.approx(0.3)  # the unflipped figures stay as they were
+    assert "rare_iou_flip" not in table["q"]
+
+
+def test_flip_scores_are_what_eval_py_reports_with_flip(tmp_path, make_voc_folder, make_checkpoint):
+    names = ["background", "a", RARE_CLASS]
+    rng = np.random.default_rng(0)
+    make_voc_folder(tmp_path, {f"v{i}": rng.integers(0, 3, (40, 52)).astype(np.uint8) for i in range(3)},
+                    split="val", classes=names)
+    make_checkpoint(tmp_path / "m.pt", names, num_classes=3, varied=True)
+    ours = flip_scores(tmp_path / "m.pt", split="val", data_root=str(tmp_path))
+    reports = {}
+    for flag in ([], ["--flip"]):
+        out = tmp_path / f"eval{len(flag)}.json"
+        assert eval_tool.main(["--checkpoint", str(tmp_path / "m.pt"), "--data-root", str(tmp_path), "--json",
+                               str(out), "--workers", "0", "--engine", "torch", *flag]) == 0
+        reports[bool(flag)] = json.loads(out.read_text())
+    assert ours["per_class_iou"] == pytest.approx(reports[True]["per_class_iou"])
+    assert ours["per_class_iou"] != pytest.approx(reports[False]["per_class_iou"])  # mirroring did change masks

@@ -84,6 +84,9 @@ def test_the_imbalanced_recipe_is_a_measured_row():
     ({"loss": "dice", "ohem": 0.25}, r"--ohem 0.25: .*'ce' term"),
     ({"balanced_crops": 1.5}, r"--balanced-crops 1.5: .*\[0, 1\]"),
     ({"color_jitter": -0.5}, r"--color-jitter -0.5: .*\[0, 1\]"),
+    ({"copy_paste": float("nan")}, r"--copy-paste nan: .*\[0, 1\]"),
+    ({"min_scale": 1.5, "max_scale": 1.25}, r"--min-scale 1.5 is above --max-scale 1.25"),
+    ({"min_scale": 0.0}, r"--min-scale: must be above 0, got 0.0"),
 ])
 def test_bad_imbalance_settings_are_refused_before_any_data(flags, message):
     with pytest.raises(UserError, match=message):

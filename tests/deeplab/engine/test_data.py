@@ -1,6 +1,6 @@
 """Data loaders: the training sampler (every epoch a permutation, resumable mid-epoch with the same stream),
-class-balanced crops (the rare class at the asked rate, reproducibly) and validation batches of equal-sized images
-(any batch size scores the same)."""
+class-balanced crops and copy-paste (the rare class at the asked rate, reproducibly) and validation batches of
+equal-sized images (any batch size scores the same)."""
 from __future__ import annotations
 
 from itertools import islice
@@ -11,15 +11,15 @@ import torch
 from datasets import VOCSegmentation, build_eval_transform, build_train_transform
 from datasets.class_stats import class_pixel_counts
 from deeplab import build_model
-from deeplab.engine.data import CropFocus, SeededSampler, build_train_loader, build_val_loader, same_size_batches
+from deeplab.engine.data import RarityDraw, SeededSampler, build_train_loader, build_val_loader, same_size_batches
 from deeplab.evaluation import evaluate
 
 
 def test_sampler_resumed_mid_epoch_continues_the_same_stream():
     full = list(islice(SeededSampler(7, seed=3), 30))
-    assert sorted(i for i, _, _ in full[:7]) == list(range(7))  # each epoch is a permutation
-    assert [i for i, _, _ in full[:7]] != [i for i, _, _ in full[7:14]]  # reshuffled every epoch
-    assert {f for _, _, f in full} == {-1}  # no focus asked, none given
+    assert sorted(item[0] for item in full[:7]) == list(range(7))  # each epoch is a permutation
+    assert [item[0] for item in full[:7]] != [item[0] for item in full[7:14]]  # reshuffled every epoch
+    assert {item[2:] for item in full} == {(-1, -1, -1)}  # no focus or paste asked, none given
     assert list(islice(SeededSampler(7, seed=3, start=11), 19)) == full[11:]
     assert list(islice(SeededSampler(7, seed=4), 30)) != full
 
@@ -41,21 +41,25 @@ def _rare_blob_dataset(tmp_path, make_voc_folder):
     return VOCSegmentation(tmp_path, split="train")
 
 
+def _training_masks(dataset, *, crop_size: int, batches: int, batch: int, **draws) -> torch.Tensor:
+    """The masks of the first ``batches`` training batches (seed 0, no rescaling), stacked."""
+    transform = build_train_transform(crop_size=crop_size, mean=(0.5,) * 3, std=(0.5,) * 3, scale=(1.0, 1.0))
+    loader = build_train_loader(dataset, transform=transform, batch_size=batch, workers=0, seed=0, **draws)
+    return torch.cat([masks for _, masks in islice(loader, batches)])
+
+
 def test_class_balanced_crops_hold_the_rare_class_at_the_asked_rate(tmp_path, make_voc_folder):
     dataset = _rare_blob_dataset(tmp_path, make_voc_folder)
     counts = class_pixel_counts(dataset)
     share, draws, batch = 0.5, 240, 8
-    focus = CropFocus.from_counts(counts, share=share)
+    focus = RarityDraw.from_counts(counts, share=share)
     assert focus.class_probs[2] > 0.9 and [len(i) for i in focus.images_by_class] == [12, 6, 4]
-    transform = build_train_transform(crop_size=16, mean=(0.5,) * 3, std=(0.5,) * 3, scale=(1.0, 1.0))
 
     def crops(focus_spec):
-        loader = build_train_loader(dataset, transform=transform, batch_size=batch, workers=0, seed=0,
-                                    focus=focus_spec)
-        return torch.cat([masks for _, masks in islice(loader, draws // batch)])
+        return _training_masks(dataset, crop_size=16, batches=draws // batch, batch=batch, focus=focus_spec)
 
     stream = list(islice(SeededSampler(len(dataset), seed=0, focus=focus), draws))
-    focused = np.array([f for _, _, f in stream])
+    focused = np.array([item[2] for item in stream])
     masks = crops(focus)
     holds_rare = (masks == 2).flatten(1).any(dim=1).numpy()
     # Every crop centred on the rare class holds it; such crops come at share x P(rare drawn), within 4 sigma.
@@ -69,7 +73,31 @@ def test_class_balanced_crops_hold_the_rare_class_at_the_asked_rate(tmp_path, ma
     assert list(islice(SeededSampler(len(dataset), seed=0, start=37, focus=focus), draws - 37)) == stream[37:]
     # Without focus the stream is today's: the same images and seeds as a sampler that never heard of focus.
     plain = list(islice(SeededSampler(len(dataset), seed=0), draws))
-    assert [(i, s) for i, s, f in stream if f == -1] == [(i, s) for (i, s, _), f in zip(plain, focused) if f == -1]
+    assert [item[:2] for item in stream if item[2] == -1] == [a[:2] for a, f in zip(plain, focused) if f == -1]
+
+
+def test_copy_paste_adds_the_rare_class_to_the_asked_share_and_leaves_the_rest_alone(tmp_path, make_voc_folder):
+    dataset = _rare_blob_dataset(tmp_path, make_voc_folder)
+    counts = class_pixel_counts(dataset)
+    paste = RarityDraw.from_counts(counts, share=0.5, exclude=(0,))
+    assert paste.class_probs[0] == 0 and paste.class_probs[2] > 0.9  # background is never pasted
+    draws, batch = 96, 8
+
+    def batches(paste_spec):
+        return _training_masks(dataset, crop_size=64, batches=draws // batch, batch=batch, paste=paste_spec)
+
+    stream = list(islice(SeededSampler(len(dataset), seed=0, paste=paste), draws))
+    pasted = np.array([item[4] for item in stream])
+    assert all(counts[item[3], item[4]] > 0 for item in stream if item[4] >= 0)  # the source holds the class
+    plain, masks = batches(None), batches(paste)
+    rare_pixels = (masks == 2).flatten(1).sum(dim=1).numpy()
+    plain_rare = (plain == 2).flatten(1).sum(dim=1).numpy()
+    # The whole 64x64 image is the crop, so every paste of the 3x3 blob adds its 9 pixels; other samples are as
+    # without copy-paste, pixel for pixel, because the paste's draws are a stream of their own.
+    assert (rare_pixels[pasted == 2] >= 9).all() and (rare_pixels[pasted == 2] > plain_rare[pasted == 2]).all()
+    assert torch.equal(masks[torch.from_numpy(pasted < 0)], plain[torch.from_numpy(pasted < 0)])
+    assert 0.25 < (pasted >= 0).mean() < 0.75
+    assert torch.equal(batches(paste), masks)  # reproducible from (seed, position)
 
 
 def test_same_size_batches_keep_every_index_once_and_never_mix_sizes():
