@@ -24,7 +24,7 @@ from ..engine.data import build_val_loader
 from ..evaluation import evaluate
 from ..inference import Predictor
 
-__all__ = ["RARE_CLASS", "ROWS", "recipe_table", "run_study"]
+__all__ = ["RARE_CLASS", "ROWS", "flip_scores", "recipe_table", "run_study"]
 
 RARE_CLASS = "diamond"
 _BEST_LOSS_ROW = "ce+3*dice, crops + ohem 0.1"  # the best loss and sampling found; later rows add to it
@@ -65,12 +65,12 @@ ROWS: dict[str, dict[str, Any]] = {
     # Copy-paste: the rare objects shown in every kind of training scene, beside that scene's look-alikes.
     f"{_BEST_LOSS_ROW}, paste 0.5": {**_BEST_LOSS, "copy_paste": 0.5},
     "ce+3*dice, paste 0.5 + ohem 0.1, scale 0.75-1.25": {"loss": "ce+3*dice", "ohem": 0.1, "copy_paste": 0.5,
-                                                         "min_scale": 0.75, "max_scale": 1.25},
+                                                         **_SCALE},
     # Narrower random rescaling: at 0.5-2x a small look-alike can take the rare object's size, and the rare object
     # shrinks below what stride-4 features resolve.
     **{f"{_BEST_LOSS_ROW}, scale {low:g}-{high:g}": {**_BEST_LOSS, "min_scale": low, "max_scale": high}
        for low, high in ((0.75, 1.25), (0.6, 1.4), (0.75, 1.5), (0.75, 2.0), (1.0, 1.5), (0.9, 1.1), (1.0, 1.0))},
-    "ce, scale 0.75-1.25": {"min_scale": 0.75, "max_scale": 1.25},
+    "ce, scale 0.75-1.25": _SCALE,
     "ce+3*dice, crops + ohem 0.25, scale 0.75-1.25": {**_BEST_LOSS, "ohem": 0.25, **_SCALE},
     "ce+3*dice, crops 0.25 + ohem 0.1, scale 0.75-1.25": {**_BEST_LOSS, "balanced_crops": 0.25, **_SCALE},
     "ce+3*tversky, crops + ohem 0.1, scale 0.75-1.25": {**_BEST_LOSS, "loss": "ce+3*tversky", **_SCALE},
