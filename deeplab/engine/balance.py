@@ -11,6 +11,7 @@ import numpy as np
 from datasets import VOCSegmentation
 from datasets.class_stats import class_pixel_counts
 
+from ..errors import UserError
 from . import distributed
 from .class_weights import WEIGHT_BOUND, describe_weights, resolve_class_weights
 from .config import TrainConfig
@@ -38,9 +39,16 @@ def prepare_balance(
     criterion = build_loss(config.loss, num_classes=len(class_names),
                            class_weights=weights.tolist() if weights is not None else None, ohem=config.ohem)
     focus = RarityDraw.from_counts(counts, share=config.balanced_crops) if config.balanced_crops > 0 else None
-    # Background (class 0) is never pasted: it is the scene objects are pasted into.
-    paste = RarityDraw.from_counts(counts, share=config.copy_paste, exclude=(0,)) if config.copy_paste > 0 else None
+    paste = _paste_draw(counts, config) if config.copy_paste > 0 else None
     return criterion, focus, paste
+
+
+def _paste_draw(counts: np.ndarray, config: TrainConfig) -> RarityDraw:
+    """Copy-paste's draw; background (class 0) is never pasted: it is the scene objects are pasted into."""
+    if not counts[:, 1:].any():
+        raise UserError(f"--copy-paste {config.copy_paste}: split {config.split} holds no object to paste, only "
+                        "background")
+    return RarityDraw.from_counts(counts, share=config.copy_paste, exclude=(0,))
 
 
 def _warn_absent(class_names: Sequence[str], pixels: np.ndarray, *, split: str) -> None:
