@@ -136,8 +136,8 @@ def recipe_table(results: dict[tuple[str, int], dict[str, Any]]) -> list[dict[st
     run was also scored with mirrored inputs, their mean rare-class IoU and mIoU (``rare_iou_flip``, ``miou_flip``)."""
     table = []
     for row in dict.fromkeys(row for row, _ in results):
-        runs = [scores for _, scores in sorted((seed, scores) for (name, seed), scores in results.items()
-                                               if name == row)]
+        seeds = sorted(seed for name, seed in results if name == row)
+        runs = [results[row, seed] for seed in seeds]
         rare, miou = _rare_and_miou(runs)
         flipped = {}
         if all("flip" in scores for scores in runs):
@@ -145,7 +145,7 @@ def recipe_table(results: dict[tuple[str, int], dict[str, Any]]) -> list[dict[st
             flipped = {"rare_iou_flip": round(statistics.mean(rare_flip), 3),
                        "miou_flip": round(statistics.mean(miou_flip), 3)}
         table.append({
-            "row": row, "seeds": sorted(seed for name, seed in results if name == row),
+            "row": row, "seeds": seeds,
             "rare_iou": round(statistics.mean(rare), 3), "miou": round(statistics.mean(miou), 3),
             "rare_iou_per_seed": [round(v, 3) for v in rare], "miou_per_seed": [round(v, 3) for v in miou],
             "rare_precision": _mean_rare(runs, "per_class_precision"),

@@ -24,8 +24,8 @@ __all__ = ["prepare_balance"]
 def prepare_balance(
     config: TrainConfig, train_set: VOCSegmentation, class_names: Sequence[str], *, announce: bool = True
 ) -> tuple[SegmentationLoss, RarityDraw | None, RarityDraw | None]:
-    """The run's loss, crop focus and copy-paste draw; with ``announce``, print the class weights and warn (one line) about
-    classes that never occur in the split under ``auto`` weights."""
+    """The run's loss, crop focus and copy-paste draw; with ``announce``, print the class weights and warn (one
+    line) about classes that never occur in the split under ``auto`` weights."""
     counts = None
     if config.class_weights == "auto" or config.balanced_crops > 0 or config.copy_paste > 0:
         with distributed.main_process_first():  # rank 0 counts and caches, the others read the cache
@@ -38,17 +38,22 @@ def prepare_balance(
             _warn_absent(class_names, pixels, split=config.split)
     criterion = build_loss(config.loss, num_classes=len(class_names),
                            class_weights=weights.tolist() if weights is not None else None, ohem=config.ohem)
-    focus = RarityDraw.from_counts(counts, share=config.balanced_crops) if config.balanced_crops > 0 else None
-    paste = _paste_draw(counts, config) if config.copy_paste > 0 else None
+    focus = paste = None
+    if config.balanced_crops > 0:
+        focus = _rarity_draw(counts, config, "balanced_crops", "labelled pixel to crop around")
+    if config.copy_paste > 0:  # background (class 0) is never pasted: it is the scene objects are pasted into
+        paste = _rarity_draw(counts, config, "copy_paste", "object to paste, only background", exclude=(0,))
     return criterion, focus, paste
 
 
-def _paste_draw(counts: np.ndarray, config: TrainConfig) -> RarityDraw:
-    """Copy-paste's draw; background (class 0) is never pasted: it is the scene objects are pasted into."""
-    if not counts[:, 1:].any():
-        raise UserError(f"--copy-paste {config.copy_paste}: split {config.split} holds no object to paste, only "
-                        "background")
-    return RarityDraw.from_counts(counts, share=config.copy_paste, exclude=(0,))
+def _rarity_draw(counts: np.ndarray, config: TrainConfig, key: str, missing: str,
+                 exclude: Sequence[int] = ()) -> RarityDraw:
+    """The draw of setting ``key`` (a share); a split with no class to draw is one line naming the flag."""
+    share = getattr(config, key)
+    try:
+        return RarityDraw.from_counts(counts, share=share, exclude=exclude)
+    except ValueError:
+        raise UserError(f"--{key.replace('_', '-')} {share}: split {config.split} holds no {missing}") from None
 
 
 def _warn_absent(class_names: Sequence[str], pixels: np.ndarray, *, split: str) -> None:

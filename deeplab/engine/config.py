@@ -153,7 +153,8 @@ def _check_ranges(config: TrainConfig) -> None:
 
 
 def _check_imbalance_settings(config: TrainConfig) -> None:
-    """Refuse an unknown loss, or shares outside their range, before any data is read."""
+    """Refuse an unknown loss, a rescaling range that runs backwards, or shares outside [0, 1], before any data
+    is read."""
     check_loss(config.loss, config.ohem)
     if config.min_scale > config.max_scale:
         raise UserError(f"--min-scale {config.min_scale} is above --max-scale {config.max_scale}")

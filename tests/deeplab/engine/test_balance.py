@@ -1,4 +1,5 @@
-"""What a run does about imbalance, from its settings and the split: copy-paste needs an object to paste."""
+"""What a run does about imbalance, from its settings and the split: copy-paste needs an object to paste, and
+class-balanced crops a labelled pixel to crop around."""
 from __future__ import annotations
 
 import numpy as np
@@ -21,6 +22,13 @@ def test_copy_paste_on_a_split_of_background_only_is_one_line(tmp_path, make_voc
     make_voc_folder(tmp_path, {"a": np.zeros((8, 8), np.uint8), "b": np.zeros((8, 8), np.uint8)}, classes=CLASSES)
     with pytest.raises(UserError, match="^--copy-paste 0.5: split train holds no object to paste, only background$"):
         prepare_balance(_config(tmp_path, copy_paste=0.5), VOCSegmentation(tmp_path, split="train"), CLASSES,
+                        announce=False)
+
+
+def test_balanced_crops_on_a_split_of_void_only_is_one_line(tmp_path, make_voc_folder):
+    make_voc_folder(tmp_path, {"a": np.full((8, 8), 255, np.uint8)}, classes=CLASSES)
+    with pytest.raises(UserError, match="^--balanced-crops 0.5: split train holds no labelled pixel to crop around$"):
+        prepare_balance(_config(tmp_path, balanced_crops=0.5), VOCSegmentation(tmp_path, split="train"), CLASSES,
                         announce=False)
 
 
