@@ -6,6 +6,7 @@ per row.
     python tools/benchmark_recipes.py --out /tmp/recipes                       # every row, seeds 0 and 1
     python tools/benchmark_recipes.py --out /tmp/recipes --rows ce "ce+3*dice, crops + ohem 0.1" --jobs 2
     python tools/benchmark_recipes.py --out /tmp/recipes --rows ce --flip   # also score as eval.py --flip
+    python tools/benchmark_recipes.py --out /tmp/recipes --fresh /tmp/fresh  # also score on 300 fresh scenes
 
 Runs live in --out (keep it outside the checkout); a finished run is read back, an interrupted one resumed.
 Quality figures do not depend on machine load, only the time to get them does.
@@ -23,6 +24,9 @@ from deeplab.benchmark import markdown
 from deeplab.benchmark.recipes import ROWS, recipe_table, run_study
 from deeplab.errors import report_user_errors
 
+#: Suffix of the table's extra scores -> how their column is headed.
+_EXTRA_COLUMNS = {"_flip": "--flip", "_fresh": "fresh scenes", "_fresh_flip": "fresh scenes --flip"}
+
 
 def get_args_parser() -> argparse.ArgumentParser:
     """Study settings."""
@@ -37,6 +41,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2, help="torch threads per run")
     p.add_argument("--flip", action="store_true",
                    help="also score each final model with mirrored inputs averaged in, as eval.py --flip")
+    p.add_argument("--fresh", metavar="DIR",
+                   help="also score each final model on all 300 fresh demo-rare scenes in DIR (written there with "
+                        "another generator seed if missing): about 80 rare objects that no run trained on and no "
+                        "row was chosen on")
     p.add_argument("--json", help="also write the table here")
     return p
 
@@ -46,14 +54,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run (or read back) every requested run, then print the table and one JSON line per row."""
     args = get_args_parser().parse_args(argv)
     results = run_study(args.rows, args.seeds, out=args.out, data_root=args.data_root, threads=args.threads,
-                        jobs=args.jobs, iters=args.iters, flip=args.flip)
+                        jobs=args.jobs, iters=args.iters, flip=args.flip, fresh_root=args.fresh)
     table = recipe_table(results)
     print(markdown([{"setting": r["row"], "rare-class IoU": r["rare_iou"], "mIoU": r["miou"],
                      "rare IoU per seed": " / ".join(map(str, r["rare_iou_per_seed"])),
                      "mIoU per seed": " / ".join(map(str, r["miou_per_seed"])),
                      "rare precision / recall": f"{_or_dash(r['rare_precision'])} / {_or_dash(r['rare_recall'])}",
-                     **({"rare IoU / mIoU, --flip": f"{r['rare_iou_flip']} / {r['miou_flip']}"}
-                        if "rare_iou_flip" in r else {})}
+                     **{f"rare IoU / mIoU, {label}": f"{r['rare_iou' + suffix]} / {r['miou' + suffix]}"
+                        for suffix, label in _EXTRA_COLUMNS.items() if "rare_iou" + suffix in r}}
                     for r in table]))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:

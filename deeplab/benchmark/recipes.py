@@ -4,6 +4,10 @@ same budget and seeds; the table of rare-class IoU and mIoU from which the ``imb
 Each (row, seed) is one :func:`~deeplab.engine.fit` run in its own folder; a finished run is read back from its
 ``last.pt`` and an interrupted one resumed, so the study can be stopped and continued at will. With ``flip``, each
 final model is also scored as ``eval.py --flip`` scores it (every image also seen mirrored, the two averaged).
+
+The recipe is chosen on the validation split, whose 100 images hold only about 15 rare objects. With ``fresh_root``
+every final model is also scored on fresh scenes: the same generator with another seed, all 300 images, about 80
+rare objects that no run trained on and no choice was made on, so that score is neither tuned nor as noisy.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from typing import Any
 import torch
 
 from datasets import VOCSegmentation, build_eval_transform
+from datasets.demo import ensure_demo_dataset
 
 from ..checkpoint import load_checkpoint
 from ..engine import fit, resolve_config
@@ -24,9 +29,12 @@ from ..engine.data import build_val_loader
 from ..evaluation import evaluate
 from ..inference import Predictor
 
-__all__ = ["RARE_CLASS", "ROWS", "flip_scores", "recipe_table", "run_study"]
+__all__ = ["FRESH_SEED", "RARE_CLASS", "ROWS", "ensure_fresh_scenes", "model_scores", "recipe_table", "run_study"]
 
 RARE_CLASS = "diamond"
+FRESH_SEED = 1  # the demo generator's seed for the fresh scenes; training and validation use seed 0
+_FRESH_SPLIT = "trainval"  # every fresh scene
+_EXTRA_SCORES = ("flip", "fresh", "fresh_flip")  # what a run's result may carry beside its validation scores
 _BEST_LOSS_ROW = "ce+3*dice, crops + ohem 0.1"  # the best loss and sampling found; later rows add to it
 _BEST_LOSS = {"loss": "ce+3*dice", "balanced_crops": 0.5, "ohem": 0.1}
 _SCALE = {"min_scale": 0.75, "max_scale": 1.25}
@@ -75,6 +83,9 @@ ROWS: dict[str, dict[str, Any]] = {
     "ce+3*dice, crops 0.25 + ohem 0.1, scale 0.75-1.25": {**_BEST_LOSS, "balanced_crops": 0.25, **_SCALE},
     "ce+3*tversky, crops + ohem 0.1, scale 0.75-1.25": {**_BEST_LOSS, "loss": "ce+3*tversky", **_SCALE},
     "ce+3*dice+lovasz, crops + ohem 0.1, scale 0.75-1.25": {**_BEST_LOSS, "loss": "ce+3*dice+lovasz", **_SCALE},
+    "ce+6*dice, crops + ohem 0.1, scale 0.75-1.25": {**_BEST_LOSS, "loss": "ce+6*dice", **_SCALE},
+    "ce+3*dice, crops 0.75 + ohem 0.1, scale 0.75-1.25": {**_BEST_LOSS, "balanced_crops": 0.75, **_SCALE},
+    "ce+3*dice, crops, scale 0.75-1.25": {"loss": "ce+3*dice", "balanced_crops": 0.5, **_SCALE},
 }
 
 
@@ -85,9 +96,10 @@ def run_folder(out: Path, row: str, seed: int) -> Path:
 
 
 def run_one(row: str, seed: int, *, out: Path, data_root: str, threads: int, iters: int | None,
-            flip: bool = False) -> dict[str, Any]:
+            flip: bool = False, fresh_root: str | None = None) -> dict[str, Any]:
     """Train (or finish, or just read) one run; returns its final validation scores, with ``flip`` also those
-    with mirrored inputs averaged in (under ``"flip"``)."""
+    with mirrored inputs averaged in (under ``"flip"``), with ``fresh_root`` also those on every fresh scene there
+    (under ``"fresh"``, and ``"fresh_flip"`` with ``flip``)."""
     torch.set_num_threads(threads)
     folder = run_folder(out, row, seed)
     flags = {"dataset": "demo-rare", "data_root": data_root, "seed": seed, "out": str(folder), "workers": 0,
@@ -98,31 +110,44 @@ def run_one(row: str, seed: int, *, out: Path, data_root: str, threads: int, ite
     if resumed is None or resumed["step"] < config.iters:
         fit(config, resume=resumed, resume_path=last if resumed else None, progress=False)
         resumed = load_checkpoint(last)
-    if not flip:
-        return resumed["scores"]
-    return {**resumed["scores"], "flip": flip_scores(last, split=config.val_split, data_root=config.data_root)}
+    result = dict(resumed["scores"])
+    for key, root, split, mirrored in (("flip", config.data_root, config.val_split, True),
+                                       ("fresh", fresh_root, _FRESH_SPLIT, False),
+                                       ("fresh_flip", fresh_root, _FRESH_SPLIT, True)):
+        if root is not None and (flip or not mirrored):
+            result[key] = model_scores(last, split=split, data_root=root, flip=mirrored)
+    return result
 
 
-def flip_scores(checkpoint: Path, *, split: str, data_root: str) -> dict[str, Any]:
-    """Scores of ``checkpoint`` on ``split`` with every image also predicted mirrored and the two averaged
-    (``eval.py --flip``, exact fp32)."""
+def model_scores(checkpoint: Path, *, split: str, data_root: str, flip: bool = False) -> dict[str, Any]:
+    """Scores of ``checkpoint`` on ``split`` of ``data_root`` in exact fp32, with ``flip`` every image also
+    predicted mirrored and the two averaged (as ``eval.py --flip``)."""
     predictor = Predictor.from_checkpoint(checkpoint, engine="torch", device="cpu")
     dataset = VOCSegmentation(data_root, split=split, class_names=predictor.class_names,
                               transform=build_eval_transform(mean=predictor.mean, std=predictor.std))
-    matrix = evaluate(predictor.engine, build_val_loader(dataset), num_classes=len(predictor.class_names), flip=True)
+    matrix = evaluate(predictor.engine, build_val_loader(dataset), num_classes=len(predictor.class_names), flip=flip)
     return matrix.scores(predictor.class_names)
 
 
+def ensure_fresh_scenes(root: str | Path) -> Path:
+    """The fresh scenes under ``root``: ``demo-rare`` drawn with :data:`FRESH_SEED`, written unless current."""
+    return ensure_demo_dataset(root, seed=FRESH_SEED, variant="demo-rare")
+
+
 def run_study(rows: Sequence[str], seeds: Sequence[int], *, out: str | Path, data_root: str, threads: int = 1,
-              jobs: int = 1, iters: int | None = None, flip: bool = False) -> dict[tuple[str, int], dict[str, Any]]:
+              jobs: int = 1, iters: int | None = None, flip: bool = False,
+              fresh_root: str | None = None) -> dict[tuple[str, int], dict[str, Any]]:
     """Every (row, seed), ``jobs`` at a time in separate processes; returns each run's final scores (see
-    :func:`run_one`)."""
+    :func:`run_one`; the fresh scenes are written once, before any run)."""
     out = Path(out)
     unknown = [row for row in rows if row not in ROWS]
     if unknown:
         raise ValueError(f"unknown rows {unknown}; choose from {list(ROWS)}")
+    if fresh_root is not None:
+        ensure_fresh_scenes(fresh_root)
     tasks = [(row, seed) for row in rows for seed in seeds]
-    kwargs = {"out": out, "data_root": data_root, "threads": threads, "iters": iters, "flip": flip}
+    kwargs = {"out": out, "data_root": data_root, "threads": threads, "iters": iters, "flip": flip,
+              "fresh_root": fresh_root}
     if jobs <= 1:
         return {task: run_one(*task, **kwargs) for task in tasks}
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
@@ -132,27 +157,29 @@ def run_study(rows: Sequence[str], seeds: Sequence[int], *, out: str | Path, dat
 
 def recipe_table(results: dict[tuple[str, int], dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per study row: rare-class IoU and mIoU, mean over seeds and each seed's value, and the rare class's
-    mean precision and recall (None where no seed's model predicted it, so precision is undefined); where every
-    run was also scored with mirrored inputs, their mean rare-class IoU and mIoU (``rare_iou_flip``, ``miou_flip``)."""
+    mean precision and recall (None where no seed's model predicted it, so precision is undefined). Where every
+    seed's run also carries mirrored (``flip``), fresh-scene (``fresh``) or both (``fresh_flip``) scores, their
+    means and per-seed values too, under the same names with that suffix (``rare_iou_flip``, ``miou_fresh``...)."""
     table = []
     for row in dict.fromkeys(row for row, _ in results):
         seeds = sorted(seed for name, seed in results if name == row)
         runs = [results[row, seed] for seed in seeds]
-        rare, miou = _rare_and_miou(runs)
-        flipped = {}
-        if all("flip" in scores for scores in runs):
-            rare_flip, miou_flip = _rare_and_miou([scores["flip"] for scores in runs])
-            flipped = {"rare_iou_flip": round(statistics.mean(rare_flip), 3),
-                       "miou_flip": round(statistics.mean(miou_flip), 3)}
-        table.append({
-            "row": row, "seeds": seeds,
-            "rare_iou": round(statistics.mean(rare), 3), "miou": round(statistics.mean(miou), 3),
-            "rare_iou_per_seed": [round(v, 3) for v in rare], "miou_per_seed": [round(v, 3) for v in miou],
-            "rare_precision": _mean_rare(runs, "per_class_precision"),
-            "rare_recall": _mean_rare(runs, "per_class_recall"),
-            **flipped,
-        })
+        entry = {"row": row, "seeds": seeds, **_summary(runs, "")}
+        for key in _EXTRA_SCORES:
+            if all(key in scores for scores in runs):
+                entry.update(_summary([scores[key] for scores in runs], f"_{key}"))
+        table.append(entry)
     return table
+
+
+def _summary(runs: Sequence[dict[str, Any]], suffix: str) -> dict[str, Any]:
+    """Mean and per-seed rare-class IoU and mIoU, and mean rare precision and recall, keys ending in ``suffix``."""
+    rare, miou = _rare_and_miou(runs)
+    summary = {"rare_iou": round(statistics.mean(rare), 3), "miou": round(statistics.mean(miou), 3),
+               "rare_iou_per_seed": [round(v, 3) for v in rare], "miou_per_seed": [round(v, 3) for v in miou],
+               "rare_precision": _mean_rare(runs, "per_class_precision"),
+               "rare_recall": _mean_rare(runs, "per_class_recall")}
+    return {name + suffix: value for name, value in summary.items()}
 
 
 def _rare_and_miou(runs: Sequence[dict[str, Any]]) -> tuple[list[float], list[float]]:

@@ -1,5 +1,6 @@
 """The imbalance study's table: per row, the mean and per-seed rare-class IoU and mIoU, the rare class's
-precision and recall where a model predicted it, and the same models scored with mirrored inputs."""
+precision and recall where a model predicted it, and the same models scored with mirrored inputs and on fresh
+scenes."""
 from __future__ import annotations
 
 import json
@@ -7,7 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from deeplab.benchmark.recipes import RARE_CLASS, ROWS, flip_scores, recipe_table, run_study
+from datasets.demo import ensure_demo_dataset
+from deeplab.benchmark.recipes import (FRESH_SEED, RARE_CLASS, ROWS, ensure_fresh_scenes, model_scores,
+                                       recipe_table, run_study)
 from tools import eval as eval_tool
 
 
@@ -38,14 +41,17 @@ def test_unknown_rows_are_refused_before_any_run(tmp_path):
     assert "ce" in ROWS and not any(tmp_path.iterdir())
 
 
-def test_flipped_scores_join_the_table_only_when_every_seed_has_them():
-    results = {("r", 0): {**scores(0.2, 0.7), "flip": scores(0.3, 0.8)},
-               ("r", 1): {**scores(0.4, 0.7), "flip": scores(0.5, 0.6)},
+def test_flipped_and_fresh_scores_join_the_table_only_when_every_seed_has_them():
+    results = {("r", 0): {**scores(0.2, 0.7), "flip": scores(0.3, 0.8), "fresh": scores(0.5, 0.9, 0.6, 0.7)},
+               ("r", 1): {**scores(0.4, 0.7), "flip": scores(0.5, 0.6), "fresh": scores(0.6, 0.8, 0.8, 0.5)},
                ("q", 0): {**scores(0.2, 0.7), "flip": scores(0.3, 0.8)}, ("q", 1): scores(0.4, 0.7)}
     table = {row["row"]: row for row in recipe_table(results)}
     assert table["r"]["rare_iou_flip"] == pytest.approx(0.4) and table["r"]["miou_flip"] == pytest.approx(0.7)
-    assert table["r"]["rare_iou"] == pytest.approx(0.3)  # the unflipped figures stay as they were
-    assert "rare_iou_flip" not in table["q"]
+    assert table["r"]["rare_iou_per_seed_fresh"] == [0.5, 0.6] and table["r"]["miou_fresh"] == pytest.approx(0.85)
+    assert (table["r"]["rare_precision_fresh"], table["r"]["rare_recall_fresh"]) == (0.7, 0.6)
+    assert table["r"]["rare_iou"] == pytest.approx(0.3)  # the validation figures stay as they were
+    assert "rare_iou_flip" not in table["q"] and "rare_iou_fresh" not in table["q"]
+    assert "rare_iou_fresh_flip" not in table["r"]
 
 
 def test_flip_scores_are_what_eval_py_reports_with_flip(tmp_path, make_voc_folder, make_checkpoint):
@@ -54,7 +60,7 @@ def test_flip_scores_are_what_eval_py_reports_with_flip(tmp_path, make_voc_folde
     make_voc_folder(tmp_path, {f"v{i}": rng.integers(0, 3, (40, 52)).astype(np.uint8) for i in range(3)},
                     split="val", classes=names)
     make_checkpoint(tmp_path / "m.pt", names, num_classes=3, varied=True)
-    ours = flip_scores(tmp_path / "m.pt", split="val", data_root=str(tmp_path))
+    ours = model_scores(tmp_path / "m.pt", split="val", data_root=str(tmp_path), flip=True)
     reports = {}
     for flag in ([], ["--flip"]):
         out = tmp_path / f"eval{len(flag)}.json"
@@ -63,3 +69,30 @@ def test_flip_scores_are_what_eval_py_reports_with_flip(tmp_path, make_voc_folde
         reports[bool(flag)] = json.loads(out.read_text())
     assert ours["per_class_iou"] == pytest.approx(reports[True]["per_class_iou"])
     assert ours["per_class_iou"] != pytest.approx(reports[False]["per_class_iou"])  # mirroring did change masks
+
+
+def test_fresh_scenes_are_the_demo_rare_scenes_of_another_seed(tmp_path):
+    fresh = ensure_fresh_scenes(tmp_path / "fresh")
+    trained = ensure_demo_dataset(tmp_path / "trained", variant="demo-rare")
+    assert FRESH_SEED != 0
+    image = "VOCdevkit/VOC2012/JPEGImages/train_0000.jpg"
+    assert (fresh / image).read_bytes() != (trained / image).read_bytes()
+    written = (fresh / image).stat().st_mtime_ns
+    ensure_fresh_scenes(fresh)  # already current: kept as it is
+    assert (fresh / image).stat().st_mtime_ns == written
+    assert len((fresh / "VOCdevkit/VOC2012/ImageSets/Segmentation/trainval.txt").read_text().split()) == 300
+
+
+@pytest.mark.slow
+def test_a_run_is_also_scored_on_the_fresh_scenes_as_eval_py_scores_them(tmp_path):
+    fresh = tmp_path / "fresh"
+    results = run_study(["ce"], [0], out=tmp_path / "runs", data_root=str(tmp_path / "rare"), iters=1,
+                        fresh_root=str(fresh))
+    scores = results["ce", 0]
+    checkpoint = next((tmp_path / "runs").glob("*/last.pt"))
+    out = tmp_path / "eval.json"
+    assert eval_tool.main(["--checkpoint", str(checkpoint), "--data-root", str(fresh), "--split", "trainval",
+                           "--json", str(out), "--workers", "0", "--engine", "torch"]) == 0
+    assert scores["fresh"]["per_class_iou"] == pytest.approx(json.loads(out.read_text())["per_class_iou"])
+    assert scores["fresh"]["per_class_iou"] != pytest.approx(scores["per_class_iou"])  # not the validation split
+    assert "flip" not in scores and "fresh_flip" not in scores
