@@ -86,6 +86,11 @@ ROWS: dict[str, dict[str, Any]] = {
     "ce+6*dice, crops + ohem 0.1, scale 0.75-1.25": {**_BEST_LOSS, "loss": "ce+6*dice", **_SCALE},
     "ce+3*dice, crops 0.75 + ohem 0.1, scale 0.75-1.25": {**_BEST_LOSS, "balanced_crops": 0.75, **_SCALE},
     "ce+3*dice, crops, scale 0.75-1.25": {"loss": "ce+3*dice", "balanced_crops": 0.5, **_SCALE},
+    # The recipe's neighbours: a little more or less Dice, a little more or less mining.
+    **{f"ce+{k}*dice, crops + ohem 0.1, scale 0.75-1.25": {**_BEST_LOSS, "loss": f"ce+{k}*dice", **_SCALE}
+       for k in (2, 4)},
+    **{f"ce+3*dice, crops + ohem {share:g}, scale 0.75-1.25": {**_BEST_LOSS, "ohem": share, **_SCALE}
+       for share in (0.075, 0.15)},
 }
 
 

@@ -168,8 +168,11 @@ def test_demo_data_on_a_read_only_disk_is_one_line(demo, tmp_path, tmpfs_command
 def test_a_real_ctrl_c_exits_130_naming_the_last_good_checkpoint(demo, tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # A shell starts background jobs with SIGINT ignored, and a child inherits that: give the trainer the default
+    # disposition, as a terminal's Ctrl-C finds it, whatever way the suite itself was started.
     process = subprocess.Popen(train_command(demo, out, "--iters", "10000", "--val-every", "1"),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not (out / "last.pt").exists():
         assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
