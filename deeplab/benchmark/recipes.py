@@ -26,6 +26,7 @@ from datasets.demo import ensure_demo_dataset
 from ..checkpoint import load_checkpoint
 from ..engine import fit, resolve_config
 from ..engine.data import build_val_loader
+from ..errors import UserError
 from ..evaluation import evaluate
 from ..inference import Predictor
 
@@ -149,6 +150,9 @@ def run_study(rows: Sequence[str], seeds: Sequence[int], *, out: str | Path, dat
     if unknown:
         raise ValueError(f"unknown rows {unknown}; choose from {list(ROWS)}")
     if fresh_root is not None:
+        if Path(fresh_root).resolve() == Path(data_root).resolve():
+            raise UserError(f"--fresh {fresh_root}: that is the training data's folder; the fresh scenes need one "
+                            f"of their own")
         ensure_fresh_scenes(fresh_root)
     tasks = [(row, seed) for row in rows for seed in seeds]
     kwargs = {"out": out, "data_root": data_root, "threads": threads, "iters": iters, "flip": flip,

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from datasets.demo import ensure_demo_dataset
+from deeplab.errors import UserError
 from deeplab.benchmark.recipes import (FRESH_SEED, RARE_CLASS, ROWS, ensure_fresh_scenes, model_scores,
                                        recipe_table, run_study)
 from tools import eval as eval_tool
@@ -39,6 +40,13 @@ def test_unknown_rows_are_refused_before_any_run(tmp_path):
     with pytest.raises(ValueError, match="unknown rows"):
         run_study(["no such row"], [0], out=tmp_path, data_root=str(tmp_path))
     assert "ce" in ROWS and not any(tmp_path.iterdir())
+
+
+def test_fresh_scenes_in_the_training_data_folder_are_refused_before_any_write(tmp_path):
+    with pytest.raises(UserError, match="--fresh .*training data"):
+        run_study(["ce"], [0], out=tmp_path / "runs", data_root=str(tmp_path / "rare"),
+                  fresh_root=str(tmp_path / "x" / ".." / "rare"))
+    assert not any(tmp_path.iterdir())
 
 
 def test_flipped_and_fresh_scores_join_the_table_only_when_every_seed_has_them():
