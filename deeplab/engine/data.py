@@ -45,11 +45,12 @@ class RarityDraw:
         return cls(share=share, class_probs=probs / probs.sum(), images_by_class=images)
 
     def draw(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """For ``n`` positions: the image index and class drawn, both -1 where the position is not chosen."""
+        """For ``n`` positions: the image index and class drawn, both :data:`NO_FOCUS` where the position is not
+        chosen."""
         chosen = rng.random(n) < self.share
         classes = rng.choice(len(self.class_probs), size=n, p=self.class_probs)
         picks = rng.random(n)
-        images, drawn = np.full(n, -1), np.full(n, -1)
+        images, drawn = np.full(n, NO_FOCUS), np.full(n, NO_FOCUS)
         for i in np.flatnonzero(chosen):
             holders = self.images_by_class[classes[i]]
             images[i], drawn[i] = holders[int(picks[i] * len(holders))], classes[i]
