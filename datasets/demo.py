@@ -30,7 +30,7 @@ __all__ = ["DEMO_CLASSES", "DEMO_VARIANTS", "DemoVariant", "ensure_demo_dataset"
 DEMO_CLASSES: tuple[str, ...] = ("background", "circle", "square", "triangle", "cross")
 _BASE_COLOURS = np.array([(0, 0, 0), (215, 60, 50), (60, 170, 75), (55, 90, 215), (225, 195, 50)], dtype=np.float32)
 _RARE_COLOUR = np.array((170, 70, 215), dtype=np.float32)
-_VERSION = 1  # bump whenever the rendering changes, so old folders are regenerated
+_VERSION = 1  # bump whenever the rendering changes, so old folders are told apart from new ones
 _SIZE = 128
 _MARKER = "demo_dataset.json"
 
@@ -155,9 +155,10 @@ def ensure_demo_dataset(root: str | Path, *, seed: int = 0, variant: str = "demo
               "splits": spec.splits, "complete": True}
     if variant != "demo":  # the plain demo's marker stays as it was, so existing folders stay current
         wanted["variant"] = variant
-    if _read_marker(marker) == wanted and all(split_file(root, s).is_file() for s in spec.splits):
+    held = _read_marker(marker)
+    if held == wanted and all(split_file(root, s).is_file() for s in spec.splits):
         return root
-    _check_ours(root, marker)
+    _check_ours(root, marker, held, wanted)
     try:
         root.mkdir(parents=True, exist_ok=True)
         # Marked before writing, so an interrupted run is recognised as ours and redone next time.
@@ -180,13 +181,27 @@ def _read_marker(marker: Path) -> dict | None:
         return None
 
 
-def _check_ours(root: Path, marker: Path) -> None:
-    """Refuse to overwrite a dataset we did not write (e.g. a real VOC folder given as the demo root)."""
+def _check_ours(root: Path, marker: Path, held: dict | None, wanted: dict) -> None:
+    """Refuse to overwrite a dataset we did not write (e.g. a real VOC folder given as the demo root), or a finished
+    demo dataset of another variant, seed or generator version: checkpoints may have been trained on it, and the
+    user may have added files. Only a write of ours that was interrupted is redone."""
+    if held is not None and held.get("complete", True):
+        if held == wanted:  # finished, but a split file has gone since: not ours to repair silently
+            raise DataError(f"{root}: the demo dataset here lacks a split file; delete the folder to have it "
+                            "written again")
+        raise DataError(f"{root}: holds the demo data {_describe(held)}, not {_describe(wanted)}; pass another "
+                        "--data-root (or delete that folder to have it rewritten)")
     if marker.exists():
         return
     for path in (root / "VOCdevkit", root / "classes.txt"):
         if path.exists():
             raise DataError(f"{path}: exists and is not the demo dataset; choose an empty folder for the demo data")
+
+
+def _describe(marker: dict) -> str:
+    """``'demo-rare, seed 1, generator version 1'``: what a demo folder's marker says it holds."""
+    return (f"{marker.get('variant', 'demo')}, seed {marker.get('seed')}, generator version "
+            f"{marker.get('version')}")
 
 
 def _write_scenes(root: Path, seed: int, spec: DemoVariant) -> None:

@@ -17,23 +17,11 @@ if TYPE_CHECKING:
     from .models import DeepLabV3Plus
 
 __all__ = [
-    "check_writable", "load_checkpoint", "match_class_names", "model_from_checkpoint", "newest_checkpoint",
+    "load_checkpoint", "match_class_names", "model_from_checkpoint", "newest_checkpoint",
     "read_plain_data", "save_checkpoint",
 ]
 
 REQUIRED_KEYS = ("model", "model_config")
-
-
-def check_writable(out_dir: str | Path) -> Path:
-    """Create ``out_dir`` and prove a file can be written there, so a bad --out fails before any work."""
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out_dir):
-            pass
-    except OSError as exc:
-        raise UserError(f"{out_dir}: cannot write to the output folder ({exc.strerror or exc})") from None
-    return out_dir
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:

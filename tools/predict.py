@@ -16,12 +16,13 @@ import numpy as np
 from tqdm import tqdm
 
 from datasets import find_images
-from deeplab.checkpoint import check_writable, newest_checkpoint
+from deeplab.checkpoint import newest_checkpoint
 from deeplab.errors import UserError, report_user_errors
 from deeplab.inference import ENGINES, Predictor
 from deeplab.inference.outputs import PredictionWriter, free_output_folder, split_earlier_predictions
 from deeplab.inference.pipeline import segment_files
 from deeplab.inference.video import VideoError, probe_video, segment_video, split_videos
+from deeplab.tool_args import check_writable
 
 from _image_flags import add_image_flags, check_image_flags
 

@@ -8,7 +8,6 @@ nor is ``out``: a resumed run writes beside the checkpoint it continues (see :mo
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Any
 from backbones import check_imagenet_weights, list_backbones, unknown_backbone_message
 
 from ..errors import UserError
+from ..tool_args import check_ranges
 from .distributed import DEFAULT_TIMEOUT_S
 from .losses import check_loss
 
@@ -143,13 +143,12 @@ def resolve_config(flags: Mapping[str, Any], resumed: Mapping[str, Any] | None =
 
 def _check_ranges(config: TrainConfig) -> None:
     """Refuse numbers no run can use (a negative learning rate or worker count, NaN), naming the flag."""
-    for keys, rule, ok in ((_AT_LEAST_ONE, "at least 1", lambda v: v >= 1),
-                           (_AT_LEAST_ZERO, "0 or more", lambda v: v >= 0),
-                           (_ABOVE_ZERO, "above 0", lambda v: v > 0)):
-        for key in keys:
-            value = getattr(config, key)
-            if value is not None and not (math.isfinite(value) and ok(value)):
-                raise UserError(f"--{key.replace('_', '-')}: must be {rule}, got {value}")
+    def flag(key: str) -> str:
+        return f"--{key.replace('_', '-')}"
+
+    check_ranges({flag(key): getattr(config, key) for key in (*_AT_LEAST_ONE, *_AT_LEAST_ZERO, *_ABOVE_ZERO)},
+                 at_least_one=map(flag, _AT_LEAST_ONE), at_least_zero=map(flag, _AT_LEAST_ZERO),
+                 above_zero=map(flag, _ABOVE_ZERO))
 
 
 def _check_imbalance_settings(config: TrainConfig) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import check_writable
+from ..tool_args import check_writable
 from ..errors import UserError
 
 try:

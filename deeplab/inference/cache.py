@@ -29,7 +29,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
-from ..checkpoint import _fsync_dir, check_writable
+from ..checkpoint import _fsync_dir
+from ..tool_args import check_writable
 from ..errors import UserError
 
 __all__ = ["CACHE_FORMAT", "CacheKey", "EngineCache", "file_sha256", "library_versions", "user_cache_dir"]

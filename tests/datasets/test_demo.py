@@ -33,22 +33,28 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path, timed_demo_root):
     assert sum(first[k] != other[k] for k in images) == len(images) == 240
 
 
-def test_idempotent_and_regenerates_when_stale(tmp_path):
+def test_idempotent_refuses_another_finished_demo_and_redoes_an_interrupted_one(tmp_path):
     root = ensure_demo_dataset(tmp_path, seed=3)
     stamps = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
     assert ensure_demo_dataset(tmp_path, seed=3) == tmp_path
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()} == stamps
     before = _snapshot(root)
-    ensure_demo_dataset(tmp_path, seed=4)
-    assert json.loads((tmp_path / "demo_dataset.json").read_text())["seed"] == 4
-    regenerated = _snapshot(root)
-    assert regenerated != before
-    # An interrupted run leaves an incomplete marker: the next call redoes the folder.
+    # Another seed or variant would destroy data checkpoints were trained on: refused, nothing touched.
+    for kwargs, held in (({"seed": 4}, "demo, seed 3"), ({"variant": "demo-rare"}, "demo, seed 3")):
+        with pytest.raises(DataError, match=f"{tmp_path}: holds the demo data {held}, generator version 1, not "):
+            ensure_demo_dataset(tmp_path, **kwargs)
+    assert _snapshot(root) == before
+    # An interrupted write leaves an incomplete marker: the next call redoes the folder, with what it now asks for.
     marker = tmp_path / "demo_dataset.json"
     marker.write_text(marker.read_text().replace('"complete": true', '"complete": false'))
     (tmp_path / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation" / "val.txt").unlink()
     ensure_demo_dataset(tmp_path, seed=4)
-    assert _snapshot(root) == regenerated
+    assert json.loads(marker.read_text())["seed"] == 4
+    assert _snapshot(root) != before
+    # A finished folder that lost a split file is not silently rewritten either.
+    (tmp_path / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation" / "val.txt").unlink()
+    with pytest.raises(DataError, match="lacks a split file"):
+        ensure_demo_dataset(tmp_path, seed=4)
 
 
 def test_loads_with_all_classes(timed_demo_root):

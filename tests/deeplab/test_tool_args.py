@@ -1,0 +1,41 @@
+from pathlib import Path
+
+import pytest
+
+from deeplab.errors import UserError
+from deeplab.tool_args import check_new_files, check_ranges, check_writable
+
+
+def test_check_ranges_names_the_flag_and_passes_defaults() -> None:
+    check_ranges({"--rounds": 1, "--workers": 0, "--scale": 0.5, "--size": None},
+                 at_least_one=["--rounds", "--size"], at_least_zero=["--workers"], above_zero=["--scale"])
+    for values, rule in (({"--rounds": 0}, "at least 1"), ({"--rounds": float("nan")}, "at least 1"),
+                         ({"--workers": -1}, "0 or more"), ({"--scale": 0.0}, "above 0"),
+                         ({"--scale": float("inf")}, "above 0")):
+        flag, value = next(iter(values.items()))
+        rules = {"at least 1": "at_least_one", "0 or more": "at_least_zero", "above 0": "above_zero"}
+        with pytest.raises(UserError, match=f"^{flag}: must be {rule}, got {value}$"):
+            check_ranges(values, **{rules[rule]: [flag]})
+
+
+def test_check_writable_rejects_a_path_under_a_file(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="cannot write to the output folder"):
+        check_writable(tmp_path / "file" / "out")
+    assert check_writable(tmp_path / "new" / "out").is_dir()
+
+
+def test_check_new_files_keeps_what_exists_unless_asked(tmp_path: Path) -> None:
+    kept = tmp_path / "scores.json"
+    kept.write_text("mine")
+    with pytest.raises(UserError, match=f"^{kept}: exists and this run did not write it; choose another --json"):
+        check_new_files([tmp_path / "new.json", kept], flag="--json")
+    check_new_files([kept], flag="--json", overwrite=True)
+    assert kept.read_text() == "mine"  # a check only: nothing is written or removed
+    with pytest.raises(UserError, match="is a folder; --json names the file"):
+        check_new_files([tmp_path], flag="--json", overwrite=True)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="cannot write to the output folder"):
+        check_new_files([tmp_path / "file" / "r.json"], flag="--json")
+    check_new_files([tmp_path / "sub" / "r.json"], flag="--json")
+    assert (tmp_path / "sub").is_dir()
