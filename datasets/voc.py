@@ -37,7 +37,7 @@ VOC_CLASSES: tuple[str, ...] = (
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )
 _HOW_TO_GET = (
-    f"pass --download to fetch VOC 2012, or extract {VOC_URL} so that the folder VOCdevkit sits inside the data root"
+    f"extract {VOC_URL} so that the folder VOCdevkit sits inside the data root (tools/train.py --download does that)"
 )
 
 

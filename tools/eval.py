@@ -4,15 +4,19 @@ from __future__ import annotations
 import _checkout  # noqa: F401  (first: our `datasets`, not Hugging Face's)
 
 import argparse
+import math
 import sys
 from typing import Sequence
 
 from datasets import VOCSegmentation, build_eval_transform, load_class_names
+from datasets.image_files import IGNORE_INDEX
 from deeplab.checkpoint import load_checkpoint, match_class_names
 from deeplab.engine.data import build_val_loader
 from deeplab.errors import UserError, report_user_errors
-from deeplab.evaluation import ConfusionMatrix, evaluate, format_scores, score_prediction_dir, write_report
+from deeplab.evaluation import (ConfusionMatrix, evaluate, format_scores, report_paths, score_prediction_dir,
+                                 write_report)
 from deeplab.inference import ENGINES, Predictor
+from deeplab.tool_args import check_new_files
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -24,7 +28,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "(<id>_mask.png) or the VOC devkit's <id>.png (palette or grey class ids)")
     parser.add_argument("--data-root", required=True, help="folder that holds VOCdevkit/VOC2012 (and classes.txt)")
     parser.add_argument("--split", default="val", help="split to score (ImageSets/Segmentation/<split>.txt)")
-    parser.add_argument("--json", help="write scores here, and the confusion matrix beside it (.csv and .png)")
+    parser.add_argument("--json", help="write scores here, and beside it the confusion matrix (.csv and .png) and a "
+                        "per-class bar chart; existing files are refused unless --overwrite")
+    parser.add_argument("--overwrite", action="store_true", help="replace the --json report files if they exist")
     parser.add_argument("--scales", default="1.0", help="comma-separated test scales, e.g. 0.5,0.75,1.0,1.25,1.5,1.75")
     parser.add_argument("--flip", action="store_true", help="also average over horizontally mirrored inputs")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -46,7 +52,7 @@ def parse_scales(text: str) -> list[float]:
         scales = [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
         scales = []
-    if not scales or any(s <= 0 for s in scales):
+    if not scales or not all(math.isfinite(s) and s > 0 for s in scales):
         raise UserError(f"--scales {text}: expected positive numbers separated by commas, e.g. 0.75,1.0,1.25")
     return scales
 
@@ -55,9 +61,9 @@ def score_checkpoint(args: argparse.Namespace) -> tuple[ConfusionMatrix, list[st
     """Predict every image of the split at full resolution and accumulate one confusion matrix."""
     scales = parse_scales(args.scales)
     data_names = load_class_names(args.data_root)
+    dataset = VOCSegmentation(args.data_root, split=args.split, class_names=data_names)  # a missing split first
     class_names = match_class_names(args.checkpoint, load_checkpoint(args.checkpoint), data_names,
                                     data_root=args.data_root, allow_mismatch=args.ignore_class_names)
-    dataset = VOCSegmentation(args.data_root, split=args.split, class_names=data_names)
     # int8 calibrates on the checkpoint's training images when they are here, else on this split's.
     split_images = [dataset.image_path(i) for i in range(len(dataset))]
     predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, engine=args.engine,
@@ -85,7 +91,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     if args.workers < 0:
         raise UserError(f"--workers {args.workers}: must be 0 (load in this process) or more")
+    if args.json:
+        check_new_files(report_paths(args.json).values(), flag="--json", overwrite=args.overwrite)
     matrix, class_names = score_checkpoint(args) if args.checkpoint else score_predictions(args)
+    if not matrix.matrix.sum():
+        raise UserError(f"{args.split} of {args.data_root}: every ground-truth pixel is void ({IGNORE_INDEX}); "
+                        "nothing to score")
     scores = matrix.scores(class_names)
     print(format_scores(scores))
     if args.json:

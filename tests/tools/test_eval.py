@@ -122,10 +122,45 @@ def test_bad_image_in_a_loader_worker_is_one_line(tiny_voc, tmp_path: Path, caps
     assert err.startswith("error: ") and "img1.jpg" in err and "Traceback" not in err
 
 
-def test_eval_bad_scales_is_user_error(tiny_voc, capsys: pytest.CaptureFixture) -> None:
+@pytest.mark.parametrize("scales", ["big", "nan", "inf", "1.0,-inf"])
+def test_eval_bad_scales_is_user_error(scales: str, tiny_voc, capsys: pytest.CaptureFixture) -> None:
     root, ckpt, _ = tiny_voc
-    assert eval_tool.main(["--checkpoint", str(ckpt), "--data-root", str(root), "--scales", "big"]) == 2
-    assert "--scales big" in capsys.readouterr().err
+    assert eval_tool.main(["--checkpoint", str(ckpt), "--data-root", str(root), "--scales", scales]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"--scales {scales}: expected positive numbers" in err and len(err.splitlines()) == 1
+
+
+def test_a_missing_data_root_is_named_before_the_classes_are_compared(tiny_voc, tmp_path: Path, capsys) -> None:
+    _, ckpt, _ = tiny_voc
+    assert eval_tool.main(["--checkpoint", str(ckpt), "--data-root", str(tmp_path / "typo")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{tmp_path / 'typo' / 'VOCdevkit' / 'VOC2012'}: VOC folder not found" in err, err
+    assert "pass --download" not in err and "classes" not in err
+
+
+def test_existing_report_files_are_kept_unless_overwrite(tiny_voc, tmp_path: Path, capsys) -> None:
+    root, ckpt, _ = tiny_voc
+    args = ["--checkpoint", str(ckpt), "--data-root", str(root), "--workers", "0", "--engine", "torch",
+            "--json", str(tmp_path / "r.json")]
+    (tmp_path / "r_per_class.png").write_text("mine")
+    assert eval_tool.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{tmp_path / 'r_per_class.png'}: exists and this run did not write it" in err
+    assert not (tmp_path / "r.json").exists() and (tmp_path / "r_per_class.png").read_text() == "mine"
+    assert eval_tool.main([*args, "--overwrite"]) == 0
+    assert (tmp_path / "r_per_class.png").read_bytes().startswith(b"\x89PNG")
+    assert json.loads((tmp_path / "r.json").read_text())["split"] == "val"
+
+
+def test_a_split_with_only_void_pixels_is_refused(tiny_voc, tmp_path: Path, capsys) -> None:
+    root, ckpt, _ = tiny_voc
+    shutil.copytree(root, tmp_path / "data")
+    for mask in (tmp_path / "data" / "VOCdevkit" / "VOC2012" / "SegmentationClass").glob("*.png"):
+        save_label_png(mask, np.full(np.asarray(Image.open(mask)).shape, 255, np.uint8))
+    rc = eval_tool.main(["--checkpoint", str(ckpt), "--data-root", str(tmp_path / "data"), "--workers", "0",
+                         "--engine", "torch"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "every ground-truth pixel is void (255); nothing to score" in err, err
 
 
 @pytest.mark.slow
