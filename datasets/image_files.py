@@ -78,22 +78,22 @@ def image_size(path: str | Path) -> tuple[int, int]:
     return height, width
 
 
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files directly inside ``folder`` (by suffix), sorted by name."""
-    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+def list_images(folder: str | Path, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[Path]:
+    """Image files (or files of other ``suffixes``) directly inside ``folder``, sorted by name."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in suffixes)
 
 
-def find_images(inputs: Sequence[str | Path]) -> tuple[list[Path], list[str]]:
-    """Image paths from files and folders (a folder's images by name), and one problem line per input that
-    yields none."""
+def find_images(inputs: Sequence[str | Path], *, video_suffixes: Sequence[str] = ()) -> tuple[list[Path], list[str]]:
+    """Image paths from files and folders (a folder's images, and videos by ``video_suffixes``, by name), and one
+    problem line per input that yields none."""
     images, problems = [], []
     for name in inputs:
         path = Path(name)
         if path.is_dir():
-            found = list_images(path)
+            found = list_images(path, (*IMAGE_SUFFIXES, *video_suffixes))
             images += found
             if not found:
-                problems.append(f"{path}: folder holds no images")
+                problems.append(f"{path}: folder holds no images{' or videos' if video_suffixes else ''}")
         elif path.exists():
             images.append(path)
         else:

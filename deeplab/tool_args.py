@@ -1,18 +1,21 @@
-"""Checks a tool makes on its flags before any work: numbers in range, output folders writable, output files new.
+"""Checks a tool makes on its flags before any work: numbers in range, output folders writable, output files new,
+a server's address and port free to bind.
 
 Each refusal is a :class:`~deeplab.errors.UserError` naming the flag or the file, so a run never ends in a
 traceback after its work is done, and never replaces a file it did not write unless the user asks.
 """
 from __future__ import annotations
 
+import errno
 import math
+import socket
 import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping
 
 from .errors import UserError
 
-__all__ = ["check_new_files", "check_ranges", "check_writable"]
+__all__ = ["check_bindable", "check_new_files", "check_ranges", "check_writable"]
 
 
 def check_ranges(values: Mapping[str, float | None], *, at_least_one: Iterable[str] = (),
@@ -50,3 +53,21 @@ def check_new_files(paths: Iterable[str | Path], *, flag: str, overwrite: bool =
             raise UserError(f"{path}: exists and this run did not write it; choose another {flag} or pass "
                             "--overwrite to replace it")
         check_writable(path.parent)
+
+
+def check_bindable(host: str, port: int | None) -> None:
+    """Refuse a ``--host`` that is no address of this machine and a ``--port`` out of range or in use, by binding
+    a socket there (closed again at once; port None tests the host alone)."""
+    if port is not None and not 1 <= port <= 65535:
+        raise UserError(f"--port {port}: must lie between 1 and 65535")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port or 0, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UserError(f"--host {host}: not an address or a known host name ({exc})") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the web server does: TIME_WAIT is free
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            flag = f"--port {port}" if port and exc.errno == errno.EADDRINUSE else f"--host {host}"
+            raise UserError(f"{flag}: cannot serve there ({exc.strerror or exc})") from None

@@ -14,6 +14,7 @@ from typing import Sequence
 from deeplab.checkpoint import newest_checkpoint
 from deeplab.errors import UserError, report_user_errors
 from deeplab.inference import ENGINES, Predictor
+from deeplab.tool_args import check_bindable, check_ranges
 
 from _image_flags import add_image_flags, check_image_flags
 
@@ -42,6 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Load the checkpoint once, then serve the app until interrupted."""
     args = get_args_parser().parse_args(argv)
     check_image_flags(args)
+    check_ranges({"--max-upload-mb": args.max_upload_mb, "--max-video-frames": args.max_video_frames},
+                 at_least_one=["--max-upload-mb", "--max-video-frames"])
+    check_bindable(args.host, args.port)
     try:
         from deeplab.app.web import AppLimits, build_app, launch
     except ImportError as exc:

@@ -1,6 +1,7 @@
 """Segment images and videos with a trained checkpoint: per image a palette PNG of class ids and a colour overlay
-with legend; per video (.mp4 .avi .mov .mkv) an overlay video <stem>_overlay.mp4 of the same size and frame rate
-(audio is not kept) and, with --save-masks, each frame's palette mask in <stem>_masks/."""
+with legend; per video (.mp4 .avi .mov .mkv) an overlay video <stem>_overlay.mp4 of the same size (odd sides padded
+by one pixel, as mp4 requires) and frame rate (audio is not kept) and, with --save-masks, each frame's palette mask
+in <stem>_masks/."""
 from __future__ import annotations
 
 import _checkout  # noqa: F401  (first: our `datasets`, not Hugging Face's)
@@ -21,7 +22,7 @@ from deeplab.errors import UserError, report_user_errors
 from deeplab.inference import ENGINES, Predictor
 from deeplab.inference.outputs import PredictionWriter, free_output_folder, split_earlier_predictions
 from deeplab.inference.pipeline import segment_files
-from deeplab.inference.video import VideoError, probe_video, segment_video, split_videos
+from deeplab.inference.video import VIDEO_SUFFIXES, VideoError, probe_video, segment_video, split_videos
 from deeplab.tool_args import check_writable
 
 from _image_flags import add_image_flags, check_image_flags
@@ -30,8 +31,8 @@ from _image_flags import add_image_flags, check_image_flags
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line flags of this tool."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("inputs", nargs="+", help="image files, folders of images and/or video files "
-                        "(.mp4 .avi .mov .mkv; audio is not kept)")
+    parser.add_argument("inputs", nargs="+", help="image and video files, or folders of them "
+                        "(videos: .mp4 .avi .mov .mkv; audio is not kept)")
     parser.add_argument("--checkpoint", help="checkpoint to use (default: the newest runs/**/best.pt)")
     parser.add_argument("--out", help="output folder (default predictions, or predictions-2, -3... where files "
                         "would be replaced); files there are never replaced unless --overwrite")
@@ -52,7 +53,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="images of one size per engine call (default: chosen for the engine: 8 on a GPU, "
                              "4 for int8, else 1)")
     parser.add_argument("--save-masks", action="store_true",
-                        help="videos: also write each frame's palette mask as <stem>_masks/000001.png ...")
+                        help="videos: also write each frame's palette mask as <stem>_masks/000001.png ... "
+                        "(with --overwrite, frame masks of an earlier run beyond this video's are removed)")
     parser.add_argument("--verbose", action="store_true", help="a line per image instead of a progress bar")
     return parser
 
@@ -64,10 +66,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_image_flags(args)
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
-    found, problems = find_images(args.inputs)
+    found, problems = find_images(args.inputs, video_suffixes=VIDEO_SUFFIXES)
     found, earlier = split_earlier_predictions(found)
     if earlier:
         print(f"skipping {len(earlier)} masks and overlays that predict.py wrote before (never taken as inputs)")
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if not found:  # no model to load and no folder to make
+        print("nothing to segment")
+        return 1 if problems else 0
     images, videos = split_videos(found)
     out = args.out or free_output_folder("predictions", images, videos=videos, save_masks=args.save_masks)
     writer = PredictionWriter(out, images, videos=videos, save_masks=args.save_masks, overwrite=args.overwrite)
@@ -87,8 +94,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if predictor.engine_choice:
         print(predictor.engine_choice)
     check_writable(writer.folder)
-    for problem in problems:
-        print(f"error: {problem}", file=sys.stderr)
     batch_size = args.batch_size or predictor.batch_size
     done = segment_images(predictor, writer, args, batch_size) if writer.images else 0
     done_videos = sum(segment_one_video(predictor, path, writer, args, batch_size) for path in writer.videos)
@@ -135,7 +140,7 @@ def segment_one_video(predictor: Predictor, path: Path, writer: PredictionWriter
         start = time.perf_counter()
         with tqdm(total=info.frames or None, desc=path.name, unit="frame", disable=None) as bar:
             result = segment_video(predictor, path, overlay_path, masks_dir=masks_dir, alpha=args.alpha,
-                                   batch_size=batch_size, on_frame=bar.update)
+                                   batch_size=batch_size, on_frame=bar.update, replace_masks=args.overwrite)
     except VideoError as exc:
         print(f"error: {exc} (skipped)", file=sys.stderr)
         return 0

@@ -80,7 +80,8 @@ class _Segmenter:
         return overlay(image, mask, alpha=alpha, class_names=self.predictor.class_names)
 
     def segment_clip(self, path: str | None, alpha: float, progress=gr.Progress()):
-        """A WebM overlay (browsers play VP8) of a clip of at most ``max_video_frames`` frames, and a timing line."""
+        """A WebM overlay (browsers play VP8; odd sides padded by one pixel) of a clip of at most ``max_video_frames``
+        frames, and a timing line; a clip too small to encode is refused."""
         if path is None:
             raise gr.Error("upload a clip first")
         name = Path(path).name

@@ -4,7 +4,7 @@ that never collide, never replacing a file that this run did not write.
 - Names: ``<stem>_mask.png`` and ``<stem>_overlay.png`` per image, ``<stem>_overlay.mp4`` (and ``<stem>_masks/``)
   per video. Inputs whose stems clash (``a.jpg`` and ``a.png``) keep their extension (``a.jpg_mask.png``); same
   file names in different folders take the folder's name in front (``day1_a.jpg_mask.png``); anything still
-  equal (ignoring case) gets ``-2``, ``-3``.
+  equal (ignoring case) gets ``-2``, ``-3``... (a number no other input's name has).
 - Ownership: files that exist before the run are replaced only when asked (``overwrite``); without it, a name
   that exists stops the run before any work, and files are created exclusively, so one that appears meanwhile
   is not replaced either. An input is never replaced.
@@ -49,9 +49,13 @@ def output_names(inputs: Sequence[Path]) -> dict[Path, str]:
         for group in clashes:
             for path in group:
                 levels[path] = min(levels[path] + 1, 2)
+    taken = {name.casefold() for name in names.values()}
     for group in _clashes(names):  # the same folder and file name on two paths (or equal but for case)
-        for number, path in enumerate(group[1:], start=2):
-            names[path] = f"{names[path]}-{number}"
+        numbers = itertools.count(2)
+        for path in group[1:]:
+            # The next number whose name no other input has (another input's stem may end in "-2" already).
+            names[path] = next(name for name in (f"{names[path]}-{n}" for n in numbers) if name.casefold() not in taken)
+            taken.add(names[path].casefold())
     return names
 
 

@@ -1,5 +1,6 @@
 """Video files through the predictor: frames decoded with OpenCV (FFmpeg) on a background thread, segmented
-in batches, and written as an overlay video of the same size and frame rate (plus palette masks per frame).
+in batches, and written as an overlay video of the same size and frame rate (plus palette masks per frame). The
+MPEG-4 and VP8 encoders take even sides only: an odd side gets one more row or column, a copy of the edge.
 
 Audio is not kept: OpenCV reads and writes the picture only. A file that stops decoding before the frame
 count its header announces (truncated or corrupt) still leaves a playable overlay of the frames before it,
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -40,14 +42,32 @@ __all__ = [
 
 #: File endings read as videos (compared in lower case).
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
+
+
+@dataclass(frozen=True)
+class _Codec:
+    """An output codec and the frames it takes: even sides or any, the shortest side and the fewest pixels."""
+
+    fourcc: str
+    even: bool
+    min_side: int
+    min_pixels: int
+
+
 #: Output codecs by file ending: MPEG-4 Part 2 in .mp4 (fast; desktop players), VP8 in .webm (browsers play it).
-#: This OpenCV build has no H.264 encoder.
-_FOURCC = {".mp4": "mp4v", ".webm": "VP80", ".avi": "MJPG"}
+#: This OpenCV build has no H.264 encoder. Limits measured with it: a 1-pixel side does not open MPEG-4 or VP8
+#: (padding it would double the picture, so it is refused), and VP8 writes a file without frames below 28 pixels
+#: (4x6 and 2x12 are empty, 2x14 and 4x8 play).
+_CODECS = {".mp4": _Codec("mp4v", even=True, min_side=2, min_pixels=4),
+           ".webm": _Codec("VP80", even=True, min_side=2, min_pixels=28),
+           ".avi": _Codec("MJPG", even=False, min_side=1, min_pixels=1)}
 #: Frame rate written when a file declares none.
 FALLBACK_FPS = 25.0
 #: Containers without a frame count in their index: OpenCV estimates it from duration x frame rate, which can
 #: overshoot by a frame or so on a healthy file (AVI, MP4 and MOV count exactly).
 _ESTIMATED_COUNT = (".mkv", ".webm")
+#: File names of frame masks: the frame number, zero-padded to six digits or more.
+_FRAME_MASK = re.compile(r"\d{6,}\.png")
 
 
 class VideoError(UserError):
@@ -129,13 +149,17 @@ def segment_video(
     alpha: float = 0.5,
     batch_size: int = 1,
     on_frame: Callable[[], None] | None = None,
+    replace_masks: bool = False,
 ) -> VideoResult:
-    """Segment every frame of ``path``; write the overlays (with legend) to ``overlay_path`` at the input's size and
-    frame rate, and each frame's palette mask as ``masks_dir/000001.png``... when given.
+    """Segment every frame of ``path``; write the overlays (with legend) to ``overlay_path`` at the input's size
+    (odd sides padded by one edge pixel where the codec needs even ones) and frame rate, and each frame's palette
+    mask as ``masks_dir/000001.png``... when given; ``replace_masks`` then removes the frame masks of that naming
+    this call did not write (an earlier, longer video's), and nothing else there.
 
     ``on_frame`` is called after each frame is written (a progress bar). A stream that ends before its declared
     frame count raises :class:`VideoError` naming the first missing frame, after closing the overlay file so
-    the frames before it stay playable. The file's extension picks the codec (``.mp4``, ``.webm``, ``.avi``).
+    the frames before it stay playable; so do frames too small for the codec, before anything is written. The
+    file's extension picks the codec (``.mp4``, ``.webm``, ``.avi``).
     """
     capture, info = open_video(path)
     frames = prefetch(_numbered_frames(capture), 2 * batch_size)
@@ -145,12 +169,15 @@ def segment_video(
             raise VideoError(f"{path}: video holds no frames" if info.frames == 0 else
                              f"{path}: frame 1 of {info.frames} could not be decoded (a codec this OpenCV build "
                              "cannot decode, or a corrupt file)")
-        writer = _open_writer(Path(overlay_path), info.fps, first[1].shape[:2])
-        written = _write_all(predictor, chain([first], frames), writer, masks_dir=masks_dir, alpha=alpha,
-                             digits=len(str(info.frames)), batch_size=batch_size, on_frame=on_frame)
+        writer, codec = _open_writer(Path(overlay_path), info.fps, first[1].shape[:2], source=path)
+        digits = max(6, len(str(info.frames)))
+        written = _write_all(predictor, chain([first], frames), writer, pad=codec.even, masks_dir=masks_dir,
+                             alpha=alpha, digits=digits, batch_size=batch_size, on_frame=on_frame)
     finally:
         frames.close()  # the reading thread is done with the capture before it is released
         capture.release()
+    if replace_masks and masks_dir is not None:
+        _remove_other_masks(Path(masks_dir), {f"{index:0{digits}d}.png" for index in range(1, written + 1)})
     if ends_early(written, info):
         raise VideoError(f"{path}: frame {written + 1} of {info.frames} could not be decoded (truncated or corrupt "
                          f"file); the {written} frames before it are in {overlay_path}", frames_written=written)
@@ -167,17 +194,18 @@ def ends_early(frames: int, info: VideoInfo) -> bool:
 
 
 def _write_all(predictor: Predictor, frames: Iterator[tuple[int, np.ndarray]], writer: cv2.VideoWriter, *,
-               masks_dir: str | Path | None, digits: int, alpha: float, batch_size: int,
+               pad: bool, masks_dir: str | Path | None, digits: int, alpha: float, batch_size: int,
                on_frame: Callable[[], None] | None) -> int:
-    """Segment ``frames`` into ``writer`` (released even on errors, so the file stays playable); returns the count."""
+    """Segment ``frames`` into ``writer`` (released even on errors, so the file stays playable), odd sides padded
+    when ``pad``; returns the count."""
     if masks_dir is not None:
         masks_dir = Path(masks_dir)
         masks_dir.mkdir(parents=True, exist_ok=True)
-    digits = max(6, digits)
 
     def write(index: int, frame: np.ndarray, prediction: Prediction) -> None:
-        drawn = overlay(frame, prediction.mask, alpha=alpha, class_names=predictor.class_names)
-        writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+        drawn = cv2.cvtColor(overlay(frame, prediction.mask, alpha=alpha, class_names=predictor.class_names),
+                             cv2.COLOR_RGB2BGR)
+        writer.write(_pad_to_even(drawn) if pad else drawn)
         if masks_dir is not None:
             save_label_png(masks_dir / f"{index:0{digits}d}.png", prediction.mask)
 
@@ -208,15 +236,42 @@ def _numbered_frames(capture: cv2.VideoCapture) -> Iterator[tuple[int, np.ndarra
         yield index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
 
 
-def _open_writer(path: Path, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
-    """An OpenCV writer of ``size`` (h, w) frames at ``fps``, the codec chosen by ``path``'s ending."""
-    fourcc = _FOURCC.get(path.suffix.lower())
-    if fourcc is None:
-        raise UserError(f"{path}: cannot write videos ending {path.suffix!r}; use one of {', '.join(_FOURCC)}")
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (size[1], size[0]))
+def _open_writer(path: Path, fps: float, size: tuple[int, int], *, source: str | Path
+                 ) -> tuple[cv2.VideoWriter, _Codec]:
+    """An OpenCV writer for ``size`` (h, w) frames of ``source`` at ``fps`` (padded to even sides where the codec
+    needs them), and the codec, chosen by ``path``'s ending; :class:`VideoError` for frames it cannot take."""
+    codec = _CODECS.get(path.suffix.lower())
+    if codec is None:
+        raise UserError(f"{path}: cannot write videos ending {path.suffix!r}; use one of {', '.join(_CODECS)}")
+    height, width = size
+    if codec.even:
+        height, width = height + height % 2, width + width % 2
+    if min(size) < codec.min_side or height * width < codec.min_pixels:
+        raise VideoError(f"{source}: frames of {size[1]}x{size[0]} pixels are too small to encode ({codec.fourcc} "
+                         f"needs at least {codec.min_side} pixels a side and {codec.min_pixels} in all)")
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec.fourcc), fps, (width, height))
     if not writer.isOpened():
-        raise UserError(f"{path}: cannot write the overlay video (folder not writable, or no {fourcc} encoder)")
-    return writer
+        raise UserError(f"{path}: cannot write the overlay video (folder not writable, or no {codec.fourcc} "
+                        "encoder)")
+    return writer, codec
+
+
+def _pad_to_even(frame: np.ndarray) -> np.ndarray:
+    """``frame`` with one more bottom row and right column, copies of the edge, where its sides are odd."""
+    bottom, right = frame.shape[0] % 2, frame.shape[1] % 2
+    if not (bottom or right):
+        return frame
+    return cv2.copyMakeBorder(frame, 0, bottom, 0, right, cv2.BORDER_REPLICATE)
+
+
+def _remove_other_masks(masks_dir: Path, keep: set[str]) -> None:
+    """Remove the frame masks (``<digits>.png``) in ``masks_dir`` not named in ``keep``; other files stay."""
+    try:
+        for path in masks_dir.iterdir():
+            if path.name not in keep and _FRAME_MASK.fullmatch(path.name) and path.is_file():
+                path.unlink()
+    except OSError as exc:
+        raise UserError(f"{masks_dir}: cannot remove an earlier video's frame masks ({exc.strerror or exc})") from None
 
 
 def split_videos(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:

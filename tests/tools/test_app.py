@@ -1,6 +1,8 @@
-"""tools/app.py: serves the checkpoint on 127.0.0.1 unless told otherwise; without Gradio, one line saying how."""
+"""tools/app.py: serves the checkpoint on 127.0.0.1 unless told otherwise; without Gradio, one line saying how;
+server flags no server can use are one line before the model loads."""
 from __future__ import annotations
 
+import socket
 import sys
 from pathlib import Path
 
@@ -37,3 +39,22 @@ def test_bad_image_flags_are_one_line_before_loading(flag: str, problem: str, tm
     assert app_tool.main(["--checkpoint", str(tmp_path / "absent.pt"), flag]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {problem}") and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("flag, problem", [
+    ("--port=-1", "--port -1: must lie between 1 and 65535"),
+    ("--port=99999", "--port 99999: must lie between 1 and 65535"),
+    ("--port=BUSY", "--port BUSY: cannot serve there (Address already in use)"),
+    ("--max-upload-mb=-5", "--max-upload-mb: must be at least 1, got -5"),
+    ("--max-video-frames=-1", "--max-video-frames: must be at least 1, got -1"),
+    ("--host=256.1.1.1", "--host 256.1.1.1: not an address or a known host name"),
+])
+def test_bad_server_flags_are_one_line_before_loading(flag: str, problem: str, tmp_path: Path, capsys) -> None:
+    with socket.socket() as busy:  # a port another program listens on
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        # The absent checkpoint would be the error if the flags were checked after loading it.
+        assert app_tool.main(["--checkpoint", str(tmp_path / "absent.pt"), flag.replace("BUSY", port)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {problem.replace('BUSY', port)}") and len(err.strip().splitlines()) == 1, err

@@ -272,7 +272,7 @@ def test_peak_memory_of_a_512_image(tmp_path: Path, repo_root: Path, make_checkp
 
 
 def write_clip(path: Path, frames: int, size: tuple[int, int] = (40, 32), fps: float = 10.0) -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    writer = cv2.VideoWriter(str(path), cv2.CAP_OPENCV_MJPEG, cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
     for index in range(frames):
         writer.write(random_rgb(size[1], size[0], seed=index))
     writer.release()
@@ -298,6 +298,45 @@ def test_videos_beside_images(checkpoint, tmp_path: Path, capsys) -> None:
     assert "audio not kept" in stdout and "1 of 1 images and 1 of 2 videos segmented" in stdout
     [line] = err.strip().splitlines()
     assert line.startswith(f"error: {tmp_path / 'cut.avi'}: frame ") and "of 20 could not be decoded" in line
+
+
+def test_a_video_too_small_to_encode_is_skipped_and_the_rest_done(checkpoint, tmp_path: Path, capsys) -> None:
+    line, odd = write_clip(tmp_path / "line.avi", 2, (64, 1)), write_clip(tmp_path / "odd.avi", 2, (17, 33))
+    Image.fromarray(random_rgb(20, 24)).save(tmp_path / "photo.png")
+    out = tmp_path / "out"
+    rc, stdout, err = run([str(line), str(odd), str(tmp_path / "photo.png"), "--checkpoint", str(checkpoint[0]),
+                           "--out", str(out), "--save-masks"], capsys)
+    assert rc == 1 and "1 of 1 images and 1 of 2 videos segmented" in stdout
+    assert err.strip() == (f"error: {line}: frames of 64x1 pixels are too small to encode (mp4v needs at least 2 "
+                           "pixels a side and 4 in all) (skipped)")
+    assert not (out / "line_overlay.mp4").exists() and not (out / "line_masks").exists()
+    capture = cv2.VideoCapture(str(out / "odd_overlay.mp4"))  # every pixel kept: odd sides padded, not cropped
+    assert (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (18, 34)
+    assert Image.open(out / "odd_masks" / "000001.png").size == (17, 33)
+
+
+def test_overwrite_leaves_only_this_runs_frame_masks(checkpoint, tmp_path: Path, capsys) -> None:
+    clip, masks = tmp_path / "clip.avi", tmp_path / "out" / "clip_masks"
+    args = [str(clip), "--checkpoint", str(checkpoint[0]), "--out", str(tmp_path / "out"), "--save-masks"]
+    write_clip(clip, 12)
+    assert run(args, capsys)[0] == 0 and len(list(masks.iterdir())) == 12
+    (masks / "notes.txt").write_text("the user's")
+    write_clip(clip, 1)
+    assert run([*args, "--overwrite"], capsys)[0] == 0
+    assert sorted(p.name for p in masks.iterdir()) == ["000001.png", "notes.txt"]
+
+
+def test_inputs_are_checked_before_the_model_and_folders_give_videos(checkpoint, tmp_path: Path, capsys) -> None:
+    # A checkpoint that does not exist: loading it would be the error.
+    rc, _, err = run([str(tmp_path / "nothere.jpg"), "--checkpoint", str(tmp_path / "absent.pt"),
+                      "--out", str(tmp_path / "e2")], capsys)
+    assert rc == 1 and err.strip() == f"error: {tmp_path / 'nothere.jpg'}: no such file or folder"
+    assert not (tmp_path / "e2").exists()
+    (tmp_path / "clips").mkdir()
+    write_clip(tmp_path / "clips" / "walk.avi", 2)
+    rc, stdout, err = run([str(tmp_path / "clips"), "--checkpoint", str(checkpoint[0]), "--out",
+                           str(tmp_path / "out")], capsys)
+    assert rc == 0 and "1 of 1 videos segmented" in stdout and (tmp_path / "out" / "walk_overlay.mp4").is_file(), err
 
 
 def test_help_says_audio_is_dropped() -> None:

@@ -34,11 +34,11 @@ def photo(voc_mini: Path) -> Path:
     return voc_mini / "VOCdevkit" / "VOC2012" / "JPEGImages" / "sample_0000.jpg"
 
 
-def write_clip(path: Path, frames: int) -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 8.0, (64, 48))
+def write_clip(path: Path, frames: int, size: tuple[int, int] = (64, 48)) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.CAP_OPENCV_MJPEG, cv2.VideoWriter_fourcc(*"MJPG"), 8.0, size)
     rng = np.random.default_rng(0)
     for _ in range(frames):
-        writer.write(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+        writer.write(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
     writer.release()
     return path
 
@@ -80,6 +80,19 @@ def test_clip_handler_writes_a_browser_video_and_refuses_long_clips(predictor: P
     with pytest.raises(gr.Error) as caught:
         app.segmenter.segment_clip(str(tmp_path / "text.mp4"), 0.5)
     assert caught.value.message.startswith("text.mp4: cannot open as a video")
+
+
+def test_clip_handler_pads_odd_sides_and_refuses_clips_too_small_to_encode(predictor: Predictor,
+                                                                           tmp_path: Path) -> None:
+    app = build_app(predictor, checkpoint="best.pt")
+    video, _ = app.segmenter.segment_clip(str(write_clip(tmp_path / "odd.avi", 2, (17, 33))), 0.5)
+    capture = cv2.VideoCapture(video)
+    assert (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (18, 34)
+    for width, height in ((64, 1), (2, 2), (4, 4)):
+        with pytest.raises(gr.Error) as caught:
+            app.segmenter.segment_clip(str(write_clip(tmp_path / f"tiny{width}.avi", 2, (width, height))), 0.5)
+        assert caught.value.message.startswith(f"tiny{width}.avi: frames of {width}x{height} pixels are too small "
+                                               "to encode"), caught.value.message
 
 
 @pytest.fixture

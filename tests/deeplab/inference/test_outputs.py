@@ -35,6 +35,14 @@ def test_names_are_the_stem_unless_inputs_clash():
     assert list(deep.values()) == ["a_x.jpg", "a_x.jpg-2", "A_X.JPG-3"]
 
 
+def test_numbered_names_skip_the_names_of_other_inputs():
+    # The third input's stem is what numbering the second would give it.
+    names = output_names([Path("d1/x/a.jpg"), Path("d2/x/a.jpg"), Path("d4/x_a.jpg-2.png"),
+                          Path("d5/X_A.JPG-3.png")])
+    assert len({name.casefold() for name in names.values()}) == 4
+    assert names[Path("d4/x_a.jpg-2.png")] == "x_a.jpg-2" and names[Path("d5/X_A.JPG-3.png")] == "X_A.JPG-3"
+
+
 def test_every_file_written_is_marked_as_ours(tmp_path):
     writer = PredictionWriter(tmp_path / "out", [tmp_path / "photo.jpg"])
     mask_path, overlay_path = writer.save(tmp_path / "photo.jpg", IMAGE, MASK, class_names=["a", "b", "c"],

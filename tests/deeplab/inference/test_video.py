@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deeplab.inference import Predictor
+from deeplab.inference import Predictor, overlay
 from deeplab.inference.video import (
     VideoError,
     VideoInfo,
@@ -120,6 +120,62 @@ def test_empty_and_undecodable_videos_are_one_line(predictor: Predictor, tmp_pat
         assert "\n" not in str(caught.value)
     with pytest.raises(VideoError, match="cannot open as a video"):
         segment_video(predictor, tmp_path / "codec.avi", tmp_path / "codec_overlay.mp4")
+
+
+def write_frames(path: Path, frames: list[np.ndarray]) -> Path:
+    """An MJPG .avi of RGB ``frames`` (MJPG takes any size, odd and 1-pixel sides too)."""
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.CAP_OPENCV_MJPEG, cv2.VideoWriter_fourcc(*"MJPG"), FPS, (width, height))
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".webm"])
+def test_odd_sizes_keep_every_pixel_and_pad_one_edge_copy(predictor: Predictor, tmp_path: Path,
+                                                           suffix: str) -> None:
+    ramp = np.linspace(0, 255, 17, dtype=np.float32)  # smooth, so the lossy codecs keep it close
+    frame = np.broadcast_to(np.stack([ramp, ramp[::-1], np.full(17, 90.0)], -1)[None], (33, 17, 3)).astype(np.uint8)
+    clip = write_frames(tmp_path / "odd.avi", [frame] * 3)
+    segment_video(predictor, clip, tmp_path / f"odd{suffix}", masks_dir=tmp_path / "masks")
+    [decoded] = list(read_frames(clip))[:1]
+    expected = overlay(decoded, predictor.predict(decoded).mask, class_names=predictor.class_names).astype(float)
+    written = next(read_frames(tmp_path / f"odd{suffix}")).astype(float)
+    assert written.shape == (34, 18, 3) and np.asarray(Image.open(tmp_path / "masks" / "000001.png")).shape == (33, 17)
+    assert np.abs(written[:33, :17] - expected).mean() < 12  # the picture itself, not shifted or rescaled
+    assert np.abs(written[33, :17] - expected[32]).mean() < 12  # the padded row and column copy the edge
+    assert np.abs(written[:33, 17] - expected[:, 16]).mean() < 12
+
+
+@pytest.mark.parametrize(("suffix", "too_small", "smallest"), [(".mp4", [(64, 1), (1, 1)], [(2, 2), (64, 2)]),
+                                                              (".webm", [(2, 2), (4, 4), (3, 5)], [(2, 14), (4, 8)])])
+def test_frames_too_small_to_encode_are_one_line_and_the_smallest_others_play(
+        predictor: Predictor, tmp_path: Path, suffix: str, too_small: list, smallest: list) -> None:
+    for width, height in too_small:
+        clip = write_frames(tmp_path / "tiny.avi", [np.full((height, width, 3), 100, np.uint8)] * 2)
+        refusal = rf"tiny.avi: frames of {width}x{height} pixels are too small to encode"
+        with pytest.raises(VideoError, match=refusal) as caught:
+            segment_video(predictor, clip, tmp_path / f"tiny{suffix}", masks_dir=tmp_path / "masks")
+        assert "\n" not in str(caught.value) and caught.value.frames_written == 0
+        assert not (tmp_path / f"tiny{suffix}").exists() and not (tmp_path / "masks").exists()
+    for width, height in smallest:  # the measured limits refuse nothing the encoder writes
+        clip = write_frames(tmp_path / "small.avi", [np.full((height, width, 3), 100, np.uint8)] * 3)
+        segment_video(predictor, clip, tmp_path / f"small{suffix}")
+        assert count_frames(tmp_path / f"small{suffix}") == (3, FPS, (width, height))
+
+
+def test_replace_masks_removes_only_earlier_frame_masks(predictor: Predictor, tmp_path: Path) -> None:
+    masks = tmp_path / "masks"
+    segment_video(predictor, make_clip(tmp_path / "long.avi", 4, "MJPG"), tmp_path / "o.mp4", masks_dir=masks)
+    for other in ("notes.txt", "12.png", "000002.png.bak"):
+        (masks / other).write_text("the user's")
+    (masks / "0000003.png").mkdir()  # a folder of the frame naming: not ours to remove
+    short = make_clip(tmp_path / "short.avi", 1, "MJPG")
+    segment_video(predictor, short, tmp_path / "o.mp4", masks_dir=masks)
+    assert len(list(masks.glob("0*.png"))) == 5  # without replace_masks nothing is removed
+    segment_video(predictor, short, tmp_path / "o.mp4", masks_dir=masks, replace_masks=True)
+    assert {p.name for p in masks.iterdir()} == {"000001.png", "0000003.png", "000002.png.bak", "12.png", "notes.txt"}
 
 
 def test_split_videos_by_suffix() -> None:
