@@ -34,7 +34,7 @@ _SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"\xff\xd8\xff", "a JPEG 
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
-    """Write ``state`` to ``path`` atomically (see :func:`write_atomically`), so the previous file survives any failure."""
+    """Write ``state`` to ``path`` atomically (see :func:`write_atomically`): the previous file survives a failure."""
     write_atomically(path, lambda file: torch.save(state, file), what="checkpoint")
 
 

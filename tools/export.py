@@ -36,7 +36,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def check_out(out: Path, checkpoint: Path, *, overwrite: bool) -> None:
-    """Refuse, before any work, an --out that is the checkpoint (always) or another existing file (unless ``overwrite``)."""
+    """Refuse, before any work, an --out that is the checkpoint (always) or an existing file (unless ``overwrite``)."""
     if out.exists() and checkpoint.exists() and out.samefile(checkpoint):
         raise UserError(f"{out}: is the --checkpoint file; --out names the ONNX file to write (e.g. {out.stem}.onnx)")
     check_new_files([out], flag="--out", overwrite=overwrite)

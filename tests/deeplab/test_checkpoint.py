@@ -117,7 +117,8 @@ def _png() -> bytes:
     ("empty.pt", lambda: b"", "an empty file"),
     ("noise.pt", lambda: bytes(range(256)), "not a zip or pickle file"),
 ])
-def test_files_that_are_no_checkpoint_are_named_for_what_they_are(tmp_path: Path, name: str, content, kind: str) -> None:
+def test_files_that_are_no_checkpoint_are_named_for_what_they_are(tmp_path: Path, name: str, content,
+                                                                  kind: str) -> None:
     path = tmp_path / name
     path.write_bytes(content())
     with pytest.raises(UserError) as refused:

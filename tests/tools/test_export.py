@@ -34,9 +34,9 @@ def test_existing_out_is_refused_before_any_work_unless_overwrite(tmp_path: Path
     make_checkpoint(ckpt, num_classes=3)
     notes.write_text("a user's file")
     checkpoint_bytes = ckpt.read_bytes()
-    for out, flags, words in ((notes, [], "exists and this run did not write it; choose another --out or pass "
-                               "--overwrite"),
-                              (ckpt, [], "is the --checkpoint file"), (ckpt, ["--overwrite"], "is the --checkpoint file")):
+    taken = "exists and this run did not write it; choose another --out or pass --overwrite"
+    for out, flags, words in ((notes, [], taken), (ckpt, [], "is the --checkpoint file"),
+                              (ckpt, ["--overwrite"], "is the --checkpoint file")):
         assert export_tool.main(["--checkpoint", str(ckpt), "--out", str(out), *flags]) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"error: {out}: {words}") and len(err.strip().splitlines()) == 1, err
