@@ -1,14 +1,18 @@
 """Checkpoints as plain data: atomic writes, safe reads, models rebuilt from ``model_config`` alone."""
 from __future__ import annotations
 
+import codecs
+import io
 import math
 import os
+import pickletools
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Sequence
 
 import torch
 
+from datasets import IGNORE_INDEX
 from datasets.errors import shorten
 
 from .errors import UserError, error_behind, one_line, os_error_behind
@@ -17,32 +21,43 @@ if TYPE_CHECKING:
     from .models import DeepLabV3Plus
 
 __all__ = [
-    "load_checkpoint", "match_class_names", "model_from_checkpoint", "newest_checkpoint",
-    "read_plain_data", "save_checkpoint",
+    "MAX_CLASSES", "load_checkpoint", "match_class_names", "model_from_checkpoint", "newest_checkpoint",
+    "read_plain_data", "save_checkpoint", "too_many_classes", "write_atomically",
 ]
 
 REQUIRED_KEYS = ("model", "model_config")
+#: Masks are 8-bit PNGs whose 255 means void, so a model may predict at most 255 classes (ids 0..254).
+MAX_CLASSES = IGNORE_INDEX
+# Starts of files that people pass for a checkpoint by mistake; a checkpoint is a zip (or a legacy pickle).
+_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+               (b"\x1f\x8b", "a gzip archive; unpack it first"))
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
-    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, fsync, then rename.
+    """Write ``state`` to ``path`` atomically (see :func:`write_atomically`): the previous file survives a failure."""
+    write_atomically(path, lambda file: torch.save(state, file), what="checkpoint")
 
-    A crash, a full disk or a Ctrl-C at any moment leaves the previous file at ``path`` intact; a Ctrl-C during
-    the write is raised as the KeyboardInterrupt it is (torch.save's zip writer turns it into a RuntimeError).
+
+def write_atomically(path: str | Path, write: Callable[[BinaryIO], None], *, what: str) -> None:
+    """Call ``write`` on a temporary file in ``path``'s folder, fsync it, then rename it to ``path``.
+
+    A crash, a full disk or a Ctrl-C at any moment leaves the previous file at ``path`` intact and no partial file;
+    a Ctrl-C during the write is raised as the KeyboardInterrupt it is (torch.save's zip writer turns it into a
+    RuntimeError). A failed write is a UserError naming ``path`` and ``what`` was written.
     """
     path = Path(path)
     kept = "; the previous one is kept" if path.is_file() else ""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a save that was killed midway
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a write that was killed midway
             stale.unlink(missing_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide checkpoints from other users of a shared machine
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the file from other users of a shared machine
     except OSError as exc:
-        raise UserError(f"{path}: cannot write checkpoint ({exc.strerror or exc}){kept}") from None
+        raise UserError(f"{path}: cannot write {what} ({exc.strerror or exc}){kept}") from None
     try:
         with os.fdopen(fd, "wb") as tmp:
-            torch.save(state, tmp)
+            write(tmp)
             tmp.flush()
             os.fsync(tmp.fileno())
         os.replace(tmp_name, path)
@@ -52,7 +67,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
             raise KeyboardInterrupt from None
         failed = os_error_behind(exc)  # torch.save reports a failed write as a RuntimeError
         if failed is not None:
-            raise UserError(f"{path}: cannot write checkpoint ({failed.strerror or one_line(failed)}){kept}") from None
+            raise UserError(f"{path}: cannot write {what} ({failed.strerror or one_line(failed)}){kept}") from None
         raise
     _fsync_dir(path.parent)
 
@@ -68,11 +83,60 @@ def read_plain_data(path: str | Path, *, allowed_globals: Sequence[Any] = ()) ->
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # refusals of pickled code, truncation and garbage all end here
         reason = one_line(exc, 10_000)
-        if "weights_only" in reason or "Unsupported global" in reason or "GLOBAL" in reason:
+        holds_objects = "Unsupported global" in reason or "GLOBAL" in reason
+        kind = None if holds_objects else _not_a_checkpoint(path)
+        if kind is not None:
+            raise UserError(f"{path}: not a PyTorch checkpoint ({kind})") from None
+        if holds_objects or "weights_only" in reason:
             reason = "it holds Python objects, not plain data, and loading it could run code; refused"
         elif "zip archive" in reason:  # torch's first sentence says it; the rest is advice about torch.save
             reason = f"truncated or damaged: {reason.split('. ')[0]}"
         raise UserError(f"{path}: not a readable checkpoint ({shorten(reason, 200)})") from None
+
+
+def _not_a_checkpoint(path: Path) -> str | None:
+    """What ``path`` holds, in words, when it is plainly no PyTorch checkpoint (neither a zip nor a pickle); None
+    when it may be one (a damaged file, a pickle of Python objects)."""
+    with path.open("rb") as file:
+        head = file.read(4096)
+    if head.startswith(b"PK") or _reads_as_pickle(head, path.stat().st_size):  # torch.save's zip, or its old format
+        return None
+    if path.suffix.lower() == ".onnx" or (head.startswith(b"\x08") and _is_onnx(path)):
+        return "an ONNX model; pass the .pt file it was exported from"
+    if not head:
+        return "an empty file"
+    for signature, kind in _SIGNATURES:
+        if head.startswith(signature):
+            return kind
+    try:
+        text = codecs.getincrementaldecoder("utf-8")().decode(head)  # a character cut at 4096 bytes is no error
+    except UnicodeDecodeError:
+        return "not a zip or pickle file"
+    if "\x00" in text:
+        return "not a zip or pickle file"
+    return "a JSON file" if text.lstrip().startswith(("{", "[")) else "a text file"
+
+
+def _reads_as_pickle(head: bytes, size: int) -> bool:
+    """Whether a file of ``size`` bytes starting with ``head`` reads as pickle opcodes (parsed, never run) to its STOP
+    or as far as ``head`` goes: pickles of protocols 0 and 1 start with no signature, and protocol 0 is text."""
+    reader = io.BytesIO(head)
+    try:
+        return any(opcode.name == "STOP" for opcode, _, _ in pickletools.genops(reader))
+    except ValueError:  # an unknown opcode, or the end of ``head``
+        return size > len(head) and reader.tell() == len(head)
+
+
+def _is_onnx(path: Path) -> bool:
+    """Whether ``path`` parses as an ONNX model with a graph (ONNX files have no signature; their first byte, the
+    tag of ``ir_version``, is the caller's cheap test)."""
+    import onnx  # deferred: only a file that failed to load as a checkpoint gets here
+    from google.protobuf.message import DecodeError
+
+    try:
+        return len(onnx.load(path, load_external_data=False).graph.node) > 0
+    except (DecodeError, ValueError, OSError):
+        return False
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -84,7 +148,19 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     problem = _content_problem(ckpt)
     if problem:
         raise UserError(f"{path}: not a checkpoint of this project ({problem})")
+    num_classes = ckpt["model_config"].get("num_classes")
+    too_many = too_many_classes(num_classes) if isinstance(num_classes, int) else None
+    if too_many:
+        raise UserError(f"{path}: its model {too_many}")
     return ckpt
+
+
+def too_many_classes(num_classes: int) -> str | None:
+    """Why the masks of a model predicting ``num_classes`` classes cannot be written, or None when they can."""
+    if num_classes <= MAX_CLASSES:
+        return None
+    return (f"predicts {num_classes} classes, but masks hold at most {MAX_CLASSES} "
+            f"(8-bit class ids, {IGNORE_INDEX} = void)")
 
 
 def _content_problem(ckpt: dict[str, Any]) -> str | None:

@@ -3,7 +3,8 @@
     python tools/export.py --checkpoint runs/demo/best.pt --format onnx --out model.onnx
     python tools/export.py --checkpoint best.pt --out model_512.onnx --input-size 512 512
 
-Batch size is always dynamic; height and width are too unless --input-size fixes them.
+Batch size is always dynamic; height and width are too unless --input-size fixes them. An existing --out is
+replaced only with --overwrite, and never when it is the checkpoint itself.
 """
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from deeplab.errors import report_user_errors
+from deeplab.errors import UserError, report_user_errors
 from deeplab.inference.export import export_checkpoint
+from deeplab.tool_args import check_new_files
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -23,18 +25,28 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="checkpoint holding `model` and `model_config`")
     parser.add_argument("--format", choices=("onnx",), default="onnx", help="export format")
-    parser.add_argument("--out", required=True, help="file to write (e.g. model.onnx)")
+    parser.add_argument("--out", required=True, help="file to write (e.g. model.onnx; refused if it exists, unless "
+                        "--overwrite)")
     parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="fix height and width")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random parity-check input")
     parser.add_argument("--output-stride", type=int, choices=(8, 16, 32),
                         help="run the weights at this output stride (default: the checkpoint's; 8 is slower and finer)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     return parser
+
+
+def check_out(out: Path, checkpoint: Path, *, overwrite: bool) -> None:
+    """Refuse, before any work, an --out that is the checkpoint (always) or an existing file (unless ``overwrite``)."""
+    if out.exists() and checkpoint.exists() and out.samefile(checkpoint):
+        raise UserError(f"{out}: is the --checkpoint file; --out names the ONNX file to write (e.g. {out.stem}.onnx)")
+    check_new_files([out], flag="--out", overwrite=overwrite)
 
 
 @report_user_errors
 def main(argv: Sequence[str] | None = None) -> int:
     """Export, then print the parity of ONNX Runtime against PyTorch on one random input."""
     args = get_args_parser().parse_args(argv)
+    check_out(Path(args.out), Path(args.checkpoint), overwrite=args.overwrite)
     parity = export_checkpoint(args.checkpoint, args.out, input_size=args.input_size, seed=args.seed,
                                output_stride=args.output_stride)
     out = Path(args.out)

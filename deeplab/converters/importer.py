@@ -14,7 +14,7 @@ import torch
 
 from datasets import VOC_CLASSES
 
-from ..checkpoint import save_checkpoint
+from ..checkpoint import save_checkpoint, too_many_classes
 from ..errors import UserError
 from ..models import DeepLabV3Plus
 from .base import Project
@@ -69,6 +69,9 @@ def import_checkpoint(
         found = project.num_classes(state)
     except (KeyError, IndexError):
         raise UserError(f"{path}: no classifier found; a {project.title} {project.architecture} ends in one") from None
+    too_many = too_many_classes(found)
+    if too_many:
+        raise UserError(f"{path}: its classifier {too_many}")
     names, class_source = _class_names(path, found, class_names, num_classes)
     config = project.model_config(found, output_stride)
     model = DeepLabV3Plus(**config)

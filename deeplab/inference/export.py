@@ -6,19 +6,21 @@ exporter gives the same graph but takes about ten times longer on a small CPU.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import re
 import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoint import load_checkpoint, model_from_checkpoint
+from ..checkpoint import load_checkpoint, model_from_checkpoint, write_atomically
 from ..errors import UserError
 
 __all__ = ["Parity", "export_checkpoint", "export_onnx", "onnx_session", "parity_check", "quantize_int8"]
@@ -27,6 +29,9 @@ INPUT_NAME, OUTPUT_NAME = "input", "logits"
 OPSET = 17
 # Odd and unequal, unlike any export size, so a resize baked to one size would show up in the parity check.
 DYNAMIC_PARITY_SIZE = (97, 131)
+# How PyTorch's CPU allocator, CUDA and ONNX Runtime say that an allocation failed, and how many bytes it asked for.
+_OUT_OF_MEMORY = re.compile(r"(can't|failed to) allocate memory|out of memory", re.IGNORECASE)
+_ASKED_BYTES = re.compile(r"allocate (\d+) bytes")
 
 
 def export_onnx(
@@ -55,19 +60,37 @@ def export_checkpoint(
     output_stride: int | None = None,
 ) -> Parity:
     """Export the model of ``checkpoint`` (at ``output_stride`` if given) to ``out`` (ONNX) and check ONNX Runtime
-    against PyTorch on one random input (``input_size``, or an odd size when height and width are dynamic)."""
+    against PyTorch on one random input (``input_size``, or an odd size when height and width are dynamic).
+
+    The model is exported in memory (so no external-data files appear beside ``out``) and written atomically once
+    checked: a failure or Ctrl-C leaves no partial file and keeps a previous one."""
     if input_size is not None and min(input_size) < 1:
         raise UserError(f"--input-size: height and width must be positive, got {list(input_size)}")
     model = model_from_checkpoint(load_checkpoint(checkpoint), checkpoint, output_stride=output_stride).eval()
-    out = Path(out)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        export_onnx(model, out, input_size=input_size)
-    except OSError as exc:
-        raise UserError(f"{out}: cannot write the ONNX file ({exc.strerror or exc})") from None
+    onnx_model = io.BytesIO()
     height, width = input_size or DYNAMIC_PARITY_SIZE
-    batch = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(seed))
-    return parity_check(model, onnx_session(out), batch)
+    with _within_memory(input_size):
+        export_onnx(model, onnx_model, input_size=input_size)
+        batch = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(seed))
+        parity = parity_check(model, onnx_session(onnx_model.getvalue()), batch)
+    write_atomically(out, lambda file: file.write(onnx_model.getbuffer()), what="the ONNX file")
+    return parity
+
+
+@contextlib.contextmanager
+def _within_memory(input_size: Sequence[int] | None) -> Iterator[None]:
+    """A failed allocation of PyTorch or ONNX Runtime (an input size too large for this machine) as one line."""
+    try:
+        yield
+    except Exception as exc:
+        if not isinstance(exc, MemoryError) and not _OUT_OF_MEMORY.search(str(exc)):
+            raise
+        asked = _ASKED_BYTES.search(str(exc))
+        size = f" (an allocation of {int(asked.group(1)) / 2**30:.1f} GiB failed)" if asked else ""
+        if input_size is None:
+            raise UserError(f"the export does not fit in memory{size}; free some memory") from None
+        raise UserError(f"--input-size {input_size[0]} {input_size[1]}: does not fit in memory{size}; choose a "
+                        "smaller size") from None
 
 
 def onnx_session(model: str | Path | bytes, *, threads: int | None = None):

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from datasets.transforms import normalize_image
 
-from ..checkpoint import load_checkpoint, model_from_checkpoint
+from ..checkpoint import MAX_CLASSES, load_checkpoint, model_from_checkpoint
 from ..device import resolve_device
 from ..errors import UserError
 from .calibration import choose_calibration
@@ -172,8 +172,8 @@ def upsample_argmax(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     Masks are 8-bit PNGs with 255 = void, so ids are uint8 (at most 255 classes), which also keeps the
     full-resolution buffers of a large photo small.
     """
-    if scores.shape[1] > 255:
-        raise ValueError(f"at most 255 classes fit uint8 masks, got {scores.shape[1]}")
+    if scores.shape[1] > MAX_CLASSES:
+        raise ValueError(f"at most {MAX_CLASSES} classes fit uint8 masks, got {scores.shape[1]}")
     if tuple(scores.shape[-2:]) == tuple(size):
         # max(dim).indices, not argmax(dim): the same first-maximum ids, but argmax's reduction over the strided
         # class axis of NCHW logits took 2.5x as long (at 21 x 513 x 513 on AVX-512).

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import errno
+import io
 import os
 import pickle
 from pathlib import Path
 
+import onnx
 import pytest
 import torch
+from PIL import Image
 
 from deeplab import build_model, load_checkpoint, model_from_checkpoint, save_checkpoint
 from deeplab.checkpoint import match_class_names, newest_checkpoint
@@ -73,7 +76,8 @@ def test_ctrl_c_during_a_write_is_an_interrupt_and_keeps_the_previous_checkpoint
     assert path.read_bytes() == before and not list(tmp_path.glob(".*.tmp"))
 
 
-def test_refuses_pickled_code(tmp_path: Path) -> None:
+@pytest.mark.parametrize("protocol", [0, 2])  # protocol 0 is plain ASCII text, yet still a pickle of code
+def test_refuses_pickled_code(tmp_path: Path, protocol: int) -> None:
     marker = tmp_path / "pwned"
 
     class Exploit:
@@ -82,10 +86,55 @@ def test_refuses_pickled_code(tmp_path: Path) -> None:
 
     path = tmp_path / "evil.pt"
     with open(path, "wb") as f:
-        pickle.dump({"model": Exploit(), "model_config": {}}, f, protocol=2)
-    with pytest.raises(UserError, match="evil.pt"):
+        pickle.dump({"model": Exploit(), "model_config": {}}, f, protocol=protocol)
+    with pytest.raises(UserError) as refused:
         load_checkpoint(path)
+    assert str(refused.value) == (f"{path}: not a readable checkpoint (it holds Python objects, not plain data, and "
+                                  "loading it could run code; refused)")
     assert not marker.exists()
+
+
+def _tiny_onnx_model() -> bytes:
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "g",
+                                   [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+    return onnx.helper.make_model(graph).SerializeToString()
+
+
+def _png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("name", "content", "kind"), [
+    ("model.onnx", _tiny_onnx_model, "an ONNX model; pass the .pt file it was exported from"),
+    ("model.bin", _tiny_onnx_model, "an ONNX model; pass the .pt file it was exported from"),
+    ("curves.png", _png, "a PNG image"),
+    ("photo.pt", lambda: b"\xff\xd8\xff\xe0\x00\x10JFIF", "a JPEG image"),
+    ("val.json", lambda: b'{"miou": 0.5}\n', "a JSON file"),
+    ("not.pt", lambda: b"hi\n", "a text file"),
+    ("empty.pt", lambda: b"", "an empty file"),
+    ("noise.pt", lambda: bytes(range(256)), "not a zip or pickle file"),
+])
+def test_files_that_are_no_checkpoint_are_named_for_what_they_are(tmp_path: Path, name: str, content,
+                                                                  kind: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(content())
+    with pytest.raises(UserError) as refused:
+        load_checkpoint(path)
+    assert str(refused.value) == f"{path}: not a PyTorch checkpoint ({kind})"
+
+
+def test_a_model_with_more_classes_than_masks_hold_is_refused(tmp_path: Path) -> None:
+    for num_classes in (255, 256):
+        model = build_model(num_classes=num_classes, width_mult=0.35)
+        save_checkpoint({"model": model.state_dict(), "model_config": model.config}, tmp_path / f"{num_classes}.pt")
+    assert load_checkpoint(tmp_path / "255.pt")["model_config"]["num_classes"] == 255
+    with pytest.raises(UserError) as refused:
+        load_checkpoint(tmp_path / "256.pt")
+    assert str(refused.value) == (f"{tmp_path / '256.pt'}: its model predicts 256 classes, but masks hold at most 255 "
+                                  "(8-bit class ids, 255 = void)")
 
 
 @pytest.mark.parametrize("content", [b"", b"garbage bytes", None])

@@ -1,10 +1,12 @@
-"""tools/export.py: writes the ONNX file and prints its parity with PyTorch; a missing checkpoint is one line."""
+"""tools/export.py: writes the ONNX file atomically and prints its parity with PyTorch; an existing --out, a missing
+checkpoint or an input size beyond memory is one line."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
+from deeplab.inference import export as export_module
 from tools import export as export_tool
 
 
@@ -24,3 +26,59 @@ def test_export_tool_reports_missing_checkpoint(tmp_path: Path, capsys: pytest.C
     code = export_tool.main(["--checkpoint", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "m.onnx")])
     assert code == 2
     assert "error:" in capsys.readouterr().err and not (tmp_path / "m.onnx").exists()
+
+
+def test_existing_out_is_refused_before_any_work_unless_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                  make_checkpoint) -> None:
+    ckpt, notes = tmp_path / "best.pt", tmp_path / "notes.txt"
+    make_checkpoint(ckpt, num_classes=3)
+    notes.write_text("a user's file")
+    checkpoint_bytes = ckpt.read_bytes()
+    taken = "exists and this run did not write it; choose another --out or pass --overwrite"
+    for out, flags, words in ((notes, [], taken), (ckpt, [], "is the --checkpoint file"),
+                              (ckpt, ["--overwrite"], "is the --checkpoint file")):
+        assert export_tool.main(["--checkpoint", str(ckpt), "--out", str(out), *flags]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {out}: {words}") and len(err.strip().splitlines()) == 1, err
+    assert notes.read_text() == "a user's file" and ckpt.read_bytes() == checkpoint_bytes
+    assert export_tool.main(["--checkpoint", str(ckpt), "--out", str(notes), "--overwrite"]) == 0
+    assert notes.read_bytes()[:1] == b"\x08"  # an ONNX model now, as asked
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "notes.txt"]  # no side or temporary files
+
+
+def test_a_failed_export_keeps_the_previous_file_and_leaves_no_partial_one(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], make_checkpoint, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_checkpoint(tmp_path / "best.pt", num_classes=3)
+    (tmp_path / "model.onnx").write_bytes(b"the previous export")
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export_module, "parity_check", ctrl_c)
+    args = ["--checkpoint", str(tmp_path / "best.pt"), "--out", str(tmp_path / "model.onnx"), "--overwrite"]
+    assert export_tool.main(args) == 130
+    assert (tmp_path / "model.onnx").read_bytes() == b"the previous export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "model.onnx"]
+
+
+def test_an_input_size_beyond_memory_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 make_checkpoint) -> None:
+    make_checkpoint(tmp_path / "best.pt", num_classes=3)
+    # 1.2 PB for the example input alone: more than any machine's address space, so the allocation always fails.
+    args = ["--checkpoint", str(tmp_path / "best.pt"), "--out", str(tmp_path / "m.onnx"),
+            "--input-size", "10000000", "10000000"]
+    assert export_tool.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --input-size 10000000 10000000: does not fit in memory (an allocation of ")
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "m.onnx").exists()
+
+
+def test_the_onnx_file_given_as_checkpoint_is_named_as_such(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                            make_checkpoint) -> None:
+    make_checkpoint(tmp_path / "best.pt", num_classes=3)
+    onnx_file = tmp_path / "exported"  # no suffix: recognised by its contents
+    assert export_tool.main(["--checkpoint", str(tmp_path / "best.pt"), "--out", str(onnx_file)]) == 0
+    capsys.readouterr()
+    assert export_tool.main(["--checkpoint", str(onnx_file), "--out", str(tmp_path / "again.onnx")]) == 2
+    assert capsys.readouterr().err == (f"error: {onnx_file}: not a PyTorch checkpoint (an ONNX model; pass the .pt "
+                                       "file it was exported from)\n")

@@ -97,6 +97,12 @@ def bad_file(case: str, folder: Path, import_fixture) -> tuple[Path, list[str], 
         ckpt["model_state"]["classifier.project.0.weight"] = torch.zeros(48, 16, 1, 1)
         torch.save(ckpt, path)
         return path, [], "tensor for decoder.low_level_project.0.weight has shape [48, 16, 1, 1], but a VainF"
+    if case == "too_many_classes":  # class ids 0..255 would not leave 255 for void in 8-bit masks
+        for key in ("classifier.classifier.3.weight", "classifier.classifier.3.bias"):
+            weights = ckpt["model_state"][key]
+            ckpt["model_state"][key] = torch.cat([weights, weights[:1].expand(256 - len(weights), *weights.shape[1:])])
+        torch.save(ckpt, path)
+        return path, [], "its classifier predicts 256 classes, but masks hold at most 255"
     if case == "no_classifier":
         del ckpt["model_state"]["classifier.classifier.3.weight"]
         torch.save(ckpt, path)
@@ -114,8 +120,8 @@ def bad_file(case: str, folder: Path, import_fixture) -> tuple[Path, list[str], 
 
 
 BAD = ["vainf_resnet101", "vainf_hrnet", "bubbliiiing_xception", "classification_model", "ours", "truncated",
-       "pickled_code", "wrong_shape", "no_classifier", "missing_tensor", "forced_other_project", "num_classes_differ",
-       "classes_differ"]
+       "pickled_code", "wrong_shape", "too_many_classes", "no_classifier", "missing_tensor", "forced_other_project",
+       "num_classes_differ", "classes_differ"]
 
 
 @pytest.mark.parametrize("case", BAD)

@@ -218,8 +218,8 @@ def test_default_output_folder_is_numbered_when_taken(checkpoint, tmp_path: Path
         assert rc == 0 and out.strip().endswith(f"results in {folder}") and Path(folder, "good_mask.png").is_file()
 
 
-@pytest.mark.parametrize("problem", ["negative_max_size", "int8_nothing_readable", "mean_is_text"])
-def test_more_bad_input_is_one_line(problem: str, checkpoint, tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("problem", ["negative_max_size", "int8_nothing_readable", "mean_is_text", "too_many_classes"])
+def test_more_bad_input_is_one_line(problem: str, checkpoint, tmp_path: Path, capsys, make_checkpoint) -> None:
     args = ["--checkpoint", str(checkpoint[0]), "--out", str(tmp_path / "out")]
     Image.fromarray(random_rgb(20, 24)).save(tmp_path / "good.png")
     inputs, named = [str(tmp_path / "good.png")], "--max-size -5"
@@ -229,6 +229,9 @@ def test_more_bad_input_is_one_line(problem: str, checkpoint, tmp_path: Path, ca
         (tmp_path / "broken.jpg").write_text("not an image")
         inputs, named = [str(tmp_path / "broken.jpg")], "none of the calibration images from the images to predict"
         args += ["--engine", "int8"]
+    elif problem == "too_many_classes":  # 8-bit masks hold ids 0..254 beside 255 = void
+        make_checkpoint(tmp_path / "wide.pt", num_classes=256)
+        args[1], named = str(tmp_path / "wide.pt"), f"{tmp_path / 'wide.pt'}: its model predicts 256 classes"
     else:
         ckpt = torch.load(checkpoint[0], weights_only=True)
         ckpt["mean"] = "0.485,0.456,0.406"
