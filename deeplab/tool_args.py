@@ -43,16 +43,35 @@ def check_writable(out_dir: str | Path) -> Path:
     return out_dir
 
 
-def check_new_files(paths: Iterable[str | Path], *, flag: str, overwrite: bool = False) -> None:
-    """Refuse, before any work, output ``paths`` (named by ``flag``, e.g. ``--json``) that are folders, that exist
-    when ``overwrite`` is off, or whose folder cannot be written (it is created when missing)."""
+def check_new_files(paths: Iterable[str | Path], *, flag: str, overwrite: bool = False,
+                    inputs: Iterable[tuple[str, str | Path]] = ()) -> None:
+    """Refuse, before any work, output ``paths`` (named by ``flag``, e.g. ``--json``) that are folders, that are one
+    of the run's ``inputs`` (``(flag, path)`` pairs; never replaced, even with ``overwrite``), that exist when
+    ``overwrite`` is off, or whose folder cannot be written or created (nothing is created here)."""
+    inputs = [(input_flag, Path(source)) for input_flag, source in inputs if Path(source).exists()]
     for path in map(Path, paths):
         if path.is_dir():
             raise UserError(f"{path}: is a folder; {flag} names the file to write")
+        for input_flag, source in inputs:
+            if path.exists() and path.samefile(source):
+                raise UserError(f"{path}: is the {input_flag} file; {flag} names a new file to write")
         if path.exists() and not overwrite:
             raise UserError(f"{path}: exists and this run did not write it; choose another {flag} or pass "
                             "--overwrite to replace it")
-        check_writable(path.parent)
+        _check_creatable(path.parent)
+
+
+def _check_creatable(folder: Path) -> None:
+    """Prove a file can be written in ``folder``, or in the nearest folder above it that exists (where the writer
+    will create it), without creating anything: a refused run leaves no trace."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise UserError(f"{folder}: cannot write to the output folder ({exc.strerror or exc})") from None
 
 
 def check_bindable(host: str, port: int | None) -> None:

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from deeplab.errors import UserError, report_user_errors
+from deeplab.errors import report_user_errors
 from deeplab.inference.export import export_checkpoint
 from deeplab.tool_args import check_new_files
 
@@ -35,18 +35,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_out(out: Path, checkpoint: Path, *, overwrite: bool) -> None:
-    """Refuse, before any work, an --out that is the checkpoint (always) or an existing file (unless ``overwrite``)."""
-    if out.exists() and checkpoint.exists() and out.samefile(checkpoint):
-        raise UserError(f"{out}: is the --checkpoint file; --out names the ONNX file to write (e.g. {out.stem}.onnx)")
-    check_new_files([out], flag="--out", overwrite=overwrite)
-
-
 @report_user_errors
 def main(argv: Sequence[str] | None = None) -> int:
     """Export, then print the parity of ONNX Runtime against PyTorch on one random input."""
     args = get_args_parser().parse_args(argv)
-    check_out(Path(args.out), Path(args.checkpoint), overwrite=args.overwrite)
+    check_new_files([args.out], flag="--out", overwrite=args.overwrite, inputs=[("--checkpoint", args.checkpoint)])
     parity = export_checkpoint(args.checkpoint, args.out, input_size=args.input_size, seed=args.seed,
                                output_stride=args.output_stride)
     out = Path(args.out)

@@ -17,8 +17,9 @@ import sys
 from typing import Sequence
 
 from datasets import read_class_names
-from deeplab.converters import PROJECTS, ImportedCheckpoint, check_new_file, import_checkpoint, write_checkpoint
+from deeplab.converters import PROJECTS, ImportedCheckpoint, import_checkpoint, write_checkpoint
 from deeplab.errors import UserError, report_user_errors
+from deeplab.tool_args import check_new_files
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -64,7 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     if args.num_classes is not None and args.num_classes < 1:
         raise UserError(f"--num-classes {args.num_classes}: must be at least 1")
-    check_new_file(args.out, overwrite=args.overwrite)  # before the work, not after it
+    # Before the work, not after it; the imported file itself is never replaced.
+    check_new_files([args.out], flag="--out", overwrite=args.overwrite, inputs=[("imported", args.file)])
     names = read_class_names(args.classes) if args.classes else None
     imported = import_checkpoint(args.file, source=args.source, class_names=names, num_classes=args.num_classes,
                                  output_stride=args.output_stride)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from .base import Project
 from .detect import PROJECTS, detect_project
-from .importer import CITYSCAPES_CLASSES, ImportedCheckpoint, check_new_file, import_checkpoint, write_checkpoint
+from .importer import CITYSCAPES_CLASSES, ImportedCheckpoint, import_checkpoint, write_checkpoint
 
 __all__ = [
-    "CITYSCAPES_CLASSES", "PROJECTS", "ImportedCheckpoint", "Project", "check_new_file", "detect_project",
+    "CITYSCAPES_CLASSES", "PROJECTS", "ImportedCheckpoint", "Project", "detect_project",
     "import_checkpoint", "write_checkpoint",
 ]

@@ -16,12 +16,13 @@ from datasets import VOC_CLASSES
 
 from ..checkpoint import save_checkpoint, too_many_classes
 from ..errors import UserError
+from ..tool_args import check_new_files
 from ..models import DeepLabV3Plus
 from .base import Project
 from .detect import detect_project
 from .reading import find_state_dict, read_foreign_checkpoint
 
-__all__ = ["CITYSCAPES_CLASSES", "ImportedCheckpoint", "check_new_file", "import_checkpoint", "write_checkpoint"]
+__all__ = ["CITYSCAPES_CLASSES", "ImportedCheckpoint", "import_checkpoint", "write_checkpoint"]
 
 # Cityscapes' 19 evaluation classes in train-id order, the order every Cityscapes model predicts.
 CITYSCAPES_CLASSES: tuple[str, ...] = (
@@ -90,19 +91,11 @@ def import_checkpoint(
     return ImportedCheckpoint(project=project, checkpoint=checkpoint, class_source=class_source)
 
 
-def check_new_file(out: str | Path, *, overwrite: bool = False) -> Path:
-    """``out`` as a path, refused when it exists and ``overwrite`` is not set (so nothing is lost)."""
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise UserError(f"{out}: already exists; choose another --out or pass --overwrite to replace it")
-    return out
-
-
 def write_checkpoint(imported: ImportedCheckpoint, out: str | Path, *, overwrite: bool = False) -> Path:
-    """Save atomically to ``out``; an existing file is replaced only with ``overwrite``."""
-    out = check_new_file(out, overwrite=overwrite)
+    """Save atomically to ``out``; an existing file is replaced only with ``overwrite``, the imported file never."""
+    check_new_files([out], flag="--out", overwrite=overwrite)
     save_checkpoint(imported.checkpoint, out)
-    return out
+    return Path(out)
 
 
 def _class_names(path: Path, found: int, names: Sequence[str] | None, expected: int | None) -> tuple[list[str], str]:

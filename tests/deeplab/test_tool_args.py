@@ -37,5 +37,5 @@ def test_check_new_files_keeps_what_exists_unless_asked(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError, match="cannot write to the output folder"):
         check_new_files([tmp_path / "file" / "r.json"], flag="--json")
-    check_new_files([tmp_path / "sub" / "r.json"], flag="--json")
-    assert (tmp_path / "sub").is_dir()
+    check_new_files([tmp_path / "sub" / "deeper" / "r.json"], flag="--json")
+    assert not (tmp_path / "sub").exists()  # a check creates nothing; the writer makes the folder

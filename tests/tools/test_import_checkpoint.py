@@ -39,10 +39,16 @@ def test_import_prints_what_it_found_and_never_overwrites(import_fixture, tmp_pa
     before = out.read_bytes()
     bubbliiiing = str(import_fixture("bubbliiiing") / "checkpoint.pth")
     rc, _, err = run([bubbliiiing, "--out", str(out)], capsys)
-    assert rc == 2 and err.startswith(f"error: {out}: already exists") and out.read_bytes() == before
+    assert rc == 2 and err.startswith(f"error: {out}: exists and this run did not write it") and out.read_bytes() == before
     rc, printed, _ = run([bubbliiiing, "--out", str(out), "--overwrite", "--output-stride", "8"], capsys)
     assert rc == 0 and "bubbliiiing/deeplabv3-plus-pytorch" in printed
     assert load_checkpoint(out)["model_config"]["atrous_rates"] == [12, 24, 36]
+    # The file being imported is never the one replaced, even when asked to overwrite.
+    source = tmp_path / "theirs.pth"
+    source.write_bytes((import_fixture("vainf") / "checkpoint.pth").read_bytes())
+    rc, _, err = run([str(source), "--out", str(source), "--overwrite"], capsys)
+    assert rc == 2 and f"{source}: is the imported file; --out names a new file" in err
+    assert source.read_bytes() == (import_fixture("vainf") / "checkpoint.pth").read_bytes()
 
 
 def tiny(state_dict: dict) -> dict:
