@@ -15,26 +15,29 @@ from __future__ import annotations
 import _checkout  # noqa: F401  (first: our `datasets`, not Hugging Face's)
 
 import argparse
-import json
 import sys
-from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from deeplab.benchmark import cpu_flags, markdown
+from deeplab.benchmark import SMP_STRIDE, cpu_flags, markdown, write_json
 from deeplab.benchmark.backbones import backbone_rows
 from deeplab.benchmark.core import core_rows
-from deeplab.benchmark.engines import engine_rows
+from deeplab.benchmark.engines import engine_rows, load_trained
 from deeplab.benchmark.prediction import prediction_rows
-from deeplab.errors import report_user_errors
+from deeplab.errors import UserError, report_user_errors
 from deeplab.inference import ENGINES
+from deeplab.tool_args import check_new_files, check_ranges
+
+SECTIONS = ("core", "backbones", "engines", "predict")
+#: Sections that time smp's DeepLabV3Plus beside ours (it needs sides that SMP_STRIDE divides).
+SMP_SECTIONS = ("core", "backbones", "engines")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line flags of this tool."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--section", choices=("core", "backbones", "engines", "predict"), action="append",
+    parser.add_argument("--section", choices=SECTIONS, action="append",
                         help="what to measure (repeatable; default: all)")
     parser.add_argument("--size", type=int, default=512, help="input height and width (default 512)")
     parser.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime threads (default 2)")
@@ -53,35 +56,58 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--images", type=int, default=100, help="predict: photos in the folder (VOC-sized)")
     parser.add_argument("--frames", type=int, default=50, help="predict: frames of the --size x --size clip")
     parser.add_argument("--engine", choices=ENGINES, default="auto", help="predict: inference engine (default auto)")
-    parser.add_argument("--json", help="also write every row to this JSON file")
+    parser.add_argument("--ignore-class-names", action="store_true",
+                        help="engines: score although a checkpoint's classes differ from its data's (you say the ids "
+                             "agree)")
+    parser.add_argument("--json", help="also write every row to this JSON file (a new file unless --overwrite)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     return parser
+
+
+def check_args(args: argparse.Namespace, sections: Sequence[str]) -> None:
+    """Refuse, before any timing, numbers no section can use and a --json file that exists or cannot be written."""
+    check_ranges({"--size": args.size, "--threads": args.threads, "--warmup": args.warmup, "--repeats": args.repeats,
+                  "--rounds": args.rounds, "--images": args.images, "--frames": args.frames},
+                 at_least_one=["--size", "--threads", "--repeats", "--rounds", "--images", "--frames"],
+                 at_least_zero=["--warmup"])
+    smp_sections = [section for section in sections if section in SMP_SECTIONS]
+    if smp_sections and args.size % SMP_STRIDE:
+        raise UserError(f"--size {args.size}: the {'/'.join(smp_sections)} section times smp's DeepLabV3Plus, "
+                        f"which needs a multiple of {SMP_STRIDE}")
+    if "predict" in sections and args.size < 2:
+        raise UserError(f"--size {args.size}: the predict section's MPEG-4 clip needs at least 2x2 pixels")
+    if args.json:
+        check_new_files([args.json], flag="--json", overwrite=args.overwrite)
 
 
 @report_user_errors
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the chosen sections, print a Markdown table for each, and optionally write all rows as JSON."""
     args = get_args_parser().parse_args(argv)
+    chosen = list(dict.fromkeys(args.section or SECTIONS))
+    check_args(args, chosen)
+    # Checkpoints and their data are checked (class names included) before any section times anything.
+    trained = (load_trained(args.checkpoint, args.data_root, ignore_class_names=args.ignore_class_names)
+               if "engines" in chosen else [])
     torch.set_num_threads(args.threads)
     timing = {"size": args.size, "warmup": args.warmup, "repeats": args.repeats}
     sections = {
         "core": lambda: core_rows(**timing),
         "backbones": lambda: backbone_rows(**timing, names=args.backbones, checkpoints=args.checkpoint),
-        "engines": lambda: engine_rows(**timing, threads=args.threads, checkpoints=args.checkpoint,
-                                       data_roots=args.data_root, rounds=args.rounds),
+        "engines": lambda: engine_rows(**timing, threads=args.threads, trained=trained, rounds=args.rounds),
         "predict": lambda: prediction_rows(**timing, checkpoints=args.checkpoint, engine=args.engine,
                                            images=args.images, frames=args.frames),
     }
     flags = cpu_flags()
     print(f"CPU: {flags}")
     results = {}
-    for section in args.section or list(sections):
+    for section in chosen:
         results[section] = sections[section]()
         print(f"\n## {section} ({args.size}x{args.size}, {args.threads} threads)\n\n{markdown(results[section])}",
               flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"cpu": flags, **results}, indent=2))
+        write_json(args.json, {"cpu": flags, **results})
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -16,13 +16,13 @@ from __future__ import annotations
 import _checkout  # noqa: F401  (first: our `datasets`, not Hugging Face's)
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 
-from deeplab.benchmark import markdown
+from deeplab.benchmark import markdown, write_json
 from deeplab.benchmark.recipes import ROWS, recipe_table, run_study
 from deeplab.errors import report_user_errors
+from deeplab.tool_args import check_new_files, check_ranges
 
 #: Suffix of the table's extra scores -> how their column is headed.
 _EXTRA_COLUMNS = {"_flip": "--flip", "_fresh": "fresh scenes", "_fresh_flip": "fresh scenes --flip"}
@@ -35,7 +35,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default="data/demo_rare", help="demo-rare data (generated there if missing)")
     p.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS), metavar="ROW",
                    help=f"rows to run (default all): {'; '.join(ROWS)}")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds (a repeated one runs once)")
     p.add_argument("--iters", type=int, help="override the 400-step budget (for a quick look only)")
     p.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process")
     p.add_argument("--threads", type=int, default=2, help="torch threads per run")
@@ -45,14 +45,24 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="also score each final model on all 300 fresh demo-rare scenes in DIR (written there with "
                         "another generator seed if missing): about 80 rare objects that no run trained on and no "
                         "row was chosen on")
-    p.add_argument("--json", help="also write the table here")
+    p.add_argument("--json", help="also write the table here (a new file unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     return p
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse, before any run, numbers no run can use and a --json file that exists or cannot be written."""
+    check_ranges({"--seeds": min(args.seeds), "--iters": args.iters, "--jobs": args.jobs, "--threads": args.threads},
+                 at_least_zero=["--seeds"], at_least_one=["--iters", "--jobs", "--threads"])
+    if args.json:
+        check_new_files([args.json], flag="--json", overwrite=args.overwrite)
 
 
 @report_user_errors
 def main(argv: Sequence[str] | None = None) -> int:
     """Run (or read back) every requested run, then print the table and one JSON line per row."""
     args = get_args_parser().parse_args(argv)
+    check_args(args)
     results = run_study(args.rows, args.seeds, out=args.out, data_root=args.data_root, threads=args.threads,
                         jobs=args.jobs, iters=args.iters, flip=args.flip, fresh_root=args.fresh)
     table = recipe_table(results)
@@ -64,8 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         for suffix, label in _EXTRA_COLUMNS.items() if "rare_iou" + suffix in r}}
                     for r in table]))
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump(table, handle, indent=2)
+        write_json(args.json, table)
     return 0
 
 

@@ -18,10 +18,11 @@ from collections.abc import Sequence
 import torch
 
 from backbones import build_backbone
-from datasets import ensure_demo_dataset
-from deeplab.benchmark import cpu_flags
+from datasets import VOCSegmentation, ensure_demo_dataset
+from deeplab.benchmark import SMP_STRIDE, cpu_flags
 from deeplab.benchmark.training import OURS, loader_images_per_second, train_step_rates
-from deeplab.errors import report_user_errors
+from deeplab.errors import UserError, report_user_errors
+from deeplab.tool_args import check_ranges
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -39,10 +40,26 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse, before any timing, numbers no training step or loader can use."""
+    check_ranges({"--threads": args.threads, "--crop-size": args.crop_size, "--steps": args.steps,
+                  "--rounds": args.rounds, "--workers": args.workers, "--loader-batches": args.loader_batches},
+                 at_least_one=["--threads", "--crop-size", "--steps", "--rounds", "--loader-batches"],
+                 at_least_zero=["--workers"])
+    if args.batch_size < 2:
+        raise UserError(f"--batch-size {args.batch_size}: must be at least 2; in training, the BatchNorm after "
+                        "ASPP's image-level pooling needs more than one value per channel")
+    if args.crop_size % SMP_STRIDE:
+        raise UserError(f"--crop-size {args.crop_size}: must be a multiple of {SMP_STRIDE}, as smp's DeepLabV3Plus "
+                        "needs")
+
+
 @report_user_errors
 def main(argv: Sequence[str] | None = None) -> int:
     """Print images/s of both models' training steps and of the data pipeline, then one JSON line."""
     args = get_args_parser().parse_args(argv)
+    check_args(args)
+    dataset = VOCSegmentation(args.data_root or ensure_demo_dataset("data/demo"), split="train")
     torch.set_num_threads(args.threads)
     print(f"CPU: {cpu_flags()}")
     train_ips = train_step_rates(crop_size=args.crop_size, batch_size=args.batch_size, steps=args.steps,
@@ -50,8 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, ips in train_ips.items():
         print(f"train step  {name:34s} {ips:7.2f} images/s")
     backbone = build_backbone("mobilenetv2")
-    root = args.data_root or ensure_demo_dataset("data/demo")
-    load_ips = loader_images_per_second(root, mean=backbone.mean, std=backbone.std, crop_size=args.crop_size,
+    load_ips = loader_images_per_second(dataset, mean=backbone.mean, std=backbone.std, crop_size=args.crop_size,
                                         batch_size=args.batch_size, workers=args.workers, batches=args.loader_batches)
     ours_ips = train_ips[OURS]
     verdict = "OK" if load_ips >= 2 * ours_ips else "TOO SLOW"

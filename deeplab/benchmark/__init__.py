@@ -5,8 +5,8 @@ figure is reported with the spread of its repeats and beside a peer measured in 
 """
 from __future__ import annotations
 
-from .measure import (Runner, cpu_flags, eager, markdown, measure, measure_rounds, model_stats, onnxruntime_runner,
-                      openvino_runner, smp_model)
+from .measure import (SMP_STRIDE, Runner, cpu_flags, eager, markdown, measure, measure_rounds, model_stats,
+                      onnxruntime_runner, openvino_runner, smp_model, write_json)
 
-__all__ = ["Runner", "cpu_flags", "eager", "markdown", "measure", "measure_rounds", "model_stats", "onnxruntime_runner",
-           "openvino_runner", "smp_model"]
+__all__ = ["SMP_STRIDE", "Runner", "cpu_flags", "eager", "markdown", "measure", "measure_rounds", "model_stats",
+           "onnxruntime_runner", "openvino_runner", "smp_model", "write_json"]

@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from datasets import VOCSegmentation, build_eval_transform
+from datasets import VOCSegmentation, build_eval_transform, load_class_names
 
-from ..checkpoint import load_checkpoint, model_from_checkpoint
+from ..checkpoint import load_checkpoint, match_class_names, model_from_checkpoint
 from ..errors import UserError
 from ..inference import create_engine, resolve_engine
 from ..inference.auto import compare
@@ -33,17 +33,24 @@ from ..inference.predictor import prepare_image
 from ..models import build_model
 from .measure import Runner, eager, measure_rounds, onnxruntime_runner, openvino_runner, smp_model
 
-__all__ = ["engine_rows"]
+__all__ = ["TrainedCheckpoint", "engine_rows", "load_trained"]
 
 SMP_REFERENCE = "smp mobilenet_v2 eager fp32 channels_last"
 REPO = Path(__file__).resolve().parents[2]
 
 
-def engine_rows(*, size: int, warmup: int, repeats: int, threads: int, checkpoints: Sequence[str] = (),
-                data_roots: Sequence[str] = (), rounds: int = 3) -> list[dict]:
+def load_trained(checkpoints: Sequence[str], data_roots: Sequence[str] = (), *,
+                 ignore_class_names: bool = False) -> list[TrainedCheckpoint]:
+    """Each checkpoint with the data root in the same position (else the one it was trained on), checked before any
+    timing: a model scored under classes other than its own measures nothing."""
+    return [TrainedCheckpoint(path, data_roots[i] if i < len(data_roots) else None,
+                              ignore_class_names=ignore_class_names) for i, path in enumerate(checkpoints)]
+
+
+def engine_rows(*, size: int, warmup: int, repeats: int, threads: int, trained: Sequence[TrainedCheckpoint] = (),
+                rounds: int = 3) -> list[dict]:
     """One row per engine and peer: latency, spread, ratio to smp eager, batch-8 throughput, and per checkpoint
-    agreement with fp32 and mIoU; then the start-up rows of ``predict.py``."""
-    trained = [_Trained(path, data_roots[i] if i < len(data_roots) else None) for i, path in enumerate(checkpoints)]
+    (see :func:`load_trained`) agreement with fp32 and mIoU; then the start-up rows of ``predict.py``."""
     model = trained[0].model if trained else build_model("mobilenetv2").eval()
     calibration = trained[0].calibration() if trained else [torch.randn(1, 3, size, size) for _ in range(4)]
     ours = _our_engines(model, calibration)
@@ -61,16 +68,20 @@ def engine_rows(*, size: int, warmup: int, repeats: int, threads: int, checkpoin
     return list(rows.values()) + (_startup_rows(trained[0], threads) if trained else [])
 
 
-class _Trained:
-    """A trained checkpoint, its validation data (``data_root``, else the data root it was trained on)."""
+class TrainedCheckpoint:
+    """A trained checkpoint, its validation data (``data_root``, else the data root it was trained on) and the
+    class names to score under (as ``eval.py``: the checkpoint's and the data's must agree unless
+    ``ignore_class_names``)."""
 
-    def __init__(self, path: str, data_root: str | None) -> None:
+    def __init__(self, path: str, data_root: str | None, *, ignore_class_names: bool = False) -> None:
         self.path = path
         self.ckpt = load_checkpoint(path)
         self.model = model_from_checkpoint(self.ckpt, path).eval()
         self.data_root = data_root or (self.ckpt.get("args") or {}).get("data_root")
         if not self.data_root:
             raise UserError(f"{path}: the checkpoint names no data root; pass --data-root for it")
+        self.class_names = match_class_names(path, self.ckpt, load_class_names(self.data_root),
+                                             data_root=self.data_root, allow_mismatch=ignore_class_names)
         self.label = Path(self.data_root).name
 
     def calibration(self) -> list[torch.Tensor]:
@@ -92,7 +103,7 @@ class _Trained:
         for name, run in engines.items():
             with torch.inference_mode():
                 predicted = [run(image).argmax(1).cpu() for image, _ in batches]
-            share, miou = compare(predicted, reference, masks, self.model.config["num_classes"])
+            share, miou = compare(predicted, reference, masks, len(self.class_names))
             out[name] = {f"agreement {self.label}": share, f"miou {self.label}": miou}
         return out
 
@@ -150,7 +161,7 @@ print(status, time.perf_counter() - started, resource.getrusage(resource.RUSAGE_
 """
 
 
-def _startup_rows(trained: _Trained, threads: int) -> list[dict]:
+def _startup_rows(trained: TrainedCheckpoint, threads: int) -> list[dict]:
     """Wall time and peak memory of ``python tools/predict.py`` on one validation image with the engine cached."""
     image = VOCSegmentation(trained.data_root, split="val").image_path(0)
     rows = []

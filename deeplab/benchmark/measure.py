@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import io
+import json
+import os
 import statistics
 import tempfile
 import time
@@ -14,10 +16,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..inference.export import INPUT_NAME, export_onnx, onnx_session
 
-__all__ = ["Runner", "cpu_flags", "eager", "markdown", "measure", "measure_rounds", "model_stats", "onnxruntime_runner",
-           "openvino_runner", "smp_model"]
+__all__ = ["SMP_STRIDE", "Runner", "cpu_flags", "eager", "markdown", "measure", "measure_rounds", "model_stats",
+           "onnxruntime_runner", "openvino_runner", "smp_model", "write_json"]
 
 Runner = Callable[[torch.Tensor], Any]
+#: smp's DeepLabV3Plus (at OS16, and OS8) refuses an input whose sides this does not divide.
+SMP_STRIDE = 16
 
 
 def measure(runners: dict[str, Runner], batch: torch.Tensor, *, warmup: int, repeats: int) -> dict[str, float]:
@@ -108,6 +112,19 @@ def markdown(rows: list[dict]) -> str:
     for row in rows:
         lines.append("| " + " | ".join(_cell(row.get(k)) for k in keys) + " |")
     return "\n".join(lines)
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write ``data`` as indented JSON through a temporary file in the same folder, so a crash keeps the old file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _cell(value: Any) -> str:

@@ -89,9 +89,16 @@ def _scene(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     image = np.broadcast_to(ramp, (height, width, 3)).astype(np.uint8).copy()
     for _ in range(6):
         centre = (int(rng.integers(0, width)), int(rng.integers(0, height)))
-        axes = (int(rng.integers(20, width // 3)), int(rng.integers(20, height // 3)))
+        axes = (_semi_axis(rng, width), _semi_axis(rng, height))
         cv2.ellipse(image, centre, axes, float(rng.uniform(0, 180)), 0, 360, rng.integers(0, 256, 3).tolist(), -1)
     return image
+
+
+def _semi_axis(rng: np.random.Generator, side: int) -> int:
+    """An ellipse's semi-axis along a ``side``-pixel edge: 20 to a third of the side, scaled down for small sides
+    (a 32x32 clip still gets shapes)."""
+    low = min(20, max(1, side // 6))
+    return int(rng.integers(low, max(side // 3, low + 1)))
 
 
 def _predictor(checkpoints: Sequence[str], engine: str) -> Predictor:

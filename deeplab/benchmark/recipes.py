@@ -143,7 +143,7 @@ def ensure_fresh_scenes(root: str | Path) -> Path:
 def run_study(rows: Sequence[str], seeds: Sequence[int], *, out: str | Path, data_root: str, threads: int = 1,
               jobs: int = 1, iters: int | None = None, flip: bool = False,
               fresh_root: str | None = None) -> dict[tuple[str, int], dict[str, Any]]:
-    """Every (row, seed), ``jobs`` at a time in separate processes; returns each run's final scores (see
+    """Every distinct (row, seed), ``jobs`` at a time in separate processes; returns each run's final scores (see
     :func:`run_one`; the fresh scenes are written once, before any run)."""
     out = Path(out)
     unknown = [row for row in rows if row not in ROWS]
@@ -154,7 +154,7 @@ def run_study(rows: Sequence[str], seeds: Sequence[int], *, out: str | Path, dat
             raise UserError(f"--fresh {fresh_root}: that is the training data's folder; the fresh scenes need one "
                             f"of their own")
         ensure_fresh_scenes(fresh_root)
-    tasks = [(row, seed) for row in rows for seed in seeds]
+    tasks = list(dict.fromkeys((row, seed) for row in rows for seed in seeds))  # a repeat would train twice at once
     kwargs = {"out": out, "data_root": data_root, "threads": threads, "iters": iters, "flip": flip,
               "fresh_root": fresh_root}
     if jobs <= 1:

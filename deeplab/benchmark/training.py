@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -48,11 +47,11 @@ def train_step_rates(*, crop_size: int, batch_size: int, steps: int, rounds: int
 
 
 def loader_images_per_second(
-    root: str | Path, *, mean: Sequence[float], std: Sequence[float], crop_size: int, batch_size: int, workers: int,
+    dataset: VOCSegmentation, *, mean: Sequence[float], std: Sequence[float], crop_size: int, batch_size: int, workers: int,
     batches: int,
 ) -> float:
-    """Images/s our training loader delivers once its workers are up (the first batch is not timed)."""
-    dataset = VOCSegmentation(root, split="train")
+    """Images/s our training loader delivers from ``dataset`` once its workers are up (the first batch is not
+    timed)."""
     loader = build_train_loader(
         dataset, transform=build_train_transform(crop_size=crop_size, mean=mean, std=std),
         batch_size=batch_size, workers=workers, seed=0)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from deeplab.benchmark.recipes import RARE_CLASS
 from tools import benchmark_recipes
 
@@ -30,3 +32,34 @@ def test_fresh_scores_get_their_column_and_reach_the_json(tmp_path, monkeypatch,
     assert "| 0.25 / 0.8 |" in printed  # the fresh scores' mean rare IoU / mIoU
     (row,) = json.loads(out.read_text())
     assert row["rare_iou_per_seed_fresh"] == [0.2, 0.3] and row["rare_iou"] == 0.05
+
+
+def no_study(rows, seeds, **kwargs):
+    raise AssertionError("the study started")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--threads", "0"], "--threads: must be at least 1, got 0"),
+    (["--seeds", "0", "-5"], "--seeds: must be 0 or more, got -5"),
+    (["--jobs", "0"], "--jobs: must be at least 1, got 0"),
+    (["--iters", "0"], "--iters: must be at least 1, got 0"),
+])
+def test_bad_flags_are_one_line_before_any_run(flags, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(benchmark_recipes, "run_study", no_study)
+    assert benchmark_recipes.main(["--out", str(tmp_path / "runs"), "--rows", "ce", *flags]) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+
+
+def test_json_must_be_a_new_file_unless_overwrite(tmp_path, monkeypatch, capsys):
+    kept = tmp_path / "kept.json"
+    kept.write_text("mine")
+    monkeypatch.setattr(benchmark_recipes, "run_study", no_study)
+    for target in (kept, tmp_path):
+        assert benchmark_recipes.main(["--out", str(tmp_path / "runs"), "--rows", "ce", "--json", str(target)]) == 2
+        assert "--json" in capsys.readouterr().err
+    assert kept.read_text() == "mine"
+    monkeypatch.setattr(benchmark_recipes, "run_study", lambda rows, seeds, **kwargs: {
+        ("ce", seed): scores(0.5, 0.7) for seed in seeds})
+    assert benchmark_recipes.main(["--out", str(tmp_path / "runs"), "--rows", "ce", "--json", str(kept),
+                                   "--overwrite"]) == 0
+    assert json.loads(kept.read_text())[0]["rare_iou"] == 0.5

@@ -10,6 +10,7 @@ import pytest
 
 from datasets.demo import ensure_demo_dataset
 from deeplab.errors import UserError
+from deeplab.benchmark import recipes
 from deeplab.benchmark.recipes import (FRESH_SEED, RARE_CLASS, ROWS, ensure_fresh_scenes, model_scores,
                                        recipe_table, run_study)
 from tools import eval as eval_tool
@@ -40,6 +41,13 @@ def test_unknown_rows_are_refused_before_any_run(tmp_path):
     with pytest.raises(ValueError, match="unknown rows"):
         run_study(["no such row"], [0], out=tmp_path, data_root=str(tmp_path))
     assert "ce" in ROWS and not any(tmp_path.iterdir())
+
+
+def test_a_repeated_row_or_seed_is_run_once(tmp_path, monkeypatch):
+    ran = []
+    monkeypatch.setattr(recipes, "run_one", lambda row, seed, **kwargs: ran.append((row, seed)) or scores(0.1, 0.5))
+    results = run_study(["ce", "ce"], [0, 0, 1], out=tmp_path, data_root=str(tmp_path))
+    assert ran == [("ce", 0), ("ce", 1)] and list(results) == ran
 
 
 def test_fresh_scenes_in_the_training_data_folder_are_refused_before_any_write(tmp_path):

@@ -1,0 +1,80 @@
+"""tools/benchmark.py: bad flags, an existing --json and a checkpoint whose classes differ from its data's are one
+line and exit 2 before anything is timed; --json is written whole, and replaced only with --overwrite."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from deeplab.benchmark.engines import TrainedCheckpoint
+from tools import benchmark
+
+
+@pytest.fixture
+def untimed(monkeypatch):
+    """Every section replaced by one that must not run: a refusal has to come before any timing."""
+    def never(**kwargs):
+        raise AssertionError("a section ran")
+
+    for name in ("core_rows", "backbone_rows", "engine_rows", "prediction_rows"):
+        monkeypatch.setattr(benchmark, name, never)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--section", "core", "--repeats", "0"], "--repeats: must be at least 1, got 0"),
+    (["--section", "core", "--warmup", "-1"], "--warmup: must be 0 or more, got -1"),
+    (["--size", "0"], "--size: must be at least 1, got 0"),
+    (["--size", "-5"], "--size: must be at least 1, got -5"),
+    (["--threads", "0"], "--threads: must be at least 1, got 0"),
+    (["--section", "engines", "--rounds", "0"], "--rounds: must be at least 1, got 0"),
+    (["--section", "predict", "--images", "0"], "--images: must be at least 1, got 0"),
+    (["--section", "predict", "--frames", "0"], "--frames: must be at least 1, got 0"),
+    (["--section", "core", "--size", "100"], "--size 100: the core section times smp's DeepLabV3Plus, which needs "
+                                             "a multiple of 16"),
+    (["--section", "predict", "--size", "1"], "--size 1: the predict section's MPEG-4 clip needs at least 2x2"),
+])
+def test_bad_flags_are_one_line_before_any_timing(flags, message, untimed, capsys):
+    assert benchmark.main(flags) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and len(err.splitlines()) == 1
+
+
+def test_json_is_new_unless_overwrite_and_its_folder_is_made(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(benchmark, "core_rows", lambda **kwargs: [{"model": "m", "latency_ms": 1.0}])
+    kept = tmp_path / "kept.json"
+    kept.write_text("mine")
+    for target in (kept, tmp_path):
+        assert benchmark.main(["--section", "core", "--json", str(target)]) == 2
+        assert "--json" in capsys.readouterr().err
+    assert kept.read_text() == "mine"
+    assert benchmark.main(["--section", "core", "--json", str(kept), "--overwrite"]) == 0
+    new = tmp_path / "new" / "rows.json"
+    assert benchmark.main(["--section", "core", "--json", str(new)]) == 0
+    for written in (kept, new):
+        assert json.loads(written.read_text())["core"] == [{"model": "m", "latency_ms": 1.0}]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.json", "new"]  # no temporary file left
+
+
+@pytest.fixture
+def five_class_checkpoint_and_six_class_data(tmp_path, make_checkpoint, make_voc_folder):
+    names = ["background", "a", "b", "c", "d"]
+    make_checkpoint(tmp_path / "m.pt", names, num_classes=5)
+    masks = {f"v{i}": np.full((24, 32), i, np.uint8) for i in range(6)}
+    make_voc_folder(tmp_path / "data", masks, split="val", classes=[*names, "e"])
+    return str(tmp_path / "m.pt"), str(tmp_path / "data")
+
+
+def test_engines_refuse_data_of_other_classes_before_timing(five_class_checkpoint_and_six_class_data, untimed,
+                                                            capsys):
+    checkpoint, data = five_class_checkpoint_and_six_class_data
+    assert benchmark.main(["--section", "engines", "--checkpoint", checkpoint, "--data-root", data]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {checkpoint}: the checkpoint predicts 5 classes") and "has 6" in err
+
+
+def test_ignore_class_names_scores_every_class_of_both(five_class_checkpoint_and_six_class_data):
+    checkpoint, data = five_class_checkpoint_and_six_class_data
+    trained = TrainedCheckpoint(checkpoint, data, ignore_class_names=True)
+    (scores,) = trained.quality({"eager": trained.model}).values()
+    assert scores["agreement data"] == 1.0 and 0 <= scores["miou data"] <= 1
