@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import statistics
 import tempfile
 import time
@@ -14,6 +13,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..checkpoint import write_atomically
 from ..inference.export import INPUT_NAME, export_onnx, onnx_session
 
 __all__ = ["SMP_STRIDE", "Runner", "cpu_flags", "eager", "markdown", "measure", "measure_rounds", "model_stats",
@@ -115,16 +115,8 @@ def markdown(rows: list[dict]) -> str:
 
 
 def write_json(path: str | Path, data: Any) -> None:
-    """Write ``data`` as indented JSON through a temporary file in the same folder, so a crash keeps the old file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``data`` as indented JSON atomically (its folder made when missing), so a crash keeps the old file."""
+    write_atomically(path, lambda handle: handle.write(json.dumps(data, indent=2).encode("utf-8")), what="JSON")
 
 
 def _cell(value: Any) -> str:
