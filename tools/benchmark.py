@@ -109,5 +109,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_json(args.json, {"cpu": flags, **results})
     return 0
 
+
 if __name__ == "__main__":
     sys.exit(main())
