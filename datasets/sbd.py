@@ -5,16 +5,20 @@ ids go to ``VOCdevkit/VOC2012/SegmentationClassAug``; the other ids keep VOC's `
 """
 from __future__ import annotations
 
+import dataclasses
+import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from .errors import DataError, one_line
 from .image_files import check_labels, save_label_png
-from .voc import VOC_CLASSES, split_file, voc_dir
+from .voc import VOC_CLASSES, read_text_lines, split_file, voc_dir
 
-__all__ = ["convert_sbd", "read_sbd_mat"]
+__all__ = ["SbdPlan", "convert_sbd", "plan_sbd", "read_sbd_mat"]
 
 
 def read_sbd_mat(path: Path) -> np.ndarray:
@@ -38,34 +42,98 @@ def read_sbd_mat(path: Path) -> np.ndarray:
 
 
 def _read_ids(path: Path, what: str) -> list[str]:
-    """Read an id list, raising DataError naming the file if it is missing."""
+    """Read an id list, raising DataError naming the file if it is missing or not UTF-8 text."""
     if not path.is_file():
         raise DataError(f"{path}: {what} id list not found")
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [line.strip() for line in read_text_lines(path) if line.strip()]
 
 
-def convert_sbd(sbd_root: str | Path, voc_root: str | Path) -> Path:
-    """Convert SBD labels into ``SegmentationClassAug`` and write ``train_aug.txt``; returns that file's path.
+@dataclass(frozen=True)
+class SbdPlan:
+    """What :func:`convert_sbd` will write: the SBD ids of ``train_aug`` (``sbd_ids``), those whose label PNG is
+    missing or differs (``labels_to_write``), the ``train_aug`` ids, and the existing files that differ from what
+    would be written (``replaced``)."""
+
+    sbd_root: Path
+    voc_root: Path
+    sbd_ids: tuple[str, ...]
+    labels_to_write: tuple[str, ...]
+    train_aug: tuple[str, ...]
+    replaced: tuple[Path, ...] = ()
+
+    @property
+    def train_aug_file(self) -> Path:
+        """Where the ``train_aug`` id list goes."""
+        return split_file(self.voc_root, "train_aug")
+
+    @property
+    def train_aug_text(self) -> str:
+        """The ``train_aug`` id list as written: one id a line."""
+        return "\n".join(self.train_aug) + "\n"
+
+
+def plan_sbd(sbd_root: str | Path, voc_root: str | Path) -> SbdPlan:
+    """Read the id lists and compare the outputs already there, writing nothing: an existing label PNG with the
+    same labels (a re-run) is kept as it is, one that differs (or ``train_aug.txt``) is listed in ``replaced``.
 
     ``sbd_root`` is SBD's ``benchmark_RELEASE/dataset`` (``cls/``, ``img/``, ``train.txt``, ``val.txt``);
-    ``voc_root`` is the data root that holds ``VOCdevkit``. SBD images missing from ``JPEGImages`` are copied.
+    ``voc_root`` is the data root that holds ``VOCdevkit``.
     """
     sbd_root, voc_root = Path(sbd_root), Path(voc_root)
     voc_train = _read_ids(split_file(voc_root, "train"), "VOC train")
     voc_val = set(_read_ids(split_file(voc_root, "val"), "VOC val"))
     sbd_ids = set(_read_ids(sbd_root / "train.txt", "SBD train")) | set(_read_ids(sbd_root / "val.txt", "SBD val"))
-    train_aug = sorted((set(voc_train) | sbd_ids) - voc_val)
-    base = voc_dir(voc_root)
+    out_dir = voc_dir(voc_root) / "SegmentationClassAug"
+    sbd_ids = sorted(sbd_ids - voc_val)
+    to_write, replaced = [], []
+    for sample_id in sbd_ids:
+        png = out_dir / f"{sample_id}.png"
+        if png.exists():
+            if _same_labels(png, read_sbd_mat(sbd_root / "cls" / f"{sample_id}.mat")):
+                continue
+            replaced.append(png)
+        to_write.append(sample_id)
+    plan = SbdPlan(sbd_root, voc_root, tuple(sbd_ids), tuple(to_write), tuple(sorted({*voc_train, *sbd_ids} - voc_val)))
+    if plan.train_aug_file.exists() and not _same_bytes(plan.train_aug_file, plan.train_aug_text.encode("utf-8")):
+        replaced.append(plan.train_aug_file)
+    return dataclasses.replace(plan, replaced=tuple(replaced))
+
+
+def _same_labels(path: Path, mask: np.ndarray) -> bool:
+    """Whether the PNG at ``path`` holds exactly ``mask``'s class ids (an unreadable file does not)."""
+    try:
+        with Image.open(path) as image:
+            return np.array_equal(np.asarray(image), mask)
+    except (OSError, ValueError, SyntaxError):
+        return False
+
+
+def _same_bytes(path: Path, data: bytes) -> bool:
+    """Whether the file at ``path`` holds exactly ``data`` (an unreadable one does not)."""
+    try:
+        return path.read_bytes() == data
+    except OSError:
+        return False
+
+
+def convert_sbd(plan: SbdPlan) -> Path:
+    """Write the label PNGs of ``plan`` into ``SegmentationClassAug`` (replacing ``plan.replaced``: the caller
+    decides whether that is allowed) and ``train_aug.txt``; returns that file's path. SBD images missing from
+    ``JPEGImages`` are copied."""
+    base = voc_dir(plan.voc_root)
     out_dir = base / "SegmentationClassAug"
     out_dir.mkdir(exist_ok=True)
-    for sample_id in sorted(sbd_ids - voc_val):
-        save_label_png(out_dir / f"{sample_id}.png", read_sbd_mat(sbd_root / "cls" / f"{sample_id}.mat"))
+    for sample_id in plan.labels_to_write:
+        save_label_png(out_dir / f"{sample_id}.png", read_sbd_mat(plan.sbd_root / "cls" / f"{sample_id}.mat"))
+    for sample_id in plan.sbd_ids:
         image = base / "JPEGImages" / f"{sample_id}.jpg"
         if not image.is_file():
-            source = sbd_root / "img" / f"{sample_id}.jpg"
+            source = plan.sbd_root / "img" / f"{sample_id}.jpg"
             if not source.is_file():
                 raise DataError(f"{source}: SBD image missing and {image} does not exist either")
             shutil.copyfile(source, image)
-    out = split_file(voc_root, "train_aug")
-    out.write_text("\n".join(train_aug) + "\n", encoding="utf-8")
+    out = plan.train_aug_file
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    tmp.write_text(plan.train_aug_text, encoding="utf-8")
+    os.replace(tmp, out)  # an interrupted run leaves the old list or the new one, never half of it
     return out

@@ -47,16 +47,20 @@ def check_new_files(paths: Iterable[str | Path], *, flag: str, overwrite: bool =
                     inputs: Iterable[tuple[str, str | Path]] = ()) -> None:
     """Refuse, before any work, output ``paths`` (named by ``flag``, e.g. ``--json``) that are folders, that are one
     of the run's ``inputs`` (``(flag, path)`` pairs; never replaced, even with ``overwrite``), that exist when
-    ``overwrite`` is off, or whose folder cannot be written or created (nothing is created here)."""
+    ``overwrite`` is off (naming the first and how many), or whose folder cannot be written or created (nothing is
+    created here)."""
+    paths = [Path(path) for path in paths]
     inputs = [(input_flag, Path(source)) for input_flag, source in inputs if Path(source).exists()]
-    for path in map(Path, paths):
+    for path in paths:
         if path.is_dir():
             raise UserError(f"{path}: is a folder; {flag} names the file to write")
         for input_flag, source in inputs:
             if path.exists() and path.samefile(source):
                 raise UserError(f"{path}: is the {input_flag} file; {flag} names a new file to write")
         if path.exists() and not overwrite:
-            raise UserError(f"{path}: exists and this run did not write it; choose another {flag} or pass "
+            others = sum(other.exists() for other in paths) - 1
+            more = f" (and {others} more)" if others else ""
+            raise UserError(f"{path}: exists and this run did not write it{more}; choose another {flag} or pass "
                             "--overwrite to replace it")
         _check_creatable(path.parent)
 

@@ -1,4 +1,8 @@
-"""Convert SBD's cls/*.mat labels to PNGs and write VOC's train_aug.txt (VOC train + SBD - VOC val)."""
+"""Convert SBD's cls/*.mat labels to PNGs and write VOC's train_aug.txt (VOC train + SBD - VOC val).
+
+Existing files that differ from what would be written (a curated train_aug.txt, other labels) are refused before
+any is written, unless --overwrite; identical ones (a re-run) are kept as they are.
+"""
 from __future__ import annotations
 
 import _checkout  # noqa: F401  (first: our `datasets`, not Hugging Face's)
@@ -9,8 +13,9 @@ from pathlib import Path
 import argparse
 from typing import Sequence
 
-from datasets.sbd import convert_sbd
+from datasets.sbd import convert_sbd, plan_sbd
 from deeplab.errors import report_user_errors
+from deeplab.tool_args import check_new_files
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -20,6 +25,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--sbd-root", required=True, help="SBD's benchmark_RELEASE/dataset (cls/, img/, train.txt, val.txt)"
     )
     parser.add_argument("--data-root", required=True, help="folder that holds VOCdevkit/VOC2012")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing train_aug.txt or SegmentationClassAug PNG that differs")
     return parser
 
 
@@ -27,7 +34,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the conversion and print where train_aug.txt went and how many ids it lists."""
     args = get_args_parser().parse_args(argv)
-    out = convert_sbd(args.sbd_root, args.data_root)
+    plan = plan_sbd(args.sbd_root, args.data_root)
+    check_new_files(plan.replaced, flag="--data-root", overwrite=args.overwrite)
+    out = convert_sbd(plan)
     count = len(out.read_text(encoding="utf-8").split())
     print(f"wrote {out} ({count} ids); train with --split train_aug")
     return 0

@@ -31,7 +31,7 @@ def prepare_balance(
         with distributed.main_process_first():  # rank 0 counts and caches, the others read the cache
             counts = class_pixel_counts(train_set, workers=config.workers)
     pixels = counts.sum(axis=0) if counts is not None else None
-    weights = resolve_class_weights(config.class_weights, num_classes=len(class_names), pixels=pixels)
+    weights = _class_weights(config, num_classes=len(class_names), pixels=pixels, announce=announce)
     if announce and weights is not None:
         print(f"class weights ({config.class_weights}): {describe_weights(weights, class_names)}")
         if config.class_weights == "auto":
@@ -46,6 +46,20 @@ def prepare_balance(
     return criterion, focus, paste
 
 
+def _class_weights(config: TrainConfig, *, num_classes: int, pixels: np.ndarray | None,
+                   announce: bool) -> np.ndarray | None:
+    """The weights a resumed run stored in its settings, else those ``--class-weights`` gives, stored there (the run
+    saves them): editing a weights file cannot change a run under way."""
+    if config.class_weight_values is None:
+        weights = resolve_class_weights(config.class_weights, num_classes=num_classes, pixels=pixels)
+        config.class_weight_values = weights.tolist() if weights is not None else None
+        return weights
+    stored = np.asarray(config.class_weight_values, dtype=np.float64)
+    if announce:
+        _warn_changed(config, stored, num_classes=num_classes, pixels=pixels)
+    return stored
+
+
 def _rarity_draw(counts: np.ndarray, config: TrainConfig, key: str, missing: str,
                  exclude: Sequence[int] = ()) -> RarityDraw:
     """The draw of setting ``key`` (a share); a split with no class to draw is one line naming the flag."""
@@ -54,6 +68,19 @@ def _rarity_draw(counts: np.ndarray, config: TrainConfig, key: str, missing: str
         return RarityDraw.from_counts(counts, share=share, exclude=exclude)
     except ValueError:
         raise UserError(f"--{key.replace('_', '-')} {share}: split {config.split} holds no {missing}") from None
+
+
+def _warn_changed(config: TrainConfig, stored: np.ndarray, *, num_classes: int, pixels: np.ndarray | None) -> None:
+    """One line when the ``--class-weights`` setting now gives other weights than the resumed run's stored ones,
+    or none at all (a file edited, removed or broken since), saying the stored ones are kept."""
+    try:
+        now = resolve_class_weights(config.class_weights, num_classes=num_classes, pixels=pixels)
+    except UserError as exc:
+        print(f"warning: {exc}; the resumed run keeps the class weights stored in its checkpoint", file=sys.stderr)
+        return
+    if now is None or not np.array_equal(now, stored):
+        print(f"warning: --class-weights {config.class_weights} now gives other weights than this run started "
+              "with; the resumed run keeps those stored in its checkpoint", file=sys.stderr)
 
 
 def _warn_absent(class_names: Sequence[str], pixels: np.ndarray, *, split: str) -> None:

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from datasets import DataError
+from datasets.voc import read_text_lines
+
 from ..errors import UserError
 
 __all__ = ["WEIGHT_BOUND", "auto_class_weights", "describe_weights", "read_class_weights", "resolve_class_weights"]
@@ -38,11 +41,10 @@ def read_class_weights(path: str | Path, num_classes: int) -> np.ndarray:
     """One non-negative number per line, line i = class id i (blank lines and ``#`` comments skipped)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"--class-weights {path}: cannot read ({exc.strerror or exc}); give auto, none or a file "
-                        f"with one weight per class line") from None
-    entries = [(n, line.split("#", 1)[0].strip()) for n, line in enumerate(text.splitlines(), 1)]
+        lines = read_text_lines(path)
+    except DataError as exc:
+        raise UserError(f"--class-weights {exc}; give auto, none or a file with one weight per class line") from None
+    entries = [(n, line.split("#", 1)[0].strip()) for n, line in enumerate(lines, 1)]
     entries = [(n, value) for n, value in entries if value]
     if len(entries) != num_classes:
         raise UserError(f"{path}: {len(entries)} weights, but the data has {num_classes} classes "

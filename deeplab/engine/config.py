@@ -18,7 +18,7 @@ from backbones import check_imagenet_weights, list_backbones, unknown_backbone_m
 from ..errors import UserError
 from ..tool_args import check_ranges
 from .distributed import DEFAULT_TIMEOUT_S
-from .losses import check_loss
+from .losses import check_loss, parse_loss
 
 __all__ = ["MACHINE_FIELDS", "PRESETS", "RECIPES", "TrainConfig", "describe_default", "resolve_config"]
 
@@ -59,6 +59,7 @@ class TrainConfig:
     # Imbalanced data (see RECIPES and the README's section on it).
     loss: str = "ce"
     class_weights: str = "none"
+    class_weight_values: list[float] | None = None  # the weights used (see prepare_balance): a resume keeps them
     ohem: float | None = None
     balanced_crops: float = 0.0
     color_jitter: float = 0.0
@@ -127,8 +128,10 @@ def resolve_config(flags: Mapping[str, Any], resumed: Mapping[str, Any] | None =
     recipe = given.get("recipe")
     if recipe is not None and recipe not in RECIPES:
         raise UserError(f"--recipe {recipe}: choose one of {', '.join(sorted(RECIPES))}")
-    recipe_settings = RECIPES[recipe] if recipe is not None else {}
+    recipe_settings = _recipe_settings(recipe, {**PRESETS[dataset], **inherited}, given)
     config = TrainConfig(**{**PRESETS[dataset], **inherited, **recipe_settings, **given, "dataset": dataset})
+    if config.class_weights != inherited.get("class_weights"):  # stored values belong to the saved setting only
+        config.class_weight_values = None
     if config.backbone not in list_backbones():
         raise UserError(f"--backbone: {unknown_backbone_message(config.backbone)}")
     starts_fresh = not resumed and not config.init_from  # only a fresh run loads ImageNet weights
@@ -137,8 +140,21 @@ def resolve_config(flags: Mapping[str, Any], resumed: Mapping[str, Any] | None =
     if "epochs" in given:  # counted in steps once the split's size is known (see fit)
         config.iters = None
     _check_ranges(config)
+    _check_crop_size(config)
     _check_imbalance_settings(config)
     return config
+
+
+def _recipe_settings(recipe: str | None, under: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings of ``recipe`` that apply over ``under`` and beneath the flags ``given``: its hard-pixel mining
+    only when the run's loss has a cross-entropy term, the only term mining selects pixels for."""
+    if recipe is None:
+        return {}
+    settings = dict(RECIPES[recipe])
+    loss = {**under, **settings, **given}.get("loss", TrainConfig.loss)
+    if "ohem" not in given and "ce" not in parse_loss(loss):
+        settings.pop("ohem", None)
+    return settings
 
 
 def _check_ranges(config: TrainConfig) -> None:
@@ -149,6 +165,17 @@ def _check_ranges(config: TrainConfig) -> None:
     check_ranges({flag(key): getattr(config, key) for key in (*_AT_LEAST_ONE, *_AT_LEAST_ZERO, *_ABOVE_ZERO)},
                  at_least_one=map(flag, _AT_LEAST_ONE), at_least_zero=map(flag, _AT_LEAST_ZERO),
                  above_zero=map(flag, _ABOVE_ZERO))
+
+
+def _check_crop_size(config: TrainConfig) -> None:
+    """Refuse a crop no larger than the output stride: it leaves a 1x1 deepest feature map, on which BatchNorm
+    has no spatial values to normalise over (batch 1 fails, batches of 2-3 gave NaN losses within 10 steps) and
+    every ASPP branch sees only its centre tap."""
+    smallest = config.output_stride + 1
+    if config.crop_size < smallest:
+        raise UserError(f"--crop-size {config.crop_size}: at output stride {config.output_stride} the network needs "
+                        f"a crop of at least {smallest} pixels (a smaller one leaves a 1x1 deepest feature map, "
+                        "which BatchNorm cannot train on)")
 
 
 def _check_imbalance_settings(config: TrainConfig) -> None:

@@ -8,7 +8,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from datasets import DataError, VOCSegmentation, convert_sbd
+from datasets import DataError, VOCSegmentation, convert_sbd, plan_sbd
 
 SHAPE = (12, 16)
 VOC_TRAIN, VOC_VAL = ["a", "b", "c"], ["d", "e"]
@@ -45,7 +45,7 @@ def roots(tmp_path, make_voc_folder) -> tuple[Path, Path]:
 
 def test_convert_writes_pngs_and_train_aug(roots):
     sbd, voc = roots
-    out = convert_sbd(sbd, voc)
+    out = convert_sbd(plan_sbd(sbd, voc))
     base = voc / "VOCdevkit" / "VOC2012"
     assert out == base / "ImageSets" / "Segmentation" / "train_aug.txt"
     assert out.read_text().split("\n") == EXPECTED + [""]
@@ -69,13 +69,36 @@ def test_bad_mat_files(roots):
     sbd, voc = roots
     scipy.io.savemat(sbd / "cls" / "f.mat", {"other": np.zeros(SHAPE)})
     with pytest.raises(DataError, match=r"f\.mat: no GTcls"):
-        convert_sbd(sbd, voc)
+        convert_sbd(plan_sbd(sbd, voc))
     _write_mat(sbd / "cls" / "f.mat", np.full(SHAPE, 30, np.uint8))
     with pytest.raises(DataError, match=r"f\.mat: label values \[30\]"):
-        convert_sbd(sbd, voc)
+        convert_sbd(plan_sbd(sbd, voc))
     (sbd / "cls" / "f.mat").write_text("not a mat file")
     with pytest.raises(DataError, match=r"f\.mat: cannot read"):
-        convert_sbd(sbd, voc)
+        convert_sbd(plan_sbd(sbd, voc))
     (sbd / "cls" / "f.mat").unlink()
     with pytest.raises(DataError, match=r"f\.mat: SBD label file is missing"):
-        convert_sbd(sbd, voc)
+        convert_sbd(plan_sbd(sbd, voc))
+
+
+def test_an_id_list_that_is_not_utf8_is_one_line(roots):
+    sbd, voc = roots
+    (sbd / "train.txt").write_bytes(b"sb0\n\xe9t\xe9\n")
+    with pytest.raises(DataError, match=r"train\.txt: not UTF-8 text \(byte 0xe9 at position 4\)"):
+        plan_sbd(sbd, voc)
+
+
+def test_a_rerun_changes_nothing_and_differing_outputs_are_listed_before_any_write(roots):
+    sbd, voc = roots
+    first = convert_sbd(plan_sbd(sbd, voc))
+    again = plan_sbd(sbd, voc)
+    assert again.replaced == () and again.labels_to_write == ()  # identical files: nothing to replace or redo
+    labels = voc / "VOCdevkit/VOC2012/SegmentationClassAug"
+    Image.fromarray(np.zeros(SHAPE, np.uint8)).save(labels / "g.png")  # a label someone changed
+    first.write_text("a\nb\n")  # a curated list
+    plan = plan_sbd(sbd, voc)
+    assert plan.replaced == (labels / "g.png", first) and plan.labels_to_write == ("g",)
+    assert first.read_text() == "a\nb\n"  # planning writes nothing
+    convert_sbd(plan)
+    assert first.read_text().split() == EXPECTED
+    assert np.array_equal(np.asarray(Image.open(labels / "g.png")), _sbd_mask("g"))

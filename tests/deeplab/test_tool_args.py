@@ -39,3 +39,11 @@ def test_check_new_files_keeps_what_exists_unless_asked(tmp_path: Path) -> None:
         check_new_files([tmp_path / "file" / "r.json"], flag="--json")
     check_new_files([tmp_path / "sub" / "deeper" / "r.json"], flag="--json")
     assert not (tmp_path / "sub").exists()  # a check creates nothing; the writer makes the folder
+
+
+def test_check_new_files_names_the_first_existing_file_and_how_many(tmp_path: Path) -> None:
+    paths = [tmp_path / f"{name}.png" for name in "abcd"]
+    for path in paths[1:]:
+        path.write_text("theirs")
+    with pytest.raises(UserError, match=f"^{paths[1]}: exists and this run did not write it \\(and 2 more\\); "):
+        check_new_files(paths, flag="--data-root")

@@ -1,4 +1,5 @@
-"""tools/convert_sbd.py: converts an SBD folder and reports the id count; a missing folder is one line."""
+"""tools/convert_sbd.py: converts an SBD folder and reports the id count; a missing folder, a list that is not
+UTF-8 and existing files that differ from the output are one line."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +9,8 @@ from PIL import Image
 from tools import convert_sbd
 
 
-def test_converts_and_reports(tmp_path, make_voc_folder, capsys):
+def _folders(tmp_path, make_voc_folder):
+    """A VOC folder (train a, val b) and an SBD folder (train c, val b); returns (sbd, voc, VOC2012 folder)."""
     voc = tmp_path / "data"
     base = make_voc_folder(voc, {"a": np.zeros((6, 8), np.uint8), "b": np.zeros((6, 8), np.uint8)})
     (base / "ImageSets/Segmentation/val.txt").write_text("b\n")
@@ -19,9 +21,38 @@ def test_converts_and_reports(tmp_path, make_voc_folder, capsys):
     Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(sbd / "img" / "c.jpg")
     (sbd / "train.txt").write_text("c\n")
     (sbd / "val.txt").write_text("b\n")
+    return sbd, voc, base
+
+
+def test_converts_and_reports(tmp_path, make_voc_folder, capsys):
+    sbd, voc, base = _folders(tmp_path, make_voc_folder)
     assert convert_sbd.main(["--sbd-root", str(sbd), "--data-root", str(voc)]) == 0
     assert "(2 ids)" in capsys.readouterr().out  # a (VOC train) + c (SBD); b is VOC val
     assert (base / "ImageSets/Segmentation/train_aug.txt").read_text().split() == ["a", "c"]
     assert convert_sbd.main(["--sbd-root", str(tmp_path / "missing"), "--data-root", str(voc)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "missing" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_list_that_is_not_utf8_is_one_line(tmp_path, make_voc_folder, capsys):
+    sbd, voc, _ = _folders(tmp_path, make_voc_folder)
+    (sbd / "train.txt").write_bytes(b"sb0\n\xe9t\xe9\n")
+    assert convert_sbd.main(["--sbd-root", str(sbd), "--data-root", str(voc)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "train.txt: not UTF-8 text" in err
+
+
+def test_differing_files_are_kept_unless_overwrite(tmp_path, make_voc_folder, capsys):
+    sbd, voc, base = _folders(tmp_path, make_voc_folder)
+    args = ["--sbd-root", str(sbd), "--data-root", str(voc)]
+    assert convert_sbd.main(args) == 0 and convert_sbd.main(args) == 0  # a re-run finds identical files
+    train_aug, label = base / "ImageSets/Segmentation/train_aug.txt", base / "SegmentationClassAug/c.png"
+    train_aug.write_text("a\n")
+    Image.fromarray(np.zeros((6, 8), np.uint8)).save(label)
+    capsys.readouterr()
+    assert convert_sbd.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"error: {label}: exists") and "(and 1 more)" in err
+    assert train_aug.read_text() == "a\n" and not np.asarray(Image.open(label)).any()  # refused before any write
+    assert convert_sbd.main([*args, "--overwrite"]) == 0
+    assert train_aug.read_text().split() == ["a", "c"] and np.asarray(Image.open(label)).all()

@@ -75,6 +75,27 @@ def test_resume_with_each_option_equals_an_uninterrupted_run(rare_root, tmp_path
             assert str(a["args"][name]) == common[common.index(flag) + 1]
 
 
+def test_resume_keeps_the_stored_weights_of_an_edited_weights_file(rare_root, tmp_path, failing_train_step,
+                                                                    capsys):
+    weights = weights_file(tmp_path)
+    common = ("--iters", "4", "--val-every", "2", "--lr", "0.02", "--warmup-iters", "1", "--class-weights", weights)
+    full, broken = tmp_path / "full", tmp_path / "broken"
+    assert train_tool.main(rare_args(rare_root, full, *common)) == 0
+    with failing_train_step(3, SimulatedCrash), pytest.raises(SimulatedCrash):
+        train_tool.main(rare_args(rare_root, broken, *common))
+    Path(weights).write_text("1\n1\n1\n1\n1\n1\n")  # edited between the stop and the resume
+    capsys.readouterr()
+    assert train_tool.main(["--resume", str(broken / "last.pt"), "--workers", "0", "--no-progress"]) == 0
+
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: --class-weights {weights} now gives other weights than this run started with; "
+                        "the resumed run keeps those stored in its checkpoint"]
+    a, b = (torch.load(d / "last.pt", weights_only=True) for d in (full, broken))
+    assert a["args"]["class_weight_values"] == b["args"]["class_weight_values"] == [0.5, 1, 1, 1, 1, 8]
+    assert read_log(broken) == read_log(full)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
 @pytest.mark.slow
 def test_tensorboard_logs_scalars_per_class_scores_and_overlays(rare_root, tmp_path):
     pytest.importorskip("tensorboard")

@@ -48,3 +48,12 @@ def test_bad_weight_files(tmp_path, text, message):
 def test_missing_weight_file(tmp_path):
     with pytest.raises(UserError, match=r"--class-weights .*nope.txt: cannot read"):
         read_class_weights(tmp_path / "nope.txt", 3)
+
+
+def test_weight_file_from_windows_editors(tmp_path):
+    path = tmp_path / "w.txt"
+    path.write_bytes(b"\xef\xbb\xbf1.0\r\n2\r\n")  # Notepad's UTF-8 with a byte-order mark
+    assert read_class_weights(path, 2).tolist() == [1.0, 2.0]
+    path.write_text("1.0\n2\n", encoding="utf-16")  # PowerShell's `>`
+    with pytest.raises(UserError, match=r"^--class-weights .*w\.txt: not UTF-8 text \(byte 0xff at position 0\)"):
+        read_class_weights(path, 2)

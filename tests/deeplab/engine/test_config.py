@@ -49,7 +49,7 @@ def test_old_checkpoint_keys_are_ignored_and_unknown_flags_refused():
 
 def test_every_preset_value_is_a_setting_and_fills_every_blank():
     names = {f.name for f in dataclasses.fields(TrainConfig)}
-    optional = {"out", "warmup_iters", "epochs", "init_from", "ohem", "recipe"}
+    optional = {"out", "warmup_iters", "epochs", "init_from", "ohem", "recipe", "class_weight_values"}
     blanks = {f.name for f in dataclasses.fields(TrainConfig) if f.default is None} - optional
     for dataset, preset in PRESETS.items():
         assert set(preset) <= names, dataset
@@ -72,6 +72,32 @@ def test_a_recipe_fills_its_settings_under_the_flags_and_is_saved():
     assert (resumed.ohem, resumed.loss) == (0.5, config.loss)
     with pytest.raises(UserError, match="--recipe fast: choose one of imbalanced"):
         resolve_config({"recipe": "fast"})
+
+
+def test_the_recipes_mining_applies_only_to_a_loss_with_cross_entropy():
+    config = resolve_config({"dataset": "demo", "recipe": "imbalanced", "loss": "focal+dice"})
+    assert config.ohem is None and config.balanced_crops == RECIPES["imbalanced"]["balanced_crops"]
+    resumed = resolve_config({}, dataclasses.asdict(config))
+    assert dataclasses.asdict(resumed) == dataclasses.asdict(config)
+    assert resolve_config({"dataset": "demo", "recipe": "imbalanced", "loss": "ce+dice"}).ohem == 0.1
+    with pytest.raises(UserError, match=r"^--ohem 1.0: .*'ce' term"):  # mining the user asked for still needs ce
+        resolve_config({"dataset": "demo", "recipe": "imbalanced", "loss": "focal+dice", "ohem": 1.0})
+
+
+@pytest.mark.parametrize("output_stride", [8, 16, 32])
+def test_a_crop_no_larger_than_the_output_stride_is_refused(output_stride):
+    flags = {"dataset": "demo", "output_stride": output_stride, "batch_size": 1}
+    assert resolve_config({**flags, "crop_size": output_stride + 1}).crop_size == output_stride + 1
+    with pytest.raises(UserError, match=rf"^--crop-size {output_stride}: at output stride {output_stride} the "
+                                        rf"network needs a crop of at least {output_stride + 1} pixels"):
+        resolve_config({**flags, "crop_size": output_stride})
+
+
+def test_stored_class_weights_follow_only_their_own_setting():
+    saved = {"dataset": "demo", "class_weights": "w.txt", "class_weight_values": [1.0, 2.0]}
+    assert resolve_config({}, saved).class_weight_values == [1.0, 2.0]
+    assert resolve_config({"class_weights": "w.txt"}, saved).class_weight_values == [1.0, 2.0]
+    assert resolve_config({"class_weights": "other.txt"}, saved).class_weight_values is None
 
 
 def test_the_imbalanced_recipe_is_a_measured_row():
