@@ -72,7 +72,7 @@ def fit(
             return _fit_in(c, out_dir, device=device, resume=resume, resume_path=resume_path, download=download,
                            progress=progress, ignore_class_names=ignore_class_names)
         except KeyboardInterrupt:
-            raise Interrupted(last_good_checkpoint(out_dir)) from None
+            raise Interrupted(last_good_checkpoint(out_dir, resume_path=resume_path)) from None
 
 
 @contextlib.contextmanager
