@@ -224,3 +224,20 @@ def test_bad_init_checkpoint_is_one_line(case: str, demo, import_fixture, import
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and err.startswith(f"error: {path}: ") and words in err
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+@pytest.mark.parametrize("flag", ["--resume", "--init-from"])
+def test_a_model_config_the_model_cannot_take_is_one_line_before_any_work(flag, make_checkpoint, tmp_path, capsys):
+    path = tmp_path / "newer.pt"
+    make_checkpoint(path, num_classes=5)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["model_config"]["foo"] = 1  # a newer or foreign checkpoint's setting
+    torch.save(ckpt, path)
+    data = tmp_path / "demo"
+    assert train_tool.main(["--dataset", "demo", "--data-root", str(data), "--out", str(tmp_path / "run"), flag,
+                            str(path), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: invalid model_config (") and "'foo'" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not data.exists() and not (tmp_path / "run").exists()
+
