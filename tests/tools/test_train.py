@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -241,3 +242,14 @@ def test_a_model_config_the_model_cannot_take_is_one_line_before_any_work(flag, 
     assert len(err.strip().splitlines()) == 1
     assert not data.exists() and not (tmp_path / "run").exists()
 
+
+def test_a_class_no_validation_mask_holds_is_named_once(tmp_path, make_voc_folder, capsys):
+    mask = np.zeros((36, 36), np.uint8)
+    mask[8:20, 8:20] = 255  # the object stored as void: a common slip
+    make_voc_folder(tmp_path / "data", {"a": mask, "b": mask}, classes=["background", "object"])
+    args = ["--dataset", "voc", "--data-root", str(tmp_path / "data"), "--val-split", "train", "--pretrained-backbone",
+            "none", "--iters", "2", "--val-every", "1", "--out", str(tmp_path / "run"), *FAST]
+    assert train_tool.main(args) == 0
+    warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+    assert warnings == ["warning: class 'object' occurs in no validation mask; left out of mIoU, or scored 0 where "
+                        "predicted (masks store it as another value? 255 is void)"]
