@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     from .models import DeepLabV3Plus
 
 __all__ = [
-    "MAX_CLASSES", "load_checkpoint", "match_class_names", "model_from_checkpoint", "newest_checkpoint",
-    "read_plain_data", "save_checkpoint", "too_many_classes", "write_atomically",
+    "MAX_CLASSES", "load_checkpoint", "match_class_names", "model_from_checkpoint", "model_from_config",
+    "newest_checkpoint", "read_plain_data", "save_checkpoint", "too_many_classes", "write_atomically",
 ]
 
 REQUIRED_KEYS = ("model", "model_config")
@@ -201,20 +201,27 @@ def model_from_checkpoint(
 ) -> DeepLabV3Plus:
     """Rebuild the model from ``ckpt["model_config"]`` and load ``ckpt["model"]`` strictly; ``output_stride``
     rebuilds it at another stride (the same weights, ASPP rates scaled: 6/12/18 at 16 are 12/24/36 at 8)."""
-    from .models import DeepLabV3Plus, config_at_output_stride  # deferred: a cached engine needs no PyTorch model
-
-    config = ckpt["model_config"]
-    try:
-        if output_stride is not None and output_stride != config.get("output_stride"):
-            config = config_at_output_stride(config, output_stride)
-        model = DeepLabV3Plus(**config)
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"{path}: invalid model_config ({exc})") from None
+    model = model_from_config(ckpt["model_config"], path, output_stride=output_stride)
     try:
         model.load_state_dict(ckpt["model"], strict=True)
     except RuntimeError as exc:
         raise UserError(f"{path}: weights do not match its model_config ({one_line(exc)})") from None
     return model
+
+
+def model_from_config(
+    config: dict[str, Any], path: str | Path = "checkpoint", *, output_stride: int | None = None, **overrides: Any
+) -> DeepLabV3Plus:
+    """The freshly initialised model a checkpoint's ``model_config`` describes, at ``output_stride`` if given and
+    with ``overrides`` (e.g. ``num_classes``); a config the model cannot take is a UserError naming ``path``."""
+    from .models import DeepLabV3Plus, config_at_output_stride  # deferred: a cached engine needs no PyTorch model
+
+    try:
+        if output_stride is not None and output_stride != config.get("output_stride"):
+            config = config_at_output_stride(config, output_stride)
+        return DeepLabV3Plus(**{**config, **overrides})
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{path}: invalid model_config ({exc})") from None
 
 
 def match_class_names(

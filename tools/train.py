@@ -8,8 +8,9 @@
 
 Flags left out take, in order: the resumed checkpoint's settings (with --init-from: that checkpoint's backbone
 and output stride), then the dataset's defaults below.
-A run owns its output folder: a new run never writes into another run's folder (without --out it takes the next
-free runs/<dataset>_<backbone>_os<N>-2, -3...), a resumed run writes beside its checkpoint unless --out is given.
+A run owns its output folder: a new run never writes into a folder holding any file a run writes (without --out it
+takes the next free runs/<dataset>_<backbone>_os<N>-2, -3...), a resumed run writes beside its checkpoint unless
+--out is given; a run stopped before its first checkpoint removes what it wrote.
 Under torchrun, --batch-size is the global batch split evenly over the processes; BatchNorm is synchronised
 across GPUs (SyncBatchNorm) unless --no-sync-bn; only rank 0 writes files and shows progress.
 """
@@ -100,8 +101,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--tensorboard", action="store_true", default=None,
                    help="also log to TensorBoard in <out>/tensorboard (pip install tensorboard)")
     p.add_argument("--seed", type=int, help=f"seed of initialisation, data order and augmentation (default {d('seed')})")
-    p.add_argument("--out", help="output folder; must not hold another run (default runs/<dataset>_<backbone>_os<N>, "
-                   "numbered -2, -3... when taken; with --resume: the checkpoint's folder)")
+    p.add_argument("--out", help="output folder; must hold none of the files a run writes (default "
+                   "runs/<dataset>_<backbone>_os<N>, numbered -2, -3... when taken; with --resume: the checkpoint's "
+                   "folder)")
     start = p.add_mutually_exclusive_group()
     start.add_argument("--resume", metavar="CKPT", help="continue the run saved in this last.pt")
     start.add_argument("--init-from", metavar="CKPT", help="start a new run from this checkpoint's weights (ours or "

@@ -25,10 +25,10 @@ from datasets import (
     load_class_names,
 )
 
-from ..checkpoint import match_class_names
+from ..checkpoint import match_class_names, model_from_config
 from ..device import resolve_device
 from ..errors import Interrupted, UserError
-from ..models import DeepLabV3Plus, config_at_output_stride
+from ..models import DeepLabV3Plus
 from . import distributed
 from .balance import prepare_balance
 from .config import TrainConfig
@@ -66,13 +66,18 @@ def fit(
         raise UserError(f"--batch-size {c.batch_size}: the global batch must be divisible by the {world} processes")
     if c.tensorboard and distributed.is_main_process():
         require_tensorboard()  # before any data is read: the missing package is one line, at once
+    init = read_init_checkpoint(c.init_from, backbone=c.backbone) if c.init_from and resume is None else None
+    saved_path = resume_path if resume is not None else c.init_from
+    if resume is not None or init is not None:  # a model_config the model cannot take fails here, before any work
+        model_from_config((resume or init)["model_config"], saved_path, output_stride=c.output_stride)
     with _run_folder(c, resume=resume, resume_path=resume_path) as out_dir:
         c.out = str(out_dir)
         try:
-            return _fit_in(c, out_dir, device=device, resume=resume, resume_path=resume_path, download=download,
-                           progress=progress, ignore_class_names=ignore_class_names)
+            return _fit_in(c, out_dir, device=device, resume=resume, resume_path=resume_path, init=init,
+                           saved_path=saved_path, download=download, progress=progress,
+                           ignore_class_names=ignore_class_names)
         except KeyboardInterrupt:
-            raise Interrupted(last_good_checkpoint(out_dir)) from None
+            raise Interrupted(last_good_checkpoint(out_dir, resume_path=resume_path)) from None
 
 
 @contextlib.contextmanager
@@ -95,6 +100,8 @@ def _fit_in(
     device: torch.device,
     resume: dict[str, Any] | None,
     resume_path: str | Path | None,
+    init: dict[str, Any] | None,
+    saved_path: str | Path | None,
     download: bool,
     progress: bool,
     ignore_class_names: bool,
@@ -108,13 +115,11 @@ def _fit_in(
         _check_resume(resume, resume_path, backbone=c.backbone, num_classes=len(class_names))
         class_names = match_class_names(resume_path, resume, class_names, data_root=root,
                                         allow_mismatch=ignore_class_names)
-    init = read_init_checkpoint(c.init_from, backbone=c.backbone) if c.init_from and resume is None else None
     train_set = VOCSegmentation(root, split=c.split, class_names=class_names)
     criterion, focus, paste = prepare_balance(c, train_set, class_names, announce=distributed.is_main_process())
     if c.epochs:
         c.iters, c.epochs = c.epochs * math.ceil(len(train_set) / c.batch_size), None
-    saved = resume or init
-    model = _build_model(c, num_classes=len(class_names), saved_config=saved["model_config"] if saved else None)
+    model = _build_model(c, num_classes=len(class_names), saved=resume or init, saved_path=saved_path)
     if init is not None:
         warm = load_matching(model, init["model"])
         if distributed.is_main_process():
@@ -175,14 +180,15 @@ def _check_resume(ckpt: dict[str, Any], path: str | Path | None, *, backbone: st
         raise UserError(f"{path}: checkpoint has {config.get('num_classes')} classes, but the data has {num_classes}")
 
 
-def _build_model(c: TrainConfig, *, num_classes: int, saved_config: dict[str, Any] | None) -> nn.Module:
-    """The seeded model with the requested parts frozen: the architecture of ``saved_config`` (a resumed or
-    initialising checkpoint's: decoder variant, normalisation, backbone options) at this run's stride and
-    classes, else a new one with ImageNet (or file) backbone weights."""
+def _build_model(c: TrainConfig, *, num_classes: int, saved: dict[str, Any] | None,
+                 saved_path: str | Path | None) -> nn.Module:
+    """The seeded model with the requested parts frozen: the architecture of checkpoint ``saved`` (a resumed or
+    initialising one, read from ``saved_path``: decoder variant, normalisation, backbone options) at this run's
+    stride and classes, else a new one with ImageNet (or file) backbone weights."""
     seed_everything(c.seed)
-    if saved_config is not None:
-        config = {**config_at_output_stride(saved_config, c.output_stride), "num_classes": num_classes}
-        model = DeepLabV3Plus(**config)
+    if saved is not None:
+        model = model_from_config(saved["model_config"], saved_path, output_stride=c.output_stride,
+                                  num_classes=num_classes)
     else:
         model = DeepLabV3Plus(c.backbone, num_classes=num_classes, output_stride=c.output_stride,
                               pretrained_backbone=pretrained_argument(c.pretrained_backbone))

@@ -1,8 +1,10 @@
 """A training run's output folder: one run per folder, one process per run, nothing of another run replaced.
 
-- A new run never starts in a folder that holds another run's files (``last.pt``, ``best.pt``,
-  ``metrics.jsonl``). Without an explicit folder it takes the first free one of ``runs/<name>``,
+- A new run never starts in a folder that holds anything it would write (:data:`RUN_FILES`: another run's, or a
+  user's file of the same name). Without an explicit folder it takes the first free one of ``runs/<name>``,
   ``runs/<name>-2``, ``runs/<name>-3``...
+- A run that stops (an error, Ctrl-C) before its first checkpoint removes what it created, the folder too, so
+  the same command can run again; what was there before stays.
 - A resumed run writes beside the checkpoint it continues, unless told where; never into another run's
   folder, and never over a later state of its own run (resuming an older ``best.pt`` beside a newer ``last.pt``).
 - While a run writes, a lock file in its folder holds the owner's pid and host; a second process is refused.
@@ -15,6 +17,7 @@ import contextlib
 import itertools
 import json
 import os
+import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -33,8 +36,12 @@ except ImportError:  # not POSIX: the pid in the lock file decides
 
 __all__ = ["LOCK_NAME", "RUN_FILES", "FolderInUse", "RunLock", "claim_run_dir", "last_good_checkpoint", "run_files"]
 
-#: Files that make a folder a run's folder.
-RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl")
+#: Everything a run writes in its folder (besides its lock and temporary files): a folder holding any is taken.
+RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "curves.png", "tensorboard")
+#: The files that say a folder holds a run (rather than, say, a picture of the same name).
+_RUN_RECORDS = ("last.pt", "best.pt", "metrics.jsonl")
+#: The checkpoints: a run that wrote one keeps its files when it stops.
+_CHECKPOINTS = ("last.pt", "best.pt")
 LOCK_NAME = ".train.lock"
 _WRITING_S = 10.0  # a lock file younger than this may still be getting its owner's record
 
@@ -44,6 +51,35 @@ def run_files(folder: str | Path) -> list[str]:
     return [name for name in RUN_FILES if (Path(folder) / name).exists()]
 
 
+def _file_states(folder: Path) -> dict[str, tuple[int, int] | None]:
+    """Each of :data:`RUN_FILES` as (inode, mtime), None when absent: an atomic rewrite changes both."""
+    states: dict[str, tuple[int, int] | None] = {}
+    for name in RUN_FILES:
+        try:
+            info = (folder / name).stat()
+        except FileNotFoundError:
+            states[name] = None
+        else:
+            states[name] = (info.st_ino, info.st_mtime_ns)
+    return states
+
+
+def _remove_created_unless_saved(folder: Path, before: dict[str, tuple[int, int] | None]) -> None:
+    """Remove the run files absent in ``before`` when no checkpoint was written since: a stopped run that saved
+    nothing worth continuing leaves the folder as it found it, so the same command can run again."""
+    after = _file_states(folder)
+    if any(after[name] != before[name] for name in _CHECKPOINTS):
+        return
+    for name in RUN_FILES:
+        if before[name] is None and after[name] is not None:
+            path = folder / name
+            with contextlib.suppress(OSError):
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+
+
 @contextlib.contextmanager
 def claim_run_dir(
     out: str | Path | None, *, default: str | Path, resume_path: str | Path | None = None, resume_step: int = 0
@@ -51,7 +87,8 @@ def claim_run_dir(
     """Choose the run's folder, lock it for the block, and give it; UserError when it belongs to another run.
 
     ``out`` is the folder asked for (None: beside ``resume_path`` when resuming, else the first free numbered
-    folder from ``default``); ``resume_step`` is the step of the checkpoint resumed.
+    folder from ``default``); ``resume_step`` is the step of the checkpoint resumed. When the block fails before
+    writing a checkpoint, the run files it created are removed (and the folder, when the claim created it).
     """
     if out is None and resume_path is None:
         folder, lock = _first_free(Path(default))
@@ -63,8 +100,12 @@ def claim_run_dir(
         except BaseException:
             lock.release()
             raise
+    before = _file_states(folder)
     try:
         yield folder
+    except BaseException:
+        _remove_created_unless_saved(folder, before)
+        raise
     finally:
         lock.release()
 
@@ -90,10 +131,12 @@ def _check_run_dir(folder: Path, *, resume_path: str | Path | None, resume_step:
     present = run_files(folder)
     if not present:
         return
-    held = f"{folder}: holds another run ({', '.join(present)})"
+    names = ", ".join(name + "/" if (folder / name).is_dir() else name for name in present)
+    another = bool(set(present) & set(_RUN_RECORDS))
+    held = f"{folder}: holds another run ({names})" if another else f"{folder}: holds {names}, which a run writes"
     last = folder / "last.pt"
     if resume_path is None:
-        how = f"continue it with --resume {last}" if last.exists() else "move its files away"
+        how = f"continue it with --resume {last}" if last.exists() else f"move {'its files' if another else 'it'} away"
         raise UserError(f"{held}; {how}, or pass --out with a new folder")
     resume_path = Path(resume_path)
     if not _same_file(resume_path.parent, folder):
@@ -106,13 +149,18 @@ def _check_run_dir(folder: Path, *, resume_path: str | Path | None, resume_step:
                         f"would replace it; resume {last} instead, or pass --out with a new folder")
 
 
-def last_good_checkpoint(folder: str | Path) -> str:
-    """Which checkpoint a stopped run leaves in ``folder`` to continue from, in words (what Ctrl-C reports)."""
+def last_good_checkpoint(folder: str | Path, *, resume_path: str | Path | None = None) -> str:
+    """Which checkpoint a stopped run leaves in ``folder`` to continue from, in words (what Ctrl-C reports); before
+    its first one, a resumed run's is still ``resume_path``."""
     last = Path(folder) / "last.pt"
     step = _saved_step(last)
-    if step is None:
+    if step is not None:
+        return f"{last} (step {step}) is the last good checkpoint; continue with --resume {last}"
+    if resume_path is None:
         return f"no checkpoint was written to {folder}"
-    return f"{last} (step {step}) is the last good checkpoint; continue with --resume {last}"
+    out = "" if _same_file(Path(resume_path).parent, Path(folder)) else f" --out {folder}"
+    return (f"no checkpoint of this run was written to {folder}; {resume_path} is still the last good checkpoint; "
+            f"continue with --resume {resume_path}{out}")
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -138,15 +186,20 @@ class FolderInUse(UserError):
 
 
 class RunLock:
-    """The lock file of a run folder: the owner's pid, host and start time, locked for as long as it runs."""
+    """The lock file of a run folder: the owner's pid, host and start time, locked for as long as it runs.
+
+    The folders it creates for the lock are removed again on release when nothing else was written there.
+    """
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
         self.path = self.folder / LOCK_NAME
         self._fd: int | None = None
+        self._created: list[Path] = []
 
     def acquire(self) -> RunLock:
         """Take the lock or raise :class:`FolderInUse`; a lock left by a process that is gone is taken over."""
+        self._created = list(itertools.takewhile(lambda p: not p.exists(), [self.folder, *self.folder.parents]))
         check_writable(self.folder)
         while self._fd is None:
             if fcntl is not None:
@@ -158,13 +211,19 @@ class RunLock:
         return self
 
     def release(self) -> None:
-        """Remove the lock file and let go of it (safe to call twice)."""
+        """Remove the lock file and let go of it, then the folders :meth:`acquire` created if empty (safe to call
+        twice)."""
         if self._fd is None:
             return
         with contextlib.suppress(OSError):
             self.path.unlink()
         os.close(self._fd)
         self._fd = None
+        for folder in self._created:  # innermost first; a folder holding anything stays, and so do those above it
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
     def _flock(self) -> int | None:
         """An flock on the lock file; None when the file was replaced meanwhile (then try again)."""

@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -224,3 +225,31 @@ def test_bad_init_checkpoint_is_one_line(case: str, demo, import_fixture, import
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and err.startswith(f"error: {path}: ") and words in err
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+@pytest.mark.parametrize("flag", ["--resume", "--init-from"])
+def test_a_model_config_the_model_cannot_take_is_one_line_before_any_work(flag, make_checkpoint, tmp_path, capsys):
+    path = tmp_path / "newer.pt"
+    make_checkpoint(path, num_classes=5)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["model_config"]["foo"] = 1  # a newer or foreign checkpoint's setting
+    torch.save(ckpt, path)
+    data = tmp_path / "demo"
+    assert train_tool.main(["--dataset", "demo", "--data-root", str(data), "--out", str(tmp_path / "run"), flag,
+                            str(path), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: invalid model_config (") and "'foo'" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not data.exists() and not (tmp_path / "run").exists()
+
+
+def test_a_class_no_validation_mask_holds_is_named_once(tmp_path, make_voc_folder, capsys):
+    mask = np.zeros((36, 36), np.uint8)
+    mask[8:20, 8:20] = 255  # the object stored as void: a common slip
+    make_voc_folder(tmp_path / "data", {"a": mask, "b": mask}, classes=["background", "object"])
+    args = ["--dataset", "voc", "--data-root", str(tmp_path / "data"), "--val-split", "train", "--pretrained-backbone",
+            "none", "--iters", "2", "--val-every", "1", "--out", str(tmp_path / "run"), *FAST]
+    assert train_tool.main(args) == 0
+    warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+    assert warnings == ["warning: class 'object' occurs in no validation mask; left out of mIoU, or scored 0 where "
+                        "predicted (masks store it as another value? 255 is void)"]

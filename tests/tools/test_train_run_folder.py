@@ -19,7 +19,7 @@ import torch
 from datasets.voc import split_file
 from deeplab import build_model
 from deeplab.checkpoint import load_checkpoint
-from deeplab.engine.run_dir import LOCK_NAME, RunLock
+from deeplab.engine.run_dir import LOCK_NAME, RUN_FILES, RunLock
 from tools import train as train_tool
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,8 +57,9 @@ def test_running_the_same_command_twice_keeps_the_first_run(demo, tmp_path, monk
     assert f"files in {first.with_name('demo_mobilenetv2_os16-2')}" in capsys.readouterr().out
     assert snapshot(first) == before and load_checkpoint(first.with_name("demo_mobilenetv2_os16-2") / "last.pt")
     assert train_tool.main(demo_args(demo, "--iters", "1", "--out", str(first))) == 2  # asked for: refused
-    assert one_error_line(capsys) == (f"error: {first}: holds another run (last.pt, best.pt, metrics.jsonl); "
-                                      f"continue it with --resume {first / 'last.pt'}, or pass --out with a new folder")
+    assert one_error_line(capsys) == (f"error: {first}: holds another run (last.pt, best.pt, metrics.jsonl, "
+                                      f"curves.png); continue it with --resume {first / 'last.pt'}, or pass --out "
+                                      "with a new folder")
     assert snapshot(first) == before
 
 
@@ -69,7 +70,34 @@ def test_a_folder_in_use_by_another_training_is_refused(demo, tmp_path, capsys):
     finally:
         other.release()
     assert f"run: in use by another training (pid {os.getpid()} on " in one_error_line(capsys)
-    assert not list((tmp_path / "run").iterdir())
+    assert not (tmp_path / "run").exists()  # nothing was written beside the lock, which took its folder along
+
+
+def test_every_file_a_run_writes_takes_its_folder(demo, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train_tool.main(demo_args(demo, "--iters", "1", "--out", str(out), "--tensorboard")) == 0
+    written = {p.name for p in out.iterdir()}
+    assert written == set(RUN_FILES)
+    capsys.readouterr()
+    for name in written:  # each alone, e.g. a user's own curves.png, is never replaced
+        user = tmp_path / f"user_{name}"
+        user.mkdir()
+        shutil.move(out / name, user / name)
+        assert train_tool.main(demo_args(demo, "--iters", "1", "--out", str(user))) == 2
+        assert one_error_line(capsys).startswith(f"error: {user}: holds ")
+        assert {p.name for p in user.iterdir()} == {name}
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_can_be_run_again(tmp_path, make_voc_folder, capsys):
+    bad = np.zeros((36, 36), np.uint8)
+    bad[8:20, 8:20] = 7  # no such class: found when the first batch is read
+    make_voc_folder(tmp_path / "data", {"a": bad, "b": bad}, classes=["background", "object"])
+    args = ["--dataset", "voc", "--data-root", str(tmp_path / "data"), "--val-split", "train", "--pretrained-backbone",
+            "none", "--iters", "1", "--out", str(tmp_path / "run"), *FAST]
+    for _ in range(2):  # the same command, and the same error, again
+        assert train_tool.main(args) == 2
+        assert "label values [7] outside 0..1" in one_error_line(capsys)
+        assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow  # several real trainings; the library tests check the rule quickly
@@ -104,6 +132,19 @@ def test_ctrl_c_says_which_checkpoint_is_the_last_good_one(demo, tmp_path, faili
     assert one_error_line(capsys) == (f"interrupted: {last} (step 2) is the last good checkpoint; continue with "
                                       f"--resume {last}")
     assert not (out / LOCK_NAME).exists() and load_checkpoint(last)["step"] == 2
+
+
+def test_ctrl_c_of_a_resumed_run_before_its_first_checkpoint_names_the_resumed_one(demo, tmp_path,
+                                                                                failing_train_step, capsys):
+    resumed = tmp_path / "A" / "last.pt"
+    assert train_tool.main(demo_args(demo, "--iters", "1", "--out", str(resumed.parent))) == 0
+    capsys.readouterr()
+    out = tmp_path / "sig3"
+    with failing_train_step(1, KeyboardInterrupt):
+        assert train_tool.main(["--resume", str(resumed), "--iters", "3", "--out", str(out), *FAST]) == 130
+    assert one_error_line(capsys) == (f"interrupted: no checkpoint of this run was written to {out}; {resumed} is "
+                                      f"still the last good checkpoint; continue with --resume {resumed} --out {out}")
+    assert not out.exists()
 
 
 @pytest.mark.slow  # several real trainings; the library tests check the rule quickly

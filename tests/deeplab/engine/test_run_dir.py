@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from deeplab.engine import run_dir
-from deeplab.engine.run_dir import LOCK_NAME, FolderInUse, RunLock, claim_run_dir, last_good_checkpoint
+from deeplab.engine.run_dir import LOCK_NAME, RUN_FILES, FolderInUse, RunLock, claim_run_dir, last_good_checkpoint
 from deeplab.errors import UserError
 
 REPO = Path(__file__).resolve().parents[3]
@@ -60,6 +60,69 @@ def test_a_resume_writes_beside_its_checkpoint_never_into_another_run(tmp_path):
     with pytest.raises(UserError, match="holds another run.*--out with a new folder"), claim_run_dir(
             tmp_path / "orig", default=tmp_path / "x", resume_path=tmp_path / "copy" / "last.pt", resume_step=10):
         pass
+
+
+@pytest.mark.parametrize("name", ["curves.png", "tensorboard"])
+def test_a_folder_holding_any_file_a_run_writes_is_taken(tmp_path, name):
+    user = tmp_path / "mine"
+    user.mkdir()
+    if name == "tensorboard":
+        (user / name).mkdir()
+    else:
+        (user / name).write_text("the user's")
+    before = {p.name for p in user.iterdir()}
+    fake_run(tmp_path / "run", step=3)
+    for resume in (None, tmp_path / "run" / "last.pt"):  # a new run, and a resumed one asked to write there
+        refused = f"^{user}: holds {name}/?, which a run writes; .*--out with a new folder"
+        with pytest.raises(UserError, match=refused), claim_run_dir(user, default=tmp_path / "x",
+                                                                    resume_path=resume, resume_step=3):
+            pass
+    assert {p.name for p in user.iterdir()} == before
+    with claim_run_dir(None, default=user) as folder:  # the default name moves on to the next free one
+        assert folder == tmp_path / "mine-2"
+
+
+def write_run_files(folder: Path) -> None:
+    """What a run writes before its first checkpoint: its log, and TensorBoard events."""
+    (folder / "metrics.jsonl").write_text('{"step": 1}\n')
+    (folder / "tensorboard").mkdir()
+    (folder / "tensorboard" / "events").write_text("e")
+
+
+def test_a_run_stopped_before_its_first_checkpoint_leaves_no_trace(tmp_path):
+    out = tmp_path / "new" / "run"
+    with pytest.raises(KeyboardInterrupt), claim_run_dir(out, default=tmp_path / "x"):
+        write_run_files(out)
+        raise KeyboardInterrupt
+    assert not (tmp_path / "new").exists()  # the folders it created are gone too: the retry starts afresh
+    with pytest.raises(UserError, match="bad label"), claim_run_dir(None, default=tmp_path / "runs" / "r") as folder:
+        write_run_files(folder)
+        raise UserError("bad label")
+    with claim_run_dir(None, default=tmp_path / "runs" / "r") as again:
+        assert again == folder  # its default name is free again
+
+
+def test_a_stopped_run_keeps_what_it_did_not_create_and_what_followed_a_checkpoint(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(KeyboardInterrupt), claim_run_dir(mine, default=tmp_path / "x"):
+        write_run_files(mine)
+        raise KeyboardInterrupt
+    assert {p.name for p in mine.iterdir()} == {"notes.txt"}
+    fake_run(tmp_path / "run", step=3)
+    log = (tmp_path / "run" / "metrics.jsonl").read_bytes()
+    with pytest.raises(KeyboardInterrupt), claim_run_dir(None, default=tmp_path / "x",
+                                                         resume_path=tmp_path / "run" / "last.pt", resume_step=3):
+        (tmp_path / "run" / "tensorboard").mkdir()
+        raise KeyboardInterrupt
+    assert {p.name for p in (tmp_path / "run").iterdir()} == {"last.pt", "best.pt", "metrics.jsonl"}
+    assert (tmp_path / "run" / "metrics.jsonl").read_bytes() == log
+    with pytest.raises(KeyboardInterrupt), claim_run_dir(tmp_path / "saved", default=tmp_path / "x"):
+        write_run_files(tmp_path / "saved")
+        torch.save({"step": 2}, tmp_path / "saved" / "last.pt")
+        raise KeyboardInterrupt
+    assert {p.name for p in (tmp_path / "saved").iterdir()} == {"metrics.jsonl", "tensorboard", "last.pt"}
 
 
 def test_resuming_an_older_checkpoint_beside_a_newer_last_pt_is_refused(tmp_path):
@@ -136,3 +199,11 @@ def test_last_good_checkpoint_names_the_file_and_its_step(tmp_path):
     assert "no checkpoint was written" in last_good_checkpoint(tmp_path)
     fake_run(tmp_path, step=7)
     assert last_good_checkpoint(tmp_path).startswith(f"{tmp_path / 'last.pt'} (step 7) is the last good checkpoint")
+
+
+def test_before_its_first_checkpoint_a_resumed_run_names_the_one_it_resumed(tmp_path):
+    resumed = tmp_path / "A" / "last.pt"
+    fake_run(resumed.parent, step=7)
+    assert last_good_checkpoint(tmp_path / "new", resume_path=resumed) == (
+        f"no checkpoint of this run was written to {tmp_path / 'new'}; {resumed} is still the last good checkpoint; "
+        f"continue with --resume {resumed} --out {tmp_path / 'new'}")
