@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_CLASSES", "load_checkpoint", "match_class_names", "model_from_checkpoint", "model_from_config",
-    "newest_checkpoint", "read_plain_data", "save_checkpoint", "too_many_classes", "write_atomically",
+    "newest_checkpoint", "read_checkpoint_bytes", "read_plain_data", "save_checkpoint", "too_many_classes",
+    "write_atomically",
 ]
 
 REQUIRED_KEYS = ("model", "model_config")
@@ -72,19 +73,32 @@ def write_atomically(path: str | Path, write: Callable[[BinaryIO], None], *, wha
     _fsync_dir(path.parent)
 
 
-def read_plain_data(path: str | Path, *, allowed_globals: Sequence[Any] = ()) -> Any:
-    """``torch.load(path, weights_only=True)``: never runs code; ``allowed_globals`` extends the plain types
-    (see ``torch.serialization.safe_globals``). Any failure is a one-line :class:`UserError` naming ``path``."""
+def read_checkpoint_bytes(path: str | Path) -> bytes:
+    """The bytes of checkpoint file ``path``, read once: loading and hashing these bytes (not the file again) keeps
+    both on one version of a file that training replaces meanwhile. A missing or unreadable file is a UserError."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
     try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read checkpoint ({exc.strerror or exc})") from None
+
+
+def read_plain_data(path: str | Path, *, allowed_globals: Sequence[Any] = (), data: bytes | None = None) -> Any:
+    """``torch.load(path, weights_only=True)``: never runs code; ``allowed_globals`` extends the plain types
+    (see ``torch.serialization.safe_globals``); ``data`` is the file's bytes when the caller read them already
+    (:func:`read_checkpoint_bytes`). Any failure is a one-line :class:`UserError` naming ``path``."""
+    path = Path(path)
+    if data is None:
+        data = read_checkpoint_bytes(path)
+    try:
         with torch.serialization.safe_globals(list(allowed_globals)):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # refusals of pickled code, truncation and garbage all end here
         reason = one_line(exc, 10_000)
         holds_objects = "Unsupported global" in reason or "GLOBAL" in reason
-        kind = None if holds_objects else _not_a_checkpoint(path)
+        kind = None if holds_objects else _not_a_checkpoint(path, data)
         if kind is not None:
             raise UserError(f"{path}: not a PyTorch checkpoint ({kind})") from None
         if holds_objects or "weights_only" in reason:
@@ -94,14 +108,13 @@ def read_plain_data(path: str | Path, *, allowed_globals: Sequence[Any] = ()) ->
         raise UserError(f"{path}: not a readable checkpoint ({shorten(reason, 200)})") from None
 
 
-def _not_a_checkpoint(path: Path) -> str | None:
-    """What ``path`` holds, in words, when it is plainly no PyTorch checkpoint (neither a zip nor a pickle); None
-    when it may be one (a damaged file, a pickle of Python objects)."""
-    with path.open("rb") as file:
-        head = file.read(4096)
-    if head.startswith(b"PK") or _reads_as_pickle(head, path.stat().st_size):  # torch.save's zip, or its old format
+def _not_a_checkpoint(path: Path, data: bytes) -> str | None:
+    """What file ``path`` (holding ``data``) is, in words, when it is plainly no PyTorch checkpoint (neither a zip
+    nor a pickle); None when it may be one (a damaged file, a pickle of Python objects)."""
+    head = data[:4096]
+    if head.startswith(b"PK") or _reads_as_pickle(head, len(data)):  # torch.save's zip, or its old format
         return None
-    if path.suffix.lower() == ".onnx" or (head.startswith(b"\x08") and _is_onnx(path)):
+    if path.suffix.lower() == ".onnx" or (head.startswith(b"\x08") and _is_onnx(data)):
         return "an ONNX model; pass the .pt file it was exported from"
     if not head:
         return "an empty file"
@@ -127,21 +140,22 @@ def _reads_as_pickle(head: bytes, size: int) -> bool:
         return size > len(head) and reader.tell() == len(head)
 
 
-def _is_onnx(path: Path) -> bool:
-    """Whether ``path`` parses as an ONNX model with a graph (ONNX files have no signature; their first byte, the
+def _is_onnx(data: bytes) -> bool:
+    """Whether ``data`` parses as an ONNX model with a graph (ONNX files have no signature; their first byte, the
     tag of ``ir_version``, is the caller's cheap test)."""
     import onnx  # deferred: only a file that failed to load as a checkpoint gets here
     from google.protobuf.message import DecodeError
 
     try:
-        return len(onnx.load(path, load_external_data=False).graph.node) > 0
-    except (DecodeError, ValueError, OSError):
+        return len(onnx.load_model_from_string(data).graph.node) > 0
+    except (DecodeError, ValueError):
         return False
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True`` (never runs code) and check it holds a model and its config."""
-    ckpt = read_plain_data(path)
+def load_checkpoint(path: str | Path, *, data: bytes | None = None) -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True`` (never runs code) and check it holds a model and its config;
+    ``data``: the file's bytes, read already by :func:`read_checkpoint_bytes`."""
+    ckpt = read_plain_data(path, data=data)
     if not isinstance(ckpt, dict) or any(key not in ckpt for key in REQUIRED_KEYS):
         raise UserError(f"{path}: not a checkpoint of this project (needs the keys {', '.join(REQUIRED_KEYS)}; "
                         "convert a VainF or bubbliiiing DeepLabV3+ file with tools/import_checkpoint.py)")

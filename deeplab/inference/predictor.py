@@ -3,6 +3,7 @@ argmax around it. The one path from a decoded image to a mask, for every tool an
 from __future__ import annotations
 
 import functools
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 
 from datasets.transforms import normalize_image
 
-from ..checkpoint import MAX_CLASSES, load_checkpoint, model_from_checkpoint
+from ..checkpoint import MAX_CLASSES, load_checkpoint, model_from_checkpoint, read_checkpoint_bytes
 from ..device import resolve_device
 from ..errors import UserError
 from .calibration import choose_calibration
@@ -89,7 +90,9 @@ class Predictor:
         images (:mod:`deeplab.inference.auto`); :attr:`engine_choice` says which and why.
         ``output_stride`` runs the weights at another stride.
         """
-        ckpt = load_checkpoint(path)
+        data = read_checkpoint_bytes(path)  # the engine cache's key hashes exactly the bytes loaded
+        ckpt, sha256 = load_checkpoint(path, data=data), hashlib.sha256(data).hexdigest()
+        del data
         model = functools.cache(lambda: model_from_checkpoint(ckpt, path, output_stride=output_stride))
         config = dict(ckpt["model_config"])
         variant = None
@@ -105,7 +108,7 @@ class Predictor:
         fallback = [] if engine == "auto" else [Path(p) for p in fallback_calibration]
         images = choose_calibration([Path(p) for p in calibration or ()], ckpt, fallback)
         prepare = functools.partial(prepare_image, mean=mean, std=std, max_size=max_size)
-        prepared = checkpoint_engine(path, ckpt, model, engine=engine, device=resolved, calibration=images,
+        prepared = checkpoint_engine(path, ckpt, sha256, model, engine=engine, device=resolved, calibration=images,
                                      prepare=prepare, max_size=max_size, variant=variant)
         return cls(prepared.run, class_names=names, mean=mean, std=std, device=resolved, max_size=max_size,
                    engine_name=prepared.name, model_config=config, engine_choice=prepared.choice)

@@ -16,7 +16,7 @@ import torch
 
 from ..errors import UserError
 from .auto import choose_auto
-from .cache import CacheKey, EngineCache, file_sha256
+from .cache import CacheKey, EngineCache
 from .calibration import Calibration
 from .engines import SPECS, artefact_versions, create_engine, load_artefacts, resolve_engine, write_artefacts
 from .tta import Engine
@@ -40,6 +40,7 @@ class PreparedEngine:
 def checkpoint_engine(
     path: str | Path,
     ckpt: dict[str, Any],
+    checkpoint_sha256: str,
     model: Callable[[], torch.nn.Module],
     *,
     engine: str,
@@ -49,18 +50,19 @@ def checkpoint_engine(
     max_size: int | None,
     variant: str | None = None,
 ) -> PreparedEngine:
-    """The engine for checkpoint ``path`` (read as ``ckpt``), from the cache when a valid entry exists.
+    """The engine for checkpoint ``path`` (read as ``ckpt`` from bytes whose SHA-256 is ``checkpoint_sha256``), from
+    the cache when a valid entry exists.
 
     ``model()`` rebuilds the PyTorch model (called only when something must be built); ``variant`` names how it
     differs from the checkpoint's own config (e.g. another output stride). int8 engines calibrate on
     ``calibration``'s images made into inputs by ``prepare``, the Predictor's own preprocessing at ``max_size``.
     ``auto`` on the CPU is verified on the checkpoint's held-out images once (:func:`.auto.choose_auto`).
     """
-    sha256 = functools.cache(lambda: file_sha256(path))
-    build = functools.partial(_prepared, path, sha256, model, device=device, calibration=calibration,
+    cache = EngineCache(path, checkpoint_sha256)
+    build = functools.partial(_prepared, cache, checkpoint_sha256, model, device=device, calibration=calibration,
                               prepare=prepare, max_size=max_size, variant=variant)
     if engine == "auto" and device.type == "cpu":
-        choice = choose_auto(EngineCache(path, sha256()), sha256(), ckpt=ckpt, build=build, reference=model,
+        choice = choose_auto(cache, checkpoint_sha256, ckpt=ckpt, build=build, reference=model,
                              calibration=calibration, prepare=prepare, max_size=max_size, variant=variant)
         return PreparedEngine(choice.run or build(choice.engine), choice.engine, choice.line)
     try:
@@ -70,7 +72,7 @@ def checkpoint_engine(
     return PreparedEngine(build(engine), engine)
 
 
-def _prepared(path: str | Path, sha256: Callable[[], str], model: Callable[[], torch.nn.Module], engine: str, *,
+def _prepared(cache: EngineCache, sha256: str, model: Callable[[], torch.nn.Module], engine: str, *,
               device: torch.device, calibration: Calibration | None, prepare: Callable[[np.ndarray], torch.Tensor],
               max_size: int | None, variant: str | None) -> Engine:
     """The concrete ``engine`` for the checkpoint, loaded from the cache or built and stored there."""
@@ -80,9 +82,8 @@ def _prepared(path: str | Path, sha256: Callable[[], str], model: Callable[[], t
     if spec.calibrated and calibration is None:
         raise UserError(f"--engine {engine}: needs calibration images; pass --calibration DIR (the checkpoint's "
                         "training data is not on this machine)")
-    key = CacheKey(sha256(), engine, spec.precision, SHAPE_POLICY, artefact_versions(engine),
+    key = CacheKey(sha256, engine, spec.precision, SHAPE_POLICY, artefact_versions(engine),
                    calibration.digest(max_size) if spec.calibrated else None, variant)
-    cache = EngineCache(path, sha256())
     entry = cache.find(key)
     if entry is not None:
         return load_artefacts(engine, entry)

@@ -149,6 +149,18 @@ def test_corrupt_or_truncated(tmp_path: Path, content: bytes | None) -> None:
         load_checkpoint(path)
 
 
+def test_unreadable_checkpoint_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "locked.pt"
+    torch.save(_state(), path)
+
+    def denied(self: Path) -> bytes:  # what a file of another user reads as (root reads anything)
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(UserError, match=r"locked.pt: cannot read checkpoint \(Permission denied\)$"):
+        load_checkpoint(path)
+
+
 def test_missing_keys_and_mismatched_weights(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="not found"):
         load_checkpoint(tmp_path / "absent.pt")

@@ -2,7 +2,10 @@
 a miss builds once, and a corrupt, foreign or stale entry is rebuilt, never trusted."""
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,7 @@ from PIL import Image
 
 from deeplab import save_checkpoint
 from deeplab.inference import Predictor, prepared
+from deeplab.inference import predictor as predictor_module
 from deeplab.inference.cache import MANIFEST, CacheKey, EngineCache
 
 IMAGE = np.random.default_rng(0).integers(0, 256, (33, 47, 3), dtype=np.uint8)
@@ -181,3 +185,29 @@ def test_key_digest_covers_every_field() -> None:
     names = {key.entry_name for key in variants}
     assert len(names) == len(variants) and base.entry_name not in names
     assert all(name.startswith(base.slot) for name in names - {variants[1].entry_name})
+
+
+def test_checkpoint_replaced_after_loading_caches_the_weights_loaded(tmp_path: Path, make_checkpoint, builds,
+                                                                     randomise_batchnorm,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    model = make_checkpoint(tmp_path / "m.pt", num_classes=3, varied=True)
+    shutil.copy(tmp_path / "m.pt", tmp_path / "old.pt")
+    retrained = randomise_batchnorm(model, seed=7)
+    save_checkpoint({"model": retrained.state_dict(), "model_config": retrained.config}, tmp_path / "new.pt")
+    old, new = predict(tmp_path / "old.pt"), predict(tmp_path / "new.pt")
+    assert (old != new).any()
+    load = predictor_module.load_checkpoint
+
+    def load_then_replace(path, **kwargs):  # training saves a better model just after this run read the old one
+        ckpt = load(path, **kwargs)
+        shutil.copy(tmp_path / "new.pt", tmp_path / "tmp.pt")
+        os.replace(tmp_path / "tmp.pt", path)
+        return ckpt
+
+    monkeypatch.setattr(predictor_module, "load_checkpoint", load_then_replace)
+    np.testing.assert_array_equal(predict(tmp_path / "m.pt"), old)
+    [entry] = entries(tmp_path / "m.engines")
+    old_sha256 = hashlib.sha256((tmp_path / "old.pt").read_bytes()).hexdigest()
+    assert json.loads((entry / MANIFEST).read_text())["key"]["checkpoint_sha256"] == old_sha256
+    monkeypatch.setattr(predictor_module, "load_checkpoint", load)
+    np.testing.assert_array_equal(predict(tmp_path / "m.pt"), new)
