@@ -7,12 +7,16 @@ the model differs from the checkpoint's config (another output stride) and the v
 wrote them. The folder name carries a digest of the key, so a changed
 checkpoint or library version looks in another folder (a miss); an entry whose manifest or files do not match
 is corrupt and rebuilt, never trusted. Entries are built in a temporary folder beside their final place and
-renamed into it, so a crash never leaves a half-written entry under the final name. Small JSON records (the
-verified choice of ``auto``) live beside the entries, written atomically; one that cannot be parsed is redone.
+renamed into it, so a crash never leaves a half-written entry under the final name. Storing an entry removes the
+ones it outdates: built from an earlier version of the same checkpoint file (the manifest names the file), or by
+other library versions or cache format, for the same engine, shape policy, calibration and variant; entries of
+other variants, calibrations or checkpoint files stay. Small JSON records (the verified choice of ``auto``) live
+beside the entries, written atomically; one that cannot be parsed is redone.
 
 Entries live beside the checkpoint (``best.pt`` -> ``best.engines/``), or in the user cache folder
 (``$XDG_CACHE_HOME/deeplab/engines/<checkpoint hash>/``, default ``~/.cache``) when the checkpoint's folder
-cannot be written; with neither writable the engine is built in a temporary folder and not kept.
+cannot be written (or holds a damaged entry that cannot be removed); with neither usable the engine is built in a
+temporary folder and not kept.
 """
 from __future__ import annotations
 
@@ -40,6 +44,8 @@ CACHE_FORMAT = 1
 MANIFEST = "manifest.json"
 _TMP_PREFIX = ".tmp-"
 _TMP_MAX_AGE_S = 3600  # a temporary folder older than this belongs to a run that died
+#: What reading a damaged or foreign manifest may raise.
+_BAD_MANIFEST = (OSError, ValueError, KeyError, TypeError, AttributeError)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -86,8 +92,15 @@ class CacheKey:
 
     @property
     def slot(self) -> str:
-        """Entries for one engine and shape policy share this folder-name prefix (stale ones are pruned by it)."""
+        """Entries for one engine and shape policy share this folder-name prefix."""
         return f"{self.engine}-{self.shape_policy}-"
+
+    def outdates(self, other: Mapping) -> bool:
+        """Whether an entry keyed ``other`` (a manifest's key) is this key's older build: the same engine, shape
+        policy, calibration and variant from other checkpoint bytes, library versions or cache format."""
+        new = json.loads(json.dumps(self.as_dict()))
+        same = ("engine", "precision", "shape_policy", "calibration", "variant")
+        return other != new and all(other.get(name) == new[name] for name in same)
 
     @property
     def entry_name(self) -> str:
@@ -100,6 +113,7 @@ class EngineCache:
 
     def __init__(self, checkpoint: str | Path, checkpoint_sha256: str, *, user_dir: Path | None = None) -> None:
         checkpoint = Path(checkpoint)
+        self.checkpoint_name = checkpoint.name
         self.roots = [checkpoint.with_name(f"{checkpoint.stem}.engines"),
                       (user_dir or user_cache_dir()) / checkpoint_sha256[:16]]
 
@@ -108,7 +122,7 @@ class EngineCache:
         reported and left to be rewritten."""
         for root in self.roots:
             path = root / name
-            if not path.exists():
+            if not path.is_file():  # absent, or something else in the way (a folder): written elsewhere
                 continue
             try:
                 record = json.loads(path.read_text())
@@ -120,74 +134,72 @@ class EngineCache:
         return None
 
     def write_record(self, name: str, record: dict) -> Path | None:
-        """Store ``record`` as JSON under ``name`` in the first writable root (atomically); ``None`` where none is."""
-        root = next((r for r in self.roots if _writable(r)), None)
-        if root is None:
-            return None
-        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=".json", dir=root)
-        try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(record, handle, indent=1)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide it from other users of the checkpoint
-            os.replace(tmp, root / name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(root)
-        return root / name
+        """Store ``record`` as JSON under ``name`` in the first root where it can be written (atomically); ``None``
+        where none can take it."""
+        for root in self.roots:
+            if _writable(root) and _write_json(root / name, record):
+                return root / name
+        return None
 
     def find(self, key: CacheKey) -> Path | None:
-        """The valid entry for ``key``, or ``None``; a corrupt one is reported and left to be rebuilt."""
+        """The valid entry for ``key``, or ``None``; a corrupt one is reported (and left to be rebuilt unless a
+        valid copy exists in another root)."""
+        damaged = []
         for root in self.roots:
             entry = root / key.entry_name
             if not entry.exists():
                 continue
             problem = _entry_problem(entry, key)
             if problem is None:
+                for bad, why in damaged:
+                    print(f"warning: {bad}: {why}; using {entry}", file=sys.stderr)
                 return entry
-            print(f"warning: {entry}: {problem}; rebuilding it", file=sys.stderr)
+            damaged.append((entry, problem))
+        for bad, why in damaged:
+            print(f"warning: {bad}: {why}; rebuilding it", file=sys.stderr)
         return None
 
     @contextlib.contextmanager
-    def build(self, key: CacheKey, write: Callable[[Path], None]) -> Iterator[Path]:
-        """Run ``write(folder)`` to make the artefacts, store them under ``key`` and yield the stored entry.
+    def build(self, key: CacheKey, write: Callable[[Path, bool], None]) -> Iterator[Path]:
+        """Run ``write(folder, kept)`` to make the artefacts, store them under ``key`` and yield the stored entry.
 
-        Where no cache folder can be written the artefacts live in a temporary folder for the ``with`` block only.
+        Where no cache folder can take the entry, the artefacts live in a temporary folder for the ``with`` block
+        only (``kept`` is then False).
         """
-        root = next((r for r in self.roots if _writable(r)), None)
+        root = next((r for r in self.roots if _writable(r) and _room_for(r / key.entry_name, key)), None)
         if root is None:
             print(f"warning: cannot write a prepared-engine cache in {' or '.join(map(str, self.roots))}; "
                   "the engine is rebuilt on every run", file=sys.stderr)
             with tempfile.TemporaryDirectory(prefix="deeplab-engine-") as tmp:
-                write(Path(tmp))
+                write(Path(tmp), False)
                 yield Path(tmp)
             return
-        yield self._store(root, key, write)
-
-    def _store(self, root: Path, key: CacheKey, write: Callable[[Path], None]) -> Path:
         _remove_abandoned(root)
         tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=root))
-        try:
+        try:  # once renamed into place, tmp is gone and its removal below a no-op
             tmp.chmod(0o755)  # mkdtemp's 0700 would hide the entry from other users of the checkpoint
-            write(tmp)
-            _write_manifest(tmp, key)
+            write(tmp, True)
+            _write_manifest(tmp, key, self.checkpoint_name)
             entry = root / key.entry_name
-            if entry.exists():  # corrupt (find() said so) or written meanwhile by a concurrent run
-                if _entry_problem(entry, key) is None:
-                    shutil.rmtree(tmp)
-                    return entry
-                _discard(entry)
-            os.rename(tmp, entry)
-        except BaseException:
+            if _place(tmp, entry, key):
+                _fsync_dir(root)
+                self._prune(root, key, entry)
+            else:
+                print(f"warning: {entry}: cannot store the engine there; it is not cached", file=sys.stderr)
+                entry = tmp
+            yield entry
+        finally:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        _fsync_dir(root)
-        for stale in root.glob(key.slot + "*"):
-            if stale != entry and (stale / MANIFEST).is_file():
-                _discard(stale)
-        return entry
+
+    def _prune(self, root: Path, key: CacheKey, entry: Path) -> None:
+        """Remove the entries of ``root`` that ``key`` outdates for this checkpoint file (see the module docstring)."""
+        for other in root.glob(key.slot + "*"):
+            if other == entry:
+                continue
+            with contextlib.suppress(*_BAD_MANIFEST):
+                manifest = json.loads((other / MANIFEST).read_text())
+                if manifest.get("checkpoint") == self.checkpoint_name and key.outdates(manifest["key"]):
+                    _discard(other)
 
 
 def _entry_problem(entry: Path, key: CacheKey) -> str | None:
@@ -200,19 +212,21 @@ def _entry_problem(entry: Path, key: CacheKey) -> str | None:
             path = entry / name
             if not path.is_file() or path.stat().st_size != expected["size"] or file_sha256(path) != expected["sha256"]:
                 return f"{name} is missing or does not match its recorded hash"
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except _BAD_MANIFEST as exc:
         return f"unreadable manifest ({type(exc).__name__})"
     return None
 
 
-def _write_manifest(folder: Path, key: CacheKey) -> None:
-    """Record the key and every file's size and hash, each file flushed to disk before the manifest is."""
+def _write_manifest(folder: Path, key: CacheKey, checkpoint: str) -> None:
+    """Record the key, the checkpoint file's name and every file's size and hash, each file flushed to disk before
+    the manifest is."""
     files = {}
     for path in sorted(p for p in folder.iterdir() if p.is_file()):
         with open(path, "rb") as handle:
             os.fsync(handle.fileno())
         files[path.name] = {"size": path.stat().st_size, "sha256": file_sha256(path)}
-    manifest = {"key": key.as_dict(), "files": files, "written": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    manifest = {"key": key.as_dict(), "checkpoint": checkpoint, "files": files,
+                "written": time.strftime("%Y-%m-%dT%H:%M:%S")}
     with open(folder / MANIFEST, "w") as handle:
         json.dump(manifest, handle, indent=1)
         handle.flush()
@@ -227,14 +241,54 @@ def _writable(root: Path) -> bool:
     return True
 
 
-def _discard(folder: Path) -> None:
-    """Move ``folder`` out of the way first (one rename), then delete it, so readers never see it half-deleted."""
+def _discard(folder: Path) -> bool:
+    """Move ``folder`` out of the way first (one rename), then delete it, so readers never see it half-deleted;
+    whether it is gone (False: it cannot be moved, e.g. another user's entry in a shared folder)."""
     trash = folder.with_name(f"{_TMP_PREFIX}old-{folder.name}-{os.getpid()}")
     try:
         os.rename(folder, trash)
     except OSError:
-        return  # another run moved it already
+        return not os.path.lexists(folder)  # True where another run moved it already
     shutil.rmtree(trash, ignore_errors=True)
+    return True
+
+
+def _room_for(entry: Path, key: CacheKey) -> bool:
+    """Whether ``key``'s entry can be stored at ``entry``: nothing there, a valid entry (a concurrent run's), or a
+    damaged one that can be moved away; one that cannot is reported."""
+    if not os.path.lexists(entry) or _entry_problem(entry, key) is None or _discard(entry):
+        return True
+    print(f"warning: {entry}: a damaged entry that cannot be removed; storing the engine elsewhere", file=sys.stderr)
+    return False
+
+
+def _place(tmp: Path, entry: Path, key: CacheKey) -> bool:
+    """Rename the built folder ``tmp`` to ``entry``; whether ``entry`` then holds a valid entry for ``key`` (a
+    concurrent run's that got there first is kept and ``tmp`` left for the caller to delete)."""
+    try:
+        os.rename(tmp, entry)
+    except OSError:
+        return _entry_problem(entry, key) is None
+    return True
+
+
+def _write_json(path: Path, record: dict) -> bool:
+    """Write ``record`` to ``path`` atomically; whether it could be (not where, e.g., a folder is in the way)."""
+    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(record, handle, indent=1)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide it from other users of the checkpoint
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            return False
+        raise
+    _fsync_dir(path.parent)
+    return True
 
 
 def _remove_abandoned(root: Path) -> None:

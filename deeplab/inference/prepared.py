@@ -88,10 +88,15 @@ def _prepared(cache: EngineCache, sha256: str, model: Callable[[], torch.nn.Modu
     if entry is not None:
         return load_artefacts(engine, entry)
     network = model()
-    batches = None
-    if spec.calibrated:
-        batches = calibration.batches(prepare)
-        print(f"calibrating {engine} on {len(batches)} images from {calibration.source} "
-              "(once: the result is cached)", file=sys.stderr)
-    with cache.build(key, lambda folder: write_artefacts(network, engine, folder, batches)) as entry:
+
+    def write(folder: Path, kept: bool) -> None:
+        batches = None
+        if spec.calibrated:
+            batches = calibration.batches(prepare)
+            print(f"calibrating {engine} on {len(batches)} images from {calibration.source} "
+                  f"({'once: the result is cached' if kept else 'on every run: it cannot be cached'})",
+                  file=sys.stderr)
+        write_artefacts(network, engine, folder, batches)
+
+    with cache.build(key, write) as entry:
         return load_artefacts(engine, entry)

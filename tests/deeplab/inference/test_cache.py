@@ -2,6 +2,7 @@
 a miss builds once, and a corrupt, foreign or stale entry is rebuilt, never trusted."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from deeplab import save_checkpoint
@@ -46,6 +48,17 @@ def entries(folder: Path) -> list[Path]:
 
 def predict(path: Path, engine: str = "onnxruntime", **kwargs) -> np.ndarray:
     return Predictor.from_checkpoint(path, device="cpu", engine=engine, **kwargs).predict(IMAGE).mask
+
+
+def int8_key(sha: str = "ab", **fields) -> CacheKey:
+    return CacheKey(sha * 32, "openvino-int8", "int8", "dynamic", **{"versions": {"openvino": "1"}, "calibration": "c1",
+                                                                    **fields})
+
+
+def store(cache: EngineCache, key: CacheKey) -> Path:
+    """Store a stand-in artefact under ``key`` (no export) and return the folder it ended in."""
+    with cache.build(key, lambda folder, kept: (folder / "model.xml").write_text(key.entry_name)) as entry:
+        return entry
 
 
 def test_miss_builds_once_then_hits_without_the_model(tmp_path: Path, make_checkpoint, builds, user_cache,
@@ -163,7 +176,7 @@ def test_interrupted_build_leaves_no_entry(tmp_path: Path) -> None:
     cache = EngineCache(tmp_path / "m.pt", "ab" * 32)
     key = CacheKey("ab" * 32, "onnxruntime", "f32", "dynamic", {"torch": "1"})
 
-    def crash(folder: Path) -> None:
+    def crash(folder: Path, kept: bool) -> None:
         (folder / "model.onnx").write_bytes(b"half")
         raise KeyboardInterrupt
 
@@ -211,3 +224,81 @@ def test_checkpoint_replaced_after_loading_caches_the_weights_loaded(tmp_path: P
     assert json.loads((entry / MANIFEST).read_text())["key"]["checkpoint_sha256"] == old_sha256
     monkeypatch.setattr(predictor_module, "load_checkpoint", load)
     np.testing.assert_array_equal(predict(tmp_path / "m.pt"), new)
+
+
+def test_storing_an_entry_removes_only_the_entries_it_outdates(tmp_path: Path) -> None:
+    best_pt, best_pth = EngineCache(tmp_path / "best.pt", "ab" * 32), EngineCache(tmp_path / "best.pth", "cd" * 32)
+    retrained = store(best_pt, int8_key())
+    others = {store(best_pt, int8_key(variant="output_stride=8")), store(best_pt, int8_key(calibration="c2")),
+              store(best_pth, int8_key("cd"))}  # another variant, calibration and checkpoint file: all valid
+    assert set(entries(tmp_path / "best.engines")) == others | {retrained}
+    upgraded = store(best_pt, int8_key("ef"))  # best.pt retrained in place
+    assert set(entries(tmp_path / "best.engines")) == others | {upgraded}
+    newest = store(best_pt, int8_key("ef", versions={"openvino": "2"}))  # then a new OpenVINO
+    assert set(entries(tmp_path / "best.engines")) == others | {newest}
+    assert all(best_pt.find(int8_key(**fields)) for fields in ({"variant": "output_stride=8"}, {"calibration": "c2"}))
+
+
+def refuse_to_move(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    """Make ``folder`` unmovable, as another user's entry in a shared folder is (root may move anything)."""
+    rename = os.rename
+
+    def guarded(src, dst):
+        if Path(src) == folder:
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(src))
+        rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", guarded)
+
+
+def test_damaged_entry_that_cannot_be_removed_is_stored_in_the_user_cache(tmp_path: Path, user_cache,
+                                                                          monkeypatch: pytest.MonkeyPatch,
+                                                                          capsys) -> None:
+    cache, key = EngineCache(tmp_path / "m.pt", "ab" * 32), int8_key()
+    damaged = store(cache, key)
+    (damaged / "model.xml").write_text("damaged")
+    refuse_to_move(monkeypatch, damaged)
+    assert cache.find(key) is None
+    entry = store(cache, key)
+    assert entry.parent == user_cache / ("ab" * 8) and damaged.is_dir()
+    assert "a damaged entry that cannot be removed; storing the engine elsewhere" in capsys.readouterr().err
+    assert cache.find(key) == entry
+    assert capsys.readouterr().err.strip() == (f"warning: {damaged}: model.xml is missing or does not match its "
+                                               f"recorded hash; using {entry}")
+
+
+def test_entry_that_cannot_be_placed_serves_this_run_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys) -> None:
+    cache, key = EngineCache(tmp_path / "m.pt", "ab" * 32), int8_key()
+    damaged = store(cache, key)
+    (damaged / "model.xml").write_text("damaged")
+    refuse_to_move(monkeypatch, damaged)
+    monkeypatch.setattr("deeplab.inference.cache._room_for", lambda entry, key: True)  # damaged meanwhile
+    with cache.build(key, lambda folder, kept: (folder / "model.xml").write_text("built")) as folder:
+        assert (folder / "model.xml").read_text() == "built"
+    assert not folder.exists() and (damaged / "model.xml").read_text() == "damaged"
+    assert f"{damaged}: cannot store the engine there; it is not cached" in capsys.readouterr().err
+
+
+def test_folder_where_a_record_goes_is_passed_over(tmp_path: Path, user_cache, capsys) -> None:
+    cache = EngineCache(tmp_path / "m.pt", "ab" * 32)
+    (tmp_path / "m.engines" / "auto-x.json").mkdir(parents=True)
+    assert cache.write_record("auto-x.json", {"engine": "int8"}) == user_cache / ("ab" * 8) / "auto-x.json"
+    assert cache.read_record("auto-x.json") == {"engine": "int8"} and not capsys.readouterr().err
+
+
+def test_calibration_message_says_whether_the_result_is_kept(tmp_path: Path, make_checkpoint,
+                                                             monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    make_checkpoint(tmp_path / "m.pt", num_classes=3)
+    Image.fromarray(IMAGE).save(tmp_path / "a.png")
+    monkeypatch.setattr(prepared, "write_artefacts",
+                        lambda model, engine, folder, batches: (folder / "model.onnx").write_bytes(b"int8"))
+    monkeypatch.setattr(prepared, "load_artefacts", lambda engine, folder: lambda batch: torch.zeros(len(batch), 3))
+    Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="int8", calibration=[tmp_path / "a.png"])
+    assert "(once: the result is cached)" in capsys.readouterr().err
+    shutil.rmtree(tmp_path / "m.engines")
+    (tmp_path / "m.engines").write_text("")  # files where the cache folders would go: unwritable, even for root
+    (tmp_path / "xdg").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="int8", calibration=[tmp_path / "a.png"])
+    assert "(on every run: it cannot be cached)" in capsys.readouterr().err
