@@ -11,12 +11,16 @@ import argparse
 import sys
 from typing import Sequence
 
+from deeplab.app.results import interrupt_on_sigterm
 from deeplab.checkpoint import newest_checkpoint
 from deeplab.errors import UserError, report_user_errors
 from deeplab.inference import ENGINES, Predictor
 from deeplab.tool_args import check_bindable, check_ranges
 
 from _image_flags import add_image_flags, check_image_flags
+
+#: The largest --max-upload-mb (a terabyte): Gradio counts the limit in bytes in a 64-bit integer.
+MAX_UPLOAD_MB = 1_000_000
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -32,7 +36,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--engine", choices=[e for e in ENGINES if e != "int8"], default="auto",
                         help="inference engine (int8 needs calibration images and is left to predict.py)")
-    parser.add_argument("--max-upload-mb", type=int, default=20, help="largest upload accepted (default 20 MB)")
+    parser.add_argument("--max-upload-mb", type=int, default=20,
+                        help=f"largest upload accepted (default 20 MB, at most {MAX_UPLOAD_MB})")
     parser.add_argument("--max-video-frames", type=int, default=300,
                         help="longest clip the video tab takes (default 300 frames; audio is not kept)")
     return parser
@@ -45,20 +50,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_image_flags(args)
     check_ranges({"--max-upload-mb": args.max_upload_mb, "--max-video-frames": args.max_video_frames},
                  at_least_one=["--max-upload-mb", "--max-video-frames"])
+    if args.max_upload_mb > MAX_UPLOAD_MB:
+        raise UserError(f"--max-upload-mb: must be at most {MAX_UPLOAD_MB}, got {args.max_upload_mb}")
     check_bindable(args.host, args.port)
     try:
         from deeplab.app.web import AppLimits, build_app, launch
     except ImportError as exc:
         raise UserError(f"the web app needs Gradio ({exc}): pip install -e \".[app]\"") from None
     checkpoint = args.checkpoint or newest_checkpoint()
-    predictor = Predictor.from_checkpoint(checkpoint, device=args.device, engine=args.engine,
-                                          max_size=args.max_size or None, output_stride=args.output_stride)
-    if predictor.engine_choice:
-        print(predictor.engine_choice)
-    limits = AppLimits(max_upload_mb=args.max_upload_mb, max_video_frames=args.max_video_frames)
-    app = build_app(predictor, checkpoint=checkpoint, alpha=args.alpha, limits=limits)
-    print(f"serving {checkpoint} ({predictor.engine_name}); audio of clips is not kept; Ctrl-C stops", flush=True)
-    launch(app, host=args.host, port=args.port, limits=limits)
+    # kill, docker stop and systemctl stop end the app as Ctrl-C does, so its result files go too.
+    with interrupt_on_sigterm():
+        predictor = Predictor.from_checkpoint(checkpoint, device=args.device, engine=args.engine,
+                                              max_size=args.max_size or None, output_stride=args.output_stride)
+        if predictor.engine_choice:
+            print(predictor.engine_choice)
+        limits = AppLimits(max_upload_mb=args.max_upload_mb, max_video_frames=args.max_video_frames)
+        app = build_app(predictor, checkpoint=checkpoint, alpha=args.alpha, limits=limits)
+        print(f"serving {checkpoint} ({predictor.engine_name}); audio of clips is not kept; results are kept "
+              f"{limits.keep_results_s / 3600:g} h; Ctrl-C stops", flush=True)
+        launch(app, host=args.host, port=args.port, limits=limits)
     return 0
 
 

@@ -7,6 +7,8 @@ import numpy as np
 
 from datasets.image_files import voc_palette
 
+from ..inference.overlay import class_label
+
 __all__ = ["class_shares"]
 
 
@@ -15,5 +17,5 @@ def class_shares(mask: np.ndarray, class_names: Sequence[str]) -> list[tuple[str
     counts = np.bincount(mask.ravel(), minlength=len(class_names))
     palette = voc_palette()
     present = sorted(np.flatnonzero(counts), key=lambda i: (-counts[i], i))
-    return [(class_names[i] if i < len(class_names) else str(i), 100.0 * counts[i] / mask.size,
+    return [(class_label(class_names, i), 100.0 * counts[i] / mask.size,
              "#{:02x}{:02x}{:02x}".format(*palette[i])) for i in present]

@@ -1,12 +1,12 @@
 """The local web app (Gradio): drop an image, see the overlay with its legend, the share of pixels per class and
 the palette mask to download; an opacity slider redraws without running the model again; a tab for short clips.
 
-The model runs one request at a time (further uploads wait in Gradio's queue and see their place in it);
-uploads above ``max_upload_mb`` are refused by the page, undecodable files get a message, and the app serves on.
+The model runs one request at a time across both tabs (further uploads wait in Gradio's queue and see their place
+in it); uploads above ``max_upload_mb`` are refused by the page, undecodable files get a message, and the app serves
+on. Result files are deleted ``keep_results_s`` after they were written (an hour, as Gradio's own copies).
 """
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import dataclass
 from itertools import count
@@ -20,21 +20,26 @@ from datasets.image_files import save_label_png
 
 from ..errors import UserError
 from ..inference import Predictor, overlay
-from ..inference.video import VideoError, probe_video, segment_video
+from ..inference.video import VideoError, VideoInfo, probe_video, segment_video
+from .results import ResultFolders
 from .summary import class_shares
 
 __all__ = ["AppLimits", "build_app", "describe", "launch"]
 
 TABLE_HEADERS = ["class", "pixels (%)", "colour"]
+#: The Gradio concurrency group of every handler that runs the model: one call at a time across all tabs.
+MODEL_GROUP = "model"
 
 
 @dataclass(frozen=True)
 class AppLimits:
-    """What the app accepts: upload size (MiB), frames of a clip, and how many requests may wait in the queue."""
+    """What the app accepts: upload size (MiB), frames of a clip, how many requests may wait in the queue; and how
+    long result files are kept (seconds)."""
 
     max_upload_mb: int = 20
     max_video_frames: int = 300
     max_queue: int = 16
+    keep_results_s: float = 3600
 
 
 def describe(predictor: Predictor, checkpoint: str | Path) -> str:
@@ -50,7 +55,7 @@ class _Segmenter:
 
     def __init__(self, predictor: Predictor, limits: AppLimits) -> None:
         self.predictor, self.limits = predictor, limits
-        self._files = tempfile.TemporaryDirectory(prefix="deeplab-app-")
+        self.results = ResultFolders(limits.keep_results_s)
 
     def segment_image(self, path: str | None, alpha: float):
         """Overlay, class table, mask file, timing line and the (image, mask) state the slider redraws from."""
@@ -63,8 +68,9 @@ class _Segmenter:
         start = time.perf_counter()
         prediction = self.predictor.predict(image)
         seconds = time.perf_counter() - start
-        mask_path = Path(tempfile.mkdtemp(dir=self._files.name)) / f"{Path(path).stem}_mask.png"
-        save_label_png(mask_path, prediction.mask)
+        with self.results.new() as folder:
+            mask_path = folder / f"{Path(path).stem}_mask.png"
+            save_label_png(mask_path, prediction.mask)
         shares = [[name, round(percent, 2), colour]
                   for name, percent, colour in class_shares(prediction.mask, self.predictor.class_names)]
         height, width = prediction.model_size
@@ -84,9 +90,17 @@ class _Segmenter:
         frames, and a timing line; a clip too small to encode is refused."""
         if path is None:
             raise gr.Error("upload a clip first")
-        name = Path(path).name
-        target = Path(tempfile.mkdtemp(dir=self._files.name)) / f"{Path(path).stem}_overlay.webm"
         start = time.perf_counter()
+        with self.results.new() as folder:  # a refused clip leaves no folder behind
+            target = folder / f"{Path(path).stem}_overlay.webm"
+            frames, info = self._overlay_clip(path, target, alpha, progress)
+        seconds = time.perf_counter() - start
+        return str(target), (f"{frames} frames, {info.width}x{info.height} at {info.fps:g} fps, in "
+                             f"{seconds:.1f} s (**{frames / seconds:.1f} frames/s**); audio is not kept")
+
+    def _overlay_clip(self, path: str, target: Path, alpha: float, progress) -> tuple[int, VideoInfo]:
+        """Write the overlay of the clip at ``path`` to ``target``: frames written and the clip's properties."""
+        name = Path(path).name
         try:
             info = probe_video(path)
             if info.frames > self.limits.max_video_frames:
@@ -103,9 +117,7 @@ class _Segmenter:
                        f"file); showing the {frames} frames before it")
         except UserError as exc:
             raise gr.Error(_short(exc, path)) from None
-        seconds = time.perf_counter() - start
-        return str(target), (f"{frames} frames, {info.width}x{info.height} at {info.fps:g} fps, in "
-                             f"{seconds:.1f} s (**{frames / seconds:.1f} frames/s**); audio is not kept")
+        return frames, info
 
 
 def build_app(predictor: Predictor, *, checkpoint: str | Path, alpha: float = 0.5,
@@ -131,7 +143,7 @@ def build_app(predictor: Predictor, *, checkpoint: str | Path, alpha: float = 0.
                                     elem_id="opacity")
             state = gr.State()
             image.change(segmenter.segment_image, [image, opacity], [shown, table, mask_file, timing, state],
-                         api_name="segment_image")
+                         api_name="segment_image", concurrency_id=MODEL_GROUP, concurrency_limit=1)
             # Redrawing needs no model: it may run beside a segmentation.
             opacity.release(segmenter.redraw, [state, opacity], shown, concurrency_limit=4, api_name="redraw")
         with gr.Tab("Video"):
@@ -142,8 +154,10 @@ def build_app(predictor: Predictor, *, checkpoint: str | Path, alpha: float = 0.
             clip_opacity = gr.Slider(0.0, 1.0, value=alpha, step=0.05, label="Opacity of the class colours")
             run = gr.Button("Segment clip", variant="primary")
             clip_info = gr.Markdown(elem_id="clip-info")
-            run.click(segmenter.segment_clip, [clip, clip_opacity], [clip_out, clip_info], api_name="segment_clip")
-    # One model call at a time: two uploads at once queue instead of fighting over the CPU (or GPU) threads.
+            run.click(segmenter.segment_clip, [clip, clip_opacity], [clip_out, clip_info], api_name="segment_clip",
+                      concurrency_id=MODEL_GROUP, concurrency_limit=1)
+    # One model call at a time across the tabs (Gradio limits each handler on its own unless they share a group):
+    # requests queue instead of fighting over the CPU (or GPU) threads and the engine's buffers.
     app.queue(default_concurrency_limit=1, max_size=limits.max_queue)
     app.segmenter = segmenter  # keeps the result folder alive as long as the app
     return app

@@ -8,6 +8,7 @@ and the compiled model is asked back which precision it took.
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Iterable
 
@@ -62,7 +63,11 @@ def _quantize(model, calibration: Iterable[torch.Tensor]):
 
 
 def compile_ir(xml_path: str | Path, *, precision: str, threads: int | None = None) -> Engine:
-    """Compile an IR for the CPU at ``precision`` (``f32``, ``bf16`` or ``int8``); returns ``batch -> logits``."""
+    """Compile an IR for the CPU at ``precision`` (``f32``, ``bf16`` or ``int8``); returns ``batch -> logits``.
+
+    The returned function may be called from several threads: calls take turns on the one infer request, whose
+    input and output buffers a second caller would otherwise overwrite mid-call (and get the other's logits).
+    """
     import openvino as ov
 
     hint = PRECISIONS[precision]
@@ -75,10 +80,12 @@ def compile_ir(xml_path: str | Path, *, precision: str, threads: int | None = No
     if took != getattr(ov.Type, hint):
         raise RuntimeError(f"OpenVINO compiled the model in {took} instead of the requested {hint}")
     request = compiled.create_infer_request()
+    lock = threading.Lock()
 
     def run(batch: torch.Tensor) -> torch.Tensor:
         array = np.ascontiguousarray(batch.detach().float().cpu().numpy())
         # share_outputs=False (the default) copies the logits out of the request's buffer, which the next call reuses.
-        return torch.from_numpy(request.infer({0: array}, share_inputs=True)[0])
+        with lock:
+            return torch.from_numpy(request.infer({0: array}, share_inputs=True)[0])
 
     return run

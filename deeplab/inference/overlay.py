@@ -1,6 +1,9 @@
 """Pictures of predictions: the image blended with its colour mask, with a legend of the classes present."""
 from __future__ import annotations
 
+import functools
+import unicodedata
+from pathlib import Path
 from typing import Sequence
 
 import cv2
@@ -9,7 +12,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from datasets.image_files import voc_palette
 
-__all__ = ["overlay"]
+__all__ = ["class_label", "overlay"]
 
 
 def overlay(
@@ -33,7 +36,7 @@ def overlay(
     blended = cv2.addWeighted(np.ascontiguousarray(image), 1.0 - alpha, palette[mask], alpha, 0.0)
     canvas = Image.fromarray(blended)
     present = np.flatnonzero(np.bincount(mask.ravel(), minlength=1))
-    names = [class_names[i] if class_names is not None and i < len(class_names) else str(i) for i in present]
+    names = [class_label(class_names, i) for i in present]
     _draw_legend(canvas, [tuple(int(c) for c in palette[i]) for i in present], names)
     return np.asarray(canvas)
 
@@ -43,7 +46,7 @@ def _draw_legend(canvas: Image.Image, colours: list[tuple[int, ...]], names: lis
     if not names:
         return
     size = max(8, min(canvas.size) // 30)
-    font = ImageFont.load_default(size=size)
+    font = _legend_font(size)
     draw = ImageDraw.Draw(canvas, "RGBA")
     pad, line = max(2, size // 4), size + max(2, size // 4)
     width = max(draw.textlength(name, font=font) for name in names) + size + 3 * pad
@@ -52,3 +55,23 @@ def _draw_legend(canvas: Image.Image, colours: list[tuple[int, ...]], names: lis
         top = pad + row * line
         draw.rectangle((pad, top, pad + size, top + size), fill=colour, outline=(255, 255, 255))
         draw.text((2 * pad + size, top), name, fill=(255, 255, 255), font=font)
+
+
+def class_label(class_names: Sequence[str] | None, class_id: int) -> str:
+    """The name shown for ``class_id``: its entry in ``class_names`` on one line (control characters such as line
+    breaks and tabs as spaces), or the id itself where the name is missing or blank."""
+    name = class_names[class_id] if class_names is not None and class_id < len(class_names) else ""
+    name = "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in name).strip()
+    return name or str(class_id)
+
+
+@functools.lru_cache(maxsize=8)
+def _legend_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """DejaVu Sans (Latin, Greek, Cyrillic; shipped with matplotlib) at ``size`` pixels, else Pillow's default font,
+    whose glyphs stop at ASCII: accented names would show empty boxes."""
+    try:
+        import matplotlib
+
+        return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"), size)
+    except (ImportError, OSError):
+        return ImageFont.load_default(size=size)

@@ -1,8 +1,11 @@
 """tools/app.py: serves the checkpoint on 127.0.0.1 unless told otherwise; without Gradio, one line saying how;
-server flags no server can use are one line before the model loads."""
+server flags no server can use are one line before the model loads; SIGTERM stops it as Ctrl-C does."""
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -46,6 +49,7 @@ def test_bad_image_flags_are_one_line_before_loading(flag: str, problem: str, tm
     ("--port=99999", "--port 99999: must lie between 1 and 65535"),
     ("--port=BUSY", "--port BUSY: cannot serve there (Address already in use)"),
     ("--max-upload-mb=-5", "--max-upload-mb: must be at least 1, got -5"),
+    ("--max-upload-mb=99999999999999999999", "--max-upload-mb: must be at most 1000000, got 99999999999999999999"),
     ("--max-video-frames=-1", "--max-video-frames: must be at least 1, got -1"),
     ("--host=256.1.1.1", "--host 256.1.1.1: not an address or a known host name"),
 ])
@@ -58,3 +62,40 @@ def test_bad_server_flags_are_one_line_before_loading(flag: str, problem: str, t
         assert app_tool.main(["--checkpoint", str(tmp_path / "absent.pt"), flag.replace("BUSY", port)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {problem.replace('BUSY', port)}") and len(err.strip().splitlines()) == 1, err
+
+
+# tools/app.py with a launch that prints the result folder and serves nothing until the process is stopped.
+SERVE_UNTIL_STOPPED = """
+import sys, time
+import app as app_tool  # tools/ is on PYTHONPATH
+from deeplab.app import web
+
+def launch(app, **kwargs):
+    print(app.segmenter.results.root, flush=True)
+    while True:
+        time.sleep(0.05)
+
+web.launch = launch
+sys.exit(app_tool.main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_stops_the_app_as_ctrl_c_does_and_removes_its_results(tmp_path: Path, make_checkpoint) -> None:
+    """kill, docker stop and systemctl stop send SIGTERM, which by default ends Python without any cleanup."""
+    pytest.importorskip("gradio", reason="the web app needs Gradio: pip install -e '.[app]'")
+    make_checkpoint(tmp_path / "best.pt", ["background", "cat"], num_classes=2)
+    command = [sys.executable, "-c", SERVE_UNTIL_STOPPED, "--checkpoint", str(tmp_path / "best.pt"),
+               "--engine", "torch"]
+    env = {**os.environ, "PYTHONPATH": str(Path(app_tool.__file__).parent), "OMP_NUM_THREADS": "1"}
+    app = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = iter(app.stdout.readline, "")
+        results = next((Path(line.strip()) for line in lines if line.startswith("/")), None)
+        assert results is not None, app.stderr.read()
+        assert results.is_dir() and results.name.startswith("deeplab-app-")
+        app.send_signal(signal.SIGTERM)
+        assert app.wait(timeout=60) == 130 and "interrupted: stopped by SIGTERM" in app.stderr.read()
+        assert not results.exists()
+    finally:
+        app.kill()
+        app.communicate()

@@ -17,3 +17,8 @@ def test_shares_are_sorted_percentages_of_present_classes() -> None:
         ("background", 59.0), ("dog", 30.0), ("cat", 10.0), ("7", 1.0)]
     assert dict((name, colour) for name, _, colour in rows) == {
         "background": "#000000", "cat": "#800000", "dog": "#008000", "7": "#808080"}
+
+
+def test_blank_and_multiline_names_show_as_in_the_legend() -> None:
+    mask = np.array([[0, 1, 1]], np.uint8)
+    assert [name for name, _, _ in class_shares(mask, [" ", "a\nb"])] == ["a b", "0"]

@@ -95,6 +95,30 @@ def test_clip_handler_pads_odd_sides_and_refuses_clips_too_small_to_encode(predi
                                                "to encode"), caught.value.message
 
 
+def test_every_model_handler_waits_for_the_one_model_call(predictor: Predictor) -> None:
+    """Gradio limits each handler on its own unless they share a concurrency group: an image and a clip at once
+    would run side by side (and an engine's shared buffers could swap their masks)."""
+    app = build_app(predictor, checkpoint="best.pt")
+    turns = {fn.api_name: (fn.concurrency_id, fn.concurrency_limit) for fn in app.fns.values()}
+    assert turns["segment_image"] == turns["segment_clip"] and turns["segment_clip"][1] == 1
+    assert turns["redraw"][0] != turns["segment_image"][0]  # no model: it may run beside a segmentation
+
+
+def test_results_expire_and_refused_requests_leave_nothing(predictor: Predictor, photo: Path,
+                                                           tmp_path: Path) -> None:
+    app = build_app(predictor, checkpoint="best.pt", limits=AppLimits(max_video_frames=5))
+    first = Path(app.segmenter.segment_image(str(photo), 0.5)[2])
+    over_an_hour_ago = time.time() - 3601
+    os.utime(first.parent, (over_an_hour_ago, over_an_hour_ago))
+    second = Path(app.segmenter.segment_image(str(photo), 0.5)[2])
+    assert not first.parent.exists() and second.exists()
+    (tmp_path / "text.mp4").write_text("not a video")
+    for refused in (write_clip(tmp_path / "long.avi", 6), tmp_path / "text.mp4"):
+        with pytest.raises(gr.Error):
+            app.segmenter.segment_clip(str(refused), 0.5)
+    assert list(app.segmenter.results.root.iterdir()) == [second.parent]
+
+
 @pytest.fixture
 def served(predictor: Predictor):
     """The app on a free port of 127.0.0.1 in this process, with a probe counting concurrent model calls."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import threading
 
 import pytest
 import torch
@@ -61,6 +62,28 @@ def test_engine_matches_fp32_eager(tiny_model: nn.Module, batch: torch.Tensor, e
     max_rel, max_disagreement = TOLERANCES[engine]
     assert float((got.cpu() - expected).abs().max()) <= max_rel * logit_range
     assert float((got.cpu().argmax(1) != expected.argmax(1)).float().mean()) <= max_disagreement
+
+
+def test_openvino_engine_gives_each_thread_its_own_logits() -> None:
+    """Callers in several threads share one compiled engine (the web app's tabs): none gets another's logits."""
+    skip_if_missing("openvino")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 3, 3, padding=1)).eval()
+    run = create_engine(model, engine="openvino")
+    inputs = [torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    with torch.inference_mode():
+        expected = [model(x) for x in inputs]
+    wrong = []
+
+    def call(i: int) -> None:
+        wrong.extend(i for _ in range(50) if not torch.allclose(run(inputs[i]), expected[i], atol=1e-4))
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(inputs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not wrong
 
 
 def _openvino_bf16() -> bool:

@@ -1,4 +1,5 @@
-"""Overlays: the mask blended at alpha outside the legend, a legend of the classes present only."""
+"""Overlays: the mask blended at alpha outside the legend, a legend of the classes present only, any class name
+drawn on one line in a font with accented, Greek and Cyrillic letters."""
 from __future__ import annotations
 
 import numpy as np
@@ -40,3 +41,22 @@ def test_legend_shows_present_classes_only() -> None:
 def test_overlay_rejects_mismatched_sizes() -> None:
     with pytest.raises(ValueError, match="differ in size"):
         overlay(np.zeros((10, 10, 3), np.uint8), np.zeros((10, 11), np.uint8))
+
+
+def legend(names: list[str]) -> np.ndarray:
+    """The top-left corner of an overlay whose mask holds every class of ``names``."""
+    mask = np.repeat(np.arange(len(names), dtype=np.uint8), 120 * 160 // len(names))[: 120 * 160].reshape(120, 160)
+    return overlay(np.full((120, 160, 3), 200, np.uint8), mask, alpha=0.0, class_names=names)[:60, :100]
+
+
+def test_any_class_name_draws_on_one_line() -> None:
+    """A line break in a name made every overlay raise (Pillow measures no multiline text); a blank name drew
+    nothing beside its swatch."""
+    np.testing.assert_array_equal(legend(["", " ", "\n", "a\tb", "ok"]), legend(["0", "1", "2", "a b", "ok"]))
+    np.testing.assert_array_equal(legend(["bg", "one\r\ntwo\u2028"]), legend(["bg", "one  two"]))
+
+
+def test_names_beyond_ascii_draw_their_own_letters() -> None:
+    """Pillow's default font stops at ASCII: every other letter came out as the same empty box."""
+    for one, other in (("été", "ètè"), ("Ωμέγα", "Σίγμα"), ("Жёлтый", "Щётный")):
+        assert not np.array_equal(legend(["bg", one]), legend(["bg", other])), (one, other)

@@ -1,0 +1,62 @@
+"""Where the web app keeps its result files (masks, clips): one folder per request inside a temporary folder that
+lives as long as the app. Results older than a bound are deleted while serving, a failed request leaves nothing,
+and SIGTERM (kill, docker stop, systemctl stop) stops the app as Ctrl-C does, so the temporary folder goes too."""
+from __future__ import annotations
+
+import shutil
+import signal
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import Interrupted
+
+__all__ = ["ResultFolders", "interrupt_on_sigterm"]
+
+
+class ResultFolders:
+    """A temporary folder of per-request result folders, each deleted ``keep_s`` seconds after it was written."""
+
+    def __init__(self, keep_s: float) -> None:
+        self.keep_s = keep_s
+        self._files = tempfile.TemporaryDirectory(prefix="deeplab-app-")
+        self.root = Path(self._files.name)
+
+    @contextmanager
+    def new(self) -> Iterator[Path]:
+        """A fresh folder for one request's files, removed again if the request fails; first drops expired ones."""
+        self.prune()
+        folder = Path(tempfile.mkdtemp(dir=self.root))
+        try:
+            yield folder
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+    def prune(self) -> None:
+        """Delete the request folders last written more than ``keep_s`` seconds ago."""
+        oldest = time.time() - self.keep_s
+        for folder in self.root.iterdir():
+            try:
+                expired = folder.stat().st_mtime < oldest
+            except FileNotFoundError:  # deleted meanwhile
+                continue
+            if expired:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def interrupt_on_sigterm() -> Iterator[None]:
+    """Within, SIGTERM raises :class:`~deeplab.errors.Interrupted` in the main thread as Ctrl-C raises
+    KeyboardInterrupt: the server stops the same way and temporary folders are cleaned up on exit."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise Interrupted("stopped by SIGTERM")
