@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import unicodedata
 from pathlib import Path
 from typing import Sequence
@@ -69,9 +70,10 @@ def class_label(class_names: Sequence[str] | None, class_id: int) -> str:
 def _legend_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     """DejaVu Sans (Latin, Greek, Cyrillic; shipped with matplotlib) at ``size`` pixels, else Pillow's default font,
     whose glyphs stop at ASCII: accented names would show empty boxes."""
-    try:
-        import matplotlib
-
-        return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"), size)
-    except (ImportError, OSError):
-        return ImageFont.load_default(size=size)
+    spec = importlib.util.find_spec("matplotlib")  # found, not imported: importing it costs predict.py its start
+    for folder in (spec.submodule_search_locations or ()) if spec is not None else ():
+        try:
+            return ImageFont.truetype(str(Path(folder) / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"), size)
+        except OSError:
+            continue
+    return ImageFont.load_default(size=size)

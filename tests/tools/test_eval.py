@@ -257,6 +257,7 @@ def test_a_checkpoint_of_other_classes_is_refused_unless_asked(tiny_voc, tmp_pat
     err = capsys.readouterr().err
     assert err.startswith(f"error: {ckpt}: the checkpoint predicts 3 classes") and "VOC's classes" in err
     make_checkpoint(tmp_path / "renamed.pt", ["background", "ball", "bar"], num_classes=3)
+    args.append("--overwrite")  # r.json is there now
     assert eval_tool.main(["--checkpoint", str(tmp_path / "renamed.pt"), *args]) == 2
     assert "class 1 is 'ball' in the checkpoint but 'disc' in" in capsys.readouterr().err
     assert eval_tool.main(["--checkpoint", str(tmp_path / "renamed.pt"), *args, "--ignore-class-names"]) == 0
