@@ -176,9 +176,10 @@ def ensure_demo_dataset(root: str | Path, *, seed: int = 0, variant: str = "demo
 def _read_marker(marker: Path) -> dict | None:
     """The marker's content, or None when it is absent or unreadable (then we regenerate)."""
     try:
-        return json.loads(marker.read_text(encoding="utf-8"))
+        held = json.loads(marker.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    return held if isinstance(held, dict) else None
 
 
 def _check_ours(root: Path, marker: Path, held: dict | None, wanted: dict) -> None:

@@ -44,9 +44,17 @@ def write_atomically(path: str | Path, write: Callable[[BinaryIO], None], *, wha
 
     A crash, a full disk or a Ctrl-C at any moment leaves the previous file at ``path`` intact and no partial file;
     a Ctrl-C during the write is raised as the KeyboardInterrupt it is (torch.save's zip writer turns it into a
-    RuntimeError). A failed write is a UserError naming ``path`` and ``what`` was written.
+    RuntimeError). A failed write is a UserError naming ``path`` and ``what`` was written. A symlink is written
+    through (its target is replaced, the link stays), and a device or pipe is written to directly.
     """
-    path = Path(path)
+    path = Path(path).resolve()  # through a symlink to its target, which is what the user named
+    if path.exists() and not path.is_file():  # a device or a pipe (/dev/stdout): no file to swap, write through
+        try:
+            with path.open("wb") as handle:
+                write(handle)
+        except OSError as exc:
+            raise UserError(f"{path}: cannot write {what} ({exc.strerror or exc})") from None
+        return
     kept = "; the previous one is kept" if path.is_file() else ""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

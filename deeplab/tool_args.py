@@ -57,8 +57,10 @@ def check_new_files(paths: Iterable[str | Path], *, flag: str, overwrite: bool =
         for input_flag, source in inputs:
             if path.exists() and path.samefile(source):
                 raise UserError(f"{path}: is the {input_flag} file; {flag} names a new file to write")
+        if path.exists() and not path.is_file():
+            continue  # a device or a pipe (/dev/stdout, /dev/null): written through, nothing in it is lost
         if path.exists() and not overwrite:
-            others = sum(other.exists() for other in paths) - 1
+            others = sum(other.is_file() for other in paths) - 1
             more = f" (and {others} more)" if others else ""
             raise UserError(f"{path}: exists and this run did not write it{more}; choose another {flag} or pass "
                             "--overwrite to replace it")

@@ -77,7 +77,8 @@ def check_args(args: argparse.Namespace, sections: Sequence[str]) -> None:
     if "predict" in sections and args.size < 2:
         raise UserError(f"--size {args.size}: the predict section's MPEG-4 clip needs at least 2x2 pixels")
     if args.json:
-        check_new_files([args.json], flag="--json", overwrite=args.overwrite)
+        check_new_files([args.json], flag="--json", overwrite=args.overwrite,
+                        inputs=[("--checkpoint", checkpoint) for checkpoint in args.checkpoint])
 
 
 @report_user_errors

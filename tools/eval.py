@@ -92,7 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.workers < 0:
         raise UserError(f"--workers {args.workers}: must be 0 (load in this process) or more")
     if args.json:
-        check_new_files(report_paths(args.json).values(), flag="--json", overwrite=args.overwrite)
+        check_new_files(report_paths(args.json).values(), flag="--json", overwrite=args.overwrite,
+                        inputs=[("--checkpoint", args.checkpoint)] if args.checkpoint else [])
     matrix, class_names = score_checkpoint(args) if args.checkpoint else score_predictions(args)
     if not matrix.matrix.sum():
         raise UserError(f"{args.split} of {args.data_root}: every ground-truth pixel is void ({IGNORE_INDEX}); "

@@ -28,11 +28,14 @@ from datasets.image_files import label_image
 from ..errors import UserError
 from .overlay import overlay
 
-__all__ = ["MASK_SUFFIX", "OVERLAY_SUFFIX", "PREDICTION_KEY", "VIDEO_MASKS_SUFFIX", "VIDEO_OVERLAY_SUFFIX", "PredictionWriter", "free_output_folder",
-           "is_prediction_file", "output_names", "prediction_file_names", "split_earlier_predictions"]
+__all__ = ["MASK_SUFFIX", "OVERLAY_SUFFIX", "PREDICTION_KEY", "VIDEO_MASKS_SUFFIX", "VIDEO_OVERLAY_SUFFIX",
+           "VIDEO_SUFFIXES", "PredictionWriter", "free_output_folder", "is_prediction_file", "output_names",
+           "prediction_file_names", "save_frame_mask", "split_earlier_predictions"]
 
 MASK_SUFFIX, OVERLAY_SUFFIX = "_mask.png", "_overlay.png"
 VIDEO_OVERLAY_SUFFIX, VIDEO_MASKS_SUFFIX = "_overlay.mp4", "_masks"
+#: File endings read as videos (compared in lower case).
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
 #: PNG text key marking a file this tool wrote; its value says which kind ("mask" or "overlay").
 PREDICTION_KEY = "deeplab-prediction"
 
@@ -78,6 +81,13 @@ def _clashes(names: dict[Path, str]) -> list[list[Path]]:
 def prediction_file_names(image_path: Path) -> list[str]:
     """File names a saved prediction of ``image_path`` may have: the VOC devkit's ``<id>.png`` and ours."""
     return [f"{image_path.stem}.png", f"{image_path.stem}{MASK_SUFFIX}", f"{image_path.name}{MASK_SUFFIX}"]
+
+
+def save_frame_mask(path: Path, mask: np.ndarray) -> None:
+    """A video frame's palette mask, marked like every prediction file, so a later run knows it wrote it."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text(PREDICTION_KEY, "frame mask")
+    label_image(mask).save(path, format="PNG", pnginfo=info)
 
 
 def is_prediction_file(path: Path) -> bool:
@@ -148,6 +158,10 @@ class PredictionWriter:
                 if path.resolve() in inputs:
                     raise UserError(f"{path}: is an input, and the prediction of {source} would replace it; "
                                     "pass another --out")
+                inside = [p for p in self.names if path.is_dir() and p.resolve().parent == path.resolve()]
+                if inside:
+                    raise UserError(f"{inside[0]}: is an input inside {path}, where the frame masks of {source} "
+                                    "go; pass another --out")
         existing = self.existing()
         if existing and not self.overwrite:
             more = f" ({len(existing) - 1} more files alike)" if len(existing) > 1 else ""
@@ -195,5 +209,15 @@ def split_earlier_predictions(paths: Iterable[Path]) -> tuple[list[Path], list[P
     """``paths`` parted into photos and files this tool wrote before (never taken as inputs)."""
     photos, earlier = [], []
     for path in paths:
-        (earlier if is_prediction_file(path) else photos).append(path)
+        (earlier if is_prediction_file(path) or _is_earlier_overlay_video(path) else photos).append(path)
     return photos, earlier
+
+
+def _is_earlier_overlay_video(path: Path) -> bool:
+    """Whether ``path`` is ``<stem>_overlay.mp4`` beside a video ``<stem>.*``: the overlay an earlier run wrote for
+    that video (videos carry no marker; a user's own ``*_overlay.mp4`` without such a neighbour is an input)."""
+    if not path.name.lower().endswith(VIDEO_OVERLAY_SUFFIX):
+        return False
+    stem = path.name[: -len(VIDEO_OVERLAY_SUFFIX)]
+    return any(other != path and other.stem == stem and other.suffix.lower() in VIDEO_SUFFIXES
+               for other in path.parent.iterdir())

@@ -19,9 +19,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from datasets.image_files import save_label_png
 
 from ..errors import UserError
+from .outputs import VIDEO_SUFFIXES, is_prediction_file, save_frame_mask
 from .overlay import overlay
 from .pipeline import prefetch, segment_stream
 from .predictor import Prediction, Predictor
@@ -40,8 +40,6 @@ __all__ = [
     "split_videos",
 ]
 
-#: File endings read as videos (compared in lower case).
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
 
 
 @dataclass(frozen=True)
@@ -207,7 +205,7 @@ def _write_all(predictor: Predictor, frames: Iterator[tuple[int, np.ndarray]], w
                              cv2.COLOR_RGB2BGR)
         writer.write(_pad_to_even(drawn) if pad else drawn)
         if masks_dir is not None:
-            save_label_png(masks_dir / f"{index:0{digits}d}.png", prediction.mask)
+            save_frame_mask(masks_dir / f"{index:0{digits}d}.png", prediction.mask)
 
     written = 0
     try:
@@ -265,10 +263,12 @@ def _pad_to_even(frame: np.ndarray) -> np.ndarray:
 
 
 def _remove_other_masks(masks_dir: Path, keep: set[str]) -> None:
-    """Remove the frame masks (``<digits>.png``) in ``masks_dir`` not named in ``keep``; other files stay."""
+    """Remove the frame masks an earlier run wrote (``<digits>.png`` with the prediction marker) in ``masks_dir``
+    and not named in ``keep``; other files, a user's own numbered PNGs among them, stay."""
     try:
         for path in masks_dir.iterdir():
-            if path.name not in keep and _FRAME_MASK.fullmatch(path.name) and path.is_file():
+            if (path.name not in keep and _FRAME_MASK.fullmatch(path.name) and path.is_file()
+                    and is_prediction_file(path)):
                 path.unlink()
     except OSError as exc:
         raise UserError(f"{masks_dir}: cannot remove an earlier video's frame masks ({exc.strerror or exc})") from None

@@ -72,6 +72,12 @@ def test_loads_with_all_classes(timed_demo_root):
     assert not set(train.ids) & set(val.ids)
 
 
+def test_a_marker_that_is_no_record_counts_as_an_interrupted_write(tmp_path):
+    (tmp_path / "demo_dataset.json").write_text("[1]\n")
+    ensure_demo_dataset(tmp_path, seed=2)
+    assert json.loads((tmp_path / "demo_dataset.json").read_text())["seed"] == 2
+
+
 def test_refuses_to_overwrite_foreign_folder(tmp_path):
     (tmp_path / "VOCdevkit" / "VOC2012").mkdir(parents=True)
     with pytest.raises(DataError, match="VOCdevkit: exists and is not the demo dataset"):

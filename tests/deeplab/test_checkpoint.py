@@ -252,3 +252,17 @@ def test_class_names_of_checkpoint_and_data_must_agree(tmp_path: Path) -> None:
     assert match_class_names("m.pt", ckpt, ["a", "x"], data_root=tmp_path, allow_mismatch=True) == ["a", "x", "c"]
     del ckpt["class_names"]  # a checkpoint without names: only the count can be checked
     assert match_class_names("m.pt", ckpt, ["p", "q", "r"], data_root=tmp_path) == ["p", "q", "r"]
+
+
+def test_write_atomically_writes_through_a_symlink_and_into_a_device(tmp_path: Path) -> None:
+    from deeplab.checkpoint import write_atomically
+
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "model.onnx"
+    target.write_bytes(b"old")
+    link = tmp_path / "link.onnx"
+    link.symlink_to(target)
+    write_atomically(link, lambda handle: handle.write(b"new"), what="ONNX model")
+    assert link.is_symlink() and target.read_bytes() == b"new"
+    write_atomically(os.devnull, lambda handle: handle.write(b"gone"), what="JSON")
+    assert Path(os.devnull).exists() and not Path(os.devnull).is_file()  # still the device, not a file

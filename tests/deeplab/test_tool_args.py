@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,14 @@ def test_check_new_files_names_the_first_existing_file_and_how_many(tmp_path: Pa
         path.write_text("theirs")
     with pytest.raises(UserError, match=f"^{paths[1]}: exists and this run did not write it \\(and 2 more\\); "):
         check_new_files(paths, flag="--data-root")
+
+
+def test_check_new_files_writes_through_devices_and_pipes_but_never_over_an_input(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe")
+    check_new_files([Path(os.devnull), tmp_path / "pipe"], flag="--json")  # nothing in them to lose
+    source = tmp_path / "best.pt"
+    source.write_text("weights")
+    (tmp_path / "link.json").symlink_to(source)
+    for out in (source, tmp_path / "link.json"):
+        with pytest.raises(UserError, match=f"^{out}: is the --checkpoint file; --json names a new file"):
+            check_new_files([out], flag="--json", overwrite=True, inputs=[("--checkpoint", source)])

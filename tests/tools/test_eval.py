@@ -149,6 +149,10 @@ def test_existing_report_files_are_kept_unless_overwrite(tiny_voc, tmp_path: Pat
     assert not (tmp_path / "r.json").exists() and (tmp_path / "r_per_class.png").read_text() == "mine"
     assert eval_tool.main([*args, "--overwrite"]) == 0
     assert (tmp_path / "r_per_class.png").read_bytes().startswith(b"\x89PNG")
+    before = ckpt.read_bytes()  # the checkpoint read is never the report written, even with --overwrite
+    assert eval_tool.main([*args[:-1], str(ckpt), "--overwrite"]) == 2
+    assert f"{ckpt}: is the --checkpoint file; --json names a new file" in capsys.readouterr().err
+    assert ckpt.read_bytes() == before
     assert json.loads((tmp_path / "r.json").read_text())["split"] == "val"
 
 

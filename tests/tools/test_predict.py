@@ -340,6 +340,24 @@ def test_inputs_are_checked_before_the_model_and_folders_give_videos(checkpoint,
     rc, stdout, err = run([str(tmp_path / "clips"), "--checkpoint", str(checkpoint[0]), "--out",
                            str(tmp_path / "out")], capsys)
     assert rc == 0 and "1 of 1 videos segmented" in stdout and (tmp_path / "out" / "walk_overlay.mp4").is_file(), err
+    # Predicting into the folder itself, twice: the overlay video written beside its clip is no input the second time.
+    args = [str(tmp_path / "clips"), "--checkpoint", str(checkpoint[0]), "--out", str(tmp_path / "clips")]
+    assert run(args, capsys)[0] == 0
+    rc, stdout, err = run([*args, "--overwrite"], capsys)
+    assert rc == 0 and "1 of 1 videos segmented" in stdout, err
+    assert sorted(p.name for p in (tmp_path / "clips").iterdir()) == ["walk.avi", "walk_overlay.mp4"]
+
+
+def test_an_input_inside_a_frame_mask_folder_is_never_replaced(checkpoint, tmp_path: Path, capsys) -> None:
+    masks = tmp_path / "out" / "clip_masks"
+    masks.mkdir(parents=True)
+    photo = masks / "000001.png"
+    Image.fromarray(np.full((20, 24, 3), 90, np.uint8)).save(photo)
+    write_clip(tmp_path / "clip.avi", 2)
+    rc, _, err = run([str(masks), str(tmp_path / "clip.avi"), "--checkpoint", str(checkpoint[0]), "--out",
+                      str(tmp_path / "out"), "--save-masks", "--overwrite"], capsys)
+    assert rc == 2 and f"{photo}: is an input inside {masks}, where the frame masks of" in err, err
+    assert np.asarray(Image.open(photo)).shape == (20, 24, 3) and sorted(p.name for p in masks.iterdir()) == [photo.name]
 
 
 def test_help_says_audio_is_dropped() -> None:

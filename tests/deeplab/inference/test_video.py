@@ -171,11 +171,14 @@ def test_replace_masks_removes_only_earlier_frame_masks(predictor: Predictor, tm
     for other in ("notes.txt", "12.png", "000002.png.bak"):
         (masks / other).write_text("the user's")
     (masks / "0000003.png").mkdir()  # a folder of the frame naming: not ours to remove
+    # A numbered PNG of the user's (no prediction marker) is not ours to remove either.
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(masks / "000009.png")
     short = make_clip(tmp_path / "short.avi", 1, "MJPG")
     segment_video(predictor, short, tmp_path / "o.mp4", masks_dir=masks)
-    assert len(list(masks.glob("0*.png"))) == 5  # without replace_masks nothing is removed
+    assert len(list(masks.glob("0*.png"))) == 6  # without replace_masks nothing is removed
     segment_video(predictor, short, tmp_path / "o.mp4", masks_dir=masks, replace_masks=True)
-    assert {p.name for p in masks.iterdir()} == {"000001.png", "0000003.png", "000002.png.bak", "12.png", "notes.txt"}
+    assert {p.name for p in masks.iterdir()} == {"000001.png", "0000003.png", "000002.png.bak", "12.png", "notes.txt",
+                                                 "000009.png"}
 
 
 def test_split_videos_by_suffix() -> None:
