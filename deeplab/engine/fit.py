@@ -134,6 +134,9 @@ def _fit_in(
     if resume is not None:
         start, best = restore_training_state(resume, model=model, optimizer=optimizer, scheduler=scheduler,
                                              scaler=scaler, path=resume_path)
+        if start > c.iters:
+            raise UserError(f"--iters/--epochs: {c.iters} steps asked for, but {resume_path} is at step {start} "
+                            "already; ask for more to continue it")
     # Frozen statistics need no synchronising, and converting to SyncBatchNorm would drop the freezing hooks.
     frozen = c.freeze_bn or c.freeze_early_stages
     wrapped = distributed.wrap_model(model, device, sync_bn=c.sync_bn and not frozen)

@@ -106,6 +106,24 @@ def test_resume_with_another_backbone_or_class_count_is_refused(demo, tmp_path, 
     assert "partial.pt: cannot resume" in capsys.readouterr().err
 
 
+def test_a_relative_data_root_resumes_from_elsewhere_and_steps_never_go_back(demo, tmp_path, capsys, monkeypatch):
+    (tmp_path / "work").mkdir()
+    shutil.copytree(demo, tmp_path / "work" / "data")
+    monkeypatch.chdir(tmp_path / "work")
+    args = demo_args(Path("data"), tmp_path / "run", "--iters", "2", "--val-every", "1")
+    assert train_tool.main(args) == 0
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["args"]["data_root"] == str(tmp_path / "work" / "data")
+    monkeypatch.chdir(tmp_path)  # elsewhere: the saved root still names the data, nothing is generated here
+    resume = ["--resume", str(tmp_path / "run" / "last.pt"), "--workers", "0", "--no-progress"]
+    assert train_tool.main([*resume, "--iters", "3"]) == 0 and not (tmp_path / "data").exists()
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    assert train_tool.main([*resume, "--iters", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("1 steps asked for, but " f"{tmp_path / 'run' / 'last.pt'} is at step 3 already; ask for more "
+                        "to continue it"), err
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before
+
+
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(demo, tmp_path, monkeypatch, capsys):
     real_loss, calls = SegmentationLoss.forward, []
 
