@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import os
 import re
 import sys
 from typing import Callable, Sequence
@@ -49,18 +50,33 @@ def report_user_errors(main: Callable[..., int]) -> Callable[..., int]:
         try:
             return main(argv)
         except USER_ERRORS as exc:
-            line = _user_line(exc)
+            line, echo = _user_line(exc), _echo_of_local_rank_zero(exc)
         except KeyboardInterrupt as exc:
-            print(f"interrupted: {exc}" if str(exc) else "interrupted (Ctrl-C)", file=sys.stderr)
+            if not _echo_of_local_rank_zero(exc):
+                print(f"interrupted: {exc}" if str(exc) else "interrupted (Ctrl-C)", file=sys.stderr)
             return EXIT_INTERRUPTED
         except (RuntimeError, OSError) as exc:
-            line = _system_line(exc)
+            line, echo = _system_line(exc), False
             if line is None:
                 raise
-        print(f"error: {line}", file=sys.stderr)
+        if not echo:
+            print(f"error: {line}", file=sys.stderr)
         return EXIT_USER_ERROR
 
     return wrapper
+
+
+def _echo_of_local_rank_zero(exc: BaseException) -> bool:
+    """Whether this torchrun process, not its machine's first, would only repeat that one's line: Ctrl-C reaches
+    every rank, and an error before the ranks joined comes from the same flags and files. Errors after that may be
+    this rank's own (its share of the data), so they are still said."""
+    if os.environ.get("LOCAL_RANK", "0") == "0":
+        return False
+    if isinstance(exc, KeyboardInterrupt):
+        return True
+    import torch.distributed as dist  # deferred: only torchrun processes get here
+
+    return not (dist.is_available() and dist.is_initialized())
 
 
 def _user_line(exc: Exception) -> str:

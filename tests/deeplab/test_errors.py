@@ -76,3 +76,20 @@ def test_other_errors_keep_their_traceback(capsys):
 
     with pytest.raises(RuntimeError, match="a programming error"):
         run(bug, capsys)
+
+
+def test_under_torchrun_only_each_machines_first_rank_repeats_a_shared_line(capsys, monkeypatch):
+    def bad_flag():
+        raise DataError("--lr: must be 0 or more, got -1.0")
+
+    def stopped():
+        raise Interrupted("runs/x/last.pt (step 6) is the last good checkpoint")
+
+    monkeypatch.setenv("LOCAL_RANK", "1")  # a second process of the machine, before the ranks joined
+    assert run(bad_flag, capsys) == (2, []) and run(stopped, capsys) == (130, [])
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)  # after: the error may be its own
+    assert run(bad_flag, capsys) == (2, ["error: --lr: must be 0 or more, got -1.0"])
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    assert run(bad_flag, capsys) == (2, ["error: --lr: must be 0 or more, got -1.0"])
+    assert run(stopped, capsys) == (130, ["interrupted: runs/x/last.pt (step 6) is the last good checkpoint"])
