@@ -91,8 +91,9 @@ class Predictor:
         ``output_stride`` runs the weights at another stride.
         """
         data = read_checkpoint_bytes(path)  # the engine cache's key hashes exactly the bytes loaded
-        ckpt, sha256 = load_checkpoint(path, data=data), hashlib.sha256(data).hexdigest()
-        del data
+        ckpt = load_checkpoint(path, data=data)
+        # Hashed only by engines that use the cache (not the PyTorch ones); the bytes go when this call returns.
+        sha256 = functools.cache(lambda: hashlib.sha256(data).hexdigest())
         model = functools.cache(lambda: model_from_checkpoint(ckpt, path, output_stride=output_stride))
         config = dict(ckpt["model_config"])
         variant = None

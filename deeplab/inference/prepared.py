@@ -40,7 +40,7 @@ class PreparedEngine:
 def checkpoint_engine(
     path: str | Path,
     ckpt: dict[str, Any],
-    checkpoint_sha256: str,
+    checkpoint_sha256: Callable[[], str],
     model: Callable[[], torch.nn.Module],
     *,
     engine: str,
@@ -50,19 +50,19 @@ def checkpoint_engine(
     max_size: int | None,
     variant: str | None = None,
 ) -> PreparedEngine:
-    """The engine for checkpoint ``path`` (read as ``ckpt`` from bytes whose SHA-256 is ``checkpoint_sha256``), from
-    the cache when a valid entry exists.
+    """The engine for checkpoint ``path`` (read as ``ckpt`` from bytes whose SHA-256 ``checkpoint_sha256()`` gives,
+    asked only when the cache is used), from the cache when a valid entry exists.
 
     ``model()`` rebuilds the PyTorch model (called only when something must be built); ``variant`` names how it
     differs from the checkpoint's own config (e.g. another output stride). int8 engines calibrate on
     ``calibration``'s images made into inputs by ``prepare``, the Predictor's own preprocessing at ``max_size``.
     ``auto`` on the CPU is verified on the checkpoint's held-out images once (:func:`.auto.choose_auto`).
     """
-    cache = EngineCache(path, checkpoint_sha256)
+    cache = functools.cache(lambda: EngineCache(path, checkpoint_sha256()))
     build = functools.partial(_prepared, cache, checkpoint_sha256, model, device=device, calibration=calibration,
                               prepare=prepare, max_size=max_size, variant=variant)
     if engine == "auto" and device.type == "cpu":
-        choice = choose_auto(cache, checkpoint_sha256, ckpt=ckpt, build=build, reference=model,
+        choice = choose_auto(cache(), checkpoint_sha256(), ckpt=ckpt, build=build, reference=model,
                              calibration=calibration, prepare=prepare, max_size=max_size, variant=variant)
         return PreparedEngine(choice.run or build(choice.engine), choice.engine, choice.line)
     try:
@@ -72,9 +72,9 @@ def checkpoint_engine(
     return PreparedEngine(build(engine), engine)
 
 
-def _prepared(cache: EngineCache, sha256: str, model: Callable[[], torch.nn.Module], engine: str, *,
-              device: torch.device, calibration: Calibration | None, prepare: Callable[[np.ndarray], torch.Tensor],
-              max_size: int | None, variant: str | None) -> Engine:
+def _prepared(cache: Callable[[], EngineCache], sha256: Callable[[], str], model: Callable[[], torch.nn.Module],
+              engine: str, *, device: torch.device, calibration: Calibration | None,
+              prepare: Callable[[np.ndarray], torch.Tensor], max_size: int | None, variant: str | None) -> Engine:
     """The concrete ``engine`` for the checkpoint, loaded from the cache or built and stored there."""
     spec = SPECS[engine]
     if spec.runtime == "torch":
@@ -82,9 +82,9 @@ def _prepared(cache: EngineCache, sha256: str, model: Callable[[], torch.nn.Modu
     if spec.calibrated and calibration is None:
         raise UserError(f"--engine {engine}: needs calibration images; pass --calibration DIR (the checkpoint's "
                         "training data is not on this machine)")
-    key = CacheKey(sha256, engine, spec.precision, SHAPE_POLICY, artefact_versions(engine),
+    key = CacheKey(sha256(), engine, spec.precision, SHAPE_POLICY, artefact_versions(engine),
                    calibration.digest(max_size) if spec.calibrated else None, variant)
-    entry = cache.find(key)
+    entry = cache().find(key)
     if entry is not None:
         return load_artefacts(engine, entry)
     network = model()
@@ -98,5 +98,5 @@ def _prepared(cache: EngineCache, sha256: str, model: Callable[[], torch.nn.Modu
                   file=sys.stderr)
         write_artefacts(network, engine, folder, batches)
 
-    with cache.build(key, write) as entry:
+    with cache().build(key, write) as entry:
         return load_artefacts(engine, entry)
