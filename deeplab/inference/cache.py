@@ -33,7 +33,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
-from ..checkpoint import _fsync_dir
+from ..checkpoint import _fsync_dir, write_atomically
 from ..tool_args import check_writable
 from ..errors import UserError
 
@@ -274,20 +274,10 @@ def _place(tmp: Path, entry: Path, key: CacheKey) -> bool:
 
 def _write_json(path: Path, record: dict) -> bool:
     """Write ``record`` to ``path`` atomically; whether it could be (not where, e.g., a folder is in the way)."""
-    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=".json", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(record, handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide it from other users of the checkpoint
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            return False
-        raise
-    _fsync_dir(path.parent)
+        write_atomically(path, lambda handle: handle.write(json.dumps(record, indent=1).encode()), what="record")
+    except UserError:
+        return False
     return True
 
 
