@@ -65,6 +65,12 @@ class Backbone(nn.Module):
         super().__init__()
         self.feature_info: dict[str, FeatureInfo] = {}
 
+    @classmethod
+    def smallest_training_crop(cls, output_stride: int) -> int:
+        """Smallest crop side that trains: the deepest map must be at least 2x2, since BatchNorm cannot normalise
+        a 1x1 map (batch 1 raises, batches of 2-3 gave NaN losses within 10 steps)."""
+        return output_stride + 1
+
     def imagenet_state_dict(self) -> Mapping[str, torch.Tensor]:
         """Fetch the upstream ImageNet state dict (downloads on a connected machine)."""
         if self.upstream is None:

@@ -42,8 +42,18 @@ class MobileNetV4Backbone(TimmBackbone):
         return {"low_level": low_level, "out": self.blocks[_LOW_LEVEL_BLOCKS:](low_level)}
 
 
+class _HybridBackbone(MobileNetV4Backbone):
+    """The hybrids' attention blocks at stride 16 halve their keys and values once more (timm's ``kv_stride``)."""
+
+    @classmethod
+    def smallest_training_crop(cls, output_stride: int) -> int:
+        """Crops that leave the stride-16 stage's map at least 3 cells wide, so its halved keys are at least 2x2."""
+        return max(output_stride + 1, 2 * min(output_stride, 16) + 1)
+
+
 def _variant(timm_name: str, weights_tag: str) -> type[MobileNetV4Backbone]:
     """A subclass bound to one timm variant, so weight errors name it."""
+    base = _HybridBackbone if "hybrid" in timm_name else MobileNetV4Backbone
     words = timm_name.removeprefix("mobilenetv4_").split("_")
     attributes = {
         "__doc__": f"MobileNetV4 {' '.join(words)} (timm ``{timm_name}``).",
@@ -51,7 +61,7 @@ def _variant(timm_name: str, weights_tag: str) -> type[MobileNetV4Backbone]:
         "timm_name": timm_name,
         "weights_source": f"timm {timm_name} (Hugging Face hub timm/{timm_name}.{weights_tag})",
     }
-    return type("MobileNetV4" + "".join(w.capitalize() for w in words), (MobileNetV4Backbone,), attributes)
+    return type("MobileNetV4" + "".join(w.capitalize() for w in words), (base,), attributes)
 
 
 MobileNetV4ConvSmall = register_backbone("mobilenetv4_conv_small")(

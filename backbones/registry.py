@@ -16,6 +16,7 @@ __all__ = [
     "closest_backbones",
     "list_backbones",
     "register_backbone",
+    "smallest_training_crop",
     "unknown_backbone_message",
 ]
 
@@ -97,6 +98,13 @@ def build_backbone(
     if pretrained is not False and pretrained is not None:
         backbone.load_pretrained(pretrained)
     return backbone
+
+
+def smallest_training_crop(name: str, output_stride: int) -> int:
+    """The smallest crop side backbone ``name`` trains on at ``output_stride`` (see
+    :meth:`Backbone.smallest_training_crop`)."""
+    _import_families()
+    return getattr(_BUILDERS[name], "smallest_training_crop", Backbone.smallest_training_crop)(output_stride)
 
 
 def _import_families() -> None:

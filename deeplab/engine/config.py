@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from backbones import check_imagenet_weights, list_backbones, unknown_backbone_message
+from backbones import check_imagenet_weights, list_backbones, smallest_training_crop, unknown_backbone_message
 
 from ..errors import UserError
 from ..tool_args import check_ranges
@@ -170,13 +170,12 @@ def _check_ranges(config: TrainConfig) -> None:
 
 
 def _check_crop_size(config: TrainConfig) -> None:
-    """Refuse a crop no larger than the output stride: it leaves a 1x1 deepest feature map, on which BatchNorm
-    has no spatial values to normalise over (batch 1 fails, batches of 2-3 gave NaN losses within 10 steps) and
-    every ASPP branch sees only its centre tap."""
-    smallest = config.output_stride + 1
+    """Refuse a crop too small for the backbone at its output stride: it leaves a 1x1 map somewhere, on which
+    BatchNorm has no spatial values to normalise over (and every ASPP branch sees only its centre tap)."""
+    smallest = smallest_training_crop(config.backbone, config.output_stride)
     if config.crop_size < smallest:
-        raise UserError(f"--crop-size {config.crop_size}: at output stride {config.output_stride} the network needs "
-                        f"a crop of at least {smallest} pixels (a smaller one leaves a 1x1 deepest feature map, "
+        raise UserError(f"--crop-size {config.crop_size}: {config.backbone} at output stride {config.output_stride} "
+                        f"needs a crop of at least {smallest} pixels (a smaller one leaves a 1x1 feature map, "
                         "which BatchNorm cannot train on)")
 
 

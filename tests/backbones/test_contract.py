@@ -7,7 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from backbones import Backbone, WeightsError, build_backbone, list_backbones, register_backbone
+from backbones import (
+    Backbone, WeightsError, build_backbone, list_backbones, register_backbone, smallest_training_crop,
+)
 from backbones.base import FeatureInfo
 from deeplab import build_model
 
@@ -49,6 +51,29 @@ def test_deeplab_on_backbone_trains_and_predicts_any_size(built: tuple[str, dict
     assert all(g is not None and torch.isfinite(g).all() for g in backbone_grads)
     with torch.no_grad():
         assert model.eval()(x[:1, :, :17, :23]).shape == (1, 3, 17, 23)
+
+
+def _smallest_batchnorm_map(backbone: Backbone, side: int) -> int:
+    """Fewest values per channel any BatchNorm of ``backbone``, or its deepest map, gets from one square image."""
+    sizes = []
+    hooks = [m.register_forward_pre_hook(lambda _, args: sizes.append(args[0][0, 0].numel()))
+             for m in backbone.modules() if isinstance(m, nn.BatchNorm2d)]
+    try:
+        with torch.no_grad():
+            sizes.append(backbone(torch.randn(1, 3, side, side))["out"][0, 0].numel())
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return min(sizes)
+
+
+@pytest.mark.parametrize("output_stride", [8, 16, 32])
+def test_smallest_training_crop_is_the_first_without_a_1x1_map(built: tuple[str, dict[int, Backbone]],
+                                                               output_stride: int) -> None:
+    name, backbones = built
+    smallest = smallest_training_crop(name, output_stride)
+    assert _smallest_batchnorm_map(backbones[output_stride], smallest) > 1
+    assert _smallest_batchnorm_map(backbones[output_stride], smallest - 1) == 1
 
 
 def test_output_stride_keeps_parameter_shapes(built: tuple[str, dict[int, Backbone]]) -> None:

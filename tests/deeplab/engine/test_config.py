@@ -88,9 +88,19 @@ def test_the_recipes_mining_applies_only_to_a_loss_with_cross_entropy():
 def test_a_crop_no_larger_than_the_output_stride_is_refused(output_stride):
     flags = {"dataset": "demo", "output_stride": output_stride, "batch_size": 1}
     assert resolve_config({**flags, "crop_size": output_stride + 1}).crop_size == output_stride + 1
-    with pytest.raises(UserError, match=rf"^--crop-size {output_stride}: at output stride {output_stride} the "
-                                        rf"network needs a crop of at least {output_stride + 1} pixels"):
+    with pytest.raises(UserError, match=rf"^--crop-size {output_stride}: mobilenetv2 at output stride "
+                                        rf"{output_stride} needs a crop of at least {output_stride + 1} pixels"):
         resolve_config({**flags, "crop_size": output_stride})
+
+
+@pytest.mark.parametrize(("output_stride", "smallest"), [(8, 17), (16, 33), (32, 33)])
+def test_a_hybrid_mobilenetv4_needs_twice_the_stride(output_stride, smallest):
+    """Its attention halves keys and values once more at stride 16."""
+    flags = {"dataset": "demo", "backbone": "mobilenetv4_hybrid_medium", "output_stride": output_stride}
+    assert resolve_config({**flags, "crop_size": smallest}).crop_size == smallest
+    with pytest.raises(UserError, match=rf"^--crop-size {smallest - 1}: mobilenetv4_hybrid_medium at output "
+                                        rf"stride {output_stride} needs a crop of at least {smallest} pixels"):
+        resolve_config({**flags, "crop_size": smallest - 1})
 
 
 def test_stored_class_weights_follow_only_their_own_setting():
