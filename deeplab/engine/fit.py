@@ -34,7 +34,7 @@ from .balance import prepare_balance
 from .config import TrainConfig
 from .data import build_train_loader, build_val_loader
 from .freeze import freeze_batchnorm, freeze_early_stages
-from .loop import TrainResult, resolve_amp, train
+from .loop import LossNotFinite, TrainResult, resolve_amp, train
 from .run_dir import claim_run_dir, last_good_checkpoint
 from .schedule import build_optimizer, build_scheduler, default_warmup_steps
 from .state import restore_training_state, seed_everything
@@ -78,6 +78,8 @@ def fit(
                            ignore_class_names=ignore_class_names)
         except KeyboardInterrupt:
             raise Interrupted(last_good_checkpoint(out_dir, resume_path=resume_path)) from None
+        except LossNotFinite as exc:
+            raise UserError(f"{exc}; {last_good_checkpoint(out_dir, resume_path=resume_path)}") from None
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ from .metrics_log import MetricsLog, plot_curves
 from .state import training_state
 from .tensorboard import TensorBoardLog
 
-__all__ = ["AMP_MODES", "VALIDATION_LOG_KEYS", "TrainResult", "resolve_amp", "train", "train_step", "validate"]
+__all__ = ["AMP_MODES", "VALIDATION_LOG_KEYS", "LossNotFinite", "TrainResult", "resolve_amp", "train", "train_step", "validate"]
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 #: The scores each validation adds to its line of ``metrics.jsonl`` (the checkpoint holds them all).
@@ -99,6 +99,14 @@ def validate(
     return all_reduce_confusion_matrix(matrix).scores(class_names)
 
 
+class LossNotFinite(UserError):
+    """The loss went NaN or infinite at ``step``; that step never reached the weights (the caller adds which
+    checkpoint is the last good one)."""
+
+    def __init__(self, step: int, loss: float) -> None:
+        super().__init__(f"training stopped at step {step}: the loss is {loss} (try a lower --lr)")
+
+
 @dataclass
 class TrainResult:
     """What a finished run did: steps done, wall time, best and last validation scores, where files are."""
@@ -158,9 +166,7 @@ def train(
                               criterion=criterion)
             step += 1
             if not math.isfinite(loss):
-                kept = f"last.pt (step {saved_step}) is kept" if saved_step else "no checkpoint was written"
-                raise UserError(f"{out_dir / 'last.pt'}: training stopped at step {step}: the loss is {loss}; "
-                                f"{kept}; try a lower learning rate")
+                raise LossNotFinite(step, loss)
             images_seen += images.shape[0] * get_world_size()
             images_per_s = images_seen / (time.perf_counter() - started)
             record = {"step": step, "loss": round(loss, 6), "lr": lr}

@@ -136,12 +136,28 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(demo, t
     out = tmp_path / "run"
     assert train_tool.main(demo_args(demo, out, "--iters", "8", "--val-every", "2")) == 2
     err = capsys.readouterr().err
-    assert "step 5" in err and "nan" in err and len(err.strip().splitlines()) == 1
+    assert err.strip().endswith(f"training stopped at step 5: the loss is nan (try a lower --lr); {out / 'last.pt'} "
+                                f"(step 4) is the last good checkpoint; continue with --resume {out / 'last.pt'}"), err
+    assert len(err.strip().splitlines()) == 1
     ckpt = load_checkpoint(out / "last.pt")
     assert ckpt["step"] == 4
     model = model_from_checkpoint(ckpt, out / "last.pt")
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert max(r["step"] for r in read_log(out)) == 4
+
+
+def test_nan_loss_of_a_run_resumed_into_a_new_folder_names_the_resumed_checkpoint(demo, tmp_path, monkeypatch,
+                                                                                   capsys):
+    first = tmp_path / "first"
+    assert train_tool.main(demo_args(demo, first, "--iters", "2")) == 0
+    real_loss = SegmentationLoss.forward
+    monkeypatch.setattr(SegmentationLoss, "forward", lambda self, logits, masks: real_loss(self, logits, masks) * 1e39)
+    second = tmp_path / "second"
+    assert train_tool.main(["--resume", str(first / "last.pt"), "--iters", "4", "--out", str(second)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"training stopped at step 3: the loss is inf (try a lower --lr); no checkpoint of this run "
+                        f"was written to {second}; {first / 'last.pt'} is still the last good checkpoint; continue "
+                        f"with --resume {first / 'last.pt'} --out {second}"), err
 
 
 def test_full_disk_keeps_the_previous_checkpoint(demo, tmp_path, monkeypatch, capsys):
