@@ -104,7 +104,8 @@ class LossNotFinite(UserError):
     checkpoint is the last good one)."""
 
     def __init__(self, step: int, loss: float) -> None:
-        super().__init__(f"training stopped at step {step}: the loss is {loss} (try a lower --lr or a longer --warmup-iters)")
+        super().__init__(f"training stopped at step {step}: the loss is {loss} "
+                         "(try a lower --lr or a longer --warmup-iters)")
 
 
 @dataclass

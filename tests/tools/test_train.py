@@ -136,8 +136,9 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(demo, t
     out = tmp_path / "run"
     assert train_tool.main(demo_args(demo, out, "--iters", "8", "--val-every", "2")) == 2
     err = capsys.readouterr().err
-    assert err.strip().endswith(f"training stopped at step 5: the loss is nan (try a lower --lr or a longer --warmup-iters); {out / 'last.pt'} "
-                                f"(step 4) is the last good checkpoint; continue with --resume {out / 'last.pt'}"), err
+    assert err.strip().endswith(f"training stopped at step 5: the loss is nan (try a lower --lr or a longer "
+                                f"--warmup-iters); {out / 'last.pt'} (step 4) is the last good checkpoint; continue "
+                                f"with --resume {out / 'last.pt'}"), err
     assert len(err.strip().splitlines()) == 1
     ckpt = load_checkpoint(out / "last.pt")
     assert ckpt["step"] == 4
@@ -155,9 +156,9 @@ def test_nan_loss_of_a_run_resumed_into_a_new_folder_names_the_resumed_checkpoin
     second = tmp_path / "second"
     assert train_tool.main(["--resume", str(first / "last.pt"), "--iters", "4", "--out", str(second)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.endswith(f"training stopped at step 3: the loss is inf (try a lower --lr or a longer --warmup-iters); no checkpoint of this run "
-                        f"was written to {second}; {first / 'last.pt'} is still the last good checkpoint; continue "
-                        f"with --resume {first / 'last.pt'} --out {second}"), err
+    assert err.endswith(f"training stopped at step 3: the loss is inf (try a lower --lr or a longer --warmup-iters); "
+                        f"no checkpoint of this run was written to {second}; {first / 'last.pt'} is still the last "
+                        f"good checkpoint; continue with --resume {first / 'last.pt'} --out {second}"), err
 
 
 def test_full_disk_keeps_the_previous_checkpoint(demo, tmp_path, monkeypatch, capsys):
