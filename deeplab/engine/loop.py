@@ -26,7 +26,9 @@ from .metrics_log import MetricsLog, plot_curves
 from .state import training_state
 from .tensorboard import TensorBoardLog
 
-__all__ = ["AMP_MODES", "VALIDATION_LOG_KEYS", "LossNotFinite", "TrainResult", "resolve_amp", "train", "train_step", "validate"]
+__all__ = [
+    "AMP_MODES", "VALIDATION_LOG_KEYS", "LossNotFinite", "TrainResult", "resolve_amp", "train", "train_step", "validate",
+]
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 #: The scores each validation adds to its line of ``metrics.jsonl`` (the checkpoint holds them all).
