@@ -1,11 +1,13 @@
 """Where the web app keeps its result files (masks, clips): one folder per request inside a temporary folder that
-lives as long as the app. Results older than a bound are deleted while serving, a failed request leaves nothing,
+lives as long as the app. Results older than a bound are deleted on the next request and on a timer, so an idle
+app keeps none past the bound either; a failed request leaves nothing,
 and SIGTERM (kill, docker stop, systemctl stop) stops the app as Ctrl-C does, so the temporary folder goes too."""
 from __future__ import annotations
 
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,10 +37,23 @@ class ResultFolders:
             shutil.rmtree(folder, ignore_errors=True)
             raise
 
+    def prune_every(self, seconds: float) -> None:
+        """Also prune every ``seconds``, from a daemon thread that ends with the process."""
+        def prune_forever() -> None:
+            while True:
+                time.sleep(seconds)
+                self.prune()
+
+        threading.Thread(target=prune_forever, name=f"prune {self.root}", daemon=True).start()
+
     def prune(self) -> None:
         """Delete the request folders last written more than ``keep_s`` seconds ago."""
         oldest = time.time() - self.keep_s
-        for folder in self.root.iterdir():
+        try:
+            folders = list(self.root.iterdir())
+        except FileNotFoundError:  # the app is exiting and its temporary folder is gone
+            return
+        for folder in folders:
             try:
                 expired = folder.stat().st_mtime < oldest
             except FileNotFoundError:  # deleted meanwhile

@@ -29,6 +29,8 @@ __all__ = ["AppLimits", "build_app", "describe", "launch"]
 TABLE_HEADERS = ["class", "pixels (%)", "colour"]
 #: The Gradio concurrency group of every handler that runs the model: one call at a time across all tabs.
 MODEL_GROUP = "model"
+#: How often a serving app looks for expired results besides on each request (seconds).
+PRUNE_EVERY_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,9 @@ def build_app(predictor: Predictor, *, checkpoint: str | Path, alpha: float = 0.
 
 def launch(app: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = None, limits: AppLimits = AppLimits(),
            block: bool = True) -> str:
-    """Serve ``app`` on ``host:port`` (a free port from 7860 when None); returns its address."""
+    """Serve ``app`` on ``host:port`` (a free port from 7860 when None), pruning its results on a timer too;
+    returns its address."""
+    app.segmenter.results.prune_every(min(limits.keep_results_s, PRUNE_EVERY_S))
     app.launch(server_name=host, server_port=port, max_file_size=f"{limits.max_upload_mb}mb", show_error=True,
                prevent_thread_lock=not block, inbrowser=False, quiet=not block)
     return app.local_url

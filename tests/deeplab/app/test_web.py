@@ -16,6 +16,7 @@ from PIL import Image
 gr = pytest.importorskip("gradio", reason="the web app needs Gradio: pip install -e '.[app]'")
 
 from deeplab.app import class_shares  # noqa: E402
+from deeplab.app.results import ResultFolders  # noqa: E402
 from deeplab.app.web import AppLimits, build_app, launch  # noqa: E402
 from deeplab.inference import Predictor, overlay  # noqa: E402
 
@@ -119,6 +120,19 @@ def test_results_expire_and_refused_requests_leave_nothing(predictor: Predictor,
     assert list(app.segmenter.results.root.iterdir()) == [second.parent]
 
 
+def test_results_expire_on_a_timer_without_requests() -> None:
+    results = ResultFolders(keep_s=0.3)
+    with results.new() as folder:
+        (folder / "mask.png").write_bytes(b"png")
+    results.prune_every(0.05)
+    time.sleep(0.1)
+    assert folder.exists()  # younger than keep_s
+    deadline = time.monotonic() + 10
+    while folder.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not folder.exists() and results.root.is_dir()
+
+
 @pytest.fixture
 def served(predictor: Predictor):
     """The app on a free port of 127.0.0.1 in this process, with a probe counting concurrent model calls."""
@@ -160,6 +174,7 @@ def test_two_uploads_at_once_queue_and_both_finish(served, photo: Path, tmp_path
             for path in (photo, tmp_path / "crop.png")]
     results = [job.result(timeout=120) for job in jobs]
     assert calls["most"] == 1  # one model call at a time
+    assert f"prune {app.segmenter.results.root}" in {thread.name for thread in threading.enumerate()}
     assert [Path(result[2]).name for result in results] == ["sample_0000_mask.png", "crop_mask.png"]
 
 
