@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator, Sized
 from datetime import timedelta
 from typing import Any
@@ -33,6 +34,7 @@ __all__ = [
     "is_main_process",
     "main_process_first",
     "mean_over_ranks",
+    "peer_lost",
     "setup_distributed",
     "shard_dataset",
     "shard_indices",
@@ -43,6 +45,9 @@ __all__ = [
 
 #: Seconds a rank waits for the rendezvous or for a peer inside a collective before failing.
 DEFAULT_TIMEOUT_S = 600.0
+# How Gloo and NCCL word a collective that failed because a peer died or stayed silent (plain RuntimeErrors).
+_PEER_LOST = re.compile(r"timed out|timeout|connection (closed|reset) by peer|broken pipe|communicator was aborted",
+                        re.IGNORECASE)
 _LAUNCH_VARS = ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
@@ -193,6 +198,14 @@ def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
     total = value.detach().clone()
     dist.all_reduce(total, op=dist.ReduceOp.SUM)
     return total / get_world_size()
+
+
+def peer_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` is a collective of this multi-process run failing because another process died or went
+    silent past the timeout."""
+    if not is_distributed():
+        return False
+    return isinstance(exc, dist.DistError) or isinstance(exc, RuntimeError) and bool(_PEER_LOST.search(str(exc)))
 
 
 def wrap_model(model: nn.Module, device: torch.device, *, sync_bn: bool = True) -> nn.Module:

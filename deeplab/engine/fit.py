@@ -27,7 +27,7 @@ from datasets import (
 
 from ..checkpoint import match_class_names, model_from_config
 from ..device import resolve_device
-from ..errors import Interrupted, UserError
+from ..errors import Interrupted, UserError, one_line
 from ..models import DeepLabV3Plus
 from . import distributed
 from .balance import prepare_balance
@@ -80,6 +80,12 @@ def fit(
             raise Interrupted(last_good_checkpoint(out_dir, resume_path=resume_path)) from None
         except LossNotFinite as exc:
             raise UserError(f"{exc}; {last_good_checkpoint(out_dir, resume_path=resume_path)}") from None
+        except RuntimeError as exc:
+            if not distributed.peer_lost(exc):
+                raise
+            raise UserError(f"rank {distributed.get_rank()}: another process of this run died or stayed silent "
+                            f"past --dist-timeout {c.dist_timeout:g} s ({one_line(exc, 160)}); "
+                            f"{last_good_checkpoint(out_dir, resume_path=resume_path)}") from None
 
 
 @contextlib.contextmanager

@@ -25,11 +25,12 @@ TINY = ["--dataset", "demo", "--crop-size", "64", "--batch-size", "4", "--val-ev
         "--no-progress"]
 
 
-def _torchrun(*args: str, nproc: int = 2) -> subprocess.CompletedProcess:
-    """``python -m torch.distributed.run --standalone`` on tools/train.py, as a user would launch it."""
+def _torchrun(*args: str, nproc: int = 2, script: Path = REPO_ROOT / "tools" / "train.py"
+              ) -> subprocess.CompletedProcess:
+    """``python -m torch.distributed.run --standalone`` on tools/train.py (or ``script``), as a user would."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
     command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--standalone",
-               str(REPO_ROOT / "tools" / "train.py"), *args]
+               str(script), *args]
     return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -83,3 +84,40 @@ def test_freeze_bn_keeps_the_initial_statistics(ddp_run, tmp_path: Path) -> None
     means = [v for k, v in state.items() if k.endswith("running_mean")]
     assert means and all(torch.equal(v, torch.zeros_like(v)) for v in means)
     assert all(int(v) == 0 for k, v in state.items() if k.endswith("num_batches_tracked"))
+
+
+# tools/train.py whose rank 1 stops answering at its fourth step, as a hung or stopped (SIGSTOP) process would.
+STALLING_RANK = """
+import os, sys, time
+sys.path.insert(0, os.path.join(os.environ["PYTHONPATH"], "tools"))
+import train
+from deeplab.engine import loop
+
+if os.environ["RANK"] == "1":
+    step, calls = loop.train_step, []
+
+    def stalled(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            time.sleep(600)
+        return step(*args, **kwargs)
+
+    loop.train_step = stalled
+sys.exit(train.main())
+"""
+
+
+def test_a_silent_rank_ends_the_run_in_one_line_naming_the_last_good_checkpoint(ddp_run, tmp_path: Path) -> None:
+    data, _, _ = ddp_run
+    script = tmp_path / "stalling_train.py"
+    script.write_text(STALLING_RANK)
+    out = tmp_path / "run"
+    result = _torchrun(*TINY, "--data-root", str(data), "--iters", "6", "--dist-timeout", "5", "--out", str(out),
+                       script=script)
+    assert result.returncode != 0
+    ours = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert ours == [f"error: rank 0: another process of this run died or stayed silent past --dist-timeout 5 s "
+                    f"({ours[0].split('(', 1)[1].split(')')[0]}); {out / 'last.pt'} (step 3) is the last good "
+                    f"checkpoint; continue with --resume {out / 'last.pt'}"], result.stderr[-3000:]
+    assert "[rank0]: Traceback" not in result.stderr
+    assert load_checkpoint(out / "last.pt")["step"] == 3
