@@ -17,8 +17,8 @@ from typing import Callable, Sequence
 from backbones import WeightsError
 from datasets.errors import DataError, one_line
 
-__all__ = ["EXIT_INTERRUPTED", "EXIT_USER_ERROR", "USER_ERRORS", "Interrupted", "UserError", "error_behind",
-           "one_line", "os_error_behind", "report_user_errors"]
+__all__ = ["EXIT_INTERRUPTED", "EXIT_USER_ERROR", "USER_ERRORS", "Interrupted", "RunWideError", "UserError",
+           "error_behind", "one_line", "os_error_behind", "report_user_errors"]
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a program stopped by Ctrl-C
@@ -26,6 +26,11 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a program stopp
 
 class UserError(Exception):
     """A problem the user can fix (bad file, bad flag, missing data); its message is one line naming the cause."""
+
+
+class RunWideError(UserError):
+    """A user error every process of a torchrun run meets alike (the loss, averaged over the ranks, went NaN):
+    said once per machine, as errors before the ranks join are."""
 
 
 class Interrupted(KeyboardInterrupt):
@@ -68,11 +73,12 @@ def report_user_errors(main: Callable[..., int]) -> Callable[..., int]:
 
 def _echo_of_local_rank_zero(exc: BaseException) -> bool:
     """Whether this torchrun process, not its machine's first, would only repeat that one's line: Ctrl-C reaches
-    every rank, and an error before the ranks joined comes from the same flags and files. Errors after that may be
-    this rank's own (its share of the data), so they are still said."""
+    every rank, an error before the ranks joined comes from the same flags and files, and a :class:`RunWideError`
+    is the same on every rank. Other errors after that may be this rank's own (its share of the data), so they are
+    still said."""
     if os.environ.get("LOCAL_RANK", "0") == "0":
         return False
-    if isinstance(exc, KeyboardInterrupt):
+    if isinstance(exc, (KeyboardInterrupt, RunWideError)):
         return True
     import torch.distributed as dist  # deferred: only torchrun processes get here
 

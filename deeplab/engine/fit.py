@@ -27,7 +27,7 @@ from datasets import (
 
 from ..checkpoint import match_class_names, model_from_config
 from ..device import resolve_device
-from ..errors import Interrupted, UserError, one_line
+from ..errors import Interrupted, RunWideError, UserError, one_line
 from ..models import DeepLabV3Plus
 from . import distributed
 from .balance import prepare_balance
@@ -79,7 +79,7 @@ def fit(
         except KeyboardInterrupt:
             raise Interrupted(last_good_checkpoint(out_dir, resume_path=resume_path)) from None
         except LossNotFinite as exc:
-            raise UserError(f"{exc}; {last_good_checkpoint(out_dir, resume_path=resume_path)}") from None
+            raise RunWideError(f"{exc}; {last_good_checkpoint(out_dir, resume_path=resume_path)}") from None
         except RuntimeError as exc:
             if not distributed.peer_lost(exc):
                 raise

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from datasets import DataError
-from deeplab.errors import Interrupted, report_user_errors
+from deeplab.errors import Interrupted, RunWideError, report_user_errors
 
 
 def run(body, capsys) -> tuple[int, list[str]]:
@@ -89,7 +89,13 @@ def test_under_torchrun_only_each_machines_first_rank_repeats_a_shared_line(caps
     assert run(bad_flag, capsys) == (2, []) and run(stopped, capsys) == (130, [])
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)  # after: the error may be its own
     assert run(bad_flag, capsys) == (2, ["error: --lr: must be 0 or more, got -1.0"])
+
+    def diverged():
+        raise RunWideError("training stopped at step 7: the loss is nan")
+
+    assert run(diverged, capsys) == (2, [])  # unless every rank meets it alike
     monkeypatch.setenv("LOCAL_RANK", "0")
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
     assert run(bad_flag, capsys) == (2, ["error: --lr: must be 0 or more, got -1.0"])
     assert run(stopped, capsys) == (130, ["interrupted: runs/x/last.pt (step 6) is the last good checkpoint"])
+    assert run(diverged, capsys) == (2, ["error: training stopped at step 7: the loss is nan"])
