@@ -67,6 +67,10 @@ class _Segmenter:
             image = read_rgb(path)
         except DataError as exc:
             raise gr.Error(_short(exc, path)) from None
+        try:
+            self.predictor.check_size(image)
+        except UserError as exc:
+            raise gr.Error(f"{Path(path).name}: {exc}") from None
         start = time.perf_counter()
         prediction = self.predictor.predict(image)
         seconds = time.perf_counter() - start
