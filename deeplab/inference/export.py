@@ -22,6 +22,7 @@ from torch import nn
 
 from ..checkpoint import load_checkpoint, model_from_checkpoint, write_atomically
 from ..errors import UserError
+from ..models import min_input_side
 
 __all__ = ["Parity", "export_checkpoint", "export_onnx", "onnx_session", "parity_check", "quantize_int8"]
 
@@ -64,9 +65,12 @@ def export_checkpoint(
 
     The model is exported in memory (so no external-data files appear beside ``out``) and written atomically once
     checked: a failure or Ctrl-C leaves no partial file and keeps a previous one."""
-    if input_size is not None and min(input_size) < 1:
-        raise UserError(f"--input-size: height and width must be positive, got {list(input_size)}")
-    model = model_from_checkpoint(load_checkpoint(checkpoint), checkpoint, output_stride=output_stride).eval()
+    ckpt = load_checkpoint(checkpoint)
+    smallest = min_input_side(ckpt["model_config"])
+    if input_size is not None and min(input_size) < smallest:
+        raise UserError(f"--input-size: height and width must be at least {smallest} for this model, got "
+                        f"{list(input_size)}")
+    model = model_from_checkpoint(ckpt, checkpoint, output_stride=output_stride).eval()
     onnx_model = io.BytesIO()
     height, width = input_size or DYNAMIC_PARITY_SIZE
     with _within_memory(input_size):

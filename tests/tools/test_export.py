@@ -73,6 +73,21 @@ def test_an_input_size_beyond_memory_is_one_line(tmp_path: Path, capsys: pytest.
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "m.onnx").exists()
 
 
+@pytest.mark.parametrize(("project", "size", "smallest"), [("vainf", "2", 3), (None, "0", 1)])
+def test_an_input_size_the_model_cannot_take_is_one_line(project: str | None, size: str, smallest: int,
+                                                         tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                         make_checkpoint, imported_checkpoint) -> None:
+    """VainF's unpadded 3x3 stem needs 3 pixels a side; our networks take any positive size."""
+    checkpoint = imported_checkpoint(project) if project else tmp_path / "best.pt"
+    if not project:
+        make_checkpoint(checkpoint, num_classes=3)
+    args = ["--checkpoint", str(checkpoint), "--out", str(tmp_path / "m.onnx"), "--input-size", size, "40"]
+    assert export_tool.main(args) == 2
+    assert capsys.readouterr().err == (f"error: --input-size: height and width must be at least {smallest} for this "
+                                       f"model, got [{size}, 40]\n")
+    assert not (tmp_path / "m.onnx").exists()
+
+
 def test_the_onnx_file_given_as_checkpoint_is_named_as_such(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                             make_checkpoint) -> None:
     make_checkpoint(tmp_path / "best.pt", num_classes=3)
