@@ -65,12 +65,9 @@ class _Segmenter:
             return None, None, None, "", None
         try:
             image = read_rgb(path)
+            self.predictor.check_size(image, path)
         except DataError as exc:
             raise gr.Error(_short(exc, path)) from None
-        try:
-            self.predictor.check_size(image)
-        except UserError as exc:
-            raise gr.Error(f"{Path(path).name}: {exc}") from None
         start = time.perf_counter()
         prediction = self.predictor.predict(image)
         seconds = time.perf_counter() - start

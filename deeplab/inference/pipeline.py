@@ -17,7 +17,6 @@ import numpy as np
 
 from datasets import DataError, read_rgb
 
-from ..errors import UserError
 from .predictor import Prediction, Predictor
 
 __all__ = ["ImageResult", "prefetch", "segment_files", "segment_stream"]
@@ -130,12 +129,9 @@ def segment_files(
 def _decode(path: Path, predictor: Predictor) -> np.ndarray | str:
     try:
         image = read_rgb(path)
+        predictor.check_size(image, path)
     except DataError as exc:
         return str(exc)
-    try:
-        predictor.check_size(image)
-    except UserError as exc:
-        return f"{path}: {exc}"
     return image
 
 
