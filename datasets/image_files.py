@@ -102,10 +102,15 @@ def find_images(inputs: Sequence[str | Path], *, video_suffixes: Sequence[str] =
 
 
 def _wide_grey_to_rgb(values: np.ndarray) -> np.ndarray:
-    """Map a >8-bit greyscale array to uint8 RGB: 16-bit range scaled by 1/257, 8-bit-range values kept."""
-    values = values.astype(np.float64)
-    if values.max(initial=0.0) > 255.0:
+    """Map a >8-bit greyscale array to uint8 RGB: 16-bit range scaled by 1/257, floating point in [0, 1] (the
+    usual range of float TIFFs) by 255, 8-bit-range values kept."""
+    floating = np.issubdtype(values.dtype, np.floating)
+    values = np.nan_to_num(values.astype(np.float64))
+    peak = values.max(initial=0.0)
+    if peak > 255.0:
         values = values / 257.0
+    elif floating and peak <= 1.0:
+        values = values * 255.0
     grey = np.clip(np.rint(values), 0, 255).astype(np.uint8)
     return np.repeat(grey[..., None], 3, axis=2)
 

@@ -25,6 +25,16 @@ def test_read_rgb_scales_16_bit_and_applies_exif(tmp_path: Path) -> None:
     assert read_rgb(tmp_path / "rgba.png").shape == (25, 27, 3)
 
 
+def test_read_rgb_scales_float_images_in_0_1_to_8_bits(tmp_path: Path) -> None:
+    """A float TIFF holding [0, 1] (as image tools write them) keeps its picture instead of turning black."""
+    shades = np.linspace(0.0, 1.0, 20 * 30, dtype=np.float32).reshape(20, 30)
+    Image.fromarray(shades).save(tmp_path / "float.tiff")
+    np.testing.assert_array_equal(read_rgb(tmp_path / "float.tiff")[..., 0], np.rint(shades * 255.0).astype(np.uint8))
+    Image.fromarray(shades * 200).save(tmp_path / "float_8bit_range.tiff")
+    np.testing.assert_array_equal(read_rgb(tmp_path / "float_8bit_range.tiff")[..., 2],
+                                  np.rint(shades * 200).astype(np.uint8))
+
+
 def test_read_rgb_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="absent.png: no such file"):
         read_rgb(tmp_path / "absent.png")
