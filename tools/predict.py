@@ -31,8 +31,8 @@ from _image_flags import add_image_flags, calibration_images, check_image_flags
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line flags of this tool."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("inputs", nargs="+", help="image and video files, or folders of them "
-                        "(videos: .mp4 .avi .mov .mkv; audio is not kept)")
+    parser.add_argument("inputs", nargs="+", help="image and video files, folders of them, or quoted patterns "
+                        "('photos/*.jpg') (videos: .mp4 .avi .mov .mkv; audio is not kept)")
     parser.add_argument("--checkpoint", help="checkpoint to use (default: the newest runs/**/best.pt)")
     parser.add_argument("--out", help="output folder (default predictions, or predictions-2, -3... where files "
                         "would be replaced); files there are never replaced unless --overwrite")

@@ -74,3 +74,11 @@ def test_find_images_lists_folders_and_reports_empty_or_missing_inputs(tmp_path:
     images, problems = find_images([tmp_path / "in", single, tmp_path / "empty", tmp_path / "nope.jpg"])
     assert images == [tmp_path / "in" / "a.jpg", tmp_path / "in" / "b.PNG", single]
     assert problems == [f"{tmp_path / 'empty'}: folder holds no images", f"{tmp_path / 'nope.jpg'}: no such file or folder"]
+
+
+def test_find_images_expands_glob_patterns_the_shell_left_alone(tmp_path: Path) -> None:
+    for name in ("b.jpg", "a.jpg", "c.png", "[x].jpg"):
+        (tmp_path / name).write_bytes(b"x")
+    images, problems = find_images([tmp_path / "*.jpg", tmp_path / "[x].jpg", tmp_path / "*.gif"])
+    assert images == [tmp_path / "[x].jpg", tmp_path / "a.jpg", tmp_path / "b.jpg", tmp_path / "[x].jpg"]
+    assert problems == [f"{tmp_path / '*.gif'}: no file matches this pattern"]
