@@ -171,7 +171,11 @@ def default_batch_size(engine: str, device: str | torch.device = "cpu") -> int:
 def prepare_image(image: np.ndarray, *, mean: Sequence[float], std: Sequence[float],
                   max_size: int | None, min_side: int = 1) -> torch.Tensor:
     """One uint8 RGB image as a model input: shrunk to ``max_size`` if larger, normalised, a batch of one;
-    DataError when a side of it is then shorter than ``min_side``."""
+    DataError when a side of it is then shorter than ``min_side``; ValueError for any other array (a float image in
+    [0, 1] would be read as nearly black, without a word)."""
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected a uint8 H x W x 3 RGB image, got {image.dtype} of shape {image.shape} "
+                         "(datasets.read_rgb decodes any image file to one)")
     check_model_size(image, max_size=max_size, min_side=min_side)
     return normalize_image(shrink_to(image, max_size), mean, std)[None]
 
