@@ -85,6 +85,10 @@ def read_checkpoint_bytes(path: str | Path) -> bytes:
     """The bytes of checkpoint file ``path``, read once: loading and hashing these bytes (not the file again) keeps
     both on one version of a file that training replaces meanwhile. A missing or unreadable file is a UserError."""
     path = Path(path)
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.pt"))
+        hint = f" ({', '.join(inside)})" if inside else ""
+        raise UserError(f"{path}: is a folder; pass the checkpoint file in it{hint}")
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
     try:
