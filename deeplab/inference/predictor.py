@@ -154,7 +154,8 @@ class Predictor:
         predictions: list[Prediction | None] = [None] * len(images)
         with torch.inference_mode():
             for size, indices in by_size.items():
-                scores = class_scores(self.engine, torch.cat([inputs[i] for i in indices]), scales=scales, flip=flip)
+                scores = class_scores(self.engine, torch.cat([inputs[i] for i in indices]), scales=scales, flip=flip,
+                                      min_side=self.min_side)
                 for row, index in enumerate(indices):
                     mask = upsample_argmax(scores[row : row + 1], images[index].shape[:2])
                     predictions[index] = Prediction(mask=mask.cpu().numpy(), model_size=size)
