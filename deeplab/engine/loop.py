@@ -17,10 +17,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..checkpoint import save_checkpoint
+from ..checkpoint import min_input_side, save_checkpoint
 from ..errors import UserError
 from ..evaluation import evaluate
-from ..models import min_input_side
 from .distributed import all_reduce_confusion_matrix, get_world_size, is_main_process, mean_over_ranks, unwrap_model
 from .losses import segmentation_loss
 from .metrics_log import MetricsLog, plot_curves

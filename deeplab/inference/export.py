@@ -21,9 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoint import load_checkpoint, model_from_checkpoint, write_atomically
+from ..checkpoint import load_checkpoint, min_input_side, model_from_checkpoint, write_atomically
 from ..errors import UserError
-from ..models import min_input_side
 
 __all__ = ["INPUT_DESCRIPTION", "Parity", "export_checkpoint", "export_onnx", "input_metadata", "onnx_metadata",
            "onnx_session", "parity_check", "quantize_int8"]

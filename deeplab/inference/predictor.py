@@ -16,10 +16,9 @@ import torch.nn.functional as F
 from datasets import DataError
 from datasets.transforms import normalize_image
 
-from ..checkpoint import MAX_CLASSES, load_checkpoint, model_from_checkpoint, read_checkpoint_bytes
+from ..checkpoint import MAX_CLASSES, load_checkpoint, min_input_side, model_from_checkpoint, read_checkpoint_bytes
 from ..device import resolve_device
 from ..errors import UserError
-from ..models import min_input_side
 from .calibration import choose_calibration
 from .prepared import checkpoint_engine
 from .tta import Engine, class_scores
@@ -69,7 +68,7 @@ class Predictor:
         self.mean, self.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
         self.device = device
         self.max_size = max_size
-        #: The fewest pixels a side of the model's input may have (see :func:`~deeplab.models.min_input_side`).
+        #: The fewest pixels a side of the model's input may have (see :func:`~deeplab.checkpoint.min_input_side`).
         self.min_side = min_side
 
     @classmethod

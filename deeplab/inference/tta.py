@@ -45,7 +45,7 @@ def predict_probabilities(
 def class_scores(engine: Engine, images: torch.Tensor, *, scales: Sequence[float] = (1.0,),
                  flip: bool = False, min_side: int = 1) -> torch.Tensor:
     """Raw logits for a plain single-scale pass (cheapest), averaged probabilities otherwise; same argmax either way.
-    Images with a side under ``min_side`` pixels are a UserError (see :func:`deeplab.models.min_input_side`)."""
+    Images with a side under ``min_side`` pixels are a UserError (see :func:`deeplab.checkpoint.min_input_side`)."""
     height, width = images.shape[-2:]
     if min(height, width) < min_side:
         raise UserError(f"a {width}x{height} image: too small for this model, which needs at least {min_side} pixels "

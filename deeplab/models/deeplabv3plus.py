@@ -13,12 +13,12 @@ from backbones import build_backbone
 from .aspp import ASPP, default_atrous_rates
 from .decoder import Decoder
 
-__all__ = ["DeepLabV3Plus", "build_model", "config_at_output_stride", "min_input_side"]
+__all__ = ["DeepLabV3Plus", "build_model", "config_at_output_stride"]
 
 
 class DeepLabV3Plus(nn.Module):
     """DeepLabV3+ (Chen et al., ECCV 2018): logits ``(N, num_classes, H, W)`` for any input ``H x W`` (sides of at
-    least :func:`min_input_side` pixels).
+    least :func:`~deeplab.checkpoint.min_input_side` pixels).
 
     ``config`` holds the constructor's arguments as plain data, so ``DeepLabV3Plus(**model.config)`` rebuilds
     the same architecture (weights aside: ``pretrained_backbone`` is not recorded). Extra keyword arguments go
@@ -97,12 +97,6 @@ class DeepLabV3Plus(nn.Module):
         features = self.backbone(x)
         logits = self.decoder(self.aspp(features["out"]), features["low_level"])
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=self.align_corners)
-
-
-def min_input_side(config: dict[str, Any]) -> int:
-    """The fewest pixels a side of an input to the network of ``config`` may have: 3 behind VainF's unpadded 3x3
-    stem (``pad_block_input``), else 1 (every other network pads its convs)."""
-    return 3 if config.get("pad_block_input") else 1
 
 
 def config_at_output_stride(config: dict[str, Any], output_stride: int) -> dict[str, Any]:

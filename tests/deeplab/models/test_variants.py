@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from deeplab import DeepLabV3Plus, build_model
-from deeplab.models import config_at_output_stride, min_input_side
+from deeplab.checkpoint import min_input_side
+from deeplab.models import config_at_output_stride
 
 SMALL = {"num_classes": 4, "width_mult": 0.25}
 VARIANT = {"separable": False, "decoder_convs": 1, "low_level_first": True, "align_corners": True,
