@@ -5,6 +5,7 @@ labels outside the classes) becomes one :class:`~datasets.errors.DataError` line
 """
 from __future__ import annotations
 
+import glob
 from pathlib import Path
 from typing import Sequence
 
@@ -84,12 +85,19 @@ def list_images(folder: str | Path, suffixes: Sequence[str] = IMAGE_SUFFIXES) ->
 
 
 def find_images(inputs: Sequence[str | Path], *, video_suffixes: Sequence[str] = ()) -> tuple[list[Path], list[str]]:
-    """Image paths from files and folders (a folder's images, and videos by ``video_suffixes``, by name), and one
-    problem line per input that yields none."""
+    """Image paths from files, folders (a folder's images, and videos by ``video_suffixes``, by name) and glob
+    patterns that no file is named after (``photos/*.jpg``: shells on Windows do not expand them), and one problem
+    line per input that yields none."""
     images, problems = [], []
     for name in inputs:
         path = Path(name)
-        if path.is_dir():
+        if not path.exists() and glob.has_magic(str(name)):
+            matches = sorted(Path(match) for match in glob.glob(str(name)))
+            files = [match for match in matches if match.is_file()]
+            images += files
+            if not files:
+                problems.append(f"{path}: no file matches this pattern")
+        elif path.is_dir():
             found = list_images(path, (*IMAGE_SUFFIXES, *video_suffixes))
             images += found
             if not found:
@@ -102,10 +110,15 @@ def find_images(inputs: Sequence[str | Path], *, video_suffixes: Sequence[str] =
 
 
 def _wide_grey_to_rgb(values: np.ndarray) -> np.ndarray:
-    """Map a >8-bit greyscale array to uint8 RGB: 16-bit range scaled by 1/257, 8-bit-range values kept."""
-    values = values.astype(np.float64)
-    if values.max(initial=0.0) > 255.0:
+    """Map a >8-bit greyscale array to uint8 RGB: 16-bit range scaled by 1/257, floating point in [0, 1] (the
+    usual range of float TIFFs) by 255, 8-bit-range values kept."""
+    floating = np.issubdtype(values.dtype, np.floating)
+    values = np.nan_to_num(values.astype(np.float64))
+    peak = values.max(initial=0.0)
+    if peak > 255.0:
         values = values / 257.0
+    elif floating and peak <= 1.0:
+        values = values * 255.0
     grey = np.clip(np.rint(values), 0, 255).astype(np.uint8)
     return np.repeat(grey[..., None], 3, axis=2)
 

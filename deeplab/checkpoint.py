@@ -21,9 +21,9 @@ if TYPE_CHECKING:
     from .models import DeepLabV3Plus
 
 __all__ = [
-    "MAX_CLASSES", "load_checkpoint", "match_class_names", "model_from_checkpoint", "model_from_config",
-    "newest_checkpoint", "read_checkpoint_bytes", "read_plain_data", "save_checkpoint", "too_many_classes",
-    "write_atomically",
+    "MAX_CLASSES", "load_checkpoint", "match_class_names", "min_input_side", "model_from_checkpoint",
+    "model_from_config", "newest_checkpoint", "read_checkpoint_bytes", "read_plain_data", "save_checkpoint",
+    "too_many_classes", "write_atomically",
 ]
 
 REQUIRED_KEYS = ("model", "model_config")
@@ -85,6 +85,10 @@ def read_checkpoint_bytes(path: str | Path) -> bytes:
     """The bytes of checkpoint file ``path``, read once: loading and hashing these bytes (not the file again) keeps
     both on one version of a file that training replaces meanwhile. A missing or unreadable file is a UserError."""
     path = Path(path)
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.pt"))
+        hint = f" ({', '.join(inside)})" if inside else ""
+        raise UserError(f"{path}: is a folder; pass the checkpoint file in it{hint}")
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
     try:
@@ -175,6 +179,13 @@ def load_checkpoint(path: str | Path, *, data: bytes | None = None) -> dict[str,
     if too_many:
         raise UserError(f"{path}: its model {too_many}")
     return ckpt
+
+
+def min_input_side(config: dict[str, Any]) -> int:
+    """The fewest pixels a side of an input to the network of ``model_config`` ``config`` may have: 3 behind VainF's
+    unpadded 3x3 stem (``pad_block_input``), else 1 (every other network pads its convs). Read from the config
+    alone, so a cached engine needs no model (nor torchvision) to know it."""
+    return 3 if config.get("pad_block_input") else 1
 
 
 def too_many_classes(num_classes: int) -> str | None:

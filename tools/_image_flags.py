@@ -1,18 +1,35 @@
-"""Flags that predict.py and app.py share: how far images are shrunk for the model, and how the overlay blends."""
+"""Flags that predict.py and app.py share: how far images are shrunk for the model, how the overlay blends, and
+which images calibrate the int8 engines."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from datasets import find_images
 from deeplab.errors import UserError
 
-__all__ = ["add_image_flags", "check_image_flags"]
+__all__ = ["add_image_flags", "calibration_images", "check_image_flags"]
 
 
-def add_image_flags(parser: argparse.ArgumentParser, *, alpha_help: str) -> None:
-    """``--alpha`` (the colour mask's weight in the overlay) and ``--max-size`` (the long side the model sees)."""
+def add_image_flags(parser: argparse.ArgumentParser, *, alpha_help: str, calibration_default: str) -> None:
+    """``--alpha`` (the colour mask's weight in the overlay), ``--max-size`` (the long side the model sees) and
+    ``--calibration`` (int8's images; ``calibration_default`` says what they are without it)."""
     parser.add_argument("--alpha", type=float, default=0.5, help=alpha_help)
     parser.add_argument("--max-size", type=int, default=1024,
                         help="shrink images whose long side is larger before segmenting (0: never)")
+    parser.add_argument("--calibration", metavar="DIR",
+                        help=f"int8 engines: calibrate on the images in DIR (default: {calibration_default}); auto "
+                             "also checks its choice on them when the checkpoint's validation images are not here")
+
+
+def calibration_images(args: argparse.Namespace) -> list[Path] | None:
+    """The images of ``--calibration`` (None without it); UserError when it names nothing usable."""
+    if not args.calibration:
+        return None
+    images, missing = find_images([args.calibration])
+    if missing:
+        raise UserError(f"--calibration: {missing[0]}")
+    return images
 
 
 def check_image_flags(args: argparse.Namespace) -> None:

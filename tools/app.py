@@ -17,7 +17,7 @@ from deeplab.errors import UserError, report_user_errors
 from deeplab.inference import ENGINES, Predictor
 from deeplab.tool_args import check_bindable, check_ranges
 
-from _image_flags import add_image_flags, check_image_flags
+from _image_flags import add_image_flags, calibration_images, check_image_flags
 
 #: The largest --max-upload-mb (a terabyte): Gradio counts the limit in bytes in a 64-bit integer.
 MAX_UPLOAD_MB = 1_000_000
@@ -30,12 +30,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 shares it on the network)")
     parser.add_argument("--port", type=int, help="port (default: the first free one from 7860)")
-    add_image_flags(parser, alpha_help="initial opacity of the class colours, 0..1")
+    add_image_flags(parser, alpha_help="initial opacity of the class colours, 0..1",
+                    calibration_default="the checkpoint's training images, when they are on this machine")
     parser.add_argument("--output-stride", type=int, choices=(8, 16, 32),
                         help="run the weights at this output stride (default: the checkpoint's)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--engine", choices=[e for e in ENGINES if e != "int8"], default="auto",
-                        help="inference engine (int8 needs calibration images and is left to predict.py)")
+    parser.add_argument("--engine", choices=ENGINES, default="auto",
+                        help="inference engine (see tools/predict.py); int8 ones calibrate once, cached")
     parser.add_argument("--max-upload-mb", type=int, default=20,
                         help=f"largest upload accepted (default 20 MB, at most {MAX_UPLOAD_MB})")
     parser.add_argument("--max-video-frames", type=int, default=300,
@@ -61,7 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # kill, docker stop and systemctl stop end the app as Ctrl-C does, so its result files go too.
     with interrupt_on_sigterm():
         predictor = Predictor.from_checkpoint(checkpoint, device=args.device, engine=args.engine,
-                                              max_size=args.max_size or None, output_stride=args.output_stride)
+                                              max_size=args.max_size or None, output_stride=args.output_stride,
+                                              calibration=calibration_images(args))
         if predictor.engine_choice:
             print(predictor.engine_choice)
         limits = AppLimits(max_upload_mb=args.max_upload_mb, max_video_frames=args.max_video_frames)

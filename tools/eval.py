@@ -75,7 +75,8 @@ def score_checkpoint(args: argparse.Namespace) -> tuple[ConfusionMatrix, list[st
     stride = f", output stride {args.output_stride}" if args.output_stride else ""
     print(f"evaluating {args.checkpoint} on {len(dataset)} {args.split} images "
           f"({predictor.device}, scales {scales}{', flip' if args.flip else ''}{stride})")
-    matrix = evaluate(predictor.engine, loader, num_classes=len(class_names), scales=scales, flip=args.flip)
+    matrix = evaluate(predictor.engine, loader, num_classes=len(class_names), scales=scales, flip=args.flip,
+                      min_side=predictor.min_side)
     return matrix, class_names
 
 

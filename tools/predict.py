@@ -25,28 +25,26 @@ from deeplab.inference.pipeline import segment_files
 from deeplab.inference.video import VIDEO_SUFFIXES, VideoError, probe_video, segment_video, split_videos
 from deeplab.tool_args import check_writable
 
-from _image_flags import add_image_flags, check_image_flags
+from _image_flags import add_image_flags, calibration_images, check_image_flags
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line flags of this tool."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("inputs", nargs="+", help="image and video files, or folders of them "
-                        "(videos: .mp4 .avi .mov .mkv; audio is not kept)")
+    parser.add_argument("inputs", nargs="+", help="image and video files, folders of them, or quoted patterns "
+                        "('photos/*.jpg') (videos: .mp4 .avi .mov .mkv; audio is not kept)")
     parser.add_argument("--checkpoint", help="checkpoint to use (default: the newest runs/**/best.pt)")
     parser.add_argument("--out", help="output folder (default predictions, or predictions-2, -3... where files "
                         "would be replaced); files there are never replaced unless --overwrite")
     parser.add_argument("--overwrite", action="store_true", help="replace files of the same names in --out")
-    add_image_flags(parser, alpha_help="weight of the colour mask in the overlay, 0..1")
+    add_image_flags(parser, alpha_help="weight of the colour mask in the overlay, 0..1",
+                    calibration_default="the checkpoint's training images when they are on this machine, else the "
+                                        "input images")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--engine", choices=ENGINES, default="auto",
                         help="inference engine and precision (see deeplab.inference.engines; auto: the fastest that "
                              "keeps >= 99.5%% of the checkpoint's validation pixels equal to fp32, checked once per "
                              "machine); prepared engines and auto's choice are cached beside the checkpoint")
-    parser.add_argument("--calibration", metavar="DIR",
-                        help="int8 engines: calibrate on the images in DIR (default: the checkpoint's training "
-                             "images when they are on this machine, else the input images); auto also checks its "
-                             "choice on them when the checkpoint's validation images are not here")
     parser.add_argument("--output-stride", type=int, choices=(8, 16, 32),
                         help="run the weights at this output stride (default: the checkpoint's; 8 is slower and finer)")
     parser.add_argument("--batch-size", type=int,
@@ -83,13 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if checkpoint is None:
         checkpoint = newest_checkpoint()
         print(f"using the newest checkpoint under runs/: {checkpoint}")
-    calibration = None
-    if args.calibration:
-        calibration, missing = find_images([args.calibration])
-        if missing:
-            raise UserError(f"--calibration: {missing[0]}")
     predictor = Predictor.from_checkpoint(checkpoint, device=args.device, engine=args.engine,
-                                          max_size=args.max_size or None, calibration=calibration,
+                                          max_size=args.max_size or None, calibration=calibration_images(args),
                                           fallback_calibration=images, output_stride=args.output_stride)
     if predictor.engine_choice:
         print(predictor.engine_choice)

@@ -65,6 +65,7 @@ class _Segmenter:
             return None, None, None, "", None
         try:
             image = read_rgb(path)
+            self.predictor.check_size(image, path)
         except DataError as exc:
             raise gr.Error(_short(exc, path)) from None
         start = time.perf_counter()

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..checkpoint import save_checkpoint
+from ..checkpoint import min_input_side, save_checkpoint
 from ..errors import UserError
 from ..evaluation import evaluate
 from .distributed import all_reduce_confusion_matrix, get_world_size, is_main_process, mean_over_ranks, unwrap_model
@@ -95,7 +95,7 @@ def validate(
 
     model.eval()
     try:
-        matrix = evaluate(predictor, loader, num_classes=len(class_names))
+        matrix = evaluate(predictor, loader, num_classes=len(class_names), min_side=min_input_side(core.config))
     finally:
         model.train()
     return all_reduce_confusion_matrix(matrix).scores(class_names)

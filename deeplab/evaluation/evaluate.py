@@ -21,11 +21,13 @@ def evaluate(
     scales: Sequence[float] = (1.0,),
     flip: bool = False,
     ignore_index: int = IGNORE_INDEX,
+    min_side: int = 1,
 ) -> ConfusionMatrix:
-    """Run ``engine`` over ``(images, masks)`` batches; it must accept CPU batches (an engine moves them)."""
+    """Run ``engine`` over ``(images, masks)`` batches; it must accept CPU batches (an engine moves them). An image
+    (or scale of one) with a side under ``min_side``, the model's smallest input, is a UserError."""
     matrix = ConfusionMatrix(num_classes, ignore_index=ignore_index)
     with torch.inference_mode():
         for images, masks in batches:
-            pred = class_scores(engine, images, scales=scales, flip=flip).argmax(dim=1)
+            pred = class_scores(engine, images, scales=scales, flip=flip, min_side=min_side).argmax(dim=1)
             matrix.update(pred.cpu(), masks)
     return matrix

@@ -53,12 +53,11 @@ class Calibration:
         batches = []
         for path in self.paths:
             try:
-                image = read_rgb(path)
+                batches.append(prepare(read_rgb(path)))
             except DataError:
-                continue  # an unreadable input is reported when its turn to be predicted comes
-            batches.append(prepare(image))
+                continue  # an unreadable or too small input is reported when its turn to be predicted comes
         if not batches:
-            raise DataError(f"none of the calibration images from {self.source} can be read")
+            raise DataError(f"none of the calibration images from {self.source} can be read and fit the model")
         return batches
 
 

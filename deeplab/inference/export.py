@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 import tempfile
@@ -20,12 +21,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoint import load_checkpoint, model_from_checkpoint, write_atomically
+from ..checkpoint import load_checkpoint, min_input_side, model_from_checkpoint, write_atomically
 from ..errors import UserError
 
-__all__ = ["Parity", "export_checkpoint", "export_onnx", "onnx_session", "parity_check", "quantize_int8"]
+__all__ = ["INPUT_DESCRIPTION", "Parity", "export_checkpoint", "export_onnx", "input_metadata", "onnx_metadata",
+           "onnx_session", "parity_check", "quantize_int8"]
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
+#: How an image becomes the input (stored in the file with the mean and std, as no graph node does it).
+INPUT_DESCRIPTION = ("float32 N x 3 x H x W: RGB / 255, then (x - mean) / std per channel; output: logits, "
+                     "argmax = class id")
 OPSET = 17
 # Odd and unequal, unlike any export size, so a resize baked to one size would show up in the parity check.
 DYNAMIC_PARITY_SIZE = (97, 131)
@@ -64,17 +69,47 @@ def export_checkpoint(
 
     The model is exported in memory (so no external-data files appear beside ``out``) and written atomically once
     checked: a failure or Ctrl-C leaves no partial file and keeps a previous one."""
-    if input_size is not None and min(input_size) < 1:
-        raise UserError(f"--input-size: height and width must be positive, got {list(input_size)}")
-    model = model_from_checkpoint(load_checkpoint(checkpoint), checkpoint, output_stride=output_stride).eval()
-    onnx_model = io.BytesIO()
+    ckpt = load_checkpoint(checkpoint)
+    smallest = min_input_side(ckpt["model_config"])
+    if input_size is not None and min(input_size) < smallest:
+        raise UserError(f"--input-size: height and width must be at least {smallest} for this model, got "
+                        f"{list(input_size)}")
+    model = model_from_checkpoint(ckpt, checkpoint, output_stride=output_stride).eval()
+    buffer = io.BytesIO()
     height, width = input_size or DYNAMIC_PARITY_SIZE
     with _within_memory(input_size):
-        export_onnx(model, onnx_model, input_size=input_size)
+        export_onnx(model, buffer, input_size=input_size)
+        onnx_model = _with_metadata(buffer.getvalue(), input_metadata(model, ckpt.get("class_names")))
         batch = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(seed))
-        parity = parity_check(model, onnx_session(onnx_model.getvalue()), batch)
-    write_atomically(out, lambda file: file.write(onnx_model.getbuffer()), what="the ONNX file")
+        parity = parity_check(model, onnx_session(onnx_model), batch)
+    write_atomically(out, lambda file: file.write(onnx_model), what="the ONNX file")
     return parity
+
+
+def input_metadata(model: nn.Module, class_names: Sequence[str] | None) -> dict[str, str]:
+    """What a user of the ONNX file needs besides the graph: the input's normalisation (imported and timm models
+    differ from ImageNet's) and the class names, as strings (JSON lists) for the file's ``metadata_props``."""
+    return {"input": INPUT_DESCRIPTION, "mean": json.dumps(list(model.mean)), "std": json.dumps(list(model.std)),
+            "class_names": json.dumps(list(class_names or []))}
+
+
+def onnx_metadata(path: str | Path) -> dict[str, str]:
+    """The ``metadata_props`` of the ONNX file ``path`` (see :func:`input_metadata`)."""
+    import onnx
+
+    return {entry.key: entry.value for entry in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
+def _with_metadata(onnx_model: bytes, metadata: dict[str, str]) -> bytes:
+    """``onnx_model`` with ``metadata`` stored as its ``metadata_props`` (read by ONNX Runtime's
+    ``get_modelmeta().custom_metadata_map``)."""
+    import onnx
+
+    proto = onnx.load_from_string(onnx_model)
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    return proto.SerializeToString()
 
 
 @contextlib.contextmanager

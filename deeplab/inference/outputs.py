@@ -41,8 +41,10 @@ PREDICTION_KEY = "deeplab-prediction"
 
 
 def output_names(inputs: Sequence[Path]) -> dict[Path, str]:
-    """A distinct base name per input path (equal paths share one): the stem where it is unique, else longer."""
-    paths = list(dict.fromkeys(Path(p) for p in inputs))
+    """A distinct base name per input file, the stem where it is unique, else longer; a file named twice
+    (``a.jpg`` and ``/abs/a.jpg``, symbolic links aside) keeps its first spelling only."""
+    spellings = {os.path.abspath(p): Path(p) for p in reversed(inputs)}  # the first spelling wins
+    paths = list(dict.fromkeys(spellings[os.path.abspath(p)] for p in inputs))
     levels = dict.fromkeys(paths, 0)  # 0: stem, 1: file name, 2: parent folder + file name
     while True:
         names = {p: _name_at(p, level) for p, level in levels.items()}

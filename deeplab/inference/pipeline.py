@@ -120,17 +120,19 @@ def segment_files(
     *,
     batch_size: int = 1,
 ) -> Iterator[ImageResult[Path, Written]]:
-    """:func:`segment_stream` over image files decoded on a background thread; an undecodable file becomes an
-    error result naming it, the others go on."""
-    return segment_stream(predictor, prefetch(((path, _decode(path)) for path in paths), 2 * batch_size),
+    """:func:`segment_stream` over image files decoded on a background thread; an undecodable file, or an image
+    too small for the model, becomes an error result naming it, the others go on."""
+    return segment_stream(predictor, prefetch(((path, _decode(path, predictor)) for path in paths), 2 * batch_size),
                           write, batch_size=batch_size)
 
 
-def _decode(path: Path) -> np.ndarray | str:
+def _decode(path: Path, predictor: Predictor) -> np.ndarray | str:
     try:
-        return read_rgb(path)
+        image = read_rgb(path)
+        predictor.check_size(image, path)
     except DataError as exc:
         return str(exc)
+    return image
 
 
 def _write_one(write: Callable, key, image: np.ndarray, prediction: Prediction) -> ImageResult:

@@ -13,16 +13,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from datasets import DataError
 from datasets.transforms import normalize_image
 
-from ..checkpoint import MAX_CLASSES, load_checkpoint, model_from_checkpoint, read_checkpoint_bytes
+from ..checkpoint import MAX_CLASSES, load_checkpoint, min_input_side, model_from_checkpoint, read_checkpoint_bytes
 from ..device import resolve_device
 from ..errors import UserError
 from .calibration import choose_calibration
 from .prepared import checkpoint_engine
 from .tta import Engine, class_scores
 
-__all__ = ["Prediction", "Predictor", "default_batch_size", "prepare_image", "shrink_to", "upsample_argmax"]
+__all__ = ["Prediction", "Predictor", "check_model_size", "default_batch_size", "prepare_image", "shrink_to",
+           "shrunk_size", "upsample_argmax"]
 
 #: Images per engine call where batching pays: a GPU fills up with batches; on 2 CPU cores a batch of 8 gave
 #: int8 about 1.3x the images/s of single images but fp32 ONNX Runtime and eager torch none (README, engines).
@@ -55,6 +57,7 @@ class Predictor:
         engine_name: str = "custom",
         model_config: dict | None = None,
         engine_choice: str | None = None,
+        min_side: int = 1,
     ) -> None:
         self.engine = engine
         self.engine_name = engine_name
@@ -65,6 +68,8 @@ class Predictor:
         self.mean, self.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
         self.device = device
         self.max_size = max_size
+        #: The fewest pixels a side of the model's input may have (see :func:`~deeplab.checkpoint.min_input_side`).
+        self.min_side = min_side
 
     @classmethod
     def from_checkpoint(
@@ -108,20 +113,27 @@ class Predictor:
         resolved = resolve_device(device)
         fallback = [] if engine == "auto" else [Path(p) for p in fallback_calibration]
         images = choose_calibration([Path(p) for p in calibration or ()], ckpt, fallback)
-        prepare = functools.partial(prepare_image, mean=mean, std=std, max_size=max_size)
+        min_side = min_input_side(config)
+        prepare = functools.partial(prepare_image, mean=mean, std=std, max_size=max_size, min_side=min_side)
         prepared = checkpoint_engine(path, ckpt, sha256, model, engine=engine, device=resolved, calibration=images,
                                      prepare=prepare, max_size=max_size, variant=variant)
         return cls(prepared.run, class_names=names, mean=mean, std=std, device=resolved, max_size=max_size,
-                   engine_name=prepared.name, model_config=config, engine_choice=prepared.choice)
+                   engine_name=prepared.name, model_config=config, engine_choice=prepared.choice, min_side=min_side)
 
     @property
     def batch_size(self) -> int:
         """Images per engine call that suit this engine and device (see :func:`default_batch_size`)."""
         return default_batch_size(self.engine_name, self.device)
 
+    def check_size(self, image: np.ndarray, name: str | Path = "image") -> None:
+        """DataError naming ``name`` when ``image``, once shrunk to ``max_size``, has a side shorter than the model
+        takes (see :func:`check_model_size`)."""
+        check_model_size(image, max_size=self.max_size, min_side=self.min_side, name=name)
+
     def prepare(self, image: np.ndarray) -> torch.Tensor:
-        """The model's input for one uint8 RGB image: shrunk to ``max_size`` if larger, normalised, batch of 1."""
-        return prepare_image(image, mean=self.mean, std=self.std, max_size=self.max_size)
+        """The model's input for one uint8 RGB image: shrunk to ``max_size`` if larger, normalised, batch of 1;
+        DataError when it is too small for the model."""
+        return prepare_image(image, mean=self.mean, std=self.std, max_size=self.max_size, min_side=self.min_side)
 
     def predict(self, image: np.ndarray, *, scales: Sequence[float] = (1.0,), flip: bool = False) -> Prediction:
         """Class-id mask of one uint8 RGB image at its own size (scores upsampled back when it was shrunk)."""
@@ -141,7 +153,8 @@ class Predictor:
         predictions: list[Prediction | None] = [None] * len(images)
         with torch.inference_mode():
             for size, indices in by_size.items():
-                scores = class_scores(self.engine, torch.cat([inputs[i] for i in indices]), scales=scales, flip=flip)
+                scores = class_scores(self.engine, torch.cat([inputs[i] for i in indices]), scales=scales, flip=flip,
+                                      min_side=self.min_side)
                 for row, index in enumerate(indices):
                     mask = upsample_argmax(scores[row : row + 1], images[index].shape[:2])
                     predictions[index] = Prediction(mask=mask.cpu().numpy(), model_size=size)
@@ -156,18 +169,43 @@ def default_batch_size(engine: str, device: str | torch.device = "cpu") -> int:
 
 
 def prepare_image(image: np.ndarray, *, mean: Sequence[float], std: Sequence[float],
-                  max_size: int | None) -> torch.Tensor:
-    """One uint8 RGB image as a model input: shrunk to ``max_size`` if larger, normalised, a batch of one."""
+                  max_size: int | None, min_side: int = 1) -> torch.Tensor:
+    """One uint8 RGB image as a model input: shrunk to ``max_size`` if larger, normalised, a batch of one;
+    DataError when a side of it is then shorter than ``min_side``; ValueError for any other array (a float image in
+    [0, 1] would be read as nearly black, without a word)."""
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected a uint8 H x W x 3 RGB image, got {image.dtype} of shape {image.shape} "
+                         "(datasets.read_rgb decodes any image file to one)")
+    check_model_size(image, max_size=max_size, min_side=min_side)
     return normalize_image(shrink_to(image, max_size), mean, std)[None]
+
+
+def check_model_size(image: np.ndarray, *, max_size: int | None, min_side: int, name: str | Path = "image") -> None:
+    """DataError naming ``name`` when ``image``, once shrunk to ``max_size``, has a side shorter than ``min_side``
+    (a network's convs would fail on it with an error that names no image)."""
+    height, width = shrunk_size(image.shape[:2], max_size)
+    if min(height, width) < min_side:
+        shrunk = "" if (height, width) == image.shape[:2] else f", {width}x{height} once shrunk for the model"
+        raise DataError(f"{name}: {image.shape[1]}x{image.shape[0]} pixels{shrunk}: too small for this model, "
+                        f"which needs at least {min_side} pixels a side")
 
 
 def shrink_to(image: np.ndarray, max_size: int | None) -> np.ndarray:
     """``image`` scaled down (area interpolation) so its long side is at most ``max_size``; unchanged if smaller."""
-    height, width = image.shape[:2]
-    if not max_size or max(height, width) <= max_size:
+    size = shrunk_size(image.shape[:2], max_size)
+    if size == image.shape[:2]:
         return image
+    return cv2.resize(image, size[::-1], interpolation=cv2.INTER_AREA)
+
+
+def shrunk_size(size: tuple[int, int], max_size: int | None) -> tuple[int, int]:
+    """``(height, width)`` scaled down so the long side is at most ``max_size`` (no side under 1); unchanged if
+    smaller."""
+    height, width = size
+    if not max_size or max(height, width) <= max_size:
+        return height, width
     scale = max_size / max(height, width)
-    return cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
+    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 def upsample_argmax(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

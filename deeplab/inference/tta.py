@@ -16,16 +16,18 @@ Engine = Callable[[torch.Tensor], torch.Tensor]
 
 
 def predict_probabilities(
-    engine: Engine, images: torch.Tensor, *, scales: Sequence[float] = (1.0,), flip: bool = False
+    engine: Engine, images: torch.Tensor, *, scales: Sequence[float] = (1.0,), flip: bool = False, min_side: int = 1
 ) -> torch.Tensor:
-    """Class probabilities ``(N, C, H, W)`` averaged over rescaled (and mirrored) copies of ``images``."""
+    """Class probabilities ``(N, C, H, W)`` averaged over rescaled (and mirrored) copies of ``images``; a scale that
+    leaves a side under ``min_side`` pixels (the model's smallest input) is a UserError."""
     size = images.shape[-2:]
     total = None
     for scale in scales:
         scaled_size = [math.floor(side * scale) for side in size]  # what interpolate's scale_factor gives
-        if min(scaled_size) < 1:
+        if min(scaled_size) < min_side:
+            needs = "" if min_side == 1 else f", under the {min_side} a side this model needs"
             raise UserError(f"--scales {scale:g}: shrinks a {size[1]}x{size[0]} image to {scaled_size[1]}x"
-                            f"{scaled_size[0]} pixels (WxH); use larger scales")
+                            f"{scaled_size[0]} pixels (WxH){needs}; use larger scales")
         scaled = images if scale == 1.0 else F.interpolate(
             images, scale_factor=scale, mode="bilinear", align_corners=False
         )
@@ -41,8 +43,13 @@ def predict_probabilities(
 
 
 def class_scores(engine: Engine, images: torch.Tensor, *, scales: Sequence[float] = (1.0,),
-                 flip: bool = False) -> torch.Tensor:
-    """Raw logits for a plain single-scale pass (cheapest), averaged probabilities otherwise; same argmax either way."""
+                 flip: bool = False, min_side: int = 1) -> torch.Tensor:
+    """Raw logits for a plain single-scale pass (cheapest), averaged probabilities otherwise; same argmax either way.
+    Images with a side under ``min_side`` pixels are a UserError (see :func:`deeplab.checkpoint.min_input_side`)."""
+    height, width = images.shape[-2:]
+    if min(height, width) < min_side:
+        raise UserError(f"a {width}x{height} image: too small for this model, which needs at least {min_side} pixels "
+                        "a side")
     if list(scales) == [1.0] and not flip:
         return engine(images)
-    return predict_probabilities(engine, images, scales=scales, flip=flip)
+    return predict_probabilities(engine, images, scales=scales, flip=flip, min_side=min_side)

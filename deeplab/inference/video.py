@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from datasets import DataError
 
 from ..errors import UserError
 from .outputs import VIDEO_SUFFIXES, is_prediction_file, save_frame_mask
@@ -167,6 +168,10 @@ def segment_video(
             raise VideoError(f"{path}: video holds no frames" if info.frames == 0 else
                              f"{path}: frame 1 of {info.frames} could not be decoded (a codec this OpenCV build "
                              "cannot decode, or a corrupt file)")
+        try:
+            predictor.check_size(first[1], path)
+        except DataError as exc:
+            raise VideoError(str(exc)) from None
         writer, codec = _open_writer(Path(overlay_path), info.fps, first[1].shape[:2], source=path)
         digits = max(6, len(str(info.frames)))
         written = _write_all(predictor, chain([first], frames), writer, pad=codec.even, masks_dir=masks_dir,

@@ -17,7 +17,8 @@ __all__ = ["DeepLabV3Plus", "build_model", "config_at_output_stride"]
 
 
 class DeepLabV3Plus(nn.Module):
-    """DeepLabV3+ (Chen et al., ECCV 2018): logits ``(N, num_classes, H, W)`` for any input ``H x W``.
+    """DeepLabV3+ (Chen et al., ECCV 2018): logits ``(N, num_classes, H, W)`` for any input ``H x W`` (sides of at
+    least :func:`~deeplab.checkpoint.min_input_side` pixels).
 
     ``config`` holds the constructor's arguments as plain data, so ``DeepLabV3Plus(**model.config)`` rebuilds
     the same architecture (weights aside: ``pretrained_backbone`` is not recorded). Extra keyword arguments go

@@ -25,6 +25,16 @@ def test_read_rgb_scales_16_bit_and_applies_exif(tmp_path: Path) -> None:
     assert read_rgb(tmp_path / "rgba.png").shape == (25, 27, 3)
 
 
+def test_read_rgb_scales_float_images_in_0_1_to_8_bits(tmp_path: Path) -> None:
+    """A float TIFF holding [0, 1] (as image tools write them) keeps its picture instead of turning black."""
+    shades = np.linspace(0.0, 1.0, 20 * 30, dtype=np.float32).reshape(20, 30)
+    Image.fromarray(shades).save(tmp_path / "float.tiff")
+    np.testing.assert_array_equal(read_rgb(tmp_path / "float.tiff")[..., 0], np.rint(shades * 255.0).astype(np.uint8))
+    Image.fromarray(shades * 200).save(tmp_path / "float_8bit_range.tiff")
+    np.testing.assert_array_equal(read_rgb(tmp_path / "float_8bit_range.tiff")[..., 2],
+                                  np.rint(shades * 200).astype(np.uint8))
+
+
 def test_read_rgb_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="absent.png: no such file"):
         read_rgb(tmp_path / "absent.png")
@@ -64,3 +74,11 @@ def test_find_images_lists_folders_and_reports_empty_or_missing_inputs(tmp_path:
     images, problems = find_images([tmp_path / "in", single, tmp_path / "empty", tmp_path / "nope.jpg"])
     assert images == [tmp_path / "in" / "a.jpg", tmp_path / "in" / "b.PNG", single]
     assert problems == [f"{tmp_path / 'empty'}: folder holds no images", f"{tmp_path / 'nope.jpg'}: no such file or folder"]
+
+
+def test_find_images_expands_glob_patterns_the_shell_left_alone(tmp_path: Path) -> None:
+    for name in ("b.jpg", "a.jpg", "c.png", "[x].jpg"):
+        (tmp_path / name).write_bytes(b"x")
+    images, problems = find_images([tmp_path / "*.jpg", tmp_path / "[x].jpg", tmp_path / "*.gif"])
+    assert images == [tmp_path / "[x].jpg", tmp_path / "a.jpg", tmp_path / "b.jpg", tmp_path / "[x].jpg"]
+    assert problems == [f"{tmp_path / '*.gif'}: no file matches this pattern"]

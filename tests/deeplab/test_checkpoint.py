@@ -149,6 +149,15 @@ def test_corrupt_or_truncated(tmp_path: Path, content: bytes | None) -> None:
         load_checkpoint(path)
 
 
+def test_a_run_folder_given_as_checkpoint_names_the_files_in_it(tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    for name in ("last.pt", "best.pt", "curves.png"):
+        (tmp_path / "run" / name).write_bytes(b"x")
+    with pytest.raises(UserError) as caught:
+        load_checkpoint(tmp_path / "run")
+    assert str(caught.value) == f"{tmp_path / 'run'}: is a folder; pass the checkpoint file in it (best.pt, last.pt)"
+
+
 def test_unreadable_checkpoint_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "locked.pt"
     torch.save(_state(), path)

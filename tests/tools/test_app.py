@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from tools import app as app_tool
 
@@ -26,6 +28,25 @@ def test_binds_to_localhost_by_default(tmp_path: Path, make_checkpoint, monkeypa
     header = served["app"].config["components"][0]["props"]["value"]
     assert "engine** torch" in header and "output stride 8" in header
     assert "audio of clips is not kept" in capsys.readouterr().out
+
+
+def test_int8_engines_calibrate_on_the_calibration_folder(tmp_path: Path, make_checkpoint, monkeypatch,
+                                                         capsys) -> None:
+    """Without the checkpoint's training data, the error's advice (--calibration DIR) is a flag the app takes."""
+    pytest.importorskip("gradio", reason="the web app needs Gradio: pip install -e '.[app]'")
+    from deeplab.app import web
+
+    make_checkpoint(tmp_path / "best.pt", ["background", "cat"], num_classes=2)
+    served = {}
+    monkeypatch.setattr(web, "launch", lambda app, **kwargs: served.update(kwargs, app=app))
+    args = ["--checkpoint", str(tmp_path / "best.pt"), "--engine", "int8"]
+    assert app_tool.main(args) == 2
+    assert "pass --calibration DIR" in capsys.readouterr().err and not served
+    (tmp_path / "photos").mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(
+        tmp_path / "photos" / "a.png")
+    assert app_tool.main([*args, "--calibration", str(tmp_path / "photos")]) == 0
+    assert "engine** int8" in served["app"].config["components"][0]["props"]["value"]
 
 
 def test_without_gradio_one_line_says_how_to_install(tmp_path: Path, monkeypatch, capsys) -> None:

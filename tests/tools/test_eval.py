@@ -283,6 +283,20 @@ def test_more_bad_input_is_one_line(flag, named, tiny_voc, tmp_path: Path, capsy
     assert rc == 2 and len(err.splitlines()) == 1 and named in err, err
 
 
+@pytest.mark.parametrize(("sizes", "flag", "named"), [
+    ([(20, 30), (2, 40)], [], "a 40x2 image: too small for this model, which needs at least 3 pixels a side"),
+    ([(20, 30)], ["--scales", "0.1,1"], "--scales 0.1: shrinks a 30x20 image to 3x2 pixels (WxH), under the 3 a side "
+                                        "this model needs; use larger scales")])
+def test_images_or_scales_too_small_for_an_imported_model_are_one_line(sizes, flag, named, tmp_path: Path,
+                                                                       make_voc_folder, imported_checkpoint,
+                                                                       capsys) -> None:
+    """VainF's unpadded 3x3 stem takes no side under 3 pixels: one line, not a conv traceback."""
+    make_voc_folder(tmp_path, {f"im{i}": np.zeros(size, np.uint8) for i, size in enumerate(sizes)}, split="val")
+    rc = eval_tool.main(["--checkpoint", str(imported_checkpoint("vainf")), "--data-root", str(tmp_path),
+                         "--workers", "0", "--engine", "torch", *flag])
+    assert rc == 2 and capsys.readouterr().err == f"error: {named}\n"
+
+
 def test_ctrl_c_during_evaluation_exits_130(tiny_voc, monkeypatch, capsys) -> None:
     root, ckpt, _ = tiny_voc
 

@@ -2,6 +2,7 @@
 checkpoint or an input size beyond memory is one line."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,20 @@ def test_export_tool_writes_file_and_prints_parity(tmp_path: Path, capsys: pytes
     assert "parity on 1x3x97x131: max abs logit diff" in printed
     agreement = float(printed.split("argmax agreement ")[1].split("%")[0])
     assert agreement >= 99.9
+
+
+def test_the_onnx_file_says_how_to_normalise_its_input_and_names_the_classes(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], imported_checkpoint) -> None:
+    """bubbliiiing's model takes RGB / 255 unnormalised: a deployment must not guess ImageNet's statistics."""
+    out = tmp_path / "model.onnx"
+    assert export_tool.main(["--checkpoint", str(imported_checkpoint("bubbliiiing")), "--out", str(out)]) == 0
+    assert ("input: RGB / 255, then (x - mean) / std with mean [0.0, 0.0, 0.0] and std [1.0, 1.0, 1.0]"
+            in capsys.readouterr().out)
+    metadata = export_module.onnx_session(out).get_modelmeta().custom_metadata_map
+    assert json.loads(metadata["mean"]) == [0.0, 0.0, 0.0] and json.loads(metadata["std"]) == [1.0, 1.0, 1.0]
+    names = json.loads(metadata["class_names"])
+    assert len(names) == 21 and names[:2] == ["background", "aeroplane"]
+    assert metadata["input"] == export_module.INPUT_DESCRIPTION
 
 
 def test_export_tool_reports_missing_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -71,6 +86,21 @@ def test_an_input_size_beyond_memory_is_one_line(tmp_path: Path, capsys: pytest.
     err = capsys.readouterr().err
     assert err.startswith("error: --input-size 10000000 10000000: does not fit in memory (an allocation of ")
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize(("project", "size", "smallest"), [("vainf", "2", 3), (None, "0", 1)])
+def test_an_input_size_the_model_cannot_take_is_one_line(project: str | None, size: str, smallest: int,
+                                                         tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                         make_checkpoint, imported_checkpoint) -> None:
+    """VainF's unpadded 3x3 stem needs 3 pixels a side; our networks take any positive size."""
+    checkpoint = imported_checkpoint(project) if project else tmp_path / "best.pt"
+    if not project:
+        make_checkpoint(checkpoint, num_classes=3)
+    args = ["--checkpoint", str(checkpoint), "--out", str(tmp_path / "m.onnx"), "--input-size", size, "40"]
+    assert export_tool.main(args) == 2
+    assert capsys.readouterr().err == (f"error: --input-size: height and width must be at least {smallest} for this "
+                                       f"model, got [{size}, 40]\n")
+    assert not (tmp_path / "m.onnx").exists()
 
 
 def test_the_onnx_file_given_as_checkpoint_is_named_as_such(tmp_path: Path, capsys: pytest.CaptureFixture[str],

@@ -92,6 +92,29 @@ def test_bad_images_are_skipped_and_named(checkpoint, tmp_path: Path, capsys) ->
     assert not (tmp_path / "out" / "text_mask.png").exists()
 
 
+@pytest.mark.parametrize("engine", ["torch", "int8"])
+def test_images_too_small_for_an_imported_model_are_skipped_and_named(engine: str, tmp_path: Path,
+                                                                     imported_checkpoint, capsys) -> None:
+    """VainF's unpadded stem needs 3 pixels a side: a thumbnail, or a strip shrunk by --max-size, is one line (and
+    int8, calibrating on these inputs, leaves them out)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(random_rgb(20, 24)).save(folder / "good.png")
+    Image.fromarray(random_rgb(2, 40)).save(folder / "strip.png")
+    Image.fromarray(random_rgb(8, 400)).save(folder / "wide.png")
+    rc = predict.main([str(folder), "--checkpoint", str(imported_checkpoint("vainf")), "--max-size", "100",
+                       "--out", str(tmp_path / "out"), "--engine", engine])
+    out, err = capsys.readouterr()
+    err = "\n".join(line for line in err.splitlines() if line.startswith("error: "))
+    assert rc == 1 and "1 of 3 images" in out
+    assert (tmp_path / "out" / "good_mask.png").is_file()
+    assert err.splitlines() == [
+        f"error: {folder / 'strip.png'}: 40x2 pixels: too small for this model, which needs at least 3 pixels a side "
+        "(skipped)",
+        f"error: {folder / 'wide.png'}: 400x8 pixels, 100x2 once shrunk for the model: too small for this model, "
+        "which needs at least 3 pixels a side (skipped)"]
+
+
 @pytest.mark.parametrize("problem", ["unwritable_out", "corrupt_checkpoint"])
 def test_fatal_problems_are_one_line(problem: str, checkpoint, tmp_path: Path, capsys) -> None:
     Image.fromarray(random_rgb(20, 24)).save(tmp_path / "good.png")

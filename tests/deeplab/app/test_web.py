@@ -63,6 +63,19 @@ def test_image_handler_matches_the_predictor(predictor: Predictor, photo: Path, 
     assert caught.value.message == "fake.jpg: not an image file (or an unsupported format)"
 
 
+def test_images_and_clips_too_small_for_the_model_get_a_message(imported_checkpoint, tmp_path: Path) -> None:
+    app = build_app(Predictor.from_checkpoint(imported_checkpoint("vainf"), device="cpu", engine="torch"),
+                    checkpoint="vainf.pt")
+    Image.fromarray(np.zeros((2, 30, 3), np.uint8)).save(tmp_path / "strip.png")
+    with pytest.raises(gr.Error) as caught:
+        app.segmenter.segment_image(str(tmp_path / "strip.png"), 0.5)
+    assert caught.value.message == ("strip.png: 30x2 pixels: too small for this model, which needs at least 3 "
+                                    "pixels a side")
+    with pytest.raises(gr.Error) as caught:
+        app.segmenter.segment_clip(str(write_clip(tmp_path / "tiny.avi", 3, size=(2, 2))), 0.5)
+    assert caught.value.message == "tiny.avi: 2x2 pixels: too small for this model, which needs at least 3 pixels a side"
+
+
 def test_clip_handler_writes_a_browser_video_and_refuses_long_clips(predictor: Predictor, tmp_path: Path) -> None:
     app = build_app(predictor, checkpoint="best.pt", limits=AppLimits(max_video_frames=5))
     video, info = app.segmenter.segment_clip(str(write_clip(tmp_path / "clip.avi", 5)), 0.5)

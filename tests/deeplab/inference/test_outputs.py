@@ -35,6 +35,12 @@ def test_names_are_the_stem_unless_inputs_clash():
     assert list(deep.values()) == ["a_x.jpg", "a_x.jpg-2", "A_X.JPG-3"]
 
 
+def test_a_file_named_twice_is_one_input():
+    """``predict.py a.jpg $PWD/a.jpg`` (or ``in/ ./in/a.jpg``) segments a.jpg once, not into a second ``-2`` copy."""
+    names = output_names([Path("in/a.jpg"), Path.cwd() / "in" / "a.jpg", Path("in/../in/a.jpg"), Path("in/b.jpg")])
+    assert names == {Path("in/a.jpg"): "a", Path("in/b.jpg"): "b"}
+
+
 def test_numbered_names_skip_the_names_of_other_inputs():
     # The third input's stem is what numbering the second would give it.
     names = output_names([Path("d1/x/a.jpg"), Path("d2/x/a.jpg"), Path("d4/x_a.jpg-2.png"),

@@ -33,6 +33,16 @@ def test_predict_is_the_engine_argmax_after_eval_normalisation(tmp_path: Path, m
     assert prediction.model_size == (37, 45) and predictor.class_names == ["a", "b", "c"]
 
 
+def test_anything_but_a_uint8_rgb_array_is_refused(tmp_path: Path, make_checkpoint) -> None:
+    """A float image in [0, 1] (skimage, torchvision) used to be segmented as a nearly black picture."""
+    make_checkpoint(tmp_path / "m.pt", num_classes=2)
+    predictor = Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="torch")
+    image = np.random.default_rng(0).integers(0, 256, (9, 11, 3), dtype=np.uint8)
+    for wrong in (image / 255.0, image[..., 0], np.dstack([image, image[..., :1]])):
+        with pytest.raises(ValueError, match=rf"expected a uint8 H x W x 3 RGB image, got {wrong.dtype} of shape"):
+            predictor.predict(wrong)
+
+
 @pytest.mark.slow
 def test_normalisation_saved_in_the_checkpoint_wins(tmp_path: Path, make_checkpoint) -> None:
     model = make_checkpoint(tmp_path / "m.pt", num_classes=2)

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from deeplab import DeepLabV3Plus, build_model
+from deeplab.checkpoint import min_input_side
 from deeplab.models import config_at_output_stride
 
 SMALL = {"num_classes": 4, "width_mult": 0.25}
@@ -92,3 +93,14 @@ def test_another_output_stride_scales_the_rates_and_keeps_the_weights(rates, old
     DeepLabV3Plus(**config).load_state_dict(model.state_dict(), strict=True)
     with pytest.raises(ValueError, match="do not scale"):
         config_at_output_stride({**model.config, "atrous_rates": [3, 5, 7]}, 32)
+
+
+@pytest.mark.parametrize("variant", [{}, {"pad_block_input": True}], ids=["padded", "unpadded_stem"])
+def test_declared_smallest_input_runs_and_one_pixel_less_does_not(variant: dict) -> None:
+    model = build_model(**SMALL, **variant).eval()
+    side = min_input_side(model.config)
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, side, 50)).shape[-2:] == (side, 50)
+        if side > 1:
+            with pytest.raises(RuntimeError):
+                model(torch.zeros(1, 3, side - 1, 50))
