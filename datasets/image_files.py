@@ -1,6 +1,6 @@
 """Images and label masks on disk: robust photo decoding, palette PNGs of class ids, the VOC colours, void.
 
-Every failure a user can cause (missing, unreadable, truncated, not an image, absurdly large, a colour mask,
+Every failure a user can cause (missing, unreadable, truncated, not an image, absurdly large, a colour or JPEG mask,
 labels outside the classes) becomes one :class:`~datasets.errors.DataError` line naming the file.
 """
 from __future__ import annotations
@@ -35,6 +35,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".g
 # Modes holding more than 8 bits per pixel in a single channel (16-bit PNG/TIFF, 32-bit int, float).
 _WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 _MASK_MODES = {"P", "L", "I", "I;16"}
+# Lossy formats blur every edge into neighbouring values, which a mask would read as other class ids.
+_LOSSY_FORMATS = {"JPEG", "MPO"}
 _EXIF_ORIENTATION = 0x0112
 _ROTATED_ORIENTATIONS = {5, 6, 7, 8}  # transposed, rotated 90 or 270 degrees: width and height swap
 
@@ -135,10 +137,13 @@ def save_label_png(path: str | Path, mask: np.ndarray) -> None:
 
 
 def read_label_png(path: Path, num_classes: int) -> np.ndarray:
-    """Read a class-id mask (uint8 HxW), raising DataError on a colour mask or values outside the classes."""
+    """Read a class-id mask (uint8 HxW), raising DataError on a colour or JPEG mask or values outside the classes."""
     try:
         with Image.open(path) as image:
             image.load()
+            if image.format in _LOSSY_FORMATS:
+                raise DataError(f"{path}: mask is {image.format}-compressed, which turns the class ids along every "
+                                "edge into other ids; save masks as PNG")
             if image.mode not in _MASK_MODES:
                 raise DataError(
                     f"{path}: mask has mode {image.mode}; expected a palette or greyscale PNG of class ids"

@@ -138,6 +138,16 @@ def test_colour_mask_rejected(tmp_path, make_voc_folder):
     _assert_one_line(exc, "a.png", "mode RGB")
 
 
+def test_jpeg_mask_rejected_even_when_its_values_are_class_ids(tmp_path, make_voc_folder):
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:12, 4:12] = 7
+    base = make_voc_folder(tmp_path, {"a": mask})  # VOC's 21 classes: JPEG's smeared edges stay in range
+    Image.fromarray(mask, mode="L").save(base / "SegmentationClass" / "a.png", format="JPEG")
+    with pytest.raises(DataError) as exc:
+        VOCSegmentation(tmp_path)[0]
+    _assert_one_line(exc, "a.png", "JPEG", "PNG")
+
+
 def test_download_failure_is_one_line(tmp_path, monkeypatch):
     import urllib.error
 
