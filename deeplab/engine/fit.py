@@ -39,7 +39,7 @@ from .run_dir import claim_run_dir, last_good_checkpoint
 from .schedule import build_optimizer, build_scheduler, default_warmup_steps
 from .state import restore_training_state, seed_everything
 from .tensorboard import require_tensorboard
-from .warm_start import load_matching, read_init_checkpoint
+from .warm_start import load_init_weights, read_init_checkpoint
 
 __all__ = ["fit", "pretrained_argument"]
 
@@ -129,7 +129,7 @@ def _fit_in(
         c.iters, c.epochs = c.epochs * math.ceil(len(train_set) / c.batch_size), None
     model = _build_model(c, num_classes=len(class_names), saved=resume or init, saved_path=saved_path)
     if init is not None:
-        warm = load_matching(model, init["model"])
+        warm = load_init_weights(model, init, class_names, ignore_class_names=ignore_class_names)
         if distributed.is_main_process():
             print("\n".join(warm.summary(c.init_from)))
     model = model.to(device)
