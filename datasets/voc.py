@@ -60,14 +60,18 @@ def load_class_names(root: str | Path) -> list[str]:
 
 
 def read_class_names(path: str | Path) -> list[str]:
-    """Class names from a UTF-8 text file, line i naming class id i; checked non-empty, distinct, at least two and
-    few enough."""
+    """Class names from a UTF-8 text file, line i naming class id i; checked non-empty, no comments, distinct, at
+    least two and few enough."""
     path = Path(path)
     names = [line.strip() for line in read_text_lines(path)]
     while names and not names[-1]:
         names.pop()
     if not names or "" in names:
         raise DataError(f"{path}: needs one non-empty class name per line (line i = class id i)")
+    comments = [n for n, name in enumerate(names, 1) if name.startswith("#")]
+    if comments:  # taken as a class name, it would shift every class after it to the next id
+        raise DataError(f"{path}: line {comments[0]} ({names[comments[0] - 1]!r}) reads as a comment; the file holds "
+                        "class names only, line i = class id i")
     if len(names) == 1:
         # One class gives a softmax of 1 everywhere: loss 0 and mIoU 1.0 whatever the model does.
         raise DataError(f"{path}: names one class ({names[0]}); segmentation needs at least two, e.g. background "

@@ -162,6 +162,12 @@ def test_download_failure_is_one_line(tmp_path, monkeypatch):
     _assert_one_line(exc, "VOCtrainval_11-May-2012.tar", "extract", str(tmp_path))
 
 
+def test_a_comment_in_classes_txt_is_refused_not_taken_for_a_class(tmp_path):
+    (tmp_path / "classes.txt").write_text("background\n# vehicles\ncar\n")
+    with pytest.raises(DataError, match=r"classes.txt: line 2 \('# vehicles'\) reads as a comment; .*line i = class id i"):
+        load_class_names(tmp_path)
+
+
 def test_classes_txt_in_latin1_or_with_one_class_is_one_line(tmp_path):
     (tmp_path / "classes.txt").write_bytes("background\ncaf\xe9\n".encode("latin-1"))
     with pytest.raises(DataError, match=r"classes.txt: not UTF-8 text \(byte 0xe9 at position 14\); save it as UTF-8"):
