@@ -87,7 +87,8 @@ class VOCSegmentation(torch.utils.data.Dataset):
     """PASCAL VOC 2012 segmentation (Everingham et al., IJCV 2010) or any folder in its layout.
 
     Items are ``(image, mask)``: uint8 HxWx3 RGB and uint8 HxW class ids, or what ``transform(image, mask)``
-    returns. Every id's files are checked to exist up front; decoding, sizes and label values when loaded.
+    returns. Every id's files are checked to exist up front; decoding, sizes and label values when loaded (or, for
+    the masks, by :meth:`check_masks`).
     """
 
     def __init__(
@@ -138,14 +139,25 @@ class VOCSegmentation(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         image = read_rgb(self._image_paths[i])
         mask = read_label_png(self._mask_paths[i], self.num_classes)
-        if image.shape[:2] != mask.shape:
-            raise DataError(
-                f"{self._mask_paths[i]}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
-                f"{self._image_paths[i].name} is {image.shape[1]}x{image.shape[0]} (WxH)"
-            )
+        self._check_size(i, mask.shape, image.shape[:2])
         if self.transform is None:
             return image, mask
         return self.transform(image, mask)
+
+    def check_masks(self) -> None:
+        """Decode every mask and check it against its image's size (read from the header): a bad mask is a
+        DataError now rather than when a run first loads it, e.g. at its first validation, steps later."""
+        for i in range(len(self)):
+            mask = read_label_png(self._mask_paths[i], self.num_classes)
+            self._check_size(i, mask.shape, self.image_size(i))
+
+    def _check_size(self, i: int, mask_size: tuple[int, ...], image_size: tuple[int, ...]) -> None:
+        """Raise DataError naming sample ``i``'s mask when it is not its image's ``(height, width)``."""
+        if tuple(image_size) != tuple(mask_size):
+            raise DataError(
+                f"{self._mask_paths[i]}: mask is {mask_size[1]}x{mask_size[0]} but its image "
+                f"{self._image_paths[i].name} is {image_size[1]}x{image_size[0]} (WxH)"
+            )
 
 
 def _read_split(root: Path, split: str) -> list[str]:

@@ -155,6 +155,7 @@ def _fit_in(
         paste=paste)
     val_set = VOCSegmentation(root, split=c.val_split, class_names=class_names,
                               transform=build_eval_transform(mean=model.mean, std=model.std))
+    val_set.check_masks()  # a bad one would otherwise end the run at its first validation, before any checkpoint
     val_loader = build_val_loader(val_set, batch_size=c.val_batch_size, workers=min(c.workers, 2))
     if distributed.is_main_process():
         where = f"{world} processes on {device.type}" if world > 1 else str(device)

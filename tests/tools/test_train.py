@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from datasets import save_label_png
 from datasets.voc import split_file
 from deeplab.checkpoint import load_checkpoint, model_from_checkpoint
 from deeplab.engine.losses import SegmentationLoss
@@ -288,3 +289,17 @@ def test_a_class_no_validation_mask_holds_is_named_once(tmp_path, make_voc_folde
     warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
     assert warnings == ["warning: class 'object' occurs in no validation mask; left out of mIoU, or scored 0 where "
                         "predicted (masks store it as another value? 255 is void)"]
+
+
+def test_a_bad_validation_mask_is_one_line_before_the_first_step(tmp_path, make_voc_folder, failing_train_step, capsys):
+    masks = {"a": np.zeros((36, 36), np.uint8), "b": np.ones((36, 36), np.uint8)}
+    base = make_voc_folder(tmp_path / "data", masks, classes=["background", "object"])
+    (base / "ImageSets/Segmentation/train.txt").write_text("a\n")
+    (base / "ImageSets/Segmentation/val.txt").write_text("a\nb\n")
+    save_label_png(base / "SegmentationClass" / "b.png", np.ones((36, 35), np.uint8))  # one column cropped away
+    args = ["--dataset", "voc", "--data-root", str(tmp_path / "data"), "--pretrained-backbone", "none", "--iters", "2",
+            "--out", str(tmp_path / "run"), *FAST]
+    with failing_train_step(1, AssertionError("trained before the validation masks were checked")):
+        assert train_tool.main(args) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {base / 'SegmentationClass' / 'b.png'}: mask is 35x36 but its image b.jpg is 36x36 (WxH)\n"
