@@ -14,6 +14,7 @@ import urllib.error
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch.utils.data
 
 from .errors import DataError, one_line
@@ -144,12 +145,16 @@ class VOCSegmentation(torch.utils.data.Dataset):
             return image, mask
         return self.transform(image, mask)
 
-    def check_masks(self) -> None:
-        """Decode every mask and check it against its image's size (read from the header): a bad mask is a
-        DataError now rather than when a run first loads it, e.g. at its first validation, steps later."""
+    def check_masks(self) -> np.ndarray:
+        """Decode every mask and check it against its image's size (read from the header), so a bad mask is a
+        DataError now rather than when a run first loads it, e.g. at its first validation, steps later; returns
+        each class's pixel count over the split."""
+        pixels = np.zeros(self.num_classes, dtype=np.int64)
         for i in range(len(self)):
             mask = read_label_png(self._mask_paths[i], self.num_classes)
             self._check_size(i, mask.shape, self.image_size(i))
+            pixels += np.bincount(mask.ravel(), minlength=IGNORE_INDEX + 1)[: self.num_classes]
+        return pixels
 
     def _check_size(self, i: int, mask_size: tuple[int, ...], image_size: tuple[int, ...]) -> None:
         """Raise DataError naming sample ``i``'s mask when it is not its image's ``(height, width)``."""

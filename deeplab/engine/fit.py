@@ -155,12 +155,14 @@ def _fit_in(
         paste=paste)
     val_set = VOCSegmentation(root, split=c.val_split, class_names=class_names,
                               transform=build_eval_transform(mean=model.mean, std=model.std))
-    val_set.check_masks()  # a bad one would otherwise end the run at its first validation, before any checkpoint
+    # A bad mask would otherwise end the run at its first validation, before any checkpoint.
+    val_pixels = val_set.check_masks()
     val_loader = build_val_loader(val_set, batch_size=c.val_batch_size, workers=min(c.workers, 2))
     if distributed.is_main_process():
         where = f"{world} processes on {device.type}" if world > 1 else str(device)
         print(f"training {c.backbone} OS{c.output_stride} on {c.dataset} ({len(train_set)} train / "
               f"{len(val_set)} val images, {len(class_names)} classes) on {where}, steps {start}->{c.iters}")
+        _warn_unlabelled([name for name, count in zip(class_names, val_pixels) if count == 0])
     return train(
         wrapped, train_loader=train_loader, val_loader=val_loader, optimizer=optimizer, scheduler=scheduler,
         scaler=scaler, amp_dtype=amp_dtype, total_steps=c.iters, val_every=c.val_every, out_dir=out_dir,
@@ -181,6 +183,16 @@ def _prepare_data(dataset: str, root: str | Path, *, download: bool) -> Path:
     if download:
         download_voc(root)
     return Path(root)
+
+
+def _warn_unlabelled(absent: list[str]) -> None:
+    """Name the classes no validation mask holds: their IoU measures nothing, and a class the masks store as void is
+    a common slip that would otherwise pass unnoticed behind a fine mIoU."""
+    if absent:
+        names = ", ".join(repr(name) for name in absent)
+        which = f"class {names} occurs" if len(absent) == 1 else f"classes {names} occur"
+        print(f"warning: {which} in no validation mask; left out of mIoU, or scored 0 where predicted "
+              f"(masks store {'it' if len(absent) == 1 else 'them'} as another value? 255 is void)")
 
 
 def _check_resume(ckpt: dict[str, Any], path: str | Path | None, *, backbone: str, num_classes: int) -> None:

@@ -279,16 +279,20 @@ def test_a_model_config_the_model_cannot_take_is_one_line_before_any_work(flag, 
     assert not data.exists() and not (tmp_path / "run").exists()
 
 
-def test_a_class_no_validation_mask_holds_is_named_once(tmp_path, make_voc_folder, capsys):
+def test_a_class_no_validation_mask_holds_is_named_once_before_the_first_step(tmp_path, make_voc_folder,
+                                                                             failing_train_step, capsys):
     mask = np.zeros((36, 36), np.uint8)
     mask[8:20, 8:20] = 255  # the object stored as void: a common slip
     make_voc_folder(tmp_path / "data", {"a": mask, "b": mask}, classes=["background", "object"])
     args = ["--dataset", "voc", "--data-root", str(tmp_path / "data"), "--val-split", "train", "--pretrained-backbone",
             "none", "--iters", "2", "--val-every", "1", "--out", str(tmp_path / "run"), *FAST]
+    expected = ["warning: class 'object' occurs in no validation mask; left out of mIoU, or scored 0 where "
+                "predicted (masks store it as another value? 255 is void)"]
+    with failing_train_step(1, KeyboardInterrupt):
+        assert train_tool.main(args) == 130
+    assert [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")] == expected
     assert train_tool.main(args) == 0
-    warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
-    assert warnings == ["warning: class 'object' occurs in no validation mask; left out of mIoU, or scored 0 where "
-                        "predicted (masks store it as another value? 255 is void)"]
+    assert [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")] == expected
 
 
 def test_a_bad_validation_mask_is_one_line_before_the_first_step(tmp_path, make_voc_folder, failing_train_step, capsys):
