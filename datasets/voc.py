@@ -169,7 +169,7 @@ def _read_split(root: Path, split: str) -> list[str]:
     """Read a split's ids, with a one-line DataError saying what was looked for and how to get it."""
     base = voc_dir(root)
     if not base.is_dir():
-        raise DataError(f"{base}: VOC folder not found under data root {root}; {_HOW_TO_GET}")
+        raise DataError(f"{base}: VOC folder not found under data root {root}; {_layout_hint(root)}")
     path = split_file(root, split)
     if not path.is_file():
         hint = "run tools/convert_sbd.py to make it" if split == "train_aug" else _HOW_TO_GET
@@ -178,6 +178,18 @@ def _read_split(root: Path, split: str) -> list[str]:
     if not ids:
         raise DataError(f"{path}: split list is empty")
     return ids
+
+
+def _layout_hint(root: Path) -> str:
+    """What to do when ``root`` holds no ``VOCdevkit/VOC2012``: name the data root when ``root`` is a level too
+    deep (the VOC folder itself, or ``VOCdevkit``), show the layout for loose folders, else how to get VOC."""
+    if root.name == "VOCdevkit" and (root / "VOC2012").is_dir():
+        return f"the data root is the folder holding VOCdevkit: pass --data-root {root.parent}"
+    if (root / "JPEGImages").is_dir():
+        if root.name == "VOC2012" and root.parent.name == "VOCdevkit":
+            return f"the data root is the folder holding VOCdevkit: pass --data-root {root.parent.parent}"
+        return f"move JPEGImages, SegmentationClass and ImageSets into {voc_dir(root)}"
+    return _HOW_TO_GET
 
 
 def read_text_lines(path: Path) -> list[str]:

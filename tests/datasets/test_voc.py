@@ -73,6 +73,20 @@ def test_missing_folder_and_split(tmp_path, make_voc_folder):
     _assert_one_line(exc, "train_aug.txt", "convert_sbd")
 
 
+def test_a_data_root_a_level_too_deep_names_the_right_one(tmp_path, make_voc_folder):
+    base = make_voc_folder(tmp_path / "mine", {"a": np.zeros((4, 4), np.uint8)})
+    for given in (base, base.parent):
+        with pytest.raises(DataError) as exc:
+            VOCSegmentation(given)
+        _assert_one_line(exc, f"VOC folder not found under data root {given}; the data root is the folder holding "
+                         f"VOCdevkit: pass --data-root {tmp_path / 'mine'}")
+    loose = tmp_path / "loose"  # the folders, with no VOCdevkit/VOC2012 above them
+    (loose / "JPEGImages").mkdir(parents=True)
+    with pytest.raises(DataError) as exc:
+        VOCSegmentation(loose)
+    _assert_one_line(exc, f"move JPEGImages, SegmentationClass and ImageSets into {loose / 'VOCdevkit' / 'VOC2012'}")
+
+
 def test_empty_split(tmp_path, make_voc_folder):
     base = make_voc_folder(tmp_path, {"a": np.zeros((4, 4), np.uint8)})
     (base / "ImageSets" / "Segmentation" / "train.txt").write_text("\n  \n")
