@@ -25,7 +25,7 @@ from datasets import (
     load_class_names,
 )
 
-from ..checkpoint import match_class_names, model_from_config
+from ..checkpoint import class_names_source, match_class_names, model_from_config
 from ..device import resolve_device
 from ..errors import Interrupted, RunWideError, UserError, one_line
 from ..models import DeepLabV3Plus
@@ -120,7 +120,7 @@ def _fit_in(
         root = _prepare_data(c.dataset, c.data_root, download=download)
     class_names = load_class_names(root)
     if resume is not None:
-        _check_resume(resume, resume_path, backbone=c.backbone, num_classes=len(class_names))
+        _check_resume(resume, resume_path, backbone=c.backbone, num_classes=len(class_names), data_root=root)
         class_names = match_class_names(resume_path, resume, class_names, data_root=root,
                                         allow_mismatch=ignore_class_names)
     train_set = VOCSegmentation(root, split=c.split, class_names=class_names)
@@ -195,13 +195,16 @@ def _warn_unlabelled(absent: list[str]) -> None:
               f"(masks store {'it' if len(absent) == 1 else 'them'} as another value? 255 is void)")
 
 
-def _check_resume(ckpt: dict[str, Any], path: str | Path | None, *, backbone: str, num_classes: int) -> None:
-    """Refuse to resume into a different architecture or label set, naming both values."""
+def _check_resume(ckpt: dict[str, Any], path: str | Path | None, *, backbone: str, num_classes: int,
+                  data_root: Path) -> None:
+    """Refuse to resume into a different architecture or label set, naming both values (and where the data's class
+    names come from: a classes.txt left behind reads as VOC's 21)."""
     config = ckpt["model_config"]
     if config.get("backbone") != backbone:
         raise UserError(f"{path}: checkpoint backbone is {config.get('backbone')}, but this run uses {backbone}")
     if config.get("num_classes") != num_classes:
-        raise UserError(f"{path}: checkpoint has {config.get('num_classes')} classes, but the data has {num_classes}")
+        raise UserError(f"{path}: checkpoint has {config.get('num_classes')} classes, but "
+                        f"{class_names_source(data_root)} has {num_classes}")
 
 
 def _build_model(c: TrainConfig, *, num_classes: int, saved: dict[str, Any] | None,

@@ -307,3 +307,14 @@ def test_a_bad_validation_mask_is_one_line_before_the_first_step(tmp_path, make_
         assert train_tool.main(args) == 2
     err = capsys.readouterr().err
     assert err == f"error: {base / 'SegmentationClass' / 'b.png'}: mask is 35x36 but its image b.jpg is 36x36 (WxH)\n"
+
+
+def test_resuming_where_classes_txt_is_missing_says_so(tmp_path, make_voc_folder, make_checkpoint, capsys):
+    make_voc_folder(tmp_path / "data", {"a": np.zeros((36, 36), np.uint8)}, classes=["background", "a", "b"])
+    make_checkpoint(tmp_path / "last.pt", ["background", "a", "b"], num_classes=3)
+    (tmp_path / "data" / "classes.txt").unlink()  # not copied along to this machine
+    args = ["--resume", str(tmp_path / "last.pt"), "--dataset", "voc", "--data-root", str(tmp_path / "data"),
+            "--iters", "1", "--out", str(tmp_path / "run"), *FAST]
+    assert train_tool.main(args) == 2
+    assert capsys.readouterr().err == (f"error: {tmp_path / 'last.pt'}: checkpoint has 3 classes, but {tmp_path / 'data'} "
+                                       "(VOC's classes, no classes.txt) has 21\n")
