@@ -3,7 +3,7 @@
 Layout under a data root ``ROOT``::
 
     ROOT/classes.txt                      optional; one class name per line, line i = class id i
-    ROOT/VOCdevkit/VOC2012/JPEGImages/<id>.jpg
+    ROOT/VOCdevkit/VOC2012/JPEGImages/<id>.jpg             or another image type: <id>.png, <id>.JPG...
     ROOT/VOCdevkit/VOC2012/SegmentationClass/<id>.png      class ids, 255 = void
     ROOT/VOCdevkit/VOC2012/SegmentationClassAug/<id>.png   SBD labels (split ``train_aug`` only)
     ROOT/VOCdevkit/VOC2012/ImageSets/Segmentation/<split>.txt
@@ -18,7 +18,7 @@ import numpy as np
 import torch.utils.data
 
 from .errors import DataError, one_line
-from .image_files import IGNORE_INDEX, image_size, read_label_png, read_rgb
+from .image_files import IGNORE_INDEX, IMAGE_SUFFIXES, image_size, read_label_png, read_rgb
 
 __all__ = [
     "VOC_CLASSES",
@@ -113,7 +113,7 @@ class VOCSegmentation(torch.utils.data.Dataset):
             else base / "SegmentationClass" / f"{i}.png"
             for i in self.ids
         ]
-        self._image_paths = [base / "JPEGImages" / f"{i}.jpg" for i in self.ids]
+        self._image_paths = [_image_file(base / "JPEGImages", i) for i in self.ids]
         _check_files_exist(self._image_paths, "image")
         _check_files_exist(self._mask_paths, "mask")
 
@@ -126,7 +126,7 @@ class VOCSegmentation(torch.utils.data.Dataset):
         return len(self.ids)
 
     def image_path(self, i: int) -> Path:
-        """Path of sample ``i``'s JPEG."""
+        """Path of sample ``i``'s image."""
         return self._image_paths[i]
 
     def mask_path(self, i: int) -> Path:
@@ -201,6 +201,19 @@ def read_text_lines(path: Path) -> list[str]:
                         "save it as UTF-8") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or one_line(exc)})") from None
+
+
+def _image_file(folder: Path, sample_id: str) -> Path:
+    """``<id>.jpg`` as VOC names it, else the image of another type with that stem (PNG photos, a camera's .JPG); the
+    ``.jpg`` path when there is none, for the missing-file error."""
+    path = folder / f"{sample_id}.jpg"
+    if path.is_file():
+        return path
+    for suffix in IMAGE_SUFFIXES:
+        for other in (folder / f"{sample_id}{suffix}", folder / f"{sample_id}{suffix.upper()}"):
+            if other.is_file():
+                return other
+    return path
 
 
 def _check_files_exist(paths: list[Path], kind: str) -> None:

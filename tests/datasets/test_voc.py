@@ -104,6 +104,17 @@ def test_listed_id_with_missing_file(tmp_path, kind, make_voc_folder):
     _assert_one_line(exc, str(base / kind), "missing")
 
 
+def test_images_of_other_types_are_found_by_their_id(tmp_path, make_voc_folder):
+    base = make_voc_folder(tmp_path, {"a": np.zeros((4, 5), np.uint8), "b": np.zeros((4, 5), np.uint8)})
+    photo = np.random.default_rng(0).integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    (base / "JPEGImages" / "a.jpg").unlink()
+    Image.fromarray(photo).save(base / "JPEGImages" / "a.png")
+    (base / "JPEGImages" / "b.jpg").rename(base / "JPEGImages" / "b.JPG")  # a camera's name
+    dataset = VOCSegmentation(tmp_path)
+    assert [dataset.image_path(i).name for i in range(2)] == ["a.png", "b.JPG"]
+    assert np.array_equal(dataset[0][0], photo) and dataset[1][0].shape == (4, 5, 3)
+
+
 def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
