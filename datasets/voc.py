@@ -217,11 +217,15 @@ def _image_file(folder: Path, sample_id: str) -> Path:
 
 
 def _check_files_exist(paths: list[Path], kind: str) -> None:
-    """Raise DataError naming the first missing file (and how many are missing) before training starts."""
+    """Raise DataError naming the first missing file (and how many are missing) before training starts; an id
+    listed with its image's extension is told to drop it."""
     missing = [p for p in paths if not p.is_file()]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise DataError(f"{missing[0]}: {kind} file listed in the split is missing{more}")
+        sample_id = Path(missing[0].stem)
+        hint = (f"; list ids without their extension ({sample_id.stem}, not {sample_id})"
+                if sample_id.suffix.lower() in IMAGE_SUFFIXES else "")
+        raise DataError(f"{missing[0]}: {kind} file listed in the split is missing{more}{hint}")
 
 
 def download_voc(root: str | Path) -> None:

@@ -115,6 +115,15 @@ def test_images_of_other_types_are_found_by_their_id(tmp_path, make_voc_folder):
     assert np.array_equal(dataset[0][0], photo) and dataset[1][0].shape == (4, 5, 3)
 
 
+def test_ids_listed_with_their_extension_are_told_to_drop_it(tmp_path, make_voc_folder):
+    base = make_voc_folder(tmp_path, {"a": np.zeros((4, 4), np.uint8), "b": np.zeros((4, 4), np.uint8)})
+    (base / "ImageSets" / "Segmentation" / "train.txt").write_text("a.jpg\nb.jpg\n")
+    with pytest.raises(DataError) as exc:
+        VOCSegmentation(tmp_path)
+    _assert_one_line(exc, f"{base / 'JPEGImages' / 'a.jpg.jpg'}: image file listed in the split is missing (and 1 "
+                     "more); list ids without their extension (a, not a.jpg)")
+
+
 def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
