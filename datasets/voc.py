@@ -172,12 +172,23 @@ def _read_split(root: Path, split: str) -> list[str]:
         raise DataError(f"{base}: VOC folder not found under data root {root}; {_layout_hint(root)}")
     path = split_file(root, split)
     if not path.is_file():
-        hint = "run tools/convert_sbd.py to make it" if split == "train_aug" else _HOW_TO_GET
-        raise DataError(f"{path}: split file not found; {hint}")
+        raise DataError(f"{path}: split file not found; {_split_hint(path.parent, split)}")
     ids = [line.strip() for line in read_text_lines(path) if line.strip()]
     if not ids:
         raise DataError(f"{path}: split list is empty")
     return ids
+
+
+def _split_hint(folder: Path, split: str) -> str:
+    """How to get a missing split: SBD's conversion, the splits there are (a custom folder lacks VOC's val), else
+    VOC's download."""
+    if split == "train_aug":
+        return "run tools/convert_sbd.py to make it"
+    present = sorted(p.stem for p in folder.glob("*.txt")) if folder.is_dir() else []
+    if not present:
+        return _HOW_TO_GET
+    return (f"the folder holds {', '.join(present)}: write {split}.txt (one image id a line) or name one of those "
+            "(--split, --val-split)")
 
 
 def _layout_hint(root: Path) -> str:
