@@ -53,9 +53,12 @@ def split_file(root: str | Path, split: str) -> Path:
 
 
 def load_class_names(root: str | Path) -> list[str]:
-    """Class names from ``root/classes.txt`` (line i names class id i), else the 21 VOC classes."""
+    """Class names from ``root/classes.txt`` (line i names class id i), else the 21 VOC classes; a missing ``root``
+    is a DataError (moved or mistyped), not VOC's classes."""
     path = Path(root) / "classes.txt"
     if not path.is_file():
+        if not Path(root).is_dir():
+            raise _voc_dir_missing(Path(root))
         return list(VOC_CLASSES)
     return read_class_names(path)
 
@@ -169,7 +172,7 @@ def _read_split(root: Path, split: str) -> list[str]:
     """Read a split's ids, with a one-line DataError saying what was looked for and how to get it."""
     base = voc_dir(root)
     if not base.is_dir():
-        raise DataError(f"{base}: VOC folder not found under data root {root}; {_layout_hint(root)}")
+        raise _voc_dir_missing(root)
     path = split_file(root, split)
     if not path.is_file():
         raise DataError(f"{path}: split file not found; {_split_hint(path.parent, split)}")
@@ -189,6 +192,11 @@ def _split_hint(folder: Path, split: str) -> str:
         return _HOW_TO_GET
     return (f"the folder holds {', '.join(present)}: write {split}.txt (one image id a line) or name one of those "
             "(--split, --val-split)")
+
+
+def _voc_dir_missing(root: Path) -> DataError:
+    """The error for a data root without ``VOCdevkit/VOC2012``, saying what to pass or do instead."""
+    return DataError(f"{voc_dir(root)}: VOC folder not found under data root {root}; {_layout_hint(root)}")
 
 
 def _layout_hint(root: Path) -> str:

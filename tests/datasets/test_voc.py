@@ -38,6 +38,8 @@ def test_custom_folder_with_classes_txt(tmp_path, make_voc_folder):
 
 def test_load_class_names(tmp_path):
     assert load_class_names(tmp_path) == list(VOC_CLASSES) and VOC_CLASSES[0] == "background"
+    with pytest.raises(DataError, match=f"VOC folder not found under data root {tmp_path / 'moved'}"):
+        load_class_names(tmp_path / "moved")  # not VOC's 21 classes, which a resume would then refuse
     (tmp_path / "classes.txt").write_text("bg\nroad\n\n")
     assert load_class_names(tmp_path) == ["bg", "road"]
     for bad in ("bg\n\nroad\n", "bg\nbg\n", ""):
