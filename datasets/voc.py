@@ -25,6 +25,7 @@ __all__ = [
     "VOC_URL",
     "VOCSegmentation",
     "download_voc",
+    "find_image",
     "load_class_names",
     "read_class_names",
     "read_text_lines",
@@ -116,7 +117,7 @@ class VOCSegmentation(torch.utils.data.Dataset):
             else base / "SegmentationClass" / f"{i}.png"
             for i in self.ids
         ]
-        self._image_paths = [_image_file(base / "JPEGImages", i) for i in self.ids]
+        self._image_paths = [find_image(base / "JPEGImages", i) for i in self.ids]
         _check_files_exist(self._image_paths, "image")
         _check_files_exist(self._mask_paths, "mask")
 
@@ -222,7 +223,7 @@ def read_text_lines(path: Path) -> list[str]:
         raise DataError(f"{path}: cannot read ({exc.strerror or one_line(exc)})") from None
 
 
-def _image_file(folder: Path, sample_id: str) -> Path:
+def find_image(folder: Path, sample_id: str) -> Path:
     """``<id>.jpg`` as VOC names it, else the image of another type with that stem (PNG photos, a camera's .JPG); the
     ``.jpg`` path when there is none, for the missing-file error."""
     path = folder / f"{sample_id}.jpg"
