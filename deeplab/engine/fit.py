@@ -5,6 +5,7 @@ The flow reads top to bottom: dataset -> transforms -> model -> optimizer and sc
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import math
@@ -163,6 +164,7 @@ def _fit_in(
         print(f"training {c.backbone} OS{c.output_stride} on {c.dataset} ({len(train_set)} train / "
               f"{len(val_set)} val images, {len(class_names)} classes) on {where}, steps {start}->{c.iters}")
         _warn_unlabelled([name for name, count in zip(class_names, val_pixels) if count == 0])
+        _warn_repeated(val_set.ids, split=c.val_split)
     return train(
         wrapped, train_loader=train_loader, val_loader=val_loader, optimizer=optimizer, scheduler=scheduler,
         scaler=scaler, amp_dtype=amp_dtype, total_steps=c.iters, val_every=c.val_every, out_dir=out_dir,
@@ -193,6 +195,16 @@ def _warn_unlabelled(absent: list[str]) -> None:
         which = f"class {names} occurs" if len(absent) == 1 else f"classes {names} occur"
         print(f"warning: {which} in no validation mask; left out of mIoU, or scored 0 where predicted "
               f"(masks store {'it' if len(absent) == 1 else 'them'} as another value? 255 is void)")
+
+
+def _warn_repeated(ids: list[str], *, split: str) -> None:
+    """Name the ids a validation split lists more than once (lists merged by hand): each copy counts again, so the
+    scores weigh those images double."""
+    repeated = [sample_id for sample_id, count in collections.Counter(ids).items() if count > 1]
+    if repeated:
+        more = f" and {len(repeated) - 3} more" if len(repeated) > 3 else ""
+        print(f"warning: split {split} lists {', '.join(repeated[:3])}{more} more than once; each copy counts again "
+              "in the validation scores")
 
 
 def _check_resume(ckpt: dict[str, Any], path: str | Path | None, *, backbone: str, num_classes: int,

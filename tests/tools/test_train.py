@@ -309,6 +309,18 @@ def test_a_bad_validation_mask_is_one_line_before_the_first_step(tmp_path, make_
     assert err == f"error: {base / 'SegmentationClass' / 'b.png'}: mask is 35x36 but its image b.jpg is 36x36 (WxH)\n"
 
 
+def test_validation_ids_listed_twice_are_named(tmp_path, make_voc_folder, failing_train_step, capsys):
+    make_voc_folder(tmp_path / "data", {"a": np.zeros((36, 36), np.uint8), "b": np.ones((36, 36), np.uint8)},
+                    classes=["background", "object"])
+    split_file(tmp_path / "data", "val").write_text("a\nb\na\n")  # two lists merged by hand
+    args = ["--dataset", "voc", "--data-root", str(tmp_path / "data"), "--pretrained-backbone", "none", "--iters", "1",
+            "--out", str(tmp_path / "run"), *FAST]
+    with failing_train_step(1, KeyboardInterrupt):
+        assert train_tool.main(args) == 130
+    assert "warning: split val lists a more than once; each copy counts again in the validation scores\n" in (
+        capsys.readouterr().out)
+
+
 def test_resuming_where_classes_txt_is_missing_says_so(tmp_path, make_voc_folder, make_checkpoint, capsys):
     make_voc_folder(tmp_path / "data", {"a": np.zeros((36, 36), np.uint8)}, classes=["background", "a", "b"])
     make_checkpoint(tmp_path / "last.pt", ["background", "a", "b"], num_classes=3)
