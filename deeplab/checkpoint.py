@@ -21,9 +21,9 @@ if TYPE_CHECKING:
     from .models import DeepLabV3Plus
 
 __all__ = [
-    "MAX_CLASSES", "class_names_source", "load_checkpoint", "match_class_names", "model_from_checkpoint", "model_from_config",
-    "newest_checkpoint", "read_checkpoint_bytes", "read_plain_data", "save_checkpoint", "too_many_classes",
-    "write_atomically",
+    "MAX_CLASSES", "class_names_source", "load_checkpoint", "match_class_names", "model_from_checkpoint",
+    "model_from_config", "newest_checkpoint", "read_checkpoint_bytes", "read_plain_data", "save_checkpoint",
+    "too_many_classes", "write_atomically",
 ]
 
 REQUIRED_KEYS = ("model", "model_config")

@@ -201,7 +201,7 @@ def test_download_failure_is_one_line(tmp_path, monkeypatch):
 
 def test_a_comment_in_classes_txt_is_refused_not_taken_for_a_class(tmp_path):
     (tmp_path / "classes.txt").write_text("background\n# vehicles\ncar\n")
-    with pytest.raises(DataError, match=r"classes.txt: line 2 \('# vehicles'\) reads as a comment; .*line i = class id i"):
+    with pytest.raises(DataError, match=r"classes.txt: line 2 \('# vehicles'\) reads as a comment; .*class id i"):
         load_class_names(tmp_path)
 
 

@@ -328,5 +328,6 @@ def test_resuming_where_classes_txt_is_missing_says_so(tmp_path, make_voc_folder
     args = ["--resume", str(tmp_path / "last.pt"), "--dataset", "voc", "--data-root", str(tmp_path / "data"),
             "--iters", "1", "--out", str(tmp_path / "run"), *FAST]
     assert train_tool.main(args) == 2
-    assert capsys.readouterr().err == (f"error: {tmp_path / 'last.pt'}: checkpoint has 3 classes, but {tmp_path / 'data'} "
+    data = tmp_path / "data"
+    assert capsys.readouterr().err == (f"error: {tmp_path / 'last.pt'}: checkpoint has 3 classes, but {data} "
                                        "(VOC's classes, no classes.txt) has 21\n")
