@@ -19,6 +19,7 @@ __all__ = [
     "check_labels",
     "find_images",
     "image_size",
+    "is_turned",
     "label_image",
     "list_images",
     "read_label_png",
@@ -67,17 +68,25 @@ def read_rgb(path: str | Path) -> np.ndarray:
 
 def image_size(path: str | Path) -> tuple[int, int]:
     """``(height, width)`` of ``path`` as :func:`read_rgb` returns it (EXIF rotation applied), from the header alone."""
-    path = Path(path)
+    height, width, turned = _header_size(Path(path))
+    return (width, height) if turned else (height, width)
+
+
+def is_turned(path: str | Path) -> bool:
+    """Whether ``path``'s EXIF orientation turns it by a quarter turn when shown: its stored width and height swap."""
+    return _header_size(Path(path))[2]
+
+
+def _header_size(path: Path) -> tuple[int, int, bool]:
+    """Stored ``(height, width)`` of ``path`` and whether its EXIF orientation swaps them, from the header alone."""
     try:
         with Image.open(path) as image:
             width, height = image.size
-            if image.getexif().get(_EXIF_ORIENTATION) in _ROTATED_ORIENTATIONS:
-                width, height = height, width
+            return height, width, image.getexif().get(_EXIF_ORIENTATION) in _ROTATED_ORIENTATIONS
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: cannot read the image header ({one_line(exc)})") from None
-    return height, width
 
 
 def list_images(folder: str | Path, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[Path]:

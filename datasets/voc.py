@@ -18,7 +18,7 @@ import numpy as np
 import torch.utils.data
 
 from .errors import DataError, one_line
-from .image_files import IGNORE_INDEX, IMAGE_SUFFIXES, image_size, read_label_png, read_rgb
+from .image_files import IGNORE_INDEX, IMAGE_SUFFIXES, image_size, is_turned, read_label_png, read_rgb
 
 __all__ = [
     "VOC_CLASSES",
@@ -163,9 +163,11 @@ class VOCSegmentation(torch.utils.data.Dataset):
     def _check_size(self, i: int, mask_size: tuple[int, ...], image_size: tuple[int, ...]) -> None:
         """Raise DataError naming sample ``i``'s mask when it is not its image's ``(height, width)``."""
         if tuple(image_size) != tuple(mask_size):
+            turned = tuple(image_size) == tuple(mask_size)[::-1] and is_turned(self._image_paths[i])
+            hint = "; its EXIF orientation turns the photo when shown, and masks follow it as shown" if turned else ""
             raise DataError(
                 f"{self._mask_paths[i]}: mask is {mask_size[1]}x{mask_size[0]} but its image "
-                f"{self._image_paths[i].name} is {image_size[1]}x{image_size[0]} (WxH)"
+                f"{self._image_paths[i].name} is {image_size[1]}x{image_size[0]} (WxH){hint}"
             )
 
 

@@ -238,3 +238,14 @@ def test_image_size_is_read_from_the_header_as_displayed(tmp_path, make_voc_fold
     from datasets.image_files import image_size, read_rgb
 
     assert image_size(tmp_path / "rotated.jpg") == read_rgb(tmp_path / "rotated.jpg").shape[:2] == (7, 4)
+
+
+def test_a_mask_drawn_on_the_unturned_photo_is_told_why_it_differs(tmp_path, make_voc_folder):
+    base = make_voc_folder(tmp_path, {"a": np.zeros((4, 7), np.uint8)}, classes=["bg", "x"])
+    exif = Image.Exif()
+    exif[0x0112] = 6  # a phone photo stored 7x4, shown 4x7
+    Image.new("RGB", (7, 4)).save(base / "JPEGImages" / "a.jpg", exif=exif)
+    with pytest.raises(DataError) as exc:
+        VOCSegmentation(tmp_path).check_masks()
+    _assert_one_line(exc, "mask is 7x4 but its image a.jpg is 4x7 (WxH); its EXIF orientation turns the photo when "
+                     "shown, and masks follow it as shown")
