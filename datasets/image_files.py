@@ -1,6 +1,6 @@
 """Images and label masks on disk: robust photo decoding, palette PNGs of class ids, the VOC colours, void.
 
-Every failure a user can cause (missing, unreadable, truncated, not an image, absurdly large, a colour mask,
+Every failure a user can cause (missing, unreadable, truncated, not an image, absurdly large, a colour or JPEG mask,
 labels outside the classes) becomes one :class:`~datasets.errors.DataError` line naming the file.
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ __all__ = [
     "check_labels",
     "find_images",
     "image_size",
+    "is_turned",
     "label_image",
     "list_images",
     "read_label_png",
@@ -36,6 +37,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".g
 # Modes holding more than 8 bits per pixel in a single channel (16-bit PNG/TIFF, 32-bit int, float).
 _WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 _MASK_MODES = {"P", "L", "I", "I;16"}
+# Lossy formats blur every edge into neighbouring values, which a mask would read as other class ids.
+_LOSSY_FORMATS = {"JPEG", "MPO"}
 _EXIF_ORIENTATION = 0x0112
 _ROTATED_ORIENTATIONS = {5, 6, 7, 8}  # transposed, rotated 90 or 270 degrees: width and height swap
 
@@ -66,17 +69,25 @@ def read_rgb(path: str | Path) -> np.ndarray:
 
 def image_size(path: str | Path) -> tuple[int, int]:
     """``(height, width)`` of ``path`` as :func:`read_rgb` returns it (EXIF rotation applied), from the header alone."""
-    path = Path(path)
+    height, width, turned = _header_size(Path(path))
+    return (width, height) if turned else (height, width)
+
+
+def is_turned(path: str | Path) -> bool:
+    """Whether ``path``'s EXIF orientation turns it by a quarter turn when shown: its stored width and height swap."""
+    return _header_size(Path(path))[2]
+
+
+def _header_size(path: Path) -> tuple[int, int, bool]:
+    """Stored ``(height, width)`` of ``path`` and whether its EXIF orientation swaps them, from the header alone."""
     try:
         with Image.open(path) as image:
             width, height = image.size
-            if image.getexif().get(_EXIF_ORIENTATION) in _ROTATED_ORIENTATIONS:
-                width, height = height, width
+            return height, width, image.getexif().get(_EXIF_ORIENTATION) in _ROTATED_ORIENTATIONS
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: cannot read the image header ({one_line(exc)})") from None
-    return height, width
 
 
 def list_images(folder: str | Path, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[Path]:
@@ -148,10 +159,13 @@ def save_label_png(path: str | Path, mask: np.ndarray) -> None:
 
 
 def read_label_png(path: Path, num_classes: int) -> np.ndarray:
-    """Read a class-id mask (uint8 HxW), raising DataError on a colour mask or values outside the classes."""
+    """Read a class-id mask (uint8 HxW), raising DataError on a colour or JPEG mask or values outside the classes."""
     try:
         with Image.open(path) as image:
             image.load()
+            if image.format in _LOSSY_FORMATS:
+                raise DataError(f"{path}: mask is {image.format}-compressed, which turns the class ids along every "
+                                "edge into other ids; save masks as PNG")
             if image.mode not in _MASK_MODES:
                 raise DataError(
                     f"{path}: mask has mode {image.mode}; expected a palette or greyscale PNG of class ids"

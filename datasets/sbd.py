@@ -10,6 +10,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -124,16 +125,25 @@ def convert_sbd(plan: SbdPlan) -> Path:
     out_dir = base / "SegmentationClassAug"
     out_dir.mkdir(exist_ok=True)
     for sample_id in plan.labels_to_write:
-        save_label_png(out_dir / f"{sample_id}.png", read_sbd_mat(plan.sbd_root / "cls" / f"{sample_id}.mat"))
+        mask = read_sbd_mat(plan.sbd_root / "cls" / f"{sample_id}.mat")
+        _write_whole(out_dir / f"{sample_id}.png", lambda tmp: save_label_png(tmp, mask))
     for sample_id in plan.sbd_ids:
         image = base / "JPEGImages" / f"{sample_id}.jpg"
         if not image.is_file():
             source = plan.sbd_root / "img" / f"{sample_id}.jpg"
             if not source.is_file():
                 raise DataError(f"{source}: SBD image missing and {image} does not exist either")
-            shutil.copyfile(source, image)
-    out = plan.train_aug_file
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    tmp.write_text(plan.train_aug_text, encoding="utf-8")
-    os.replace(tmp, out)  # an interrupted run leaves the old list or the new one, never half of it
-    return out
+            _write_whole(image, lambda tmp: shutil.copyfile(source, tmp))
+    _write_whole(plan.train_aug_file, lambda tmp: tmp.write_text(plan.train_aug_text, encoding="utf-8"))
+    return plan.train_aug_file
+
+
+def _write_whole(path: Path, write: Callable[[Path], object]) -> None:
+    """``write`` a temporary file beside ``path``, then rename it over ``path``: an interrupted conversion leaves
+    each output whole or absent, never half a PNG that a re-run would take for the user's own file."""
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")  # the suffix tells PIL the format
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from .models import DeepLabV3Plus
 
 __all__ = [
-    "MAX_CLASSES", "load_checkpoint", "match_class_names", "min_input_side", "model_from_checkpoint",
+    "MAX_CLASSES", "class_names_source", "load_checkpoint", "match_class_names", "min_input_side",
+    "model_from_checkpoint",
     "model_from_config", "newest_checkpoint", "read_checkpoint_bytes", "read_plain_data", "save_checkpoint",
     "too_many_classes", "write_atomically",
 ]
@@ -275,8 +276,7 @@ def match_class_names(
     same_count, same_names = num_classes == len(data_names), recorded is None or recorded == list(data_names)
     if allow_mismatch or (same_count and same_names):
         return list(data_names) + model_names[len(data_names):]
-    classes_file = Path(data_root) / "classes.txt"
-    source = classes_file if classes_file.is_file() else f"{data_root} (VOC's classes, no classes.txt)"
+    source = class_names_source(data_root)
     advice = "pass --ignore-class-names if the ids mean the same classes"
     if not same_count:
         raise UserError(f"{path}: the checkpoint predicts {num_classes} classes ({_preview(model_names)}) but "
@@ -284,6 +284,12 @@ def match_class_names(
     differ = [i for i, (a, b) in enumerate(zip(model_names, data_names)) if a != b]
     raise UserError(f"{path}: class {differ[0]} is {model_names[differ[0]]!r} in the checkpoint but "
                     f"{data_names[differ[0]]!r} in {source} ({len(differ)} of {num_classes} names differ); {advice}")
+
+
+def class_names_source(data_root: str | Path) -> str:
+    """Where a data root's class names come from, for messages: its ``classes.txt``, else VOC's (none there)."""
+    classes_file = Path(data_root) / "classes.txt"
+    return str(classes_file) if classes_file.is_file() else f"{data_root} (VOC's classes, no classes.txt)"
 
 
 def _preview(names: Sequence[str], shown: int = 4) -> str:

@@ -110,7 +110,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                        "imported): matching tensors load, a classifier for other classes starts fresh; its backbone, "
                        "output stride and architecture are the defaults")
     p.add_argument("--ignore-class-names", action="store_true",
-                   help="resume although the checkpoint's class names differ from the data's (same ids, renamed)")
+                   help="resume (or, with --init-from, load the classifier) although the checkpoint's class names "
+                   "differ from the data's (same ids, renamed)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in logs)")
     return p
 

@@ -5,6 +5,7 @@ The flow reads top to bottom: dataset -> transforms -> model -> optimizer and sc
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import math
@@ -25,7 +26,7 @@ from datasets import (
     load_class_names,
 )
 
-from ..checkpoint import match_class_names, model_from_config
+from ..checkpoint import class_names_source, match_class_names, model_from_config
 from ..device import resolve_device
 from ..errors import Interrupted, RunWideError, UserError, one_line
 from ..models import DeepLabV3Plus
@@ -39,7 +40,7 @@ from .run_dir import claim_run_dir, last_good_checkpoint
 from .schedule import build_optimizer, build_scheduler, default_warmup_steps
 from .state import restore_training_state, seed_everything
 from .tensorboard import require_tensorboard
-from .warm_start import load_matching, read_init_checkpoint
+from .warm_start import load_init_weights, read_init_checkpoint
 
 __all__ = ["fit", "pretrained_argument"]
 
@@ -120,7 +121,7 @@ def _fit_in(
         root = _prepare_data(c.dataset, c.data_root, download=download)
     class_names = load_class_names(root)
     if resume is not None:
-        _check_resume(resume, resume_path, backbone=c.backbone, num_classes=len(class_names))
+        _check_resume(resume, resume_path, backbone=c.backbone, num_classes=len(class_names), data_root=root)
         class_names = match_class_names(resume_path, resume, class_names, data_root=root,
                                         allow_mismatch=ignore_class_names)
     train_set = VOCSegmentation(root, split=c.split, class_names=class_names)
@@ -129,7 +130,7 @@ def _fit_in(
         c.iters, c.epochs = c.epochs * math.ceil(len(train_set) / c.batch_size), None
     model = _build_model(c, num_classes=len(class_names), saved=resume or init, saved_path=saved_path)
     if init is not None:
-        warm = load_matching(model, init["model"])
+        warm = load_init_weights(model, init, class_names, ignore_class_names=ignore_class_names)
         if distributed.is_main_process():
             print("\n".join(warm.summary(c.init_from)))
     model = model.to(device)
@@ -155,11 +156,15 @@ def _fit_in(
         paste=paste)
     val_set = VOCSegmentation(root, split=c.val_split, class_names=class_names,
                               transform=build_eval_transform(mean=model.mean, std=model.std))
+    # A bad mask would otherwise end the run at its first validation, before any checkpoint.
+    val_pixels = val_set.check_masks()
     val_loader = build_val_loader(val_set, batch_size=c.val_batch_size, workers=min(c.workers, 2))
     if distributed.is_main_process():
         where = f"{world} processes on {device.type}" if world > 1 else str(device)
         print(f"training {c.backbone} OS{c.output_stride} on {c.dataset} ({len(train_set)} train / "
               f"{len(val_set)} val images, {len(class_names)} classes) on {where}, steps {start}->{c.iters}")
+        _warn_unlabelled([name for name, count in zip(class_names, val_pixels) if count == 0])
+        _warn_repeated(val_set.ids, split=c.val_split)
     return train(
         wrapped, train_loader=train_loader, val_loader=val_loader, optimizer=optimizer, scheduler=scheduler,
         scaler=scaler, amp_dtype=amp_dtype, total_steps=c.iters, val_every=c.val_every, out_dir=out_dir,
@@ -182,13 +187,36 @@ def _prepare_data(dataset: str, root: str | Path, *, download: bool) -> Path:
     return Path(root)
 
 
-def _check_resume(ckpt: dict[str, Any], path: str | Path | None, *, backbone: str, num_classes: int) -> None:
-    """Refuse to resume into a different architecture or label set, naming both values."""
+def _warn_unlabelled(absent: list[str]) -> None:
+    """Name the classes no validation mask holds: their IoU measures nothing, and a class the masks store as void is
+    a common slip that would otherwise pass unnoticed behind a fine mIoU."""
+    if absent:
+        names = ", ".join(repr(name) for name in absent)
+        which = f"class {names} occurs" if len(absent) == 1 else f"classes {names} occur"
+        print(f"warning: {which} in no validation mask; left out of mIoU, or scored 0 where predicted "
+              f"(masks store {'it' if len(absent) == 1 else 'them'} as another value? 255 is void)")
+
+
+def _warn_repeated(ids: list[str], *, split: str) -> None:
+    """Name the ids a validation split lists more than once (lists merged by hand): each copy counts again, so the
+    scores weigh those images double."""
+    repeated = [sample_id for sample_id, count in collections.Counter(ids).items() if count > 1]
+    if repeated:
+        more = f" and {len(repeated) - 3} more" if len(repeated) > 3 else ""
+        print(f"warning: split {split} lists {', '.join(repeated[:3])}{more} more than once; each copy counts again "
+              "in the validation scores")
+
+
+def _check_resume(ckpt: dict[str, Any], path: str | Path | None, *, backbone: str, num_classes: int,
+                  data_root: Path) -> None:
+    """Refuse to resume into a different architecture or label set, naming both values (and where the data's class
+    names come from: a classes.txt left behind reads as VOC's 21)."""
     config = ckpt["model_config"]
     if config.get("backbone") != backbone:
         raise UserError(f"{path}: checkpoint backbone is {config.get('backbone')}, but this run uses {backbone}")
     if config.get("num_classes") != num_classes:
-        raise UserError(f"{path}: checkpoint has {config.get('num_classes')} classes, but the data has {num_classes}")
+        raise UserError(f"{path}: checkpoint has {config.get('num_classes')} classes, but "
+                        f"{class_names_source(data_root)} has {num_classes}")
 
 
 def _build_model(c: TrainConfig, *, num_classes: int, saved: dict[str, Any] | None,

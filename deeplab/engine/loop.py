@@ -159,7 +159,7 @@ def train(
             "run_args": run_args or {}}
     batches = iter(train_loader)
     bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, disable=not (progress and main))
-    step, scores, saved_step, images_seen, started = start_step, None, start_step, 0, time.perf_counter()
+    step, scores, images_seen, started = start_step, None, 0, time.perf_counter()
     with bar, board if board is not None else contextlib.nullcontext():
         while step < total_steps:
             images, masks = next(batches)
@@ -179,9 +179,6 @@ def train(
                 scores = validate(model, val_loader, class_names=class_names, device=device, amp_dtype=amp_dtype)
                 best_miou = _save_validation(model, log, record, scores, step=step, best_miou=best_miou,
                                              out_dir=out_dir, main=main, save=save)
-                if main and saved_step == start_step:  # this run's first validation
-                    _warn_unlabelled(scores["per_class_recall"])
-                saved_step = step
                 if board is not None:
                     board.validation(step, scores, model=unwrap_model(model), loader=val_loader,
                                      class_names=class_names, device=device)
@@ -191,17 +188,6 @@ def train(
             bar.update(1)
     return TrainResult(steps=step, seconds=time.perf_counter() - started, best_miou=best_miou,
                        last_scores=scores, out_dir=out_dir)
-
-
-def _warn_unlabelled(recall: dict[str, float | None]) -> None:
-    """Name the classes no validation mask holds (recall None): their IoU measures nothing, and a class the masks
-    store as void is a common slip that would otherwise pass unnoticed behind a fine mIoU."""
-    absent = [name for name, value in recall.items() if value is None]
-    if absent:
-        names = ", ".join(repr(name) for name in absent)
-        which = f"class {names} occurs" if len(absent) == 1 else f"classes {names} occur"
-        tqdm.write(f"warning: {which} in no validation mask; left out of mIoU, or scored 0 where predicted "
-                   f"(masks store {'it' if len(absent) == 1 else 'them'} as another value? 255 is void)")
 
 
 def _save_validation(

@@ -48,7 +48,7 @@ import torch
 
 from datasets import DataError, read_label_png, read_rgb
 from datasets.errors import one_line
-from datasets.voc import voc_dir
+from datasets.voc import find_image, voc_dir
 
 from .cache import EngineCache, library_versions
 from .calibration import NAMED, Calibration, effective_max_size, split_ids, spread
@@ -150,10 +150,11 @@ def verification_images(ckpt: dict[str, Any], calibration: Calibration | None) -
     ids = split_ids(root, split) if root else None
     if ids:
         base = voc_dir(root)
-        chosen = [i for i in spread(ids, VERIFY_IMAGES) if (base / "JPEGImages" / f"{i}.jpg").is_file()]
+        images = {i: find_image(base / "JPEGImages", i) for i in spread(ids, VERIFY_IMAGES)}
+        chosen = [i for i, image in images.items() if image.is_file()]
         if chosen:
             masks = [base / "SegmentationClass" / f"{i}.png" for i in chosen]
-            return Verification(tuple(base / "JPEGImages" / f"{i}.jpg" for i in chosen),
+            return Verification(tuple(images[i] for i in chosen),
                                 tuple(m if m.is_file() else None for m in masks), "validation")
     if calibration is not None and calibration.source == NAMED:
         paths = spread(list(calibration.paths), VERIFY_IMAGES)

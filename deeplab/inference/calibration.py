@@ -18,7 +18,7 @@ import torch
 
 from datasets import DataError, read_rgb
 from datasets.image_files import image_size
-from datasets.voc import split_file, voc_dir
+from datasets.voc import find_image, split_file, voc_dir
 
 __all__ = [
     "CALIBRATION_IMAGES", "NAMED", "Calibration", "checkpoint_images", "choose_calibration", "effective_max_size",
@@ -93,7 +93,7 @@ def checkpoint_images(ckpt: dict[str, Any]) -> tuple[Path, ...]:
     if not ids:
         return ()
     images = voc_dir(root) / "JPEGImages"
-    return tuple(path for path in spread([images / f"{i}.jpg" for i in ids]) if path.is_file())
+    return tuple(path for path in spread([find_image(images, i) for i in ids]) if path.is_file())
 
 
 def choose_calibration(

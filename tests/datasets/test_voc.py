@@ -38,6 +38,8 @@ def test_custom_folder_with_classes_txt(tmp_path, make_voc_folder):
 
 def test_load_class_names(tmp_path):
     assert load_class_names(tmp_path) == list(VOC_CLASSES) and VOC_CLASSES[0] == "background"
+    with pytest.raises(DataError, match=f"VOC folder not found under data root {tmp_path / 'moved'}"):
+        load_class_names(tmp_path / "moved")  # not VOC's 21 classes, which a resume would then refuse
     (tmp_path / "classes.txt").write_text("bg\nroad\n\n")
     assert load_class_names(tmp_path) == ["bg", "road"]
     for bad in ("bg\n\nroad\n", "bg\nbg\n", ""):
@@ -67,10 +69,25 @@ def test_missing_folder_and_split(tmp_path, make_voc_folder):
     make_voc_folder(tmp_path, {"a": np.zeros((4, 4), np.uint8)})
     with pytest.raises(DataError) as exc:
         VOCSegmentation(tmp_path, split="val")
-    _assert_one_line(exc, "val.txt", "not found")
+    _assert_one_line(exc, "val.txt: split file not found; the folder holds train: write val.txt (one image id a line) "
+                     "or name one of those (--split, --val-split)")
     with pytest.raises(DataError) as exc:
         VOCSegmentation(tmp_path, split="train_aug")
     _assert_one_line(exc, "train_aug.txt", "convert_sbd")
+
+
+def test_a_data_root_a_level_too_deep_names_the_right_one(tmp_path, make_voc_folder):
+    base = make_voc_folder(tmp_path / "mine", {"a": np.zeros((4, 4), np.uint8)})
+    for given in (base, base.parent):
+        with pytest.raises(DataError) as exc:
+            VOCSegmentation(given)
+        _assert_one_line(exc, f"VOC folder not found under data root {given}; the data root is the folder holding "
+                         f"VOCdevkit: pass --data-root {tmp_path / 'mine'}")
+    loose = tmp_path / "loose"  # the folders, with no VOCdevkit/VOC2012 above them
+    (loose / "JPEGImages").mkdir(parents=True)
+    with pytest.raises(DataError) as exc:
+        VOCSegmentation(loose)
+    _assert_one_line(exc, f"move JPEGImages, SegmentationClass and ImageSets into {loose / 'VOCdevkit' / 'VOC2012'}")
 
 
 def test_empty_split(tmp_path, make_voc_folder):
@@ -88,6 +105,26 @@ def test_listed_id_with_missing_file(tmp_path, kind, make_voc_folder):
     with pytest.raises(DataError) as exc:
         VOCSegmentation(tmp_path)
     _assert_one_line(exc, str(base / kind), "missing")
+
+
+def test_images_of_other_types_are_found_by_their_id(tmp_path, make_voc_folder):
+    base = make_voc_folder(tmp_path, {"a": np.zeros((4, 5), np.uint8), "b": np.zeros((4, 5), np.uint8)})
+    photo = np.random.default_rng(0).integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    (base / "JPEGImages" / "a.jpg").unlink()
+    Image.fromarray(photo).save(base / "JPEGImages" / "a.png")
+    (base / "JPEGImages" / "b.jpg").rename(base / "JPEGImages" / "b.JPG")  # a camera's name
+    dataset = VOCSegmentation(tmp_path)
+    assert [dataset.image_path(i).name for i in range(2)] == ["a.png", "b.JPG"]
+    assert np.array_equal(dataset[0][0], photo) and dataset[1][0].shape == (4, 5, 3)
+
+
+def test_ids_listed_with_their_extension_are_told_to_drop_it(tmp_path, make_voc_folder):
+    base = make_voc_folder(tmp_path, {"a": np.zeros((4, 4), np.uint8), "b": np.zeros((4, 4), np.uint8)})
+    (base / "ImageSets" / "Segmentation" / "train.txt").write_text("a.jpg\nb.jpg\n")
+    with pytest.raises(DataError) as exc:
+        VOCSegmentation(tmp_path)
+    _assert_one_line(exc, f"{base / 'JPEGImages' / 'a.jpg.jpg'}: image file listed in the split is missing (and 1 "
+                     "more); list ids without their extension (a, not a.jpg)")
 
 
 def _truncate(path: Path) -> None:
@@ -138,6 +175,16 @@ def test_colour_mask_rejected(tmp_path, make_voc_folder):
     _assert_one_line(exc, "a.png", "mode RGB")
 
 
+def test_jpeg_mask_rejected_even_when_its_values_are_class_ids(tmp_path, make_voc_folder):
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:12, 4:12] = 7
+    base = make_voc_folder(tmp_path, {"a": mask})  # VOC's 21 classes: JPEG's smeared edges stay in range
+    Image.fromarray(mask, mode="L").save(base / "SegmentationClass" / "a.png", format="JPEG")
+    with pytest.raises(DataError) as exc:
+        VOCSegmentation(tmp_path)[0]
+    _assert_one_line(exc, "a.png", "JPEG", "PNG")
+
+
 def test_download_failure_is_one_line(tmp_path, monkeypatch):
     import urllib.error
 
@@ -150,6 +197,12 @@ def test_download_failure_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(DataError) as exc:
         download_voc(tmp_path)
     _assert_one_line(exc, "VOCtrainval_11-May-2012.tar", "extract", str(tmp_path))
+
+
+def test_a_comment_in_classes_txt_is_refused_not_taken_for_a_class(tmp_path):
+    (tmp_path / "classes.txt").write_text("background\n# vehicles\ncar\n")
+    with pytest.raises(DataError, match=r"classes.txt: line 2 \('# vehicles'\) reads as a comment; .*class id i"):
+        load_class_names(tmp_path)
 
 
 def test_classes_txt_in_latin1_or_with_one_class_is_one_line(tmp_path):
@@ -185,3 +238,14 @@ def test_image_size_is_read_from_the_header_as_displayed(tmp_path, make_voc_fold
     from datasets.image_files import image_size, read_rgb
 
     assert image_size(tmp_path / "rotated.jpg") == read_rgb(tmp_path / "rotated.jpg").shape[:2] == (7, 4)
+
+
+def test_a_mask_drawn_on_the_unturned_photo_is_told_why_it_differs(tmp_path, make_voc_folder):
+    base = make_voc_folder(tmp_path, {"a": np.zeros((4, 7), np.uint8)}, classes=["bg", "x"])
+    exif = Image.Exif()
+    exif[0x0112] = 6  # a phone photo stored 7x4, shown 4x7
+    Image.new("RGB", (7, 4)).save(base / "JPEGImages" / "a.jpg", exif=exif)
+    with pytest.raises(DataError) as exc:
+        VOCSegmentation(tmp_path).check_masks()
+    _assert_one_line(exc, "mask is 7x4 but its image a.jpg is 4x7 (WxH); its EXIF orientation turns the photo when "
+                     "shown, and masks follow it as shown")

@@ -2,6 +2,8 @@
 UTF-8 and existing files that differ from the output are one line."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import scipy.io
 from PIL import Image
@@ -56,3 +58,19 @@ def test_differing_files_are_kept_unless_overwrite(tmp_path, make_voc_folder, ca
     assert train_aug.read_text() == "a\n" and not np.asarray(Image.open(label)).any()  # refused before any write
     assert convert_sbd.main([*args, "--overwrite"]) == 0
     assert train_aug.read_text().split() == ["a", "c"] and np.asarray(Image.open(label)).all()
+
+
+def test_an_interrupted_conversion_leaves_no_half_written_label(tmp_path, make_voc_folder, monkeypatch):
+    sbd, voc, base = _folders(tmp_path, make_voc_folder)
+    args = ["--sbd-root", str(sbd), "--data-root", str(voc)]
+
+    def interrupted(path, mask):
+        Path(path).write_bytes(b"\x89PNG\r\n\x1a\n")  # the first bytes, then Ctrl-C
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("datasets.sbd.save_label_png", interrupted)
+    assert convert_sbd.main(args) == 130
+    assert not any((base / "SegmentationClassAug").iterdir())
+    monkeypatch.undo()
+    assert convert_sbd.main(args) == 0  # no --overwrite needed: nothing of the user's is replaced
+    assert np.asarray(Image.open(base / "SegmentationClassAug" / "c.png")).all()

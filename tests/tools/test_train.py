@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from datasets import save_label_png
 from datasets.voc import split_file
 from deeplab.checkpoint import load_checkpoint, model_from_checkpoint
 from deeplab.engine.losses import SegmentationLoss
@@ -278,13 +279,55 @@ def test_a_model_config_the_model_cannot_take_is_one_line_before_any_work(flag, 
     assert not data.exists() and not (tmp_path / "run").exists()
 
 
-def test_a_class_no_validation_mask_holds_is_named_once(tmp_path, make_voc_folder, capsys):
+def test_a_class_no_validation_mask_holds_is_named_once_before_the_first_step(tmp_path, make_voc_folder,
+                                                                             failing_train_step, capsys):
     mask = np.zeros((36, 36), np.uint8)
     mask[8:20, 8:20] = 255  # the object stored as void: a common slip
     make_voc_folder(tmp_path / "data", {"a": mask, "b": mask}, classes=["background", "object"])
     args = ["--dataset", "voc", "--data-root", str(tmp_path / "data"), "--val-split", "train", "--pretrained-backbone",
             "none", "--iters", "2", "--val-every", "1", "--out", str(tmp_path / "run"), *FAST]
+    expected = ["warning: class 'object' occurs in no validation mask; left out of mIoU, or scored 0 where "
+                "predicted (masks store it as another value? 255 is void)"]
+    with failing_train_step(1, KeyboardInterrupt):
+        assert train_tool.main(args) == 130
+    assert [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")] == expected
     assert train_tool.main(args) == 0
-    warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
-    assert warnings == ["warning: class 'object' occurs in no validation mask; left out of mIoU, or scored 0 where "
-                        "predicted (masks store it as another value? 255 is void)"]
+    assert [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")] == expected
+
+
+def test_a_bad_validation_mask_is_one_line_before_the_first_step(tmp_path, make_voc_folder, failing_train_step, capsys):
+    masks = {"a": np.zeros((36, 36), np.uint8), "b": np.ones((36, 36), np.uint8)}
+    base = make_voc_folder(tmp_path / "data", masks, classes=["background", "object"])
+    (base / "ImageSets/Segmentation/train.txt").write_text("a\n")
+    (base / "ImageSets/Segmentation/val.txt").write_text("a\nb\n")
+    save_label_png(base / "SegmentationClass" / "b.png", np.ones((36, 35), np.uint8))  # one column cropped away
+    args = ["--dataset", "voc", "--data-root", str(tmp_path / "data"), "--pretrained-backbone", "none", "--iters", "2",
+            "--out", str(tmp_path / "run"), *FAST]
+    with failing_train_step(1, AssertionError("trained before the validation masks were checked")):
+        assert train_tool.main(args) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {base / 'SegmentationClass' / 'b.png'}: mask is 35x36 but its image b.jpg is 36x36 (WxH)\n"
+
+
+def test_validation_ids_listed_twice_are_named(tmp_path, make_voc_folder, failing_train_step, capsys):
+    make_voc_folder(tmp_path / "data", {"a": np.zeros((36, 36), np.uint8), "b": np.ones((36, 36), np.uint8)},
+                    classes=["background", "object"])
+    split_file(tmp_path / "data", "val").write_text("a\nb\na\n")  # two lists merged by hand
+    args = ["--dataset", "voc", "--data-root", str(tmp_path / "data"), "--pretrained-backbone", "none", "--iters", "1",
+            "--out", str(tmp_path / "run"), *FAST]
+    with failing_train_step(1, KeyboardInterrupt):
+        assert train_tool.main(args) == 130
+    assert "warning: split val lists a more than once; each copy counts again in the validation scores\n" in (
+        capsys.readouterr().out)
+
+
+def test_resuming_where_classes_txt_is_missing_says_so(tmp_path, make_voc_folder, make_checkpoint, capsys):
+    make_voc_folder(tmp_path / "data", {"a": np.zeros((36, 36), np.uint8)}, classes=["background", "a", "b"])
+    make_checkpoint(tmp_path / "last.pt", ["background", "a", "b"], num_classes=3)
+    (tmp_path / "data" / "classes.txt").unlink()  # not copied along to this machine
+    args = ["--resume", str(tmp_path / "last.pt"), "--dataset", "voc", "--data-root", str(tmp_path / "data"),
+            "--iters", "1", "--out", str(tmp_path / "run"), *FAST]
+    assert train_tool.main(args) == 2
+    data = tmp_path / "data"
+    assert capsys.readouterr().err == (f"error: {tmp_path / 'last.pt'}: checkpoint has 3 classes, but {data} "
+                                       "(VOC's classes, no classes.txt) has 21\n")

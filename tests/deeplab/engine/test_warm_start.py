@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from deeplab import build_model, save_checkpoint
-from deeplab.engine.warm_start import init_checkpoint_defaults, load_matching, read_init_checkpoint
+from deeplab.engine.warm_start import init_checkpoint_defaults, load_init_weights, load_matching, read_init_checkpoint
 from deeplab.errors import UserError
 
 
@@ -24,6 +24,25 @@ def test_matching_tensors_load_and_a_resized_classifier_stays_fresh(randomise_ba
     lines = warm.summary("voc.pt")
     assert lines[0] == f"initialised from voc.pt: loaded {len(ours) - 2} of {len(ours)} tensors"
     assert any("[21, 256, 1, 1] in the checkpoint, [5, 256, 1, 1] here" in line for line in lines)
+
+
+def test_a_classifier_of_other_class_names_stays_fresh_unless_told(randomise_batchnorm) -> None:
+    source = randomise_batchnorm(build_model(num_classes=3, width_mult=0.25))
+    init = {"model": source.state_dict(), "class_names": ["background", "cat", "dog"]}
+    classifier = ["decoder.classifier.weight", "decoder.classifier.bias"]
+    swapped = ["background", "dog", "cat"]
+    for names, ignore, loads in ((swapped, False, False), (swapped, True, True), (init["class_names"], False, True)):
+        target = build_model(num_classes=3, width_mult=0.25)
+        fresh = target.decoder.classifier.weight.detach().clone()
+        warm = load_init_weights(target, init, names, ignore_class_names=ignore)
+        assert torch.equal(target.decoder.classifier.weight, source.decoder.classifier.weight if loads else fresh)
+        assert warm.other_classes == ([] if loads else classifier)
+        assert torch.equal(target.decoder.low_level_project[0].weight, source.decoder.low_level_project[0].weight)
+    total = len(target.state_dict())
+    lines = load_init_weights(build_model(num_classes=3, width_mult=0.25), init, swapped).summary("pets.pt")
+    assert lines == [f"initialised from pets.pt: loaded {total - 2} of {total} tensors"] + [
+        f"  not loaded, the checkpoint's class names are not the data's (re-initialised; --ignore-class-names loads "
+        f"it): {name}" for name in classifier]
 
 
 def test_missing_and_unused_tensors_are_reported() -> None:

@@ -146,6 +146,13 @@ def test_no_validation_data_stays_exact_and_says_why(checkpoint, candidates, tmp
     assert not list(tmp_path.rglob("auto-*.json"))  # nothing was decided, so nothing is cached
 
 
+def test_validation_images_of_any_type_are_found(checkpoint, tmp_path: Path) -> None:
+    images = tmp_path / "data" / "VOCdevkit" / "VOC2012" / "JPEGImages"
+    (images / "v1.jpg").rename(images / "v1.png")
+    found = verification_images(torch.load(checkpoint[0], weights_only=True), None)
+    assert found.kind == "validation" and [p.name for p in found.images] == ["v0.jpg", "v1.png", "v2.jpg"]
+
+
 def test_named_calibration_images_stand_in_for_a_missing_validation_split(checkpoint, tmp_path: Path) -> None:
     path, _ = checkpoint
     named = Calibration(tuple(sorted((tmp_path / "data").rglob("*.jpg"))), NAMED)

@@ -23,9 +23,10 @@ def test_spread_takes_evenly_spaced_images_first_and_last_included() -> None:
 
 def test_checkpoint_names_its_training_images(tmp_path: Path, make_voc_folder) -> None:
     masks = {f"s{i}": np.zeros((8, 8), np.uint8) for i in range(3)}
-    make_voc_folder(tmp_path / "data", masks, split="train")
+    base = make_voc_folder(tmp_path / "data", masks, split="train")
+    (base / "JPEGImages" / "s2.jpg").rename(base / "JPEGImages" / "s2.png")  # a folder may mix image types
     ckpt = {"args": {"data_root": str(tmp_path / "data"), "split": "train"}}
-    assert [p.name for p in checkpoint_images(ckpt)] == ["s0.jpg", "s1.jpg", "s2.jpg"]
+    assert [p.name for p in checkpoint_images(ckpt)] == ["s0.jpg", "s1.jpg", "s2.png"]
     assert checkpoint_images({"args": {"data_root": str(tmp_path / "elsewhere"), "split": "train"}}) == ()
     assert checkpoint_images({}) == ()
 
