@@ -263,7 +263,7 @@ def match_class_names(
     model_names = recorded or [str(i) for i in range(num_classes)]
     same_count, same_names = num_classes == len(data_names), recorded is None or recorded == list(data_names)
     if allow_mismatch or (same_count and same_names):
-        return list(data_names) + model_names[len(data_names):]
+        return list(data_names) + _names_beyond(data_names, model_names)
     classes_file = Path(data_root) / "classes.txt"
     source = classes_file if classes_file.is_file() else f"{data_root} (VOC's classes, no classes.txt)"
     advice = "pass --ignore-class-names if the ids mean the same classes"
@@ -273,6 +273,13 @@ def match_class_names(
     differ = [i for i, (a, b) in enumerate(zip(model_names, data_names)) if a != b]
     raise UserError(f"{path}: class {differ[0]} is {model_names[differ[0]]!r} in the checkpoint but "
                     f"{data_names[differ[0]]!r} in {source} ({len(differ)} of {num_classes} names differ); {advice}")
+
+
+def _names_beyond(data_names: Sequence[str], model_names: Sequence[str]) -> list[str]:
+    """The checkpoint's names of the ids beyond the data's, a name the data gives another id marked with its own
+    (``car (id 7)``): scores are keyed by name, so a repeated one would hide a class."""
+    return [f"{name} (id {i})" if name in data_names else name
+            for i, name in enumerate(model_names[len(data_names):], start=len(data_names))]
 
 
 def _preview(names: Sequence[str], shown: int = 4) -> str:

@@ -250,6 +250,9 @@ def test_class_names_of_checkpoint_and_data_must_agree(tmp_path: Path) -> None:
         match_class_names("m.pt", ckpt, ["a", "b"], data_root=tmp_path)
     # The user says the ids agree: the data's names, then the checkpoint's beyond them.
     assert match_class_names("m.pt", ckpt, ["a", "x"], data_root=tmp_path, allow_mismatch=True) == ["a", "x", "c"]
+    # A checkpoint's name beyond the data's that the data gives another id stays apart: scores are keyed by name.
+    assert match_class_names("m.pt", ckpt, ["c", "a"], data_root=tmp_path,
+                             allow_mismatch=True) == ["c", "a", "c (id 2)"]
     del ckpt["class_names"]  # a checkpoint without names: only the count can be checked
     assert match_class_names("m.pt", ckpt, ["p", "q", "r"], data_root=tmp_path) == ["p", "q", "r"]
 
