@@ -200,6 +200,9 @@ def _content_problem(ckpt: dict[str, Any]) -> str | None:
     names = ckpt.get("class_names")
     if names is not None and (not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names)):
         return f"'class_names' is {_kind(names)}, not a list of names"
+    num_classes = ckpt["model_config"].get("num_classes")
+    if names and isinstance(num_classes, int) and len(names) != num_classes:
+        return f"'class_names' has {len(names)} names, but its 'model_config' predicts {num_classes} classes"
     for key in ("mean", "std"):
         value = ckpt.get(key)
         if value is None:

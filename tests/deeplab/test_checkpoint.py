@@ -225,6 +225,7 @@ def test_a_truncated_checkpoint_message_ends_on_a_whole_word(tmp_path: Path) -> 
     ("mean", "0.5", "'mean' is str '0.5', not three finite numbers"),
     ("std", [0.2, 0.0, 0.2], "'std' is list [0.2, 0.0, 0.2], not three finite numbers (one per RGB channel, positive)"),
     ("class_names", "abc", "'class_names' is str 'abc', not a list of names"),
+    ("class_names", ["a", "b"], "'class_names' has 2 names, but its 'model_config' predicts 3 classes"),
     ("args", [1], "'args' is list [1], not a dict of training settings"),
 ])
 def test_checkpoints_of_the_wrong_shape_are_one_line(tmp_path: Path, key: str, value, words: str) -> None:
