@@ -57,8 +57,9 @@ def parse_scales(text: str) -> list[float]:
     return scales
 
 
-def score_checkpoint(args: argparse.Namespace) -> tuple[ConfusionMatrix, list[str]]:
-    """Predict every image of the split at full resolution and accumulate one confusion matrix."""
+def score_checkpoint(args: argparse.Namespace) -> tuple[ConfusionMatrix, list[str], dict]:
+    """Predict every image of the split at full resolution and accumulate one confusion matrix; also the settings
+    the report records (the engine that ran, the output stride it ran at, scales, flip)."""
     scales = parse_scales(args.scales)
     data_names = load_class_names(args.data_root)
     dataset = VOCSegmentation(args.data_root, split=args.split, class_names=data_names)  # a missing split first
@@ -76,13 +77,14 @@ def score_checkpoint(args: argparse.Namespace) -> tuple[ConfusionMatrix, list[st
     print(f"evaluating {args.checkpoint} on {len(dataset)} {args.split} images "
           f"({predictor.device}, scales {scales}{', flip' if args.flip else ''}{stride})")
     matrix = evaluate(predictor.engine, loader, num_classes=len(class_names), scales=scales, flip=args.flip)
-    return matrix, class_names
+    return matrix, class_names, {"scales": scales, "flip": args.flip, "engine": predictor.engine_name,
+                                 "output_stride": predictor.model_config.get("output_stride")}
 
 
-def score_predictions(args: argparse.Namespace) -> tuple[ConfusionMatrix, list[str]]:
-    """Score the saved masks in ``--pred-dir`` against the split's ground truth."""
+def score_predictions(args: argparse.Namespace) -> tuple[ConfusionMatrix, list[str], dict]:
+    """Score the saved masks in ``--pred-dir`` against the split's ground truth (no settings of a model to report)."""
     dataset = VOCSegmentation(args.data_root, split=args.split)
-    return score_prediction_dir(dataset, args.pred_dir), dataset.class_names
+    return score_prediction_dir(dataset, args.pred_dir), dataset.class_names, {}
 
 
 @report_user_errors
@@ -94,17 +96,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         check_new_files(report_paths(args.json).values(), flag="--json", overwrite=args.overwrite,
                         inputs=[("--checkpoint", args.checkpoint)] if args.checkpoint else [])
-    matrix, class_names = score_checkpoint(args) if args.checkpoint else score_predictions(args)
+    matrix, class_names, settings = score_checkpoint(args) if args.checkpoint else score_predictions(args)
     if not matrix.matrix.sum():
         raise UserError(f"{args.split} of {args.data_root}: every ground-truth pixel is void ({IGNORE_INDEX}); "
                         "nothing to score")
     scores = matrix.scores(class_names)
     print(format_scores(scores))
     if args.json:
-        extra = {"split": args.split, "source": args.checkpoint or args.pred_dir}
-        if args.checkpoint:
-            extra.update(scales=parse_scales(args.scales), flip=args.flip, output_stride=args.output_stride)
-        paths = write_report(args.json, scores, matrix.matrix, class_names, **extra)
+        paths = write_report(args.json, scores, matrix.matrix, class_names, split=args.split,
+                             source=args.checkpoint or args.pred_dir, **settings)
         print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 

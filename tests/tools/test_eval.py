@@ -74,6 +74,8 @@ def test_eval_checkpoint_matches_independent_numpy(tiny_voc, tmp_path: Path) -> 
     assert (tmp_path / "report" / "val_confusion.png").stat().st_size > 0
     assert (tmp_path / "report" / "val_per_class.png").stat().st_size > 0
     assert set(report["per_class_dice"]) == set(report["per_class_recall"]) == set(TINY_CLASSES)
+    # How it was scored: the engine that ran and the output stride it ran at, not the flags left to their defaults.
+    assert report["engine"] == "torch" and report["output_stride"] == model.config["output_stride"]
     names, matrix = read_csv_matrix(tmp_path / "report" / "val_confusion.csv")
     assert names == TINY_CLASSES
     # Independent of evaluate/ConfusionMatrix/reports: the same engine called directly, numpy confusion matrix.
