@@ -18,6 +18,9 @@ from deeplab.evaluation import (ConfusionMatrix, evaluate, format_scores, report
 from deeplab.inference import ENGINES, Predictor
 from deeplab.tool_args import check_new_files
 
+#: Largest test scale: DeepLab's multi-scale evaluation goes up to 1.75, and each side's factor costs its square.
+MAX_SCALE = 4.0
+
 
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line flags of this tool."""
@@ -31,7 +34,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", help="write scores here, and beside it the confusion matrix (.csv and .png) and a "
                         "per-class bar chart; existing files are refused unless --overwrite")
     parser.add_argument("--overwrite", action="store_true", help="replace the --json report files if they exist")
-    parser.add_argument("--scales", default="1.0", help="comma-separated test scales, e.g. 0.5,0.75,1.0,1.25,1.5,1.75")
+    parser.add_argument("--scales", default="1.0", help="comma-separated test scales, e.g. 0.5,0.75,1.0,1.25,1.5,1.75 (at most 4)")
     parser.add_argument("--flip", action="store_true", help="also average over horizontally mirrored inputs")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--engine", choices=ENGINES, default="auto",
@@ -47,13 +50,17 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def parse_scales(text: str) -> list[float]:
-    """``"0.5,1.0"`` -> ``[0.5, 1.0]``; anything else is a user error."""
+    """``"0.5,1.0"`` -> ``[0.5, 1.0]``; anything else, or a scale above :data:`MAX_SCALE`, is a user error."""
     try:
         scales = [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
         scales = []
     if not scales or not all(math.isfinite(s) and s > 0 for s in scales):
         raise UserError(f"--scales {text}: expected positive numbers separated by commas, e.g. 0.75,1.0,1.25")
+    big = next((s for s in scales if s > MAX_SCALE), None)
+    if big is not None:  # "1,25" meant as 1.25 would need 625 times the memory of scale 1
+        raise UserError(f"--scales {text}: {big:g} enlarges each side {big:g} times ({big * big:g} times the pixels "
+                        f"and memory); at most {MAX_SCALE:g} (a decimal takes a point: 1.25)")
     return scales
 
 

@@ -271,6 +271,8 @@ def test_a_checkpoint_of_other_classes_is_refused_unless_asked(tiny_voc, tmp_pat
 
 
 @pytest.mark.parametrize(("flag", "named"), [(["--scales", "0.001"], "--scales 0.001: shrinks a 45x37 image to 0x0"),
+                                             (["--scales", "1,25"], "--scales 1,25: 25 enlarges each side 25 times "
+                                                                    "(625 times the pixels and memory); at most 4"),
                                              (["--workers", "-1"], "--workers -1: must be 0"),
                                              (["--classes-latin-1"], "classes.txt: not UTF-8 text")])
 def test_more_bad_input_is_one_line(flag, named, tiny_voc, tmp_path: Path, capsys) -> None:
