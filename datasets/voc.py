@@ -151,12 +151,22 @@ def _read_split(root: Path, split: str) -> list[str]:
         raise DataError(f"{base}: VOC folder not found under data root {root}; {_HOW_TO_GET}")
     path = split_file(root, split)
     if not path.is_file():
-        hint = "run tools/convert_sbd.py to make it" if split == "train_aug" else _HOW_TO_GET
-        raise DataError(f"{path}: split file not found; {hint}")
+        raise DataError(f"{path}: split file not found; {_missing_split_hint(path, split)}")
     ids = [line.strip() for line in read_text_lines(path) if line.strip()]
     if not ids:
         raise DataError(f"{path}: split list is empty")
     return ids
+
+
+def _missing_split_hint(path: Path, split: str) -> str:
+    """How to get a missing split file: SBD's train_aug is converted; a folder that holds other splits (a typo, or a
+    custom folder) names them; one without any is extracted from the VOC archive."""
+    if split == "train_aug":
+        return "run tools/convert_sbd.py to make it"
+    here = sorted(other.stem for other in path.parent.glob("*.txt")) if path.parent.is_dir() else []
+    if not here:
+        return _HOW_TO_GET
+    return f"the splits there are {', '.join(here[:8])}{', ...' if len(here) > 8 else ''}"
 
 
 def read_text_lines(path: Path) -> list[str]:

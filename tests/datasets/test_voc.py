@@ -67,7 +67,7 @@ def test_missing_folder_and_split(tmp_path, make_voc_folder):
     make_voc_folder(tmp_path, {"a": np.zeros((4, 4), np.uint8)})
     with pytest.raises(DataError) as exc:
         VOCSegmentation(tmp_path, split="val")
-    _assert_one_line(exc, "val.txt", "not found")
+    _assert_one_line(exc, "val.txt", "not found; the splits there are train")  # not "download VOC"
     with pytest.raises(DataError) as exc:
         VOCSegmentation(tmp_path, split="train_aug")
     _assert_one_line(exc, "train_aug.txt", "convert_sbd")
