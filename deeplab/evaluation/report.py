@@ -22,6 +22,9 @@ __all__ = ["format_scores", "plot_confusion_matrix", "plot_per_class_scores", "r
 #: Per-class columns of the table and the bar chart: (score key, heading).
 PER_CLASS_COLUMNS = (("per_class_iou", "IoU"), ("per_class_dice", "Dice"), ("per_class_precision", "Precision"),
                      ("per_class_recall", "Recall"))
+#: Largest side of the confusion-matrix plot, in inches at 100 dpi: at 0.4 inch a class, 254 classes would draw a
+#: 10000-pixel square (5 GB of memory, a PNG that image viewers refuse).
+MAX_PLOT_INCHES = 40.0
 #: Summary lines under the table: (score key, label).
 SUMMARY_LINES = (("miou", "mIoU"), ("mean_dice", "mean Dice"), ("fw_iou", "fw IoU"), ("mean_acc", "mean acc"),
                  ("pixel_acc", "pixel acc"))
@@ -119,13 +122,14 @@ def plot_confusion_matrix(matrix: torch.Tensor | np.ndarray, class_names: Sequen
     rows = counts.sum(axis=1, keepdims=True)
     shares = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
     n = len(class_names)
-    side = max(4.0, 0.4 * n + 2.0)
+    side = min(max(4.0, 0.4 * n + 2.0), MAX_PLOT_INCHES)
     fig = Figure(figsize=(side + 1.0, side))
     ax = fig.subplots()
     shown = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label="share of ground-truth pixels")
     ax.set_xticks(range(n), class_names, rotation=90)
     ax.set_yticks(range(n), class_names)
+    ax.tick_params(labelsize=min(10.0, 0.6 * 72 * side / n))  # names shrink to their row once the side is capped
     ax.set_xlabel("predicted class")
     ax.set_ylabel("ground-truth class")
     fig.tight_layout()

@@ -17,6 +17,13 @@ def test_confusion_matrix_plot_is_a_png(tmp_path: Path) -> None:
         assert png.format == "PNG" and min(png.size) > 100
 
 
+def test_confusion_matrix_plot_of_many_classes_stays_a_viewable_size(tmp_path: Path) -> None:
+    n = 254  # the most classes a mask holds
+    plot_confusion_matrix(torch.eye(n, dtype=torch.int64), [f"class {i}" for i in range(n)], tmp_path / "cm.png")
+    with Image.open(tmp_path / "cm.png") as png:
+        assert max(png.size) <= 4100
+
+
 def test_score_table_lists_classes_and_absent_ones() -> None:
     scores = segmentation_scores(torch.tensor([[5, 1, 0], [2, 7, 0], [0, 0, 0]]), ["sky", "road", "boat"])
     table = format_scores(scores)
