@@ -85,6 +85,10 @@ def read_checkpoint_bytes(path: str | Path) -> bytes:
     """The bytes of checkpoint file ``path``, read once: loading and hashing these bytes (not the file again) keeps
     both on one version of a file that training replaces meanwhile. A missing or unreadable file is a UserError."""
     path = Path(path)
+    if path.is_dir():  # a run folder given for the checkpoint in it
+        inside = sorted(found.name for found in path.iterdir() if found.suffix in (".pt", ".pth"))
+        hint = f"pass one of the checkpoints in it ({', '.join(inside)})" if inside else "it holds no .pt checkpoint"
+        raise UserError(f"{path}: is a folder, not a checkpoint file; {hint}")
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
     try:

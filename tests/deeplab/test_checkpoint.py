@@ -164,6 +164,10 @@ def test_unreadable_checkpoint_is_one_line(tmp_path: Path, monkeypatch: pytest.M
 def test_missing_keys_and_mismatched_weights(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="not found"):
         load_checkpoint(tmp_path / "absent.pt")
+    save_checkpoint(_state(), tmp_path / "run" / "best.pt")  # the run folder given for its checkpoint
+    with pytest.raises(UserError, match=r"run: is a folder, not a checkpoint file; pass one of the checkpoints in it "
+                                        r"\(best.pt\)$"):
+        load_checkpoint(tmp_path / "run")
     path = tmp_path / "nokeys.pt"
     torch.save({"step": 1}, path)
     with pytest.raises(UserError, match="model_config"):
