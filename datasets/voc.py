@@ -148,7 +148,7 @@ def _read_split(root: Path, split: str) -> list[str]:
     """Read a split's ids, with a one-line DataError saying what was looked for and how to get it."""
     base = voc_dir(root)
     if not base.is_dir():
-        raise DataError(f"{base}: VOC folder not found under data root {root}; {_HOW_TO_GET}")
+        raise DataError(f"{base}: VOC folder not found under data root {root}; {_missing_voc_hint(root)}")
     path = split_file(root, split)
     if not path.is_file():
         raise DataError(f"{path}: split file not found; {_missing_split_hint(path, split)}")
@@ -156,6 +156,16 @@ def _read_split(root: Path, split: str) -> list[str]:
     if not ids:
         raise DataError(f"{path}: split list is empty")
     return ids
+
+
+def _missing_voc_hint(root: Path) -> str:
+    """How to get the VOC folder: a data root that is the VOC2012 or VOCdevkit folder itself (one or two levels too
+    deep) names the folder that holds VOCdevkit; otherwise, where to extract the archive."""
+    for inside, levels in ((root / "ImageSets" / "Segmentation", 2), (root / "VOC2012" / "ImageSets", 1)):
+        if inside.is_dir():
+            folder = root.resolve()
+            return f"{root} is the {folder.name} folder itself; the data root is {folder.parents[levels - 1]}"
+    return _HOW_TO_GET
 
 
 def _missing_split_hint(path: Path, split: str) -> str:

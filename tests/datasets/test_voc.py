@@ -65,6 +65,10 @@ def test_missing_folder_and_split(tmp_path, make_voc_folder):
         VOCSegmentation(tmp_path / "nowhere")
     _assert_one_line(exc, str(tmp_path / "nowhere" / "VOCdevkit" / "VOC2012"), "--download", "VOCtrainval")
     make_voc_folder(tmp_path, {"a": np.zeros((4, 4), np.uint8)})
+    for too_deep in (tmp_path / "VOCdevkit" / "VOC2012", tmp_path / "VOCdevkit"):  # not "extract VOC" then
+        with pytest.raises(DataError) as exc:
+            VOCSegmentation(too_deep)
+        _assert_one_line(exc, f"{too_deep} is the {too_deep.name} folder itself; the data root is {tmp_path}")
     with pytest.raises(DataError) as exc:
         VOCSegmentation(tmp_path, split="val")
     _assert_one_line(exc, "val.txt", "not found; the splits there are train")  # not "download VOC"
