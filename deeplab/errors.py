@@ -18,8 +18,8 @@ from typing import Callable, Sequence
 from backbones import WeightsError
 from datasets.errors import DataError, one_line
 
-__all__ = ["EXIT_BROKEN_PIPE", "EXIT_INTERRUPTED", "EXIT_USER_ERROR", "USER_ERRORS", "Interrupted", "RunWideError", "UserError",
-           "error_behind", "one_line", "os_error_behind", "report_user_errors"]
+__all__ = ["EXIT_BROKEN_PIPE", "EXIT_INTERRUPTED", "EXIT_USER_ERROR", "USER_ERRORS", "Interrupted", "RunWideError",
+           "UserError", "error_behind", "one_line", "os_error_behind", "report_user_errors"]
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a program stopped by Ctrl-C

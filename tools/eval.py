@@ -34,7 +34,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", help="write scores here, and beside it the confusion matrix (.csv and .png) and a "
                         "per-class bar chart; existing files are refused unless --overwrite")
     parser.add_argument("--overwrite", action="store_true", help="replace the --json report files if they exist")
-    parser.add_argument("--scales", default="1.0", help="comma-separated test scales, e.g. 0.5,0.75,1.0,1.25,1.5,1.75 (at most 4)")
+    parser.add_argument("--scales", default="1.0",
+                        help="comma-separated test scales, e.g. 0.5,0.75,1.0,1.25,1.5,1.75 (at most 4)")
     parser.add_argument("--flip", action="store_true", help="also average over horizontally mirrored inputs")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--engine", choices=ENGINES, default="auto",

@@ -78,7 +78,8 @@ def test_a_reader_that_goes_away_ends_the_tool_quietly():
     tool = ("import sys\nfrom deeplab.errors import report_user_errors\n"
             "sys.exit(report_user_errors(lambda argv: [print(i) for i in range(10 ** 6)] and 0)())")
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    with subprocess.Popen([sys.executable, "-c", tool], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as child:
+    with subprocess.Popen([sys.executable, "-c", tool], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          env=env) as child:
         assert child.stdout.readline() == b"0\n"
         child.stdout.close()  # what `head -1` does after its line
         assert child.wait(timeout=60) == 141
