@@ -82,8 +82,11 @@ def format_scores(scores: dict[str, Any]) -> str:
 
 def report_paths(json_path: str | Path) -> dict[str, Path]:
     """Where a report goes: the JSON, and beside it ``<stem>_confusion.csv``, ``<stem>_confusion.png`` and the
-    per-class bar chart ``<stem>_per_class.png``."""
+    per-class bar chart ``<stem>_per_class.png``; only the JSON when ``json_path`` is a device or a pipe
+    (``/dev/stdout``), whose folder is no place for files."""
     json_path = Path(json_path)
+    if json_path.exists() and not json_path.is_file() and not json_path.is_dir():
+        return {"json": json_path}
     stem = json_path.with_suffix("")
     return {
         "json": json_path,
@@ -97,21 +100,30 @@ def write_report(
     json_path: str | Path, scores: dict[str, Any], matrix: torch.Tensor, class_names: Sequence[str], **extra: Any
 ) -> dict[str, Path]:
     """Write scores (plus ``extra`` fields) as JSON, the confusion matrix as CSV and as a PNG plot, and the
-    per-class scores as a bar chart; returns the paths."""
+    per-class scores as a bar chart, each where :func:`report_paths` puts it; returns the paths written."""
     paths = report_paths(json_path)
+    writers = {
+        "json": lambda path: path.write_text(json.dumps({**scores, **extra}, indent=2) + "\n", encoding="utf-8"),
+        "csv": lambda path: _write_confusion_csv(matrix, class_names, path),
+        "png": lambda path: plot_confusion_matrix(matrix, class_names, path),
+        "bars": lambda path: plot_per_class_scores(scores, path),
+    }
     try:
         paths["json"].parent.mkdir(parents=True, exist_ok=True)
-        paths["json"].write_text(json.dumps({**scores, **extra}, indent=2) + "\n", encoding="utf-8")
-        with paths["csv"].open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["ground_truth\\predicted", *class_names])
-            for name, row in zip(class_names, matrix.tolist()):
-                writer.writerow([name, *row])
-        plot_confusion_matrix(matrix, class_names, paths["png"])
-        plot_per_class_scores(scores, paths["bars"])
+        for key, path in paths.items():
+            writers[key](path)
     except OSError as exc:
         raise UserError(f"{json_path}: cannot write report ({exc.strerror or exc})") from None
     return paths
+
+
+def _write_confusion_csv(matrix: torch.Tensor, class_names: Sequence[str], path: Path) -> None:
+    """The confusion matrix as CSV: a row per ground-truth class, a column per predicted class."""
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["ground_truth\\predicted", *class_names])
+        for name, row in zip(class_names, matrix.tolist()):
+            writer.writerow([name, *row])
 
 
 def plot_confusion_matrix(matrix: torch.Tensor | np.ndarray, class_names: Sequence[str], path: str | Path) -> None:
