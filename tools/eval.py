@@ -109,10 +109,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"{args.split} of {args.data_root}: every ground-truth pixel is void ({IGNORE_INDEX}); "
                         "nothing to score")
     scores = matrix.scores(class_names)
-    print(format_scores(scores))
+    try:
+        print(format_scores(scores))
+    finally:  # the report is written even when the reader of the table went away (`eval.py ... | head`)
+        if args.json:
+            paths = write_report(args.json, scores, matrix.matrix, class_names, split=args.split,
+                                 source=args.checkpoint or args.pred_dir, **settings)
     if args.json:
-        paths = write_report(args.json, scores, matrix.matrix, class_names, split=args.split,
-                             source=args.checkpoint or args.pred_dir, **settings)
         print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 

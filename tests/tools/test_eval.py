@@ -287,6 +287,19 @@ def test_more_bad_input_is_one_line(flag, named, tiny_voc, tmp_path: Path, capsy
     assert rc == 2 and len(err.splitlines()) == 1 and named in err, err
 
 
+def test_report_is_written_when_the_reader_of_the_table_went_away(tiny_voc, tmp_path: Path, monkeypatch,
+                                                                   capsys) -> None:
+    root, ckpt, _ = tiny_voc
+
+    def closed_pipe(scores):  # `eval.py ... | head` with unbuffered output: printing the table fails
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(eval_tool, "format_scores", closed_pipe)
+    rc = eval_tool.main(["--checkpoint", str(ckpt), "--data-root", str(root), "--workers", "0", "--engine", "torch",
+                         "--json", str(tmp_path / "r.json")])
+    assert rc == 141 and 0 <= json.loads((tmp_path / "r.json").read_text())["miou"] <= 1
+
+
 def test_ctrl_c_during_evaluation_exits_130(tiny_voc, monkeypatch, capsys) -> None:
     root, ckpt, _ = tiny_voc
 
