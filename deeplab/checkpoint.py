@@ -86,10 +86,10 @@ def read_checkpoint_bytes(path: str | Path) -> bytes:
     """The bytes of checkpoint file ``path``, read once: loading and hashing these bytes (not the file again) keeps
     both on one version of a file that training replaces meanwhile. A missing or unreadable file is a UserError."""
     path = Path(path)
-    if path.is_dir():
-        inside = sorted(p.name for p in path.glob("*.pt"))
-        hint = f" ({', '.join(inside)})" if inside else ""
-        raise UserError(f"{path}: is a folder; pass the checkpoint file in it{hint}")
+    if path.is_dir():  # a run folder given for the checkpoint in it
+        inside = sorted(found.name for found in path.iterdir() if found.suffix in (".pt", ".pth"))
+        hint = f"pass one of the checkpoints in it ({', '.join(inside)})" if inside else "it holds no .pt checkpoint"
+        raise UserError(f"{path}: is a folder, not a checkpoint file; {hint}")
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
     try:
@@ -212,6 +212,9 @@ def _content_problem(ckpt: dict[str, Any]) -> str | None:
     names = ckpt.get("class_names")
     if names is not None and (not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names)):
         return f"'class_names' is {_kind(names)}, not a list of names"
+    num_classes = ckpt["model_config"].get("num_classes")
+    if names and isinstance(num_classes, int) and len(names) != num_classes:
+        return f"'class_names' has {len(names)} names, but its 'model_config' predicts {num_classes} classes"
     for key in ("mean", "std"):
         value = ckpt.get(key)
         if value is None:
@@ -275,7 +278,7 @@ def match_class_names(
     model_names = recorded or [str(i) for i in range(num_classes)]
     same_count, same_names = num_classes == len(data_names), recorded is None or recorded == list(data_names)
     if allow_mismatch or (same_count and same_names):
-        return list(data_names) + model_names[len(data_names):]
+        return list(data_names) + _names_beyond(data_names, model_names)
     source = class_names_source(data_root)
     advice = "pass --ignore-class-names if the ids mean the same classes"
     if not same_count:
@@ -290,6 +293,13 @@ def class_names_source(data_root: str | Path) -> str:
     """Where a data root's class names come from, for messages: its ``classes.txt``, else VOC's (none there)."""
     classes_file = Path(data_root) / "classes.txt"
     return str(classes_file) if classes_file.is_file() else f"{data_root} (VOC's classes, no classes.txt)"
+
+
+def _names_beyond(data_names: Sequence[str], model_names: Sequence[str]) -> list[str]:
+    """The checkpoint's names of the ids beyond the data's, a name the data gives another id marked with its own
+    (``car (id 7)``): scores are keyed by name, so a repeated one would hide a class."""
+    return [f"{name} (id {i})" if name in data_names else name
+            for i, name in enumerate(model_names[len(data_names):], start=len(data_names))]
 
 
 def _preview(names: Sequence[str], shown: int = 4) -> str:

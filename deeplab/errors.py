@@ -3,7 +3,8 @@
 ``datasets`` and ``backbones`` raise their own one-line errors (:class:`~datasets.DataError`,
 :class:`~backbones.WeightsError`); the library adds :class:`UserError` for flags, checkpoints and runs, and
 :class:`Interrupted` for a Ctrl-C that knows what it kept. :func:`report_user_errors`, the one place every tool
-reports errors, turns any of them into one line and an exit status: 2 for an error, 130 for Ctrl-C.
+reports errors, turns any of them into one line and an exit status: 2 for an error, 130 for Ctrl-C, 141 (quietly)
+when the reader of the output went away.
 """
 from __future__ import annotations
 
@@ -17,11 +18,12 @@ from typing import Callable, Sequence
 from backbones import WeightsError
 from datasets.errors import DataError, one_line
 
-__all__ = ["EXIT_INTERRUPTED", "EXIT_USER_ERROR", "USER_ERRORS", "Interrupted", "RunWideError", "UserError",
-           "error_behind", "one_line", "os_error_behind", "report_user_errors"]
+__all__ = ["EXIT_BROKEN_PIPE", "EXIT_INTERRUPTED", "EXIT_USER_ERROR", "USER_ERRORS", "Interrupted", "RunWideError",
+           "UserError", "error_behind", "one_line", "os_error_behind", "report_user_errors"]
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a program stopped by Ctrl-C
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a program whose reader went away (`| head`)
 
 
 class UserError(Exception):
@@ -60,6 +62,9 @@ def report_user_errors(main: Callable[..., int]) -> Callable[..., int]:
             if not _echo_of_local_rank_zero(exc):
                 print(f"interrupted: {exc}" if str(exc) else "interrupted (Ctrl-C)", file=sys.stderr)
             return EXIT_INTERRUPTED
+        except BrokenPipeError:  # the reader of stdout is gone (`| head`): end quietly, as other command-line tools do
+            _discard_stdout()
+            return EXIT_BROKEN_PIPE
         except (RuntimeError, OSError) as exc:
             line, echo = _system_line(exc), False
             if line is None:
@@ -69,6 +74,17 @@ def report_user_errors(main: Callable[..., int]) -> Callable[..., int]:
         return EXIT_USER_ERROR
 
     return wrapper
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's flush at exit meets no closed pipe to report."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by an object without a file (a test's capture)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def _echo_of_local_rank_zero(exc: BaseException) -> bool:

@@ -74,6 +74,9 @@ def check_args(args: argparse.Namespace, sections: Sequence[str]) -> None:
     if smp_sections and args.size % SMP_STRIDE:
         raise UserError(f"--size {args.size}: the {'/'.join(smp_sections)} section times smp's DeepLabV3Plus, "
                         f"which needs a multiple of {SMP_STRIDE}")
+    if len(args.data_root) > len(args.checkpoint):  # each scores the checkpoint in its position; one would go unused
+        raise UserError(f"--data-root {args.data_root[len(args.checkpoint)]}: {len(args.data_root)} --data-root for "
+                        f"{len(args.checkpoint)} --checkpoint; each names the data of the checkpoint in its position")
     if "predict" in sections and args.size < 2:
         raise UserError(f"--size {args.size}: the predict section's MPEG-4 clip needs at least 2x2 pixels")
     if args.json:

@@ -18,6 +18,9 @@ from deeplab.evaluation import (ConfusionMatrix, evaluate, format_scores, report
 from deeplab.inference import ENGINES, Predictor
 from deeplab.tool_args import check_new_files
 
+#: Largest test scale: DeepLab's multi-scale evaluation goes up to 1.75, and each side's factor costs its square.
+MAX_SCALE = 4.0
+
 
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line flags of this tool."""
@@ -31,7 +34,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", help="write scores here, and beside it the confusion matrix (.csv and .png) and a "
                         "per-class bar chart; existing files are refused unless --overwrite")
     parser.add_argument("--overwrite", action="store_true", help="replace the --json report files if they exist")
-    parser.add_argument("--scales", default="1.0", help="comma-separated test scales, e.g. 0.5,0.75,1.0,1.25,1.5,1.75")
+    parser.add_argument("--scales", default="1.0",
+                        help="comma-separated test scales, e.g. 0.5,0.75,1.0,1.25,1.5,1.75 (at most 4)")
     parser.add_argument("--flip", action="store_true", help="also average over horizontally mirrored inputs")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--engine", choices=ENGINES, default="auto",
@@ -47,18 +51,23 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def parse_scales(text: str) -> list[float]:
-    """``"0.5,1.0"`` -> ``[0.5, 1.0]``; anything else is a user error."""
+    """``"0.5,1.0"`` -> ``[0.5, 1.0]``; anything else, or a scale above :data:`MAX_SCALE`, is a user error."""
     try:
         scales = [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
         scales = []
     if not scales or not all(math.isfinite(s) and s > 0 for s in scales):
         raise UserError(f"--scales {text}: expected positive numbers separated by commas, e.g. 0.75,1.0,1.25")
+    big = next((s for s in scales if s > MAX_SCALE), None)
+    if big is not None:  # "1,25" meant as 1.25 would need 625 times the memory of scale 1
+        raise UserError(f"--scales {text}: {big:g} enlarges each side {big:g} times ({big * big:g} times the pixels "
+                        f"and memory); at most {MAX_SCALE:g} (a decimal takes a point: 1.25)")
     return scales
 
 
-def score_checkpoint(args: argparse.Namespace) -> tuple[ConfusionMatrix, list[str]]:
-    """Predict every image of the split at full resolution and accumulate one confusion matrix."""
+def score_checkpoint(args: argparse.Namespace) -> tuple[ConfusionMatrix, list[str], dict]:
+    """Predict every image of the split at full resolution and accumulate one confusion matrix; also the settings
+    the report records (the engine that ran, the output stride it ran at, scales, flip)."""
     scales = parse_scales(args.scales)
     data_names = load_class_names(args.data_root)
     dataset = VOCSegmentation(args.data_root, split=args.split, class_names=data_names)  # a missing split first
@@ -77,13 +86,14 @@ def score_checkpoint(args: argparse.Namespace) -> tuple[ConfusionMatrix, list[st
           f"({predictor.device}, scales {scales}{', flip' if args.flip else ''}{stride})")
     matrix = evaluate(predictor.engine, loader, num_classes=len(class_names), scales=scales, flip=args.flip,
                       min_side=predictor.min_side)
-    return matrix, class_names
+    return matrix, class_names, {"scales": scales, "flip": args.flip, "engine": predictor.engine_name,
+                                 "output_stride": predictor.model_config.get("output_stride")}
 
 
-def score_predictions(args: argparse.Namespace) -> tuple[ConfusionMatrix, list[str]]:
-    """Score the saved masks in ``--pred-dir`` against the split's ground truth."""
+def score_predictions(args: argparse.Namespace) -> tuple[ConfusionMatrix, list[str], dict]:
+    """Score the saved masks in ``--pred-dir`` against the split's ground truth (no settings of a model to report)."""
     dataset = VOCSegmentation(args.data_root, split=args.split)
-    return score_prediction_dir(dataset, args.pred_dir), dataset.class_names
+    return score_prediction_dir(dataset, args.pred_dir), dataset.class_names, {}
 
 
 @report_user_errors
@@ -95,17 +105,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         check_new_files(report_paths(args.json).values(), flag="--json", overwrite=args.overwrite,
                         inputs=[("--checkpoint", args.checkpoint)] if args.checkpoint else [])
-    matrix, class_names = score_checkpoint(args) if args.checkpoint else score_predictions(args)
+    matrix, class_names, settings = score_checkpoint(args) if args.checkpoint else score_predictions(args)
     if not matrix.matrix.sum():
         raise UserError(f"{args.split} of {args.data_root}: every ground-truth pixel is void ({IGNORE_INDEX}); "
                         "nothing to score")
     scores = matrix.scores(class_names)
-    print(format_scores(scores))
+    try:
+        print(format_scores(scores))
+    finally:  # the report is written even when the reader of the table went away (`eval.py ... | head`)
+        if args.json:
+            paths = write_report(args.json, scores, matrix.matrix, class_names, split=args.split,
+                                 source=args.checkpoint or args.pred_dir, **settings)
     if args.json:
-        extra = {"split": args.split, "source": args.checkpoint or args.pred_dir}
-        if args.checkpoint:
-            extra.update(scales=parse_scales(args.scales), flip=args.flip, output_stride=args.output_stride)
-        paths = write_report(args.json, scores, matrix.matrix, class_names, **extra)
         print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 

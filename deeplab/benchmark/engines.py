@@ -42,9 +42,24 @@ REPO = Path(__file__).resolve().parents[2]
 def load_trained(checkpoints: Sequence[str], data_roots: Sequence[str] = (), *,
                  ignore_class_names: bool = False) -> list[TrainedCheckpoint]:
     """Each checkpoint with the data root in the same position (else the one it was trained on), checked before any
-    timing: a model scored under classes other than its own measures nothing."""
-    return [TrainedCheckpoint(path, data_roots[i] if i < len(data_roots) else None,
-                              ignore_class_names=ignore_class_names) for i, path in enumerate(checkpoints)]
+    timing: a model scored under classes other than its own measures nothing. Each gets score columns of its own."""
+    trained = [TrainedCheckpoint(path, data_roots[i] if i < len(data_roots) else None,
+                                 ignore_class_names=ignore_class_names) for i, path in enumerate(checkpoints)]
+    _label_apart(trained)
+    return trained
+
+
+def _label_apart(trained: Sequence[TrainedCheckpoint]) -> None:
+    """Label by checkpoint and data root the checkpoints whose data roots share a folder name (two runs on one data
+    set): one label would let one's scores replace the other's. The same pair given twice is refused."""
+    names = [checkpoint.label for checkpoint in trained]
+    for checkpoint in trained:
+        if names.count(checkpoint.label) > 1:
+            checkpoint.label = f"{checkpoint.path} on {checkpoint.data_root}"
+    labels = [checkpoint.label for checkpoint in trained]
+    repeated = next((checkpoint for checkpoint in trained if labels.count(checkpoint.label) > 1), None)
+    if repeated is not None:
+        raise UserError(f"--checkpoint {repeated.path}: given twice for the data root {repeated.data_root}")
 
 
 def engine_rows(*, size: int, warmup: int, repeats: int, threads: int, trained: Sequence[TrainedCheckpoint] = (),

@@ -48,6 +48,8 @@ def segmentation_scores(matrix: torch.Tensor, class_names: Sequence[str] | None 
     names = list(class_names) if class_names is not None else [str(i) for i in range(n)]
     if len(names) != n:
         raise ValueError(f"{len(names)} class names for a {n}-class confusion matrix")
+    if len(set(names)) != n:  # per-class scores are keyed by name: a repeated one would hide a class
+        raise ValueError(f"class names repeat: {sorted({name for name in names if names.count(name) > 1})}")
     true_positive, truth, predicted = matrix.diag(), matrix.sum(1), matrix.sum(0)
     union = truth + predicted - true_positive
     present, in_truth, in_prediction = union > 0, truth > 0, predicted > 0

@@ -22,6 +22,9 @@ __all__ = ["format_scores", "plot_confusion_matrix", "plot_per_class_scores", "r
 #: Per-class columns of the table and the bar chart: (score key, heading).
 PER_CLASS_COLUMNS = (("per_class_iou", "IoU"), ("per_class_dice", "Dice"), ("per_class_precision", "Precision"),
                      ("per_class_recall", "Recall"))
+#: Largest side of the confusion-matrix plot, in inches at 100 dpi: at 0.4 inch a class, 254 classes would draw a
+#: 10000-pixel square (5 GB of memory, a PNG that image viewers refuse).
+MAX_PLOT_INCHES = 40.0
 #: Summary lines under the table: (score key, label).
 SUMMARY_LINES = (("miou", "mIoU"), ("mean_dice", "mean Dice"), ("fw_iou", "fw IoU"), ("mean_acc", "mean acc"),
                  ("pixel_acc", "pixel acc"))
@@ -79,8 +82,11 @@ def format_scores(scores: dict[str, Any]) -> str:
 
 def report_paths(json_path: str | Path) -> dict[str, Path]:
     """Where a report goes: the JSON, and beside it ``<stem>_confusion.csv``, ``<stem>_confusion.png`` and the
-    per-class bar chart ``<stem>_per_class.png``."""
+    per-class bar chart ``<stem>_per_class.png``; only the JSON when ``json_path`` is a device or a pipe
+    (``/dev/stdout``), whose folder is no place for files."""
     json_path = Path(json_path)
+    if json_path.exists() and not json_path.is_file() and not json_path.is_dir():
+        return {"json": json_path}
     stem = json_path.with_suffix("")
     return {
         "json": json_path,
@@ -94,21 +100,30 @@ def write_report(
     json_path: str | Path, scores: dict[str, Any], matrix: torch.Tensor, class_names: Sequence[str], **extra: Any
 ) -> dict[str, Path]:
     """Write scores (plus ``extra`` fields) as JSON, the confusion matrix as CSV and as a PNG plot, and the
-    per-class scores as a bar chart; returns the paths."""
+    per-class scores as a bar chart, each where :func:`report_paths` puts it; returns the paths written."""
     paths = report_paths(json_path)
+    writers = {
+        "json": lambda path: path.write_text(json.dumps({**scores, **extra}, indent=2) + "\n", encoding="utf-8"),
+        "csv": lambda path: _write_confusion_csv(matrix, class_names, path),
+        "png": lambda path: plot_confusion_matrix(matrix, class_names, path),
+        "bars": lambda path: plot_per_class_scores(scores, path),
+    }
     try:
         paths["json"].parent.mkdir(parents=True, exist_ok=True)
-        paths["json"].write_text(json.dumps({**scores, **extra}, indent=2) + "\n", encoding="utf-8")
-        with paths["csv"].open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["ground_truth\\predicted", *class_names])
-            for name, row in zip(class_names, matrix.tolist()):
-                writer.writerow([name, *row])
-        plot_confusion_matrix(matrix, class_names, paths["png"])
-        plot_per_class_scores(scores, paths["bars"])
+        for key, path in paths.items():
+            writers[key](path)
     except OSError as exc:
         raise UserError(f"{json_path}: cannot write report ({exc.strerror or exc})") from None
     return paths
+
+
+def _write_confusion_csv(matrix: torch.Tensor, class_names: Sequence[str], path: Path) -> None:
+    """The confusion matrix as CSV: a row per ground-truth class, a column per predicted class."""
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["ground_truth\\predicted", *class_names])
+        for name, row in zip(class_names, matrix.tolist()):
+            writer.writerow([name, *row])
 
 
 def plot_confusion_matrix(matrix: torch.Tensor | np.ndarray, class_names: Sequence[str], path: str | Path) -> None:
@@ -119,13 +134,14 @@ def plot_confusion_matrix(matrix: torch.Tensor | np.ndarray, class_names: Sequen
     rows = counts.sum(axis=1, keepdims=True)
     shares = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
     n = len(class_names)
-    side = max(4.0, 0.4 * n + 2.0)
+    side = min(max(4.0, 0.4 * n + 2.0), MAX_PLOT_INCHES)
     fig = Figure(figsize=(side + 1.0, side))
     ax = fig.subplots()
     shown = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label="share of ground-truth pixels")
     ax.set_xticks(range(n), class_names, rotation=90)
     ax.set_yticks(range(n), class_names)
+    ax.tick_params(labelsize=min(10.0, 0.6 * 72 * side / n))  # names shrink to their row once the side is capped
     ax.set_xlabel("predicted class")
     ax.set_ylabel("ground-truth class")
     fig.tight_layout()

@@ -149,15 +149,6 @@ def test_corrupt_or_truncated(tmp_path: Path, content: bytes | None) -> None:
         load_checkpoint(path)
 
 
-def test_a_run_folder_given_as_checkpoint_names_the_files_in_it(tmp_path: Path) -> None:
-    (tmp_path / "run").mkdir()
-    for name in ("last.pt", "best.pt", "curves.png"):
-        (tmp_path / "run" / name).write_bytes(b"x")
-    with pytest.raises(UserError) as caught:
-        load_checkpoint(tmp_path / "run")
-    assert str(caught.value) == f"{tmp_path / 'run'}: is a folder; pass the checkpoint file in it (best.pt, last.pt)"
-
-
 def test_unreadable_checkpoint_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "locked.pt"
     torch.save(_state(), path)
@@ -173,6 +164,10 @@ def test_unreadable_checkpoint_is_one_line(tmp_path: Path, monkeypatch: pytest.M
 def test_missing_keys_and_mismatched_weights(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="not found"):
         load_checkpoint(tmp_path / "absent.pt")
+    save_checkpoint(_state(), tmp_path / "run" / "best.pt")  # the run folder given for its checkpoint
+    with pytest.raises(UserError, match=r"run: is a folder, not a checkpoint file; pass one of the checkpoints in it "
+                                        r"\(best.pt\)$"):
+        load_checkpoint(tmp_path / "run")
     path = tmp_path / "nokeys.pt"
     torch.save({"step": 1}, path)
     with pytest.raises(UserError, match="model_config"):
@@ -234,6 +229,7 @@ def test_a_truncated_checkpoint_message_ends_on_a_whole_word(tmp_path: Path) -> 
     ("mean", "0.5", "'mean' is str '0.5', not three finite numbers"),
     ("std", [0.2, 0.0, 0.2], "'std' is list [0.2, 0.0, 0.2], not three finite numbers (one per RGB channel, positive)"),
     ("class_names", "abc", "'class_names' is str 'abc', not a list of names"),
+    ("class_names", ["a", "b"], "'class_names' has 2 names, but its 'model_config' predicts 3 classes"),
     ("args", [1], "'args' is list [1], not a dict of training settings"),
 ])
 def test_checkpoints_of_the_wrong_shape_are_one_line(tmp_path: Path, key: str, value, words: str) -> None:
@@ -259,6 +255,9 @@ def test_class_names_of_checkpoint_and_data_must_agree(tmp_path: Path) -> None:
         match_class_names("m.pt", ckpt, ["a", "b"], data_root=tmp_path)
     # The user says the ids agree: the data's names, then the checkpoint's beyond them.
     assert match_class_names("m.pt", ckpt, ["a", "x"], data_root=tmp_path, allow_mismatch=True) == ["a", "x", "c"]
+    # A checkpoint's name beyond the data's that the data gives another id stays apart: scores are keyed by name.
+    assert match_class_names("m.pt", ckpt, ["c", "a"], data_root=tmp_path,
+                             allow_mismatch=True) == ["c", "a", "c (id 2)"]
     del ckpt["class_names"]  # a checkpoint without names: only the count can be checked
     assert match_class_names("m.pt", ckpt, ["p", "q", "r"], data_root=tmp_path) == ["p", "q", "r"]
 

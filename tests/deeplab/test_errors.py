@@ -4,6 +4,9 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -68,6 +71,19 @@ def test_a_full_disk_behind_a_runtime_error_is_one_line(capsys):
             raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598") from None
 
     assert run(write, capsys) == (2, ["error: runs/x/curves.png: cannot write (No space left on device)"])
+
+
+def test_a_reader_that_goes_away_ends_the_tool_quietly():
+    """``tool | head`` with unbuffered output (PYTHONUNBUFFERED=1, as in many containers): no traceback."""
+    tool = ("import sys\nfrom deeplab.errors import report_user_errors\n"
+            "sys.exit(report_user_errors(lambda argv: [print(i) for i in range(10 ** 6)] and 0)())")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    with subprocess.Popen([sys.executable, "-c", tool], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          env=env) as child:
+        assert child.stdout.readline() == b"0\n"
+        child.stdout.close()  # what `head -1` does after its line
+        assert child.wait(timeout=60) == 141
+        assert child.stderr.read() == b""
 
 
 def test_other_errors_keep_their_traceback(capsys):

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from deeplab.benchmark.engines import TrainedCheckpoint
+from deeplab.benchmark.engines import TrainedCheckpoint, load_trained
 from tools import benchmark
 
 
@@ -33,6 +33,8 @@ def untimed(monkeypatch):
     (["--section", "core", "--size", "100"], "--size 100: the core section times smp's DeepLabV3Plus, which needs "
                                              "a multiple of 16"),
     (["--section", "predict", "--size", "1"], "--size 1: the predict section's MPEG-4 clip needs at least 2x2"),
+    (["--section", "engines", "--checkpoint", "a.pt", "--data-root", "d1", "--data-root", "d2"],
+     "--data-root d2: 2 --data-root for 1 --checkpoint; each names the data of the checkpoint in its position"),
 ])
 def test_bad_flags_are_one_line_before_any_timing(flags, message, untimed, capsys):
     assert benchmark.main(flags) == 2
@@ -78,3 +80,16 @@ def test_ignore_class_names_scores_every_class_of_both(five_class_checkpoint_and
     trained = TrainedCheckpoint(checkpoint, data, ignore_class_names=True)
     (scores,) = trained.quality({"eager": trained.model}).values()
     assert scores["agreement data"] == 1.0 and 0 <= scores["miou data"] <= 1
+
+
+def test_two_checkpoints_on_one_data_set_keep_their_own_columns(five_class_checkpoint_and_six_class_data, tmp_path,
+                                                                 make_checkpoint, untimed, capsys):
+    first, data = five_class_checkpoint_and_six_class_data
+    second = str(tmp_path / "other.pt")
+    make_checkpoint(second, ["background", "a", "b", "c", "d"], num_classes=5)
+    trained = load_trained([first, second], [data, data], ignore_class_names=True)
+    columns = [set(checkpoint.quality({"eager": checkpoint.model})["eager"]) for checkpoint in trained]
+    assert columns == [{f"agreement {path} on {data}", f"miou {path} on {data}"} for path in (first, second)]
+    assert benchmark.main(["--section", "engines", "--checkpoint", first, "--checkpoint", first, "--data-root", data,
+                           "--data-root", data, "--ignore-class-names"]) == 2
+    assert capsys.readouterr().err == f"error: --checkpoint {first}: given twice for the data root {data}\n"

@@ -74,6 +74,8 @@ def test_eval_checkpoint_matches_independent_numpy(tiny_voc, tmp_path: Path) -> 
     assert (tmp_path / "report" / "val_confusion.png").stat().st_size > 0
     assert (tmp_path / "report" / "val_per_class.png").stat().st_size > 0
     assert set(report["per_class_dice"]) == set(report["per_class_recall"]) == set(TINY_CLASSES)
+    # How it was scored: the engine that ran and the output stride it ran at, not the flags left to their defaults.
+    assert report["engine"] == "torch" and report["output_stride"] == model.config["output_stride"]
     names, matrix = read_csv_matrix(tmp_path / "report" / "val_confusion.csv")
     assert names == TINY_CLASSES
     # Independent of evaluate/ConfusionMatrix/reports: the same engine called directly, numpy confusion matrix.
@@ -269,6 +271,8 @@ def test_a_checkpoint_of_other_classes_is_refused_unless_asked(tiny_voc, tmp_pat
 
 
 @pytest.mark.parametrize(("flag", "named"), [(["--scales", "0.001"], "--scales 0.001: shrinks a 45x37 image to 0x0"),
+                                             (["--scales", "1,25"], "--scales 1,25: 25 enlarges each side 25 times "
+                                                                    "(625 times the pixels and memory); at most 4"),
                                              (["--workers", "-1"], "--workers -1: must be 0"),
                                              (["--classes-latin-1"], "classes.txt: not UTF-8 text")])
 def test_more_bad_input_is_one_line(flag, named, tiny_voc, tmp_path: Path, capsys) -> None:
@@ -295,6 +299,19 @@ def test_images_or_scales_too_small_for_an_imported_model_are_one_line(sizes, fl
     rc = eval_tool.main(["--checkpoint", str(imported_checkpoint("vainf")), "--data-root", str(tmp_path),
                          "--workers", "0", "--engine", "torch", *flag])
     assert rc == 2 and capsys.readouterr().err == f"error: {named}\n"
+
+
+def test_report_is_written_when_the_reader_of_the_table_went_away(tiny_voc, tmp_path: Path, monkeypatch,
+                                                                   capsys) -> None:
+    root, ckpt, _ = tiny_voc
+
+    def closed_pipe(scores):  # `eval.py ... | head` with unbuffered output: printing the table fails
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(eval_tool, "format_scores", closed_pipe)
+    rc = eval_tool.main(["--checkpoint", str(ckpt), "--data-root", str(root), "--workers", "0", "--engine", "torch",
+                         "--json", str(tmp_path / "r.json")])
+    assert rc == 141 and 0 <= json.loads((tmp_path / "r.json").read_text())["miou"] <= 1
 
 
 def test_ctrl_c_during_evaluation_exits_130(tiny_voc, monkeypatch, capsys) -> None:

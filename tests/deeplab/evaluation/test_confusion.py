@@ -93,3 +93,5 @@ def test_ignore_label_and_bad_ids() -> None:
 def test_names_must_match_classes() -> None:
     with pytest.raises(ValueError, match="class names"):
         segmentation_scores(torch.eye(3, dtype=torch.int64), ["a", "b"])
+    with pytest.raises(ValueError, match=r"class names repeat: \['a'\]"):
+        segmentation_scores(torch.eye(3, dtype=torch.int64), ["a", "b", "a"])

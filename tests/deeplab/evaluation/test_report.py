@@ -2,6 +2,9 @@
 absent ones too, with IoU, Dice, precision and recall, then the summary scores."""
 from __future__ import annotations
 
+import json
+import os
+import threading
 from pathlib import Path
 
 import torch
@@ -15,6 +18,13 @@ def test_confusion_matrix_plot_is_a_png(tmp_path: Path) -> None:
     plot_confusion_matrix(matrix, ["a", "b", "c"], tmp_path / "cm.png")
     with Image.open(tmp_path / "cm.png") as png:
         assert png.format == "PNG" and min(png.size) > 100
+
+
+def test_confusion_matrix_plot_of_many_classes_stays_a_viewable_size(tmp_path: Path) -> None:
+    n = 254  # the most classes a mask holds
+    plot_confusion_matrix(torch.eye(n, dtype=torch.int64), [f"class {i}" for i in range(n)], tmp_path / "cm.png")
+    with Image.open(tmp_path / "cm.png") as png:
+        assert max(png.size) <= 4100
 
 
 def test_score_table_lists_classes_and_absent_ones() -> None:
@@ -38,3 +48,17 @@ def test_report_writes_json_csv_and_both_pictures(tmp_path: Path) -> None:
     for key in ("png", "bars"):
         with Image.open(paths[key]) as png:
             assert png.format == "PNG" and min(png.size) > 100
+
+
+def test_report_into_a_pipe_is_the_json_alone(tmp_path: Path) -> None:
+    """``--json /dev/stdout`` or a named pipe: the pipe's folder (/dev) gets no confusion files beside it."""
+    pipe = tmp_path / "scores.json"
+    os.mkfifo(pipe)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(pipe.read_text()))
+    reader.start()
+    matrix = torch.tensor([[5, 1], [2, 7]])
+    paths = write_report(pipe, segmentation_scores(matrix, ["sky", "road"]), matrix, ["sky", "road"], split="val")
+    reader.join(timeout=30)
+    assert paths == {"json": pipe} and json.loads(received[0])["split"] == "val"
+    assert [p.name for p in tmp_path.iterdir()] == ["scores.json"]
