@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, BinaryIO, Sequence
 
 import numpy as np
 import torch
@@ -12,6 +13,7 @@ import torch
 from datasets import VOCSegmentation
 from datasets.image_files import IGNORE_INDEX, read_label_png
 
+from ..checkpoint import write_atomically
 from ..errors import UserError
 from ..inference.outputs import prediction_file_names
 from .confusion import ConfusionMatrix
@@ -103,30 +105,29 @@ def write_report(
     per-class scores as a bar chart, each where :func:`report_paths` puts it; returns the paths written."""
     paths = report_paths(json_path)
     writers = {
-        "json": lambda path: path.write_text(json.dumps({**scores, **extra}, indent=2) + "\n", encoding="utf-8"),
-        "csv": lambda path: _write_confusion_csv(matrix, class_names, path),
-        "png": lambda path: plot_confusion_matrix(matrix, class_names, path),
-        "bars": lambda path: plot_per_class_scores(scores, path),
+        "json": lambda handle: handle.write((json.dumps({**scores, **extra}, indent=2) + "\n").encode("utf-8")),
+        "csv": lambda handle: _write_confusion_csv(matrix, class_names, handle),
+        "png": lambda handle: plot_confusion_matrix(matrix, class_names, handle),
+        "bars": lambda handle: plot_per_class_scores(scores, handle),
     }
-    try:
-        paths["json"].parent.mkdir(parents=True, exist_ok=True)
-        for key, path in paths.items():
-            writers[key](path)
-    except OSError as exc:
-        raise UserError(f"{json_path}: cannot write report ({exc.strerror or exc})") from None
+    for key, path in paths.items():  # each whole or not at all: a report replaced under --overwrite is never half new
+        write_atomically(path, writers[key], what=f"report ({path.name})")
     return paths
 
 
-def _write_confusion_csv(matrix: torch.Tensor, class_names: Sequence[str], path: Path) -> None:
+def _write_confusion_csv(matrix: torch.Tensor, class_names: Sequence[str], handle: BinaryIO) -> None:
     """The confusion matrix as CSV: a row per ground-truth class, a column per predicted class."""
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["ground_truth\\predicted", *class_names])
-        for name, row in zip(class_names, matrix.tolist()):
-            writer.writerow([name, *row])
+    text = io.TextIOWrapper(handle, encoding="utf-8", newline="")
+    writer = csv.writer(text)
+    writer.writerow(["ground_truth\\predicted", *class_names])
+    for name, row in zip(class_names, matrix.tolist()):
+        writer.writerow([name, *row])
+    text.flush()
+    text.detach()  # the caller closes the file
 
 
-def plot_confusion_matrix(matrix: torch.Tensor | np.ndarray, class_names: Sequence[str], path: str | Path) -> None:
+def plot_confusion_matrix(matrix: torch.Tensor | np.ndarray, class_names: Sequence[str],
+                          path: str | Path | BinaryIO) -> None:
     """Save a row-normalised confusion matrix (rows: ground truth, columns: prediction) as a PNG."""
     from matplotlib.figure import Figure  # deferred: only reports need matplotlib
 
@@ -145,10 +146,10 @@ def plot_confusion_matrix(matrix: torch.Tensor | np.ndarray, class_names: Sequen
     ax.set_xlabel("predicted class")
     ax.set_ylabel("ground-truth class")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, format="png")
 
 
-def plot_per_class_scores(scores: dict[str, Any], path: str | Path) -> None:
+def plot_per_class_scores(scores: dict[str, Any], path: str | Path | BinaryIO) -> None:
     """Save grouped bars of each class's IoU, Dice, precision and recall (undefined ones left out) as a PNG."""
     from matplotlib.figure import Figure  # deferred: only reports need matplotlib
 
@@ -167,4 +168,4 @@ def plot_per_class_scores(scores: dict[str, Any], path: str | Path) -> None:
     ax.set_title(f"per-class scores (mIoU {scores['miou']:.3f})")
     ax.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, format="png")

@@ -2,15 +2,18 @@
 absent ones too, with IoU, Dice, precision and recall, then the summary scores."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
 from pathlib import Path
 
+import pytest
 import torch
 from PIL import Image
 
-from deeplab.evaluation import format_scores, plot_confusion_matrix, segmentation_scores, write_report
+from deeplab.errors import UserError
+from deeplab.evaluation import format_scores, plot_confusion_matrix, report, segmentation_scores, write_report
 
 
 def test_confusion_matrix_plot_is_a_png(tmp_path: Path) -> None:
@@ -48,6 +51,26 @@ def test_report_writes_json_csv_and_both_pictures(tmp_path: Path) -> None:
     for key in ("png", "bars"):
         with Image.open(paths[key]) as png:
             assert png.format == "PNG" and min(png.size) > 100
+
+
+def test_a_report_that_fails_midway_leaves_the_previous_files_whole(tmp_path: Path, monkeypatch) -> None:
+    matrix = torch.tensor([[5, 1], [2, 7]])
+    names = ["sky", "road"]
+    paths = write_report(tmp_path / "r.json", segmentation_scores(matrix, names), matrix, names, split="val")
+    before = {key: path.read_bytes() for key, path in paths.items()}
+
+    def full_disk(scores, file):  # the bar chart is written last: the files before it are already replaced
+        with open(file, "wb") if isinstance(file, Path) else contextlib.nullcontext(file) as handle:
+            handle.write(b"\x89PNG half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report, "plot_per_class_scores", full_disk)
+    other = torch.tensor([[1, 5], [7, 2]])
+    with pytest.raises(UserError, match=r"r_per_class.png: cannot write report .*No space left on device"):
+        write_report(tmp_path / "r.json", segmentation_scores(other, names), other, names, split="test")
+    assert paths["bars"].read_bytes() == before["bars"]
+    assert json.loads(paths["json"].read_text())["split"] == "test"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(path.name for path in paths.values())
 
 
 def test_report_into_a_pipe_is_the_json_alone(tmp_path: Path) -> None:
