@@ -57,10 +57,12 @@ def load_class_names(root: str | Path) -> list[str]:
     """Class names from ``root/classes.txt`` (line i names class id i), else the 21 VOC classes; a missing ``root``
     is a DataError (moved or mistyped), not VOC's classes."""
     path = Path(root) / "classes.txt"
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         if not Path(root).is_dir():
             raise _voc_dir_missing(Path(root))
         return list(VOC_CLASSES)
+    if not path.is_file():  # a folder (or a dangling link) there must not mean VOC's classes
+        raise DataError(f"{path}: is not a file; it must list the class names, one a line (line i = class id i)")
     return read_class_names(path)
 
 

@@ -199,6 +199,16 @@ def test_download_failure_is_one_line(tmp_path, monkeypatch):
     _assert_one_line(exc, "VOCtrainval_11-May-2012.tar", "extract", str(tmp_path))
 
 
+def test_a_classes_txt_that_is_no_file_is_refused_not_read_as_voc(tmp_path):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "classes.txt").mkdir()
+    (tmp_path / "link").mkdir()
+    (tmp_path / "link" / "classes.txt").symlink_to(tmp_path / "moved.txt")
+    for root in (tmp_path / "folder", tmp_path / "link"):
+        with pytest.raises(DataError, match=rf"^{root / 'classes.txt'}: is not a file; it must list the class names"):
+            load_class_names(root)
+
+
 def test_a_comment_in_classes_txt_is_refused_not_taken_for_a_class(tmp_path):
     (tmp_path / "classes.txt").write_text("background\n# vehicles\ncar\n")
     with pytest.raises(DataError, match=r"classes.txt: line 2 \('# vehicles'\) reads as a comment; .*class id i"):
