@@ -86,6 +86,9 @@ def _warn_changed(config: TrainConfig, stored: np.ndarray, *, num_classes: int, 
 def _warn_absent(class_names: Sequence[str], pixels: np.ndarray, *, split: str) -> None:
     """One line naming the classes with no pixel in the split (their auto weight is the bound)."""
     absent = [name for name, count in zip(class_names, pixels) if count == 0]
-    if absent:
-        print(f"warning: class {', '.join(absent)} never occurs in split {split}; its weight is set to "
+    if len(absent) == 1:
+        print(f"warning: class {absent[0]} never occurs in split {split}; its weight is set to {WEIGHT_BOUND:g}",
+              file=sys.stderr)
+    elif absent:
+        print(f"warning: classes {', '.join(absent)} never occur in split {split}; their weights are set to "
               f"{WEIGHT_BOUND:g}", file=sys.stderr)

@@ -165,6 +165,7 @@ def _fit_in(
               f"{len(val_set)} val images, {len(class_names)} classes) on {where}, steps {start}->{c.iters}")
         _warn_unlabelled([name for name, count in zip(class_names, val_pixels) if count == 0])
         _warn_repeated(val_set.ids, split=c.val_split)
+        _warn_overlap(train_set.ids, val_set.ids, train_split=c.split, val_split=c.val_split)
     return train(
         wrapped, train_loader=train_loader, val_loader=val_loader, optimizer=optimizer, scheduler=scheduler,
         scaler=scaler, amp_dtype=amp_dtype, total_steps=c.iters, val_every=c.val_every, out_dir=out_dir,
@@ -205,6 +206,16 @@ def _warn_repeated(ids: list[str], *, split: str) -> None:
         more = f" and {len(repeated) - 3} more" if len(repeated) > 3 else ""
         print(f"warning: split {split} lists {', '.join(repeated[:3])}{more} more than once; each copy counts again "
               "in the validation scores")
+
+
+def _warn_overlap(train_ids: list[str], val_ids: list[str], *, train_split: str, val_split: str) -> None:
+    """Name the validation images the run also trains on (a custom split made by hand): their scores measure
+    memory, not how the model does on images it has not seen."""
+    shared = sorted(set(val_ids) & set(train_ids))
+    if shared and train_split != val_split:
+        more = f" and {len(shared) - 3} more" if len(shared) > 3 else ""
+        print(f"warning: {len(shared)} of the {len(set(val_ids))} images of split {val_split} are also in split "
+              f"{train_split} ({', '.join(shared[:3])}{more}); the validation scores flatter the model on them")
 
 
 def _check_resume(ckpt: dict[str, Any], path: str | Path | None, *, backbone: str, num_classes: int,

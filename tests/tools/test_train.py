@@ -317,8 +317,10 @@ def test_validation_ids_listed_twice_are_named(tmp_path, make_voc_folder, failin
             "--out", str(tmp_path / "run"), *FAST]
     with failing_train_step(1, KeyboardInterrupt):
         assert train_tool.main(args) == 130
-    assert "warning: split val lists a more than once; each copy counts again in the validation scores\n" in (
-        capsys.readouterr().out)
+    out = capsys.readouterr().out
+    assert "warning: split val lists a more than once; each copy counts again in the validation scores\n" in out
+    assert ("warning: 2 of the 2 images of split val are also in split train (a, b); the validation scores flatter "
+            "the model on them\n") in out
 
 
 def test_resuming_where_classes_txt_is_missing_says_so(tmp_path, make_voc_folder, make_checkpoint, capsys):

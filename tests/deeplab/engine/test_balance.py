@@ -7,6 +7,7 @@ import pytest
 
 from datasets import VOCSegmentation
 from deeplab.engine import resolve_config
+from deeplab.engine import balance
 from deeplab.engine.balance import prepare_balance
 from deeplab.errors import UserError
 
@@ -40,3 +41,10 @@ def test_copy_paste_draws_only_the_object_classes(tmp_path, make_voc_folder):
                                       CLASSES, announce=False)
     assert focus is None and paste.share == 0.5
     assert paste.class_probs.tolist() == [0.0, 1.0] and paste.images_by_class[1].tolist() == [0]
+
+
+def test_classes_absent_from_the_split_are_named_in_one_line(capsys):
+    balance._warn_absent(["bg", "a", "b", "c"], np.array([9, 0, 3, 0]), split="train")
+    assert capsys.readouterr().err == "warning: classes a, c never occur in split train; their weights are set to 10\n"
+    balance._warn_absent(["bg", "a"], np.array([9, 0]), split="train")
+    assert capsys.readouterr().err == "warning: class a never occurs in split train; its weight is set to 10\n"
