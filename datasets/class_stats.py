@@ -1,8 +1,9 @@
 """How many pixels of each class every image of a split holds: the input to class weights and class-balanced
-crops, counted once and cached beside the data (``<root>/class_pixels_<split>.json``).
+crops, counted once (each mask checked against its image on the way, so a run finds a bad one before it trains)
+and cached beside the data (``<root>/class_pixels_<split>.json``).
 
-The cache is keyed by the split's id list, the class count and each mask file's size and modification time, so
-editing the split or any of its masks recounts it. It is written atomically; a read-only data folder is only
+The cache is keyed by the split's id list, the class count and the size and modification time of each mask and
+image file, so editing the split or any of its files recounts it. It is written atomically; a read-only data folder is only
 counted, never cached.
 """
 from __future__ import annotations
@@ -15,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import torch.utils.data
 
-from .image_files import read_label_png
 from .voc import VOCSegmentation
 
 __all__ = ["class_pixel_counts", "class_pixels_cache"]
@@ -35,34 +35,36 @@ def class_pixel_counts(dataset: VOCSegmentation, *, workers: int = 0) -> np.ndar
     cached = _read_cache(path, key)
     if cached is not None and cached.shape == (len(dataset), dataset.num_classes):
         return cached
-    loader = torch.utils.data.DataLoader(_MaskCounts(dataset), batch_size=None, num_workers=workers)
+    # Its own generator: a loader seeds its workers from the global RNG otherwise, and whether the cache was
+    # current must not change a seeded run's random draws.
+    loader = torch.utils.data.DataLoader(_MaskCounts(dataset), batch_size=None, num_workers=workers,
+                                         generator=torch.Generator())
     counts = np.stack([np.asarray(row) for row in loader]).astype(np.int64)
     _write_cache(path, key, counts)
     return counts
 
 
 class _MaskCounts(torch.utils.data.Dataset):
-    """Per-mask class histograms, so a DataLoader can decode the masks in parallel."""
+    """Per-mask class histograms (each mask checked on the way), so a DataLoader can decode them in parallel."""
 
     def __init__(self, dataset: VOCSegmentation) -> None:
-        self.paths = [dataset.mask_path(i) for i in range(len(dataset))]
-        self.num_classes = dataset.num_classes
+        self.dataset = dataset
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.dataset)
 
     def __getitem__(self, i: int) -> np.ndarray:
-        mask = read_label_png(self.paths[i], self.num_classes)
-        return np.bincount(mask.ravel(), minlength=self.num_classes)[: self.num_classes]
+        return self.dataset.mask_pixels(i)
 
 
 def _split_key(dataset: VOCSegmentation) -> str:
-    """A digest of what the counts depend on: the ids, the class count, every mask's size and mtime."""
+    """A digest of what the counts (and the checks made while counting) depend on: the ids, the class count, the
+    size and mtime of every mask and image."""
     digest = hashlib.sha256(f"{_FORMAT}\n{dataset.split}\n{dataset.num_classes}\n".encode())
     for i in range(len(dataset)):
-        path = dataset.mask_path(i)
-        stat = path.stat()
-        digest.update(f"{dataset.ids[i]}\t{path.name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+        for path in (dataset.mask_path(i), dataset.image_path(i)):
+            stat = path.stat()
+            digest.update(f"{dataset.ids[i]}\t{path.name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 
 

@@ -95,7 +95,7 @@ class VOCSegmentation(torch.utils.data.Dataset):
 
     Items are ``(image, mask)``: uint8 HxWx3 RGB and uint8 HxW class ids, or what ``transform(image, mask)``
     returns. Every id's files are checked to exist up front; decoding, sizes and label values when loaded (or, for
-    the masks, by :meth:`check_masks`).
+    the masks, by :meth:`mask_pixels`).
     """
 
     def __init__(
@@ -151,16 +151,12 @@ class VOCSegmentation(torch.utils.data.Dataset):
             return image, mask
         return self.transform(image, mask)
 
-    def check_masks(self) -> np.ndarray:
-        """Decode every mask and check it against its image's size (read from the header), so a bad mask is a
-        DataError now rather than when a run first loads it, e.g. at its first validation, steps later; returns
-        each class's pixel count over the split."""
-        pixels = np.zeros(self.num_classes, dtype=np.int64)
-        for i in range(len(self)):
-            mask = read_label_png(self._mask_paths[i], self.num_classes)
-            self._check_size(i, mask.shape, self.image_size(i))
-            pixels += np.bincount(mask.ravel(), minlength=IGNORE_INDEX + 1)[: self.num_classes]
-        return pixels
+    def mask_pixels(self, i: int) -> np.ndarray:
+        """Pixels of each class in mask ``i``, decoded and checked against its image's size (read from the header):
+        counting a split this way finds a bad mask before a run trains, not when it first loads it."""
+        mask = read_label_png(self._mask_paths[i], self.num_classes)
+        self._check_size(i, mask.shape, self.image_size(i))
+        return np.bincount(mask.ravel(), minlength=IGNORE_INDEX + 1)[: self.num_classes]
 
     def _check_size(self, i: int, mask_size: tuple[int, ...], image_size: tuple[int, ...]) -> None:
         """Raise DataError naming sample ``i``'s mask when it is not its image's ``(height, width)``."""

@@ -1,6 +1,5 @@
 """What a run does about class imbalance: its loss (with class weights and hard-pixel mining), its
-class-balanced crops and its copy-paste, from the settings and the training split's class pixel counts (counted
-once, cached)."""
+class-balanced crops and its copy-paste, from the settings and the training split's class pixel counts."""
 from __future__ import annotations
 
 import sys
@@ -8,11 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from datasets import VOCSegmentation
-from datasets.class_stats import class_pixel_counts
-
 from ..errors import UserError
-from . import distributed
 from .class_weights import WEIGHT_BOUND, describe_weights, resolve_class_weights
 from .config import TrainConfig
 from .data import RarityDraw
@@ -22,15 +17,12 @@ __all__ = ["prepare_balance"]
 
 
 def prepare_balance(
-    config: TrainConfig, train_set: VOCSegmentation, class_names: Sequence[str], *, announce: bool = True
+    config: TrainConfig, counts: np.ndarray, class_names: Sequence[str], *, announce: bool = True
 ) -> tuple[SegmentationLoss, RarityDraw | None, RarityDraw | None]:
-    """The run's loss, crop focus and copy-paste draw; with ``announce``, print the class weights and warn (one
-    line) about classes that never occur in the split under ``auto`` weights."""
-    counts = None
-    if config.class_weights == "auto" or config.balanced_crops > 0 or config.copy_paste > 0:
-        with distributed.main_process_first():  # rank 0 counts and caches, the others read the cache
-            counts = class_pixel_counts(train_set, workers=config.workers)
-    pixels = counts.sum(axis=0) if counts is not None else None
+    """The run's loss, crop focus and copy-paste draw from the training split's ``counts[image, class]`` of pixels;
+    with ``announce``, print the class weights and warn (one line) about classes that never occur in the split
+    under ``auto`` weights."""
+    pixels = counts.sum(axis=0)
     weights = _class_weights(config, num_classes=len(class_names), pixels=pixels, announce=announce)
     if announce and weights is not None:
         print(f"class weights ({config.class_weights}): {describe_weights(weights, class_names)}")

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -25,6 +26,7 @@ from datasets import (
     ensure_demo_dataset,
     load_class_names,
 )
+from datasets.class_stats import class_pixel_counts
 
 from ..checkpoint import class_names_source, match_class_names, model_from_config
 from ..device import resolve_device
@@ -125,7 +127,8 @@ def _fit_in(
         class_names = match_class_names(resume_path, resume, class_names, data_root=root,
                                         allow_mismatch=ignore_class_names)
     train_set = VOCSegmentation(root, split=c.split, class_names=class_names)
-    criterion, focus, paste = prepare_balance(c, train_set, class_names, announce=distributed.is_main_process())
+    train_pixels = _checked_pixel_counts(train_set, workers=c.workers)
+    criterion, focus, paste = prepare_balance(c, train_pixels, class_names, announce=distributed.is_main_process())
     if c.epochs:
         c.iters, c.epochs = c.epochs * math.ceil(len(train_set) / c.batch_size), None
     model = _build_model(c, num_classes=len(class_names), saved=resume or init, saved_path=saved_path)
@@ -156,8 +159,7 @@ def _fit_in(
         paste=paste)
     val_set = VOCSegmentation(root, split=c.val_split, class_names=class_names,
                               transform=build_eval_transform(mean=model.mean, std=model.std))
-    # A bad mask would otherwise end the run at its first validation, before any checkpoint.
-    val_pixels = val_set.check_masks()
+    val_pixels = _checked_pixel_counts(val_set, workers=min(c.workers, 2)).sum(axis=0)
     val_loader = build_val_loader(val_set, batch_size=c.val_batch_size, workers=min(c.workers, 2))
     if distributed.is_main_process():
         where = f"{world} processes on {device.type}" if world > 1 else str(device)
@@ -172,6 +174,14 @@ def _fit_in(
         class_names=class_names, device=device, start_step=start, best_miou=best,
         run_args=dataclasses.asdict(c), progress=progress, criterion=criterion.to(device),
         tensorboard=c.tensorboard)
+
+
+def _checked_pixel_counts(dataset: VOCSegmentation, *, workers: int) -> np.ndarray:
+    """``counts[image, class]`` of a split, every mask decoded and checked against its image on the way (cached
+    beside the data, so once per set of files): a bad one would otherwise end the run when first loaded, before
+    any checkpoint. Rank 0 counts and caches, the others read the cache."""
+    with distributed.main_process_first():
+        return class_pixel_counts(dataset, workers=workers)
 
 
 def pretrained_argument(value: str) -> bool | str:

@@ -1,5 +1,5 @@
-"""Class pixel counts of a split: exact per image, counted once, recounted when the split or a mask changes,
-cached atomically, and still counted when the data folder is read-only."""
+"""Class pixel counts of a split: exact per image, each mask checked on the way, counted once, recounted when the
+split, a mask or an image changes, cached atomically, and still counted when the data folder is read-only."""
 from __future__ import annotations
 
 import os
@@ -7,8 +7,9 @@ import os
 import numpy as np
 import pytest
 
-from datasets import VOCSegmentation, save_label_png
-from datasets import class_stats
+from PIL import Image
+
+from datasets import DataError, VOCSegmentation, save_label_png
 from datasets.class_stats import class_pixel_counts, class_pixels_cache
 
 
@@ -32,7 +33,7 @@ def test_counts_match_a_hand_count_and_are_cached(split, monkeypatch):
     def no_reading(*args, **kwargs):
         raise AssertionError("masks read although the cache is current")
 
-    monkeypatch.setattr(class_stats, "read_label_png", no_reading)
+    monkeypatch.setattr(VOCSegmentation, "mask_pixels", no_reading)
     assert class_pixel_counts(VOCSegmentation(split, split="train")).tolist() == counts.tolist()
 
 
@@ -46,6 +47,14 @@ def test_a_changed_mask_or_split_is_recounted(split):
     assert class_pixel_counts(VOCSegmentation(split, split="train")).tolist() == [[22, 3, 0, 0], [0, 0, 0, 16]]
     (base / "ImageSets" / "Segmentation" / "train.txt").write_text("b\n")
     assert class_pixel_counts(VOCSegmentation(split, split="train")).tolist() == [[0, 0, 0, 16]]
+
+
+def test_counting_checks_each_mask_against_its_image_even_after_caching(split):
+    class_pixel_counts(VOCSegmentation(split, split="train"))
+    image = split / "VOCdevkit" / "VOC2012" / "JPEGImages" / "b.jpg"
+    Image.new("RGB", (5, 4)).save(image)  # replaced by an image of another size: the cached counts no longer hold
+    with pytest.raises(DataError, match=r"b.png: mask is 4x4 but its image b.jpg is 5x4 \(WxH\)$"):
+        class_pixel_counts(VOCSegmentation(split, split="train"))
 
 
 def test_read_only_folder_is_counted_without_cache(split, monkeypatch):

@@ -256,6 +256,6 @@ def test_a_mask_drawn_on_the_unturned_photo_is_told_why_it_differs(tmp_path, mak
     exif[0x0112] = 6  # a phone photo stored 7x4, shown 4x7
     Image.new("RGB", (7, 4)).save(base / "JPEGImages" / "a.jpg", exif=exif)
     with pytest.raises(DataError) as exc:
-        VOCSegmentation(tmp_path).check_masks()
+        VOCSegmentation(tmp_path).mask_pixels(0)
     _assert_one_line(exc, "mask is 7x4 but its image a.jpg is 4x7 (WxH); its EXIF orientation turns the photo when "
                      "shown, and masks follow it as shown")

@@ -295,15 +295,19 @@ def test_a_class_no_validation_mask_holds_is_named_once_before_the_first_step(tm
     assert [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")] == expected
 
 
-def test_a_bad_validation_mask_is_one_line_before_the_first_step(tmp_path, make_voc_folder, failing_train_step, capsys):
-    masks = {"a": np.zeros((36, 36), np.uint8), "b": np.ones((36, 36), np.uint8)}
+@pytest.mark.parametrize("split", ["val", "train"])
+def test_a_bad_mask_is_one_line_before_the_first_step(split, tmp_path, make_voc_folder, failing_train_step, capsys):
+    """In either split: a training mask loaded late in the first epoch would end the run before its first
+    checkpoint as surely as a validation mask at the first validation."""
+    masks = {**{f"a{i}": np.zeros((36, 36), np.uint8) for i in range(9)}, "b": np.ones((36, 36), np.uint8)}
     base = make_voc_folder(tmp_path / "data", masks, classes=["background", "object"])
-    (base / "ImageSets/Segmentation/train.txt").write_text("a\n")
-    (base / "ImageSets/Segmentation/val.txt").write_text("a\nb\n")
+    other = "train" if split == "val" else "val"
+    (base / f"ImageSets/Segmentation/{other}.txt").write_text("a0\n")
+    (base / f"ImageSets/Segmentation/{split}.txt").write_text("\n".join(masks) + "\n")  # b not in the first batch
     save_label_png(base / "SegmentationClass" / "b.png", np.ones((36, 35), np.uint8))  # one column cropped away
     args = ["--dataset", "voc", "--data-root", str(tmp_path / "data"), "--pretrained-backbone", "none", "--iters", "2",
             "--out", str(tmp_path / "run"), *FAST]
-    with failing_train_step(1, AssertionError("trained before the validation masks were checked")):
+    with failing_train_step(1, AssertionError("trained before the masks were checked")):
         assert train_tool.main(args) == 2
     err = capsys.readouterr().err
     assert err == f"error: {base / 'SegmentationClass' / 'b.png'}: mask is 35x36 but its image b.jpg is 36x36 (WxH)\n"
