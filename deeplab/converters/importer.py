@@ -29,6 +29,8 @@ CITYSCAPES_CLASSES: tuple[str, ...] = (
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
     "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
 )
+#: The top-level modules of our DeepLabV3Plus: a bare state dict of it has keys under exactly these.
+OUR_MODULES = {"backbone", "aspp", "decoder"}
 _DEFAULT_NAMES = {len(VOC_CLASSES): ("VOC", VOC_CLASSES), len(CITYSCAPES_CLASSES): ("Cityscapes", CITYSCAPES_CLASSES)}
 
 
@@ -65,6 +67,11 @@ def import_checkpoint(
     if isinstance(loaded, dict) and "model_config" in loaded:
         raise UserError(f"{path}: already a checkpoint of this project; use it as it is")
     state = find_state_dict(loaded, path)
+    if source is None and {key.split(".", 1)[0] for key in state} == OUR_MODULES:
+        raise UserError(f"{path}: the weights of this project's own DeepLabV3+ without the model_config that "
+                        "rebuilds it, so there is nothing to convert; load them into the model they came from and "
+                        "save it with deeplab.save_checkpoint({'model': ..., 'model_config': model.config}, PATH), "
+                        "or use the best.pt or last.pt train.py writes")
     project = detect_project(state, path, forced=source)
     try:
         found = project.num_classes(state)

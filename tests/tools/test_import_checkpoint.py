@@ -88,6 +88,10 @@ def bad_file(case: str, folder: Path, import_fixture) -> tuple[Path, list[str], 
         model = DeepLabV3Plus(num_classes=3, width_mult=0.25)
         torch.save({"model": model.state_dict(), "model_config": model.config}, path)
         return path, [], "already a checkpoint of this project"
+    if case == "our_bare_state_dict":  # torch.save(model.state_dict()), even through DataParallel
+        model = DeepLabV3Plus(num_classes=3, width_mult=0.25)
+        torch.save({f"module.{k}": v for k, v in model.state_dict().items()}, path)
+        return path, [], "the weights of this project's own DeepLabV3+ without the model_config"
     if case == "truncated":
         path.write_bytes(vainf_file.read_bytes()[:1_000_000])
         return path, [], "not a readable checkpoint"
@@ -125,7 +129,8 @@ def bad_file(case: str, folder: Path, import_fixture) -> tuple[Path, list[str], 
     return vainf_file, ["--classes", str(folder / "classes.txt")], "predicts 21 classes but --classes names 2"
 
 
-BAD = ["vainf_resnet101", "vainf_hrnet", "bubbliiiing_xception", "classification_model", "ours", "truncated",
+BAD = ["vainf_resnet101", "vainf_hrnet", "bubbliiiing_xception", "classification_model", "ours",
+       "our_bare_state_dict", "truncated",
        "pickled_code", "wrong_shape", "too_many_classes", "no_classifier", "missing_tensor", "forced_other_project",
        "num_classes_differ", "classes_differ"]
 
