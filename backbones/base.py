@@ -25,6 +25,7 @@ __all__ = [
     "WeightsError",
     "dilate_for_output_stride",
     "read_state_dict",
+    "without_data_parallel_prefix",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -134,8 +135,9 @@ class SequentialBackbone(Backbone):
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a state dict saved with ``torch.save`` (plain or under a ``state_dict``/``model`` key) or as
-    ``.safetensors`` (the Hugging Face hub's format for timm's weights), safely."""
+    """Read a state dict saved with ``torch.save`` (plain or under a ``state_dict``/``model`` key, with or without
+    DataParallel's ``module.`` prefix) or as ``.safetensors`` (the Hugging Face hub's format for timm's weights),
+    safely."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
@@ -153,7 +155,14 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise WeightsError(f"{path}: not a state dict (expected a mapping of parameter names to tensors)")
-    return obj
+    return without_data_parallel_prefix(obj)
+
+
+def without_data_parallel_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` without the ``module.`` prefix that a model wrapped in DataParallel or DDP gives every key."""
+    if state and all(key.startswith("module.") for key in state):
+        return {key[len("module."):]: value for key, value in state.items()}
+    return dict(state)
 
 
 def dilate_for_output_stride(

@@ -125,6 +125,17 @@ def test_same_weights_load_at_every_output_stride(tmp_path: Path) -> None:
         assert backbone.feature_info["out"].stride == output_stride
 
 
+@pytest.mark.parametrize("wrap", [lambda state: state, lambda state: {"state_dict": state, "epoch": 3}])
+def test_weights_saved_from_data_parallel_load(wrap, tmp_path: Path, randomise_batchnorm) -> None:
+    reference = randomise_batchnorm(get_model("mobilenet_v2", weights=None))
+    path = tmp_path / "ddp.pth"
+    torch.save(wrap({f"module.{key}": value for key, value in reference.state_dict().items()}), path)
+    ours = build_backbone("mobilenetv2", output_stride=32, pretrained=path).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(ours(x)["out"], _upstream_features(reference, ("features.17",), x)[0], atol=1e-5)
+
+
 def test_missing_and_corrupt_weights_files(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match="not found"):
         build_backbone("mobilenetv2", pretrained=tmp_path / "absent.pth")
