@@ -88,6 +88,12 @@ class Backbone(nn.Module):
             state, origin = read_state_dict(pretrained), str(pretrained)
         kept = {k: v for k, v in state.items() if not k.startswith(self.unused_upstream_prefixes)}
         mismatch = _describe_mismatch(self.state_dict(), kept)
+        prefix = _nesting_prefix(self.state_dict(), state) if mismatch else None
+        if prefix:
+            raise WeightsError(
+                f"{origin}: holds a whole model whose {prefix!r} part is a {type(self).__name__}, not the backbone's "
+                "own state dict; to start from a DeepLabV3+ checkpoint use --init-from (or pass the upstream "
+                "classification model's weights)")
         if mismatch:
             raise WeightsError(f"{origin}: not a {type(self).__name__} state dict: {mismatch}")
         try:
@@ -219,6 +225,17 @@ def _describe_mismatch(ours: Mapping[str, torch.Tensor], theirs: Mapping[str, to
         detail = f"the model's {first} {_shape(ours[first])} is not in the file"
     return (f"{detail} ({len(missing)} missing, {len(unexpected)} unexpected, {len(reshaped)} of another shape, "
             f"of {len(ours)} tensors)")
+
+
+def _nesting_prefix(ours: Mapping[str, torch.Tensor], theirs: Mapping[str, torch.Tensor]) -> str | None:
+    """The prefix (such as ``backbone.``) under which ``theirs`` holds every tensor of ``ours``, if there is one."""
+    first = next(iter(ours), None)
+    for key in theirs:
+        if first is not None and key.endswith("." + first):
+            prefix = key[: -len(first)]
+            if all(prefix + name in theirs and theirs[prefix + name].shape == ours[name].shape for name in ours):
+                return prefix
+    return None
 
 
 def _shape(tensor: torch.Tensor) -> str:

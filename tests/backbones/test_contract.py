@@ -121,6 +121,15 @@ def test_wrong_shapes_name_the_first_mismatching_tensor(tmp_path) -> None:
     assert "(96, 24, 1, 1) in the file but (60, 24, 1, 1) in the model" in message and "\n" not in message
 
 
+def test_a_whole_deeplab_checkpoint_is_named_as_such(tmp_path, make_checkpoint) -> None:
+    path = tmp_path / "best.pt"
+    make_checkpoint(path, num_classes=3)  # MobileNetV2 of width 0.25
+    with pytest.raises(WeightsError, match=r"whole model whose 'backbone\.' part is a MobileNetV2Backbone.*init-from"):
+        build_backbone("mobilenetv2", width_mult=0.25, pretrained=path)
+    with pytest.raises(WeightsError, match="not a MobileNetV2Backbone state dict"):  # another width: as before
+        build_backbone("mobilenetv2", pretrained=path)
+
+
 @pytest.mark.parametrize("output_stride", [4, 12, 64])
 def test_bad_output_stride_raises(output_stride: int) -> None:
     with pytest.raises(ValueError, match="output_stride"):
