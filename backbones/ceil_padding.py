@@ -34,12 +34,16 @@ class CeilConv2d(nn.Conv2d):
 
 
 class CeilMaxPool2d(nn.MaxPool2d):
-    """``nn.MaxPool2d`` that pads bottom/right with ``-inf`` as needed so its output has ``ceil(H / stride)`` rows;
-    unpadded at stride 2 and even ``H`` it equals an unpadded ``ceil_mode`` pool (GoogLeNet's) exactly."""
+    """``nn.MaxPool2d`` that pads bottom/right as needed so its output has ``ceil(H / stride)`` rows; unpadded at
+    stride 2 and even ``H`` it equals an unpadded ``ceil_mode`` pool (GoogLeNet's) exactly.
+
+    The padding repeats the last row and column: every window holding a padded pixel also holds the one it copies,
+    so the maximum is that of the real pixels, as with ``-inf``, but stays finite where int8 calibration records
+    the padded map's range (an infinite one gave ONNX Runtime infinite scales)."""
 
     def __init__(self, kernel_size: int, stride: int) -> None:
         super().__init__(kernel_size, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pad = _missing_padding(self)
-        return super().forward(F.pad(x, pad, value=float("-inf")) if any(pad) else x)
+        return super().forward(F.pad(x, pad, mode="replicate") if any(pad) else x)

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import io
+
+import numpy as np
 import pytest
 import torch
 
-from deeplab.inference.export import export_onnx, onnx_session, parity_check
+from deeplab.inference.export import export_onnx, onnx_session, parity_check, quantize_int8
 from deeplab.models import build_model
 
 
@@ -32,3 +34,18 @@ def test_fixed_size_export_declares_its_size(tiny_model: torch.nn.Module) -> Non
     session = onnx_session(buffer.getvalue())
     assert session.get_inputs()[0].shape[1:] == [3, 40, 56]
     assert parity_check(tiny_model, session, torch.randn(3, 3, 40, 56)).max_abs_diff < 1e-4
+
+
+def test_int8_scales_are_finite_behind_size_keeping_max_pools() -> None:
+    """BlazeNet's shortcuts pad odd maps before a 2x2 max-pool; int8 calibration records the padded map's range."""
+    import onnx
+    from onnx import numpy_helper
+
+    torch.manual_seed(0)
+    buffer = io.BytesIO()
+    export_onnx(build_model(backbone="blazenet", num_classes=3).eval(), buffer)
+    quantized = onnx.load_from_string(quantize_int8(buffer.getvalue(), [torch.randn(1, 3, 45, 77)]))
+    scales = {init.name: numpy_helper.to_array(init) for init in quantized.graph.initializer
+              if init.name.endswith("_scale")}
+    assert scales and all(np.isfinite(scale).all() for scale in scales.values()), \
+        [name for name, scale in scales.items() if not np.isfinite(scale).all()]
