@@ -53,7 +53,7 @@ from datasets.voc import find_image, voc_dir
 from .cache import EngineCache, library_versions
 from .calibration import NAMED, Calibration, effective_max_size, split_ids, spread
 from .engines import SPECS, resolve_engine
-from .tta import Engine
+from .tta import Engine, require_finite
 
 __all__ = [
     "AUTO_CANDIDATES", "MAX_MIOU_LOSS", "MIN_AGREEMENT", "VERIFY_IMAGES", "AutoChoice", "Verification",
@@ -276,8 +276,14 @@ def _verify(candidates: Sequence[str], exact: str, verification: Verification, *
 
 
 def _classes(run: Callable[[torch.Tensor], torch.Tensor], samples: Sequence[tuple[torch.Tensor, Any]]) -> list:
+    """Each sample's argmax; NaN or infinite scores raise, as their argmax would agree with any mask of class 0."""
+    classes = []
     with torch.inference_mode():
-        return [run(image).argmax(1) for image, _ in samples]
+        for image, _ in samples:
+            scores = run(image)
+            require_finite(scores)
+            classes.append(scores.argmax(1))
+    return classes
 
 
 def _accepted(check: dict, reference_miou: float | None) -> bool:

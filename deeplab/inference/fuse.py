@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .tta import require_finite
+
 __all__ = ["fold_batchnorm"]
 
 
@@ -29,6 +31,7 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> nn.Module:
         _set_submodule(folded, bn_name, nn.Identity())
     with torch.inference_mode():
         expected, got = model.eval()(example), folded(example)
+    require_finite(expected)
     tolerance = 1e-4 * max(1.0, float(expected.abs().max()))
     if not torch.allclose(expected, got, rtol=1e-3, atol=tolerance):
         raise RuntimeError(f"BatchNorm folding changed the output (max diff {float((expected - got).abs().max()):.3g})")

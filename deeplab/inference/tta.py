@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from ..errors import UserError
 
-__all__ = ["Engine", "class_scores", "predict_probabilities"]
+__all__ = ["Engine", "class_scores", "predict_probabilities", "require_finite"]
 
 #: A prepared model: normalised ``(N, 3, H, W)`` float batch -> ``(N, C, H, W)`` float32 logits.
 Engine = Callable[[torch.Tensor], torch.Tensor]
@@ -45,11 +45,23 @@ def predict_probabilities(
 def class_scores(engine: Engine, images: torch.Tensor, *, scales: Sequence[float] = (1.0,),
                  flip: bool = False, min_side: int = 1) -> torch.Tensor:
     """Raw logits for a plain single-scale pass (cheapest), averaged probabilities otherwise; same argmax either way.
-    Images with a side under ``min_side`` pixels are a UserError (see :func:`deeplab.checkpoint.min_input_side`)."""
+    Images with a side under ``min_side`` pixels are a UserError (see :func:`deeplab.checkpoint.min_input_side`), and
+    so are NaN or infinite scores, whose argmax would be a mask of class 0 presented as an answer."""
     height, width = images.shape[-2:]
     if min(height, width) < min_side:
         raise UserError(f"a {width}x{height} image: too small for this model, which needs at least {min_side} pixels "
                         "a side")
     if list(scales) == [1.0] and not flip:
-        return engine(images)
-    return predict_probabilities(engine, images, scales=scales, flip=flip, min_side=min_side)
+        scores = engine(images)
+    else:
+        scores = predict_probabilities(engine, images, scales=scales, flip=flip, min_side=min_side)
+    require_finite(scores)
+    return scores
+
+
+def require_finite(scores: torch.Tensor) -> None:
+    """Raise a UserError if the model's ``(N, C, H, W)`` class scores hold NaN or infinity."""
+    if not torch.isfinite(scores).all():
+        height, width = scores.shape[-2:]
+        raise UserError(f"the model's class scores on a {width}x{height} input are NaN or infinite: its weights or "
+                        "BatchNorm statistics have diverged (a model trained too few steps, or with too high a --lr)")

@@ -3,6 +3,7 @@ checkpoint's validation images, else exact fp32 (and why); the decision is cache
 again, and redone when its record is damaged."""
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import re
@@ -15,6 +16,7 @@ from PIL import Image
 
 from datasets import read_rgb, save_label_png
 from deeplab import save_checkpoint
+from deeplab.errors import UserError
 from deeplab.inference import auto
 from deeplab.inference.auto import choose_auto, verification_images
 from deeplab.inference.cache import EngineCache, file_sha256
@@ -130,6 +132,21 @@ def test_a_candidate_that_fails_to_build_is_skipped(checkpoint, candidates, caps
     choice = choose(path, model, Engines(**{"openvino-int8": broken, "openvino-bf16": model}))
     assert choice.engine == "openvino-bf16" and "openvino-int8 failed" in choice.line
     assert "warning: auto: skipped openvino-int8: unsupported operation in this runtime" in capsys.readouterr().err
+
+
+def test_nan_scores_are_never_taken_for_agreement(checkpoint, candidates) -> None:
+    """NaN scores argmax to class 0 everywhere, which a finite engine predicting class 0 would match."""
+    path, model = checkpoint
+
+    def nan(batch):
+        return model(batch) * float("nan")
+
+    broken = copy.deepcopy(model)  # diverged BatchNorm statistics
+    next(m for m in broken.modules() if isinstance(m, torch.nn.BatchNorm2d)).running_var.fill_(-1.0)
+    with pytest.raises(UserError, match="NaN or infinite"):
+        choose(path, broken, Engines(**{"openvino-int8": model}))
+    choice = choose(path, model, Engines(**{"openvino-int8": nan, "openvino-bf16": model}))
+    assert choice.engine == "openvino-bf16" and "openvino-int8 failed" in choice.line
 
 
 def test_no_validation_data_stays_exact_and_says_why(checkpoint, candidates, tmp_path: Path) -> None:

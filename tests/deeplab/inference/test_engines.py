@@ -1,6 +1,7 @@
 """Inference engines: every engine gives fp32 logits of the input's size close to eager fp32; BN folding is exact."""
 from __future__ import annotations
 
+import copy
 import importlib.util
 import threading
 
@@ -8,9 +9,11 @@ import pytest
 import torch
 from torch import nn
 
+from deeplab.errors import UserError
 from deeplab.inference import ENGINES, create_engine, resolve_engine
 from deeplab.inference.engines import SPECS, bf16_supported
 from deeplab.inference.fuse import fold_batchnorm
+from deeplab.inference.tta import class_scores
 from deeplab.models import build_model
 
 # Per-engine bounds on |logit - fp32 eager| relative to the logits' range, and on argmax disagreement.
@@ -130,6 +133,15 @@ def test_folding_refuses_a_conv_output_read_twice(randomise_batchnorm) -> None:
     model = randomise_batchnorm(Shortcut())
     with pytest.raises(RuntimeError, match="changed the output"):
         fold_batchnorm(model, torch.randn(1, 3, 8, 8))
+
+
+@pytest.mark.parametrize("engine", ["torch", "onnxruntime"])
+def test_nan_scores_are_a_user_error_not_a_mask(tiny_model: nn.Module, batch: torch.Tensor, engine: str) -> None:
+    """A model whose BatchNorm statistics diverged: folding, or the mask's argmax, would hide the NaN."""
+    broken = copy.deepcopy(tiny_model)
+    next(m for m in broken.modules() if isinstance(m, nn.BatchNorm2d)).running_var.fill_(-1.0)
+    with pytest.raises(UserError, match="input are NaN or infinite: its weights or BatchNorm"):
+        class_scores(create_engine(broken, engine=engine), batch)
 
 
 def test_unknown_engine_raises(tiny_model: nn.Module) -> None:
