@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Iterable
 import torch
 
 from .cache import library_versions
-from .tta import Engine
+from .tta import Engine, require_finite
 
 if TYPE_CHECKING:
     from torch import nn
@@ -151,14 +151,27 @@ def write_artefacts(model: nn.Module, engine: str, folder: Path,
     if spec.calibrated and calibration is None:
         raise ValueError(f"engine {engine!r} needs calibration batches (a few normalised images)")
     onnx_path = folder / "model.onnx"
-    export_onnx(copy.deepcopy(model).cpu(), onnx_path)
+    model = copy.deepcopy(model).cpu().eval()
+    export_onnx(model, onnx_path)
+    if spec.calibrated:
+        calibration = _finite_calibration(model, calibration)
     if engine == "int8":
-        onnx_path.write_bytes(quantize_int8(onnx_path.read_bytes(), (b.float().cpu() for b in calibration)))
+        onnx_path.write_bytes(quantize_int8(onnx_path.read_bytes(), calibration))
     elif spec.runtime == "openvino":
         from .openvino_engine import onnx_to_ir
 
         onnx_to_ir(onnx_path, folder / "model.xml", calibration=calibration if spec.calibrated else None)
         onnx_path.unlink()
+
+
+def _finite_calibration(model: nn.Module, calibration: Iterable[torch.Tensor]) -> list[torch.Tensor]:
+    """The calibration batches as float CPU tensors, once the fp32 model's scores on them are finite: ranges
+    measured on NaN make ONNX Runtime's quantiser assert and NNCF's a finite model of nothing."""
+    batches = [batch.float().cpu() for batch in calibration]
+    with torch.inference_mode():
+        for batch in batches:
+            require_finite(model(batch))
+    return batches
 
 
 def load_artefacts(engine: str, folder: Path, *, threads: int | None = None) -> Engine:
