@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import re
 import tempfile
@@ -185,7 +186,7 @@ def quantize_int8(onnx_model: bytes, calibration: Iterable[torch.Tensor]) -> byt
         def get_next(self) -> dict | None:
             return next(self._items, None)
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _root_warnings_hidden():
         fp32, prepared, int8 = (os.path.join(tmp, n) for n in ("fp32.onnx", "prep.onnx", "int8.onnx"))
         Path(fp32).write_bytes(onnx_model)
         quant_pre_process(fp32, prepared, skip_symbolic_shape=True)
@@ -199,3 +200,16 @@ def quantize_int8(onnx_model: bytes, calibration: Iterable[torch.Tensor]) -> byt
             weight_type=QuantType.QInt8,
         )
         return Path(int8).read_bytes()
+
+
+@contextlib.contextmanager
+def _root_warnings_hidden() -> Iterator[None]:
+    """Hide the warnings ONNX Runtime's quantiser logs on the root logger: one line per rank-1 weight (LayerNorm's,
+    in MobileViT) that has no channel axis, which it then quantises per tensor, as it should."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)

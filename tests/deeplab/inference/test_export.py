@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import logging
 
 import numpy as np
 import pytest
@@ -49,3 +50,21 @@ def test_int8_scales_are_finite_behind_size_keeping_max_pools() -> None:
               if init.name.endswith("_scale")}
     assert scales and all(np.isfinite(scale).all() for scale in scales.values()), \
         [name for name, scale in scales.items() if not np.isfinite(scale).all()]
+
+
+def test_int8_of_a_layer_norm_logs_no_warning_per_weight(caplog: pytest.LogCaptureFixture) -> None:
+    """MobileViT's LayerNorm weights have no channel axis; ONNX Runtime logged one warning line for each."""
+
+    class ConvLayerNorm(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.norm = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.LayerNorm(8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.norm(self.conv(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    buffer = io.BytesIO()
+    export_onnx(ConvLayerNorm().eval(), buffer)
+    with caplog.at_level(logging.WARNING):
+        quantize_int8(buffer.getvalue(), [torch.randn(1, 3, 16, 16)])
+    assert not caplog.records and logging.getLogger().level == logging.WARNING
