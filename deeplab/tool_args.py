@@ -31,9 +31,15 @@ def check_ranges(values: Mapping[str, float | None], *, at_least_one: Iterable[s
                 raise UserError(f"{flag}: must be {rule}, got {value}")
 
 
-def check_writable(out_dir: str | Path) -> Path:
-    """Create ``out_dir`` and prove a file can be written there, so a bad --out fails before any work."""
+def check_writable(out_dir: str | Path, *, create: bool = True) -> Path:
+    """Create ``out_dir`` and prove a file can be written there, so a bad --out fails before any work; without
+    ``create``, prove only that it is a folder or could be made one, creating nothing (a check before loading)."""
     out_dir = Path(out_dir)
+    if not create:
+        if out_dir.exists() and not out_dir.is_dir():
+            raise UserError(f"{out_dir}: cannot write to the output folder (it is a file)")
+        _check_creatable(out_dir)
+        return out_dir
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out_dir):

@@ -77,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out or free_output_folder("predictions", images, videos=videos, save_masks=args.save_masks)
     writer = PredictionWriter(out, images, videos=videos, save_masks=args.save_masks, overwrite=args.overwrite)
     writer.check()
+    check_writable(writer.folder, create=False)  # before the model, whose engine may take long to prepare
     checkpoint = args.checkpoint
     if checkpoint is None:
         checkpoint = newest_checkpoint()

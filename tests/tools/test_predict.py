@@ -115,19 +115,20 @@ def test_images_too_small_for_an_imported_model_are_skipped_and_named(engine: st
         "which needs at least 3 pixels a side (skipped)"]
 
 
-@pytest.mark.parametrize("problem", ["unwritable_out", "corrupt_checkpoint"])
+@pytest.mark.parametrize("problem", ["out_under_a_file", "out_is_a_file", "corrupt_checkpoint"])
 def test_fatal_problems_are_one_line(problem: str, checkpoint, tmp_path: Path, capsys) -> None:
     Image.fromarray(random_rgb(20, 24)).save(tmp_path / "good.png")
     ckpt, out = checkpoint[0], tmp_path / "out"
-    if problem == "unwritable_out":
+    if problem != "corrupt_checkpoint":
         (tmp_path / "file").write_text("a file, not a folder")
-        out = tmp_path / "file" / "out"
+        out = tmp_path / "file" if problem == "out_is_a_file" else tmp_path / "file" / "out"
+        ckpt = tmp_path / "absent.pt"  # --out is checked before the model loads (and its engine is prepared)
     else:
         ckpt = tmp_path / "cut.pt"
         ckpt.write_bytes(checkpoint[0].read_bytes()[:5000])
     rc, _, err = run([str(tmp_path / "good.png"), "--checkpoint", str(ckpt), "--out", str(out)], capsys)
     assert rc == 2
-    named = out if problem == "unwritable_out" else ckpt
+    named = ckpt if problem == "corrupt_checkpoint" else out
     assert err.startswith(f"error: {named}:") and len(err.strip().splitlines()) == 1
 
 
