@@ -99,7 +99,7 @@ def is_prediction_file(path: Path) -> bool:
     try:
         with Image.open(path) as image:
             return PREDICTION_KEY in image.info
-    except (OSError, SyntaxError, ValueError):
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):  # a huge photo is no mask of ours
         return False
 
 

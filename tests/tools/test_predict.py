@@ -74,19 +74,22 @@ def test_awkward_inputs_from_a_folder(checkpoint, tmp_path: Path, capsys) -> Non
     assert "4 of 4 images" in out
 
 
-def test_bad_images_are_skipped_and_named(checkpoint, tmp_path: Path, capsys) -> None:
+def test_bad_images_are_skipped_and_named(checkpoint, tmp_path: Path, capsys, monkeypatch) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
     Image.fromarray(random_rgb(20, 24)).save(folder / "good.png")
     (folder / "text.jpg").write_text("this is not a JPEG")
     Image.fromarray(random_rgb(64, 64, seed=1)).save(folder / "cut.png")
     (folder / "cut.png").write_bytes((folder / "cut.png").read_bytes()[:3000])
+    Image.fromarray(random_rgb(70, 70)).save(folder / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)  # huge.png: beyond what Pillow decodes safely
     rc, _, err = run([str(folder), str(tmp_path / "absent.jpg"), "--checkpoint", str(checkpoint[0]),
                       "--out", str(tmp_path / "out")], capsys)
     assert rc == 1
     assert (tmp_path / "out" / "good_mask.png").is_file() and (tmp_path / "out" / "good_overlay.png").is_file()
     lines = err.strip().splitlines()
-    assert len(lines) == 3 and all(line.startswith("error: ") for line in lines)
+    assert len(lines) == 4 and all(line.startswith("error: ") for line in lines)
+    assert f"error: {folder / 'huge.png'}: image too large to decode safely (" in err
     for name in ("text.jpg", "cut.png", "absent.jpg"):
         assert sum(name in line for line in lines) == 1
     assert not (tmp_path / "out" / "text_mask.png").exists()
