@@ -40,11 +40,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_image_flags(parser, alpha_help="weight of the colour mask in the overlay, 0..1",
                     calibration_default="the checkpoint's training images when they are on this machine, else the "
                                         "input images")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="default auto: CUDA when available")
     parser.add_argument("--engine", choices=ENGINES, default="auto",
-                        help="inference engine and precision (see deeplab.inference.engines; auto: the fastest that "
-                             "keeps >= 99.5%% of the checkpoint's validation pixels equal to fp32, checked once per "
-                             "machine); prepared engines and auto's choice are cached beside the checkpoint")
+                        help="inference engine and precision (see deeplab.inference.engines; default auto: the "
+                             "fastest that keeps >= 99.5%% of the checkpoint's validation pixels equal to fp32, checked "
+                             "once per machine); prepared engines and auto's choice are cached beside the checkpoint")
     parser.add_argument("--output-stride", type=int, choices=(8, 16, 32),
                         help="run the weights at this output stride (default: the checkpoint's; 8 is slower and finer)")
     parser.add_argument("--batch-size", type=int,
