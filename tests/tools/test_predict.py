@@ -367,12 +367,20 @@ def test_inputs_are_checked_before_the_model_and_folders_give_videos(checkpoint,
     rc, stdout, err = run([str(tmp_path / "clips"), "--checkpoint", str(checkpoint[0]), "--out",
                            str(tmp_path / "out")], capsys)
     assert rc == 0 and "1 of 1 videos segmented" in stdout and (tmp_path / "out" / "walk_overlay.mp4").is_file(), err
-    # Predicting into the folder itself, twice: the overlay video written beside its clip is no input the second time.
+    # Predicting into the folder itself, twice: the overlay video written beside its clip is no input the second time,
+    # also under the name that keeps the clip's extension (a photo shares its stem).
     args = [str(tmp_path / "clips"), "--checkpoint", str(checkpoint[0]), "--out", str(tmp_path / "clips")]
     assert run(args, capsys)[0] == 0
     rc, stdout, err = run([*args, "--overwrite"], capsys)
     assert rc == 0 and "1 of 1 videos segmented" in stdout, err
     assert sorted(p.name for p in (tmp_path / "clips").iterdir()) == ["walk.avi", "walk_overlay.mp4"]
+    (tmp_path / "clips" / "walk_overlay.mp4").unlink()
+    Image.fromarray(random_rgb(20, 24)).save(tmp_path / "clips" / "walk.png")
+    assert run(args, capsys)[0] == 0
+    rc, stdout, err = run([*args, "--overwrite"], capsys)
+    assert rc == 0 and "1 of 1 images and 1 of 1 videos segmented" in stdout, err
+    assert sorted(p.name for p in (tmp_path / "clips").iterdir()) == [
+        "walk.avi", "walk.avi_overlay.mp4", "walk.png", "walk.png_mask.png", "walk.png_overlay.png"]
 
 
 def test_an_input_inside_a_frame_mask_folder_is_never_replaced(checkpoint, tmp_path: Path, capsys) -> None:
