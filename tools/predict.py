@@ -92,8 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     batch_size = args.batch_size or predictor.batch_size
     done = segment_images(predictor, writer, args, batch_size) if writer.images else 0
     done_videos = sum(segment_one_video(predictor, path, writer, args, batch_size) for path in writer.videos)
-    videos_done = f" and {done_videos} of {len(writer.videos)} videos" if writer.videos else ""
-    print(f"{done} of {len(writer.images)} images{videos_done} segmented; results in {writer.folder}")
+    counts = [f"{done} of {len(writer.images)} images" if writer.images else "",
+              f"{done_videos} of {len(writer.videos)} videos" if writer.videos else ""]
+    print(f"{' and '.join(filter(None, counts))} segmented; results in {writer.folder}")
     return 0 if done == len(writer.images) and done_videos == len(writer.videos) and not problems else 1
 
 
