@@ -62,9 +62,14 @@ def read_rgb(path: str | Path) -> np.ndarray:
     except UnidentifiedImageError:
         raise DataError(f"{path}: not an image file (or an unsupported format)") from None
     except Image.DecompressionBombError as exc:
-        raise DataError(f"{path}: image too large to decode safely ({one_line(exc)})") from None
+        raise _too_large(path, exc) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise DataError(f"{path}: corrupt or truncated image ({one_line(exc)})") from None
+
+
+def _too_large(path: Path, exc: Image.DecompressionBombError) -> DataError:
+    """The one line for an image whose header announces more pixels than Pillow decodes safely."""
+    return DataError(f"{path}: image too large to decode safely ({one_line(exc)})")
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
@@ -86,6 +91,8 @@ def _header_size(path: Path) -> tuple[int, int, bool]:
             return height, width, image.getexif().get(_EXIF_ORIENTATION) in _ROTATED_ORIENTATIONS
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
+    except Image.DecompressionBombError as exc:
+        raise _too_large(path, exc) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: cannot read the image header ({one_line(exc)})") from None
 
@@ -173,6 +180,8 @@ def read_label_png(path: Path, num_classes: int) -> np.ndarray:
             mask = np.asarray(image)
     except FileNotFoundError:
         raise DataError(f"{path}: mask file is missing") from None
+    except Image.DecompressionBombError as exc:
+        raise _too_large(path, exc) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: cannot decode mask ({one_line(exc)})") from None
     check_labels(mask, num_classes, path)

@@ -6,6 +6,7 @@ import io
 import math
 import os
 import pickletools
+import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Sequence
@@ -16,6 +17,7 @@ from datasets import IGNORE_INDEX
 from datasets.errors import shorten
 
 from .errors import UserError, error_behind, one_line, os_error_behind
+from .tool_args import is_stream
 
 if TYPE_CHECKING:
     from .models import DeepLabV3Plus
@@ -40,22 +42,40 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     write_atomically(path, lambda file: torch.save(state, file), what="checkpoint")
 
 
+def _write_through(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """``write`` into the device, pipe or stream ``path``: through this process's stdout or stderr when it is one
+    of them, so the bytes follow what was printed there (a redirected file keeps one position), else appended."""
+    target = path.stat()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            same = os.path.samestat(target, os.fstat(stream.fileno()))
+        except (AttributeError, OSError, ValueError):  # a stream replaced by one without a file (captured output)
+            continue
+        if same:
+            stream.flush()
+            write(stream.buffer)
+            stream.buffer.flush()
+            return
+    with path.open("ab") as handle:
+        write(handle)
+
+
 def write_atomically(path: str | Path, write: Callable[[BinaryIO], None], *, what: str) -> None:
     """Call ``write`` on a temporary file in ``path``'s folder, fsync it, then rename it to ``path``.
 
     A crash, a full disk or a Ctrl-C at any moment leaves the previous file at ``path`` intact and no partial file;
     a Ctrl-C during the write is raised as the KeyboardInterrupt it is (torch.save's zip writer turns it into a
     RuntimeError). A failed write is a UserError naming ``path`` and ``what`` was written. A symlink is written
-    through (its target is replaced, the link stays), and a device or pipe is written to directly.
+    through (its target is replaced, the link stays), and a device, pipe or standard stream is appended to directly,
+    after what this process printed.
     """
-    path = Path(path).resolve()  # through a symlink to its target, which is what the user named
-    if path.exists() and not path.is_file():  # a device or a pipe (/dev/stdout): no file to swap, write through
+    if is_stream(path):  # /dev/stdout, even redirected to a file: no file to swap, and none to truncate
         try:
-            with path.open("wb") as handle:
-                write(handle)
+            _write_through(Path(path), write)
         except OSError as exc:
             raise UserError(f"{path}: cannot write {what} ({exc.strerror or exc})") from None
         return
+    path = Path(path).resolve()  # through a symlink to its target, which is what the user named
     kept = "; the previous one is kept" if path.is_file() else ""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

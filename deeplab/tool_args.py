@@ -8,14 +8,31 @@ from __future__ import annotations
 
 import errno
 import math
+import os
 import socket
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping
 
 from .errors import UserError
 
-__all__ = ["check_bindable", "check_new_files", "check_ranges", "check_writable"]
+__all__ = ["check_bindable", "check_new_files", "check_ranges", "check_writable", "is_stream"]
+
+#: Folders whose entries name this process's open streams (``/dev/stdout``, ``/dev/fd/1``, ``/proc/self/fd/1``).
+_STREAM_FOLDERS = ("/dev", "/dev/fd", "/proc/self/fd")
+
+
+def is_stream(path: str | Path) -> bool:
+    """Whether ``path`` is a device or a pipe, or a standard stream such as ``/dev/stdout`` even where the shell
+    redirected it to a file: written through as it is, never replaced by a new file nor given files beside it."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    if stat.S_ISDIR(mode):
+        return False
+    return not stat.S_ISREG(mode) or os.path.dirname(os.path.abspath(path)) in _STREAM_FOLDERS
 
 
 def check_ranges(values: Mapping[str, float | None], *, at_least_one: Iterable[str] = (),
@@ -31,9 +48,15 @@ def check_ranges(values: Mapping[str, float | None], *, at_least_one: Iterable[s
                 raise UserError(f"{flag}: must be {rule}, got {value}")
 
 
-def check_writable(out_dir: str | Path) -> Path:
-    """Create ``out_dir`` and prove a file can be written there, so a bad --out fails before any work."""
+def check_writable(out_dir: str | Path, *, create: bool = True) -> Path:
+    """Create ``out_dir`` and prove a file can be written there, so a bad --out fails before any work; without
+    ``create``, prove only that it is a folder or could be made one, creating nothing (a check before loading)."""
     out_dir = Path(out_dir)
+    if not create:
+        if out_dir.exists() and not out_dir.is_dir():
+            raise UserError(f"{out_dir}: cannot write to the output folder (it is a file)")
+        _check_creatable(out_dir)
+        return out_dir
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out_dir):
@@ -57,7 +80,7 @@ def check_new_files(paths: Iterable[str | Path], *, flag: str, overwrite: bool =
         for input_flag, source in inputs:
             if path.exists() and path.samefile(source):
                 raise UserError(f"{path}: is the {input_flag} file; {flag} names a new file to write")
-        if path.exists() and not path.is_file():
+        if is_stream(path):
             continue  # a device or a pipe (/dev/stdout, /dev/null): written through, nothing in it is lost
         if path.exists() and not overwrite:
             others = sum(other.is_file() for other in paths) - 1

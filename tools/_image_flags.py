@@ -14,9 +14,9 @@ __all__ = ["add_image_flags", "calibration_images", "check_image_flags"]
 def add_image_flags(parser: argparse.ArgumentParser, *, alpha_help: str, calibration_default: str) -> None:
     """``--alpha`` (the colour mask's weight in the overlay), ``--max-size`` (the long side the model sees) and
     ``--calibration`` (int8's images; ``calibration_default`` says what they are without it)."""
-    parser.add_argument("--alpha", type=float, default=0.5, help=alpha_help)
+    parser.add_argument("--alpha", type=float, default=0.5, help=f"{alpha_help} (default 0.5)")
     parser.add_argument("--max-size", type=int, default=1024,
-                        help="shrink images whose long side is larger before segmenting (0: never)")
+                        help="shrink images whose long side is larger before segmenting (default 1024; 0: never)")
     parser.add_argument("--calibration", metavar="DIR",
                         help=f"int8 engines: calibrate on the images in DIR (default: {calibration_default}); auto "
                              "also checks its choice on them when the checkpoint's validation images are not here")

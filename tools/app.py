@@ -34,9 +34,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                     calibration_default="the checkpoint's training images, when they are on this machine")
     parser.add_argument("--output-stride", type=int, choices=(8, 16, 32),
                         help="run the weights at this output stride (default: the checkpoint's)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="default auto: CUDA when available")
     parser.add_argument("--engine", choices=ENGINES, default="auto",
-                        help="inference engine (see tools/predict.py); int8 ones calibrate once, cached")
+                        help="inference engine (default auto; see tools/predict.py); int8 ones calibrate once, cached")
     parser.add_argument("--max-upload-mb", type=int, default=20,
                         help=f"largest upload accepted (default 20 MB, at most {MAX_UPLOAD_MB})")
     parser.add_argument("--max-video-frames", type=int, default=300,

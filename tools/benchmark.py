@@ -41,8 +41,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="what to measure (repeatable; default: all)")
     parser.add_argument("--size", type=int, default=512, help="input height and width (default 512)")
     parser.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime threads (default 2)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed calls per candidate")
-    parser.add_argument("--repeats", type=int, default=10, help="timed calls per candidate (median reported)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls per candidate (default 2)")
+    parser.add_argument("--repeats", type=int, default=10,
+                        help="timed calls per candidate, median reported (default 10)")
     parser.add_argument("--backbones", nargs="+", help="backbones section: these only (default: all registered)")
     parser.add_argument("--checkpoint", action="append", default=[],
                         help="backbones: report its best_miou beside its (backbone, OS); engines: trained model "
@@ -52,9 +53,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="engines: VOC-format folder whose val split scores the checkpoint in the same position "
                              "(default: the data root the checkpoint was trained on)")
     parser.add_argument("--rounds", type=int, default=3,
-                        help="engines: interleaved timing rounds; the spread of their medians is reported")
-    parser.add_argument("--images", type=int, default=100, help="predict: photos in the folder (VOC-sized)")
-    parser.add_argument("--frames", type=int, default=50, help="predict: frames of the --size x --size clip")
+                        help="engines: interleaved timing rounds; the spread of their medians is reported (default 3)")
+    parser.add_argument("--images", type=int, default=100,
+                        help="predict: photos in the folder, VOC-sized (default 100)")
+    parser.add_argument("--frames", type=int, default=50,
+                        help="predict: frames of the --size x --size clip (default 50)")
     parser.add_argument("--engine", choices=ENGINES, default="auto", help="predict: inference engine (default auto)")
     parser.add_argument("--ignore-class-names", action="store_true",
                         help="engines: score although a checkpoint's classes differ from its data's (you say the ids "

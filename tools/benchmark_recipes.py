@@ -32,13 +32,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     """Study settings."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="folder for the runs (outside the checkout)")
-    p.add_argument("--data-root", default="data/demo_rare", help="demo-rare data (generated there if missing)")
+    p.add_argument("--data-root", default="data/demo_rare",
+                   help="demo-rare data, generated there if missing (default data/demo_rare)")
     p.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS), metavar="ROW",
                    help=f"rows to run (default all): {'; '.join(ROWS)}")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds (a repeated one runs once)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
+                   help="training seeds; a repeated one runs once (default 0 1)")
     p.add_argument("--iters", type=int, help="override the 400-step budget (for a quick look only)")
-    p.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process")
-    p.add_argument("--threads", type=int, default=2, help="torch threads per run")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process (default 1)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads per run (default 2)")
     p.add_argument("--flip", action="store_true",
                    help="also score each final model with mirrored inputs averaged in, as eval.py --flip")
     p.add_argument("--fresh", metavar="DIR",

@@ -28,13 +28,13 @@ from deeplab.tool_args import check_ranges
 def get_args_parser() -> argparse.ArgumentParser:
     """Benchmark settings."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    p.add_argument("--crop-size", type=int, default=256)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--steps", type=int, default=5, help="timed steps per model and round")
-    p.add_argument("--rounds", type=int, default=2, help="alternating rounds; the best round counts")
-    p.add_argument("--workers", type=int, default=2, help="data-loading processes")
-    p.add_argument("--loader-batches", type=int, default=30, help="batches timed from the loader")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--crop-size", type=int, default=256, help="square crop (default 256)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per step (default 8)")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per model and round (default 5)")
+    p.add_argument("--rounds", type=int, default=2, help="alternating rounds; the best round counts (default 2)")
+    p.add_argument("--workers", type=int, default=2, help="data-loading processes (default 2)")
+    p.add_argument("--loader-batches", type=int, default=30, help="batches timed from the loader (default 30)")
     p.add_argument("--data-root", help="VOC-format folder for the loader benchmark (default: the demo data, "
                    "generated in data/demo)")
     return p

@@ -30,21 +30,24 @@ def get_args_parser() -> argparse.ArgumentParser:
     source.add_argument("--pred-dir", help="folder of predicted masks to score: predict.py's output folder "
                         "(<id>_mask.png) or the VOC devkit's <id>.png (palette or grey class ids)")
     parser.add_argument("--data-root", required=True, help="folder that holds VOCdevkit/VOC2012 (and classes.txt)")
-    parser.add_argument("--split", default="val", help="split to score (ImageSets/Segmentation/<split>.txt)")
+    parser.add_argument("--split", default="val",
+                        help="split to score (ImageSets/Segmentation/<split>.txt; default val)")
     parser.add_argument("--json", help="write scores here, and beside it the confusion matrix (.csv and .png) and a "
                         "per-class bar chart; existing files are refused unless --overwrite")
     parser.add_argument("--overwrite", action="store_true", help="replace the --json report files if they exist")
     parser.add_argument("--scales", default="1.0",
-                        help="comma-separated test scales, e.g. 0.5,0.75,1.0,1.25,1.5,1.75 (at most 4)")
+                        help="comma-separated test scales, e.g. 0.5,0.75,1.0,1.25,1.5,1.75 (at most 4; default 1.0)")
     parser.add_argument("--flip", action="store_true", help="also average over horizontally mirrored inputs")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="default auto: CUDA when available")
     parser.add_argument("--engine", choices=ENGINES, default="auto",
-                        help="inference engine (see deeplab.inference; auto: the fastest verified to keep the "
+                        help="inference engine (see deeplab.inference; default auto: the fastest verified to keep the "
                         "checkpoint's answer on its validation images, checked once and cached); int8 calibrates on "
                         "the checkpoint's training images, else on the split's")
     parser.add_argument("--output-stride", type=int, choices=(8, 16, 32),
                         help="run the weights at this output stride (default: the checkpoint's; 8 is slower and finer)")
-    parser.add_argument("--workers", type=int, default=2, help="data-loading processes (0: load in this one)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="data-loading processes (default 2; 0: load in this one)")
     parser.add_argument("--ignore-class-names", action="store_true",
                         help="score although the checkpoint's classes differ from the data's (you say the ids agree)")
     return parser

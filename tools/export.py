@@ -24,7 +24,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     """Command-line flags of this tool."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="checkpoint holding `model` and `model_config`")
-    parser.add_argument("--format", choices=("onnx",), default="onnx", help="export format")
+    parser.add_argument("--format", choices=("onnx",), default="onnx", help="export format (default onnx)")
     parser.add_argument("--out", required=True, help="file to write (e.g. model.onnx; refused if it exists, unless "
                         "--overwrite)")
     parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="fix height and width")

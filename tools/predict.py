@@ -40,11 +40,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_image_flags(parser, alpha_help="weight of the colour mask in the overlay, 0..1",
                     calibration_default="the checkpoint's training images when they are on this machine, else the "
                                         "input images")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="default auto: CUDA when available")
     parser.add_argument("--engine", choices=ENGINES, default="auto",
-                        help="inference engine and precision (see deeplab.inference.engines; auto: the fastest that "
-                             "keeps >= 99.5%% of the checkpoint's validation pixels equal to fp32, checked once per "
-                             "machine); prepared engines and auto's choice are cached beside the checkpoint")
+                        help="inference engine and precision (see deeplab.inference.engines; default auto: the "
+                             "fastest that keeps >= 99.5%% of the checkpoint's validation pixels equal to fp32, checked "
+                             "once per machine); prepared engines and auto's choice are cached beside the checkpoint")
     parser.add_argument("--output-stride", type=int, choices=(8, 16, 32),
                         help="run the weights at this output stride (default: the checkpoint's; 8 is slower and finer)")
     parser.add_argument("--batch-size", type=int,
@@ -77,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out or free_output_folder("predictions", images, videos=videos, save_masks=args.save_masks)
     writer = PredictionWriter(out, images, videos=videos, save_masks=args.save_masks, overwrite=args.overwrite)
     writer.check()
+    check_writable(writer.folder, create=False)  # before the model, whose engine may take long to prepare
     checkpoint = args.checkpoint
     if checkpoint is None:
         checkpoint = newest_checkpoint()
@@ -90,8 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     batch_size = args.batch_size or predictor.batch_size
     done = segment_images(predictor, writer, args, batch_size) if writer.images else 0
     done_videos = sum(segment_one_video(predictor, path, writer, args, batch_size) for path in writer.videos)
-    videos_done = f" and {done_videos} of {len(writer.videos)} videos" if writer.videos else ""
-    print(f"{done} of {len(writer.images)} images{videos_done} segmented; results in {writer.folder}")
+    counts = [f"{done} of {len(writer.images)} images" if writer.images else "",
+              f"{done_videos} of {len(writer.videos)} videos" if writer.videos else ""]
+    print(f"{' and '.join(filter(None, counts))} segmented; results in {writer.folder}")
     return 0 if done == len(writer.images) and done_videos == len(writer.videos) and not problems else 1
 
 

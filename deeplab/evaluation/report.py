@@ -16,6 +16,7 @@ from datasets.image_files import IGNORE_INDEX, read_label_png
 from ..checkpoint import write_atomically
 from ..errors import UserError
 from ..inference.outputs import prediction_file_names
+from ..tool_args import is_stream
 from .confusion import ConfusionMatrix
 
 __all__ = ["format_scores", "plot_confusion_matrix", "plot_per_class_scores", "report_paths", "score_prediction_dir",
@@ -87,7 +88,7 @@ def report_paths(json_path: str | Path) -> dict[str, Path]:
     per-class bar chart ``<stem>_per_class.png``; only the JSON when ``json_path`` is a device or a pipe
     (``/dev/stdout``), whose folder is no place for files."""
     json_path = Path(json_path)
-    if json_path.exists() and not json_path.is_file() and not json_path.is_dir():
+    if is_stream(json_path):
         return {"json": json_path}
     stem = json_path.with_suffix("")
     return {

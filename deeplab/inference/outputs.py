@@ -99,7 +99,7 @@ def is_prediction_file(path: Path) -> bool:
     try:
         with Image.open(path) as image:
             return PREDICTION_KEY in image.info
-    except (OSError, SyntaxError, ValueError):
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):  # a huge photo is no mask of ours
         return False
 
 
@@ -216,10 +216,11 @@ def split_earlier_predictions(paths: Iterable[Path]) -> tuple[list[Path], list[P
 
 
 def _is_earlier_overlay_video(path: Path) -> bool:
-    """Whether ``path`` is ``<stem>_overlay.mp4`` beside a video ``<stem>.*``: the overlay an earlier run wrote for
-    that video (videos carry no marker; a user's own ``*_overlay.mp4`` without such a neighbour is an input)."""
+    """Whether ``path`` is ``<stem>_overlay.mp4`` (or ``<name>_overlay.mp4``, where a photo shared the stem) beside
+    a video ``<stem>.*``: the overlay an earlier run wrote for that video (videos carry no marker; a user's own
+    ``*_overlay.mp4`` without such a neighbour is an input)."""
     if not path.name.lower().endswith(VIDEO_OVERLAY_SUFFIX):
         return False
-    stem = path.name[: -len(VIDEO_OVERLAY_SUFFIX)]
-    return any(other != path and other.stem == stem and other.suffix.lower() in VIDEO_SUFFIXES
+    base = path.name[: -len(VIDEO_OVERLAY_SUFFIX)]
+    return any(other != path and base in (other.stem, other.name) and other.suffix.lower() in VIDEO_SUFFIXES
                for other in path.parent.iterdir())

@@ -12,6 +12,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -111,7 +112,8 @@ def open_video(path: str | Path) -> tuple[cv2.VideoCapture, VideoInfo]:
         raise VideoError(f"{path}: no such file")
     # FFmpeg prints its own decoder complaints on stderr; our error line says what matters.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    with _opencv_log_off():
+        capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
     if not capture.isOpened():
         raise VideoError(f"{path}: cannot open as a video (not a video file, cut off before its index, "
                          "or a codec this OpenCV build cannot decode)")
@@ -120,6 +122,16 @@ def open_video(path: str | Path) -> tuple[cv2.VideoCapture, VideoInfo]:
     info = VideoInfo(path, frames, fps if math.isfinite(fps) and fps > 0 else FALLBACK_FPS,
                      int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
     return capture, info
+
+
+@contextmanager
+def _opencv_log_off() -> Iterator[None]:
+    """Within, OpenCV logs nothing: a file it cannot open gets our one line, not its warnings and errors too."""
+    previous = cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(previous)
 
 
 def probe_video(path: str | Path) -> VideoInfo:

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from datasets import DataError, find_images, read_label_png, read_rgb, save_label_png, voc_palette
+from datasets.image_files import image_size
 
 
 def test_read_rgb_scales_16_bit_and_applies_exif(tmp_path: Path) -> None:
@@ -43,6 +44,14 @@ def test_read_rgb_errors_name_the_file(tmp_path: Path) -> None:
         read_rgb(tmp_path / "fake.jpg")
     with pytest.raises(DataError, match="is a folder"):
         read_rgb(tmp_path)
+
+
+def test_images_beyond_pillows_safe_size_are_one_line(tmp_path: Path, monkeypatch) -> None:
+    save_label_png(tmp_path / "huge.png", np.zeros((70, 70), np.uint8))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)  # 4900 pixels: over twice the limit, refused by Pillow
+    for read in (read_rgb, image_size, lambda path: read_label_png(path, 2)):
+        with pytest.raises(DataError, match="huge.png: image too large to decode safely"):
+            read(tmp_path / "huge.png")
 
 
 def test_label_png_keeps_ids_and_uses_the_voc_palette(tmp_path: Path) -> None:

@@ -24,6 +24,10 @@ def test_check_writable_rejects_a_path_under_a_file(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="cannot write to the output folder"):
         check_writable(tmp_path / "file" / "out")
     assert check_writable(tmp_path / "new" / "out").is_dir()
+    with pytest.raises(UserError, match="it is a file"):
+        check_writable(tmp_path / "file", create=False)
+    check_writable(tmp_path / "later" / "out", create=False)
+    assert not (tmp_path / "later").exists()  # a check before loading creates nothing
 
 
 def test_check_new_files_keeps_what_exists_unless_asked(tmp_path: Path) -> None:

@@ -74,19 +74,22 @@ def test_awkward_inputs_from_a_folder(checkpoint, tmp_path: Path, capsys) -> Non
     assert "4 of 4 images" in out
 
 
-def test_bad_images_are_skipped_and_named(checkpoint, tmp_path: Path, capsys) -> None:
+def test_bad_images_are_skipped_and_named(checkpoint, tmp_path: Path, capsys, monkeypatch) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
     Image.fromarray(random_rgb(20, 24)).save(folder / "good.png")
     (folder / "text.jpg").write_text("this is not a JPEG")
     Image.fromarray(random_rgb(64, 64, seed=1)).save(folder / "cut.png")
     (folder / "cut.png").write_bytes((folder / "cut.png").read_bytes()[:3000])
+    Image.fromarray(random_rgb(70, 70)).save(folder / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)  # huge.png: beyond what Pillow decodes safely
     rc, _, err = run([str(folder), str(tmp_path / "absent.jpg"), "--checkpoint", str(checkpoint[0]),
                       "--out", str(tmp_path / "out")], capsys)
     assert rc == 1
     assert (tmp_path / "out" / "good_mask.png").is_file() and (tmp_path / "out" / "good_overlay.png").is_file()
     lines = err.strip().splitlines()
-    assert len(lines) == 3 and all(line.startswith("error: ") for line in lines)
+    assert len(lines) == 4 and all(line.startswith("error: ") for line in lines)
+    assert f"error: {folder / 'huge.png'}: image too large to decode safely (" in err
     for name in ("text.jpg", "cut.png", "absent.jpg"):
         assert sum(name in line for line in lines) == 1
     assert not (tmp_path / "out" / "text_mask.png").exists()
@@ -115,19 +118,20 @@ def test_images_too_small_for_an_imported_model_are_skipped_and_named(engine: st
         "which needs at least 3 pixels a side (skipped)"]
 
 
-@pytest.mark.parametrize("problem", ["unwritable_out", "corrupt_checkpoint"])
+@pytest.mark.parametrize("problem", ["out_under_a_file", "out_is_a_file", "corrupt_checkpoint"])
 def test_fatal_problems_are_one_line(problem: str, checkpoint, tmp_path: Path, capsys) -> None:
     Image.fromarray(random_rgb(20, 24)).save(tmp_path / "good.png")
     ckpt, out = checkpoint[0], tmp_path / "out"
-    if problem == "unwritable_out":
+    if problem != "corrupt_checkpoint":
         (tmp_path / "file").write_text("a file, not a folder")
-        out = tmp_path / "file" / "out"
+        out = tmp_path / "file" if problem == "out_is_a_file" else tmp_path / "file" / "out"
+        ckpt = tmp_path / "absent.pt"  # --out is checked before the model loads (and its engine is prepared)
     else:
         ckpt = tmp_path / "cut.pt"
         ckpt.write_bytes(checkpoint[0].read_bytes()[:5000])
     rc, _, err = run([str(tmp_path / "good.png"), "--checkpoint", str(ckpt), "--out", str(out)], capsys)
     assert rc == 2
-    named = out if problem == "unwritable_out" else ckpt
+    named = ckpt if problem == "corrupt_checkpoint" else out
     assert err.startswith(f"error: {named}:") and len(err.strip().splitlines()) == 1
 
 
@@ -362,13 +366,22 @@ def test_inputs_are_checked_before_the_model_and_folders_give_videos(checkpoint,
     write_clip(tmp_path / "clips" / "walk.avi", 2)
     rc, stdout, err = run([str(tmp_path / "clips"), "--checkpoint", str(checkpoint[0]), "--out",
                            str(tmp_path / "out")], capsys)
-    assert rc == 0 and "1 of 1 videos segmented" in stdout and (tmp_path / "out" / "walk_overlay.mp4").is_file(), err
-    # Predicting into the folder itself, twice: the overlay video written beside its clip is no input the second time.
+    assert rc == 0 and (tmp_path / "out" / "walk_overlay.mp4").is_file(), err
+    assert stdout.endswith(f"\n1 of 1 videos segmented; results in {tmp_path / 'out'}\n")  # no "0 of 0 images"
+    # Predicting into the folder itself, twice: the overlay video written beside its clip is no input the second time,
+    # also under the name that keeps the clip's extension (a photo shares its stem).
     args = [str(tmp_path / "clips"), "--checkpoint", str(checkpoint[0]), "--out", str(tmp_path / "clips")]
     assert run(args, capsys)[0] == 0
     rc, stdout, err = run([*args, "--overwrite"], capsys)
     assert rc == 0 and "1 of 1 videos segmented" in stdout, err
     assert sorted(p.name for p in (tmp_path / "clips").iterdir()) == ["walk.avi", "walk_overlay.mp4"]
+    (tmp_path / "clips" / "walk_overlay.mp4").unlink()
+    Image.fromarray(random_rgb(20, 24)).save(tmp_path / "clips" / "walk.png")
+    assert run(args, capsys)[0] == 0
+    rc, stdout, err = run([*args, "--overwrite"], capsys)
+    assert rc == 0 and "1 of 1 images and 1 of 1 videos segmented" in stdout, err
+    assert sorted(p.name for p in (tmp_path / "clips").iterdir()) == [
+        "walk.avi", "walk.avi_overlay.mp4", "walk.png", "walk.png_mask.png", "walk.png_overlay.png"]
 
 
 def test_an_input_inside_a_frame_mask_folder_is_never_replaced(checkpoint, tmp_path: Path, capsys) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -71,6 +73,33 @@ def test_a_report_that_fails_midway_leaves_the_previous_files_whole(tmp_path: Pa
     assert paths["bars"].read_bytes() == before["bars"]
     assert json.loads(paths["json"].read_text())["split"] == "test"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(path.name for path in paths.values())
+
+
+REPORT_TO_STDOUT = """
+import sys, torch
+sys.path.insert(0, sys.argv[1])
+from deeplab.evaluation import segmentation_scores, write_report
+matrix = torch.tensor([[5, 1], [2, 7]])
+print("table")
+write_report("/dev/stdout", segmentation_scores(matrix, ["sky", "road"]), matrix, ["sky", "road"], split="val")
+print("wrote /dev/stdout")
+"""
+
+
+@pytest.mark.parametrize("redirect", ["file", "pipe"])
+def test_report_to_dev_stdout_follows_what_was_printed(redirect: str, tmp_path: Path, repo_root: Path) -> None:
+    """``eval.py --json /dev/stdout > scores.txt`` and ``... | jq``: the JSON lands between the lines printed around
+    it, whole, with nothing beside it in /dev and nothing of the file truncated or overwritten."""
+    command = [sys.executable, "-c", REPORT_TO_STDOUT, str(repo_root)]
+    if redirect == "file":
+        with open(tmp_path / "scores.txt", "wb") as out:
+            subprocess.run(command, stdout=out, check=True, timeout=120)
+        text = (tmp_path / "scores.txt").read_text()
+    else:
+        text = subprocess.run(command, capture_output=True, text=True, check=True, timeout=120).stdout
+    first, *body, last = text.splitlines()
+    assert (first, last) == ("table", "wrote /dev/stdout")
+    assert json.loads("\n".join(body))["split"] == "val"
 
 
 def test_report_into_a_pipe_is_the_json_alone(tmp_path: Path) -> None:

@@ -106,7 +106,7 @@ def test_corrupt_middle_names_the_frame(predictor: Predictor, tmp_path: Path) ->
         segment_video(predictor, tmp_path / "mid.mkv", tmp_path / "mid_overlay.mp4")
 
 
-def test_empty_and_undecodable_videos_are_one_line(predictor: Predictor, tmp_path: Path) -> None:
+def test_empty_and_undecodable_videos_are_one_line(predictor: Predictor, tmp_path: Path, capfd) -> None:
     make_clip(tmp_path / "empty.avi", 0, "MJPG")
     with pytest.raises(VideoError, match="empty.avi: video holds no frames$"):
         segment_video(predictor, tmp_path / "empty.avi", tmp_path / "empty_overlay.mp4")
@@ -120,6 +120,8 @@ def test_empty_and_undecodable_videos_are_one_line(predictor: Predictor, tmp_pat
         assert "\n" not in str(caught.value)
     with pytest.raises(VideoError, match="cannot open as a video"):
         segment_video(predictor, tmp_path / "codec.avi", tmp_path / "codec_overlay.mp4")
+    # Nor OpenCV's own log lines beside ours (FFmpeg's are silenced where the process first opens a video).
+    assert not re.search(r"\[ ?(WARN|ERROR)", capfd.readouterr().err)
 
 
 def write_frames(path: Path, frames: list[np.ndarray]) -> Path:
