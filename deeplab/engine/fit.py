@@ -31,6 +31,7 @@ from datasets.class_stats import class_pixel_counts
 from ..checkpoint import class_names_source, match_class_names, model_from_config
 from ..device import resolve_device
 from ..errors import Interrupted, RunWideError, UserError, one_line
+from ..inference.tta import ScoresNotFinite
 from ..models import DeepLabV3Plus
 from . import distributed
 from .balance import prepare_balance
@@ -83,6 +84,8 @@ def fit(
             raise Interrupted(last_good_checkpoint(out_dir, resume_path=resume_path)) from None
         except LossNotFinite as exc:
             raise RunWideError(f"{exc}; {last_good_checkpoint(out_dir, resume_path=resume_path)}") from None
+        except ScoresNotFinite as exc:  # at a validation, which each rank runs on its own share of the images
+            raise UserError(f"{exc}; {last_good_checkpoint(out_dir, resume_path=resume_path)}") from None
         except RuntimeError as exc:
             if not distributed.peer_lost(exc):
                 raise

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from ..errors import UserError
 
-__all__ = ["Engine", "class_scores", "predict_probabilities", "require_finite"]
+__all__ = ["Engine", "ScoresNotFinite", "class_scores", "predict_probabilities", "require_finite"]
 
 #: A prepared model: normalised ``(N, 3, H, W)`` float batch -> ``(N, C, H, W)`` float32 logits.
 Engine = Callable[[torch.Tensor], torch.Tensor]
@@ -59,9 +59,13 @@ def class_scores(engine: Engine, images: torch.Tensor, *, scales: Sequence[float
     return scores
 
 
+class ScoresNotFinite(UserError):
+    """The model's class scores hold NaN or infinity: a diverged model, whose argmax would be no answer."""
+
+
 def require_finite(scores: torch.Tensor) -> None:
-    """Raise a UserError if the model's ``(N, C, H, W)`` class scores hold NaN or infinity."""
+    """Raise :class:`ScoresNotFinite` if the model's ``(N, C, H, W)`` class scores hold NaN or infinity."""
     if not torch.isfinite(scores).all():
         height, width = scores.shape[-2:]
-        raise UserError(f"the model's class scores on a {width}x{height} input are NaN or infinite: its weights or "
+        raise ScoresNotFinite(f"the model's class scores on a {width}x{height} input are NaN or infinite: its weights or "
                         "BatchNorm statistics have diverged (a model trained too few steps, or with too high a --lr)")

@@ -13,6 +13,7 @@ import torch
 
 from datasets import save_label_png
 from datasets.voc import split_file
+from deeplab import DeepLabV3Plus
 from deeplab.checkpoint import load_checkpoint, model_from_checkpoint
 from deeplab.engine.losses import SegmentationLoss
 from tools import train as train_tool
@@ -160,6 +161,25 @@ def test_nan_loss_of_a_run_resumed_into_a_new_folder_names_the_resumed_checkpoin
     assert err.endswith(f"training stopped at step 3: the loss is inf (try a lower --lr or a longer --warmup-iters); "
                         f"no checkpoint of this run was written to {second}; {first / 'last.pt'} is still the last "
                         f"good checkpoint; continue with --resume {first / 'last.pt'} --out {second}"), err
+
+
+def test_nan_scores_at_a_validation_stop_the_run_naming_the_last_good_checkpoint(demo, tmp_path, monkeypatch, capsys):
+    real_forward, validations = DeepLabV3Plus.forward, []
+
+    def diverged_at_the_second_validation(self, x):
+        logits = real_forward(self, x)
+        if not self.training:
+            validations.append(1)
+        return logits * float("nan") if not self.training and len(validations) > 1 else logits
+
+    monkeypatch.setattr(DeepLabV3Plus, "forward", diverged_at_the_second_validation)
+    out = tmp_path / "run"
+    assert train_tool.main(demo_args(demo, out, "--iters", "4", "--val-every", "2", "--val-batch-size", "40")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the model's class scores on a ") and len(err.strip().splitlines()) == 1, err
+    assert err.strip().endswith(f"{out / 'last.pt'} (step 2) is the last good checkpoint; continue with --resume "
+                                f"{out / 'last.pt'}"), err
+    assert load_checkpoint(out / "last.pt")["step"] == 2
 
 
 def test_full_disk_keeps_the_previous_checkpoint(demo, tmp_path, monkeypatch, capsys):
