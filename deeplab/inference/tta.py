@@ -67,5 +67,6 @@ def require_finite(scores: torch.Tensor) -> None:
     """Raise :class:`ScoresNotFinite` if the model's ``(N, C, H, W)`` class scores hold NaN or infinity."""
     if not torch.isfinite(scores).all():
         height, width = scores.shape[-2:]
-        raise ScoresNotFinite(f"the model's class scores on a {width}x{height} input are NaN or infinite: its weights or "
-                        "BatchNorm statistics have diverged (a model trained too few steps, or with too high a --lr)")
+        raise ScoresNotFinite(f"the model's class scores on a {width}x{height} input are NaN or infinite: its weights "
+                              "or BatchNorm statistics have diverged (a model trained too few steps, or with too high "
+                              "a --lr)")
