@@ -73,6 +73,8 @@ def fit(
     saved_path = resume_path if resume is not None else c.init_from
     if resume is not None or init is not None:  # a model_config the model cannot take fails here, before any work
         model_from_config((resume or init)["model_config"], saved_path, output_stride=c.output_stride)
+    if resume is not None:
+        _check_resume_freezing(c, resume.get("args", {}), resume_path)
     with _run_folder(c, resume=resume, resume_path=resume_path) as out_dir:
         c.out = str(out_dir)
         try:
@@ -238,6 +240,15 @@ def _check_resume(ckpt: dict[str, Any], path: str | Path | None, *, backbone: st
     if config.get("num_classes") != num_classes:
         raise UserError(f"{path}: checkpoint has {config.get('num_classes')} classes, but "
                         f"{class_names_source(data_root)} has {num_classes}")
+
+
+def _check_resume_freezing(c: TrainConfig, saved_args: dict[str, Any], path: str | Path | None) -> None:
+    """Refuse a resume that freezes what its run trained: the saved optimizer state holds those weights, so the
+    run cannot go on with fewer; a new run from the checkpoint's weights can."""
+    for key in ("freeze_bn", "freeze_early_stages"):
+        if getattr(c, key) and not saved_args.get(key, False):
+            raise UserError(f"--{key.replace('_', '-')}: {path} was trained without it, and a resumed run keeps "
+                            f"training the same weights; start a new run from it with --init-from {path}")
 
 
 def _build_model(c: TrainConfig, *, num_classes: int, saved: dict[str, Any] | None,

@@ -107,6 +107,18 @@ def test_resume_with_another_backbone_or_class_count_is_refused(demo, tmp_path, 
     assert "partial.pt: cannot resume" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag", ["--freeze-bn", "--freeze-early-stages"])
+def test_resume_that_freezes_what_its_run_trained_is_refused_before_any_work(demo, tmp_path, capsys, flag):
+    out = tmp_path / "run"
+    assert train_tool.main(demo_args(demo, out, "--iters", "1")) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert train_tool.main(["--resume", str(out / "last.pt"), flag, "--iters", "2", *FAST]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {flag}: {out / 'last.pt'} was trained without it") and len(err.splitlines()) == 1
+    assert f"--init-from {out / 'last.pt'}" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
 def test_a_relative_data_root_resumes_from_elsewhere_and_steps_never_go_back(demo, tmp_path, capsys, monkeypatch):
     (tmp_path / "work").mkdir()
     shutil.copytree(demo, tmp_path / "work" / "data")
