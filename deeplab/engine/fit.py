@@ -75,6 +75,8 @@ def fit(
         model_from_config((resume or init)["model_config"], saved_path, output_stride=c.output_stride)
     if resume is not None:
         _check_resume_freezing(c, resume.get("args", {}), resume_path)
+        if c.iters is not None and isinstance(resume.get("step"), int):  # --epochs: once the split is counted
+            _check_steps_left(c.iters, resume["step"], resume_path)
     with _run_folder(c, resume=resume, resume_path=resume_path) as out_dir:
         c.out = str(out_dir)
         try:
@@ -148,9 +150,7 @@ def _fit_in(
     if resume is not None:
         start, best = restore_training_state(resume, model=model, optimizer=optimizer, scheduler=scheduler,
                                              scaler=scaler, path=resume_path)
-        if start > c.iters:
-            raise UserError(f"--iters/--epochs: {c.iters} steps asked for, but {resume_path} is at step {start} "
-                            "already; ask for more to continue it")
+        _check_steps_left(c.iters, start, resume_path)
     # Frozen statistics need no synchronising, and converting to SyncBatchNorm would drop the freezing hooks.
     frozen = c.freeze_bn or c.freeze_early_stages
     wrapped = distributed.wrap_model(model, device, sync_bn=c.sync_bn and not frozen)
@@ -240,6 +240,14 @@ def _check_resume(ckpt: dict[str, Any], path: str | Path | None, *, backbone: st
     if config.get("num_classes") != num_classes:
         raise UserError(f"{path}: checkpoint has {config.get('num_classes')} classes, but "
                         f"{class_names_source(data_root)} has {num_classes}")
+
+
+def _check_steps_left(iters: int, start: int, path: str | Path | None) -> None:
+    """Refuse a resume with no step left to train: it would only rewrite what its run already holds (and leave an
+    empty log in a new --out)."""
+    if start >= iters:
+        raise UserError(f"--iters/--epochs: {iters} steps asked for, but {path} is at step {start} already; ask for "
+                        "more to continue it")
 
 
 def _check_resume_freezing(c: TrainConfig, saved_args: dict[str, Any], path: str | Path | None) -> None:

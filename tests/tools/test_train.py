@@ -119,6 +119,16 @@ def test_resume_that_freezes_what_its_run_trained_is_refused_before_any_work(dem
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
+def test_resume_of_a_finished_run_is_refused_and_leaves_no_folder(demo, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train_tool.main(demo_args(demo, out, "--iters", "1")) == 0
+    capsys.readouterr()
+    assert train_tool.main(["--resume", str(out / "last.pt"), "--out", str(tmp_path / "more"), *FAST]) == 2
+    assert capsys.readouterr().err == (f"error: --iters/--epochs: 1 steps asked for, but {out / 'last.pt'} is at "
+                                       "step 1 already; ask for more to continue it\n")
+    assert not (tmp_path / "more").exists()
+
+
 def test_a_relative_data_root_resumes_from_elsewhere_and_steps_never_go_back(demo, tmp_path, capsys, monkeypatch):
     (tmp_path / "work").mkdir()
     shutil.copytree(demo, tmp_path / "work" / "data")
