@@ -129,6 +129,18 @@ def test_resume_of_a_finished_run_is_refused_and_leaves_no_folder(demo, tmp_path
     assert not (tmp_path / "more").exists()
 
 
+def test_a_run_resumed_into_a_new_folder_names_only_the_files_it_wrote(demo, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train_tool.main(demo_args(demo, out, "--iters", "1")) == 0
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    ckpt["best_miou"] = 1.0  # no validation of the resumed run beats it: no best.pt in the new folder
+    torch.save(ckpt, tmp_path / "unbeatable.pt")
+    capsys.readouterr()
+    assert train_tool.main(["--resume", str(tmp_path / "unbeatable.pt"), "--iters", "2", "--out", str(tmp_path / "b"),
+                            *FAST]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"files in {tmp_path / 'b'}: last.pt, metrics.jsonl, curves.png"
+
+
 def test_a_relative_data_root_resumes_from_elsewhere_and_steps_never_go_back(demo, tmp_path, capsys, monkeypatch):
     (tmp_path / "work").mkdir()
     shutil.copytree(demo, tmp_path / "work" / "data")
