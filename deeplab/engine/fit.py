@@ -37,7 +37,7 @@ from .balance import prepare_balance
 from .config import TrainConfig
 from .data import build_train_loader, build_val_loader
 from .freeze import freeze_batchnorm, freeze_early_stages
-from .loop import LossNotFinite, TrainResult, resolve_amp, train
+from .loop import LossNotFinite, RunFileNotWritten, TrainResult, resolve_amp, train
 from .run_dir import claim_run_dir, last_good_checkpoint
 from .schedule import build_optimizer, build_scheduler, default_warmup_steps
 from .state import restore_training_state, seed_everything
@@ -87,6 +87,8 @@ def fit(
             raise Interrupted(last_good_checkpoint(out_dir, resume_path=resume_path)) from None
         except LossNotFinite as exc:
             raise RunWideError(f"{exc}; {last_good_checkpoint(out_dir, resume_path=resume_path)}") from None
+        except RunFileNotWritten as exc:  # rank 0's alone: the others learn of it as a lost peer
+            raise UserError(f"{exc}; {last_good_checkpoint(out_dir, resume_path=resume_path)}") from None
         except RuntimeError as exc:
             if not distributed.peer_lost(exc):
                 raise

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,8 @@ from .state import training_state
 from .tensorboard import TensorBoardLog
 
 __all__ = [
-    "AMP_MODES", "VALIDATION_LOG_KEYS", "LossNotFinite", "TrainResult", "resolve_amp", "train", "train_step", "validate",
+    "AMP_MODES", "VALIDATION_LOG_KEYS", "LossNotFinite", "RunFileNotWritten", "TrainResult", "resolve_amp", "train",
+    "train_step", "validate",
 ]
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
@@ -110,6 +111,22 @@ class LossNotFinite(UserError):
                          "(try a lower --lr or a longer --warmup-iters)")
 
 
+class RunFileNotWritten(UserError):
+    """A file of the run (checkpoint, log, plot) could not be written, e.g. on a full disk; the caller adds which
+    checkpoint is the last good one."""
+
+
+@contextlib.contextmanager
+def _writing_run_files() -> Iterator[None]:
+    """Raise a failed write of a run file as :class:`RunFileNotWritten`."""
+    try:
+        yield
+    except RunFileNotWritten:
+        raise
+    except UserError as exc:
+        raise RunFileNotWritten(str(exc)) from None
+
+
 @dataclass
 class TrainResult:
     """What a finished run did: steps done, wall time, best and last validation scores, where files are."""
@@ -183,7 +200,8 @@ def train(
                     board.validation(step, scores, model=unwrap_model(model), loader=val_loader,
                                      class_names=class_names, device=device)
             elif main:
-                log.append(record)
+                with _writing_run_files():
+                    log.append(record)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{images_per_s:.1f}", refresh=False)
             bar.update(1)
     return TrainResult(steps=step, seconds=time.perf_counter() - started, best_miou=best_miou,
@@ -211,10 +229,11 @@ def _save_validation(
     best_miou = max(best_miou, scores["miou"])
     if not main:
         return best_miou
-    log.append({**record, **{key: scores[key] for key in VALIDATION_LOG_KEYS}})
     state = training_state(model, step=step, best_miou=best_miou, scores=scores, **save)
-    if improved:
-        save_checkpoint(state, out_dir / "best.pt")
-    save_checkpoint(state, out_dir / "last.pt")
-    plot_curves(log.read(), out_dir / "curves.png")
+    with _writing_run_files():
+        log.append({**record, **{key: scores[key] for key in VALIDATION_LOG_KEYS}})
+        if improved:
+            save_checkpoint(state, out_dir / "best.pt")
+        save_checkpoint(state, out_dir / "last.pt")
+        plot_curves(log.read(), out_dir / "curves.png")
     return best_miou

@@ -208,7 +208,10 @@ def test_full_disk_keeps_the_previous_checkpoint(demo, tmp_path, monkeypatch, ca
     monkeypatch.setattr(torch, "save", full_disk_after_two)
     out = tmp_path / "run"
     assert train_tool.main(demo_args(demo, out, "--iters", "4", "--val-every", "2")) == 2
-    assert "No space left on device" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and len(err.splitlines()) == 1
+    assert err.endswith(f"{out / 'last.pt'} (step 2) is the last good checkpoint; continue with --resume "
+                        f"{out / 'last.pt'}\n"), err
     ckpt = load_checkpoint(out / "last.pt")
     assert ckpt["step"] == 2
     model_from_checkpoint(ckpt, out / "last.pt")
