@@ -64,6 +64,7 @@ def fit(
     """
     c = config
     device = distributed.setup_distributed(resolve_device(c.device), timeout_s=c.dist_timeout)
+    amp_dtype = resolve_amp(c.amp, device)  # before the data: --amp on a machine without CUDA fails at once
     world = distributed.get_world_size()
     if c.batch_size % world:
         raise UserError(f"--batch-size {c.batch_size}: the global batch must be divisible by the {world} processes")
@@ -80,7 +81,7 @@ def fit(
     with _run_folder(c, resume=resume, resume_path=resume_path) as out_dir:
         c.out = str(out_dir)
         try:
-            return _fit_in(c, out_dir, device=device, resume=resume, resume_path=resume_path, init=init,
+            return _fit_in(c, out_dir, device=device, amp_dtype=amp_dtype, resume=resume, resume_path=resume_path, init=init,
                            saved_path=saved_path, download=download, progress=progress,
                            ignore_class_names=ignore_class_names)
         except KeyboardInterrupt:
@@ -115,6 +116,7 @@ def _fit_in(
     out_dir: Path,
     *,
     device: torch.device,
+    amp_dtype: torch.dtype | None,
     resume: dict[str, Any] | None,
     resume_path: str | Path | None,
     init: dict[str, Any] | None,
@@ -146,7 +148,6 @@ def _fit_in(
     optimizer = build_optimizer(model, lr=c.lr, weight_decay=c.weight_decay, backbone_lr_scale=c.backbone_lr_scale)
     warmup = c.warmup_iters if c.warmup_iters is not None else default_warmup_steps(c.iters)
     scheduler = build_scheduler(optimizer, total_steps=c.iters, warmup_steps=warmup)
-    amp_dtype = resolve_amp(c.amp, device)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     start, best = 0, -1.0
     if resume is not None:

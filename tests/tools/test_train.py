@@ -225,6 +225,14 @@ def test_unwritable_output_folder_fails_before_training(demo, tmp_path, capsys):
     assert err.startswith("error: ") and "cannot write" in err and "training" not in capsys.readouterr().out
 
 
+def test_mixed_precision_without_cuda_is_refused_before_the_data_is_made(tmp_path, capsys):
+    args = ["--dataset", "demo", "--data-root", str(tmp_path / "data"), "--device", "cpu", "--amp", "bf16",
+            "--out", str(tmp_path / "run"), *FAST]
+    assert train_tool.main(args) == 2
+    assert capsys.readouterr().err == "error: --amp bf16: mixed precision needs a CUDA device, not cpu\n"
+    assert not (tmp_path / "data").exists() and not (tmp_path / "run").exists()
+
+
 def test_unknown_backbone_is_a_one_line_error_with_suggestions(capsys):
     assert train_tool.main(["--backbone", "mobilenet_v4"]) == 2
     err = capsys.readouterr().err
