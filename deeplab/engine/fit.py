@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from backbones import build_backbone
 from datasets import (
     DEMO_VARIANTS,
     VOCSegmentation,
@@ -74,6 +75,8 @@ def fit(
     saved_path = resume_path if resume is not None else c.init_from
     if resume is not None or init is not None:  # a model_config the model cannot take fails here, before any work
         model_from_config((resume or init)["model_config"], saved_path, output_stride=c.output_stride)
+    if resume is None and init is None:
+        _check_weights_file(c)
     if resume is not None:
         _check_resume_freezing(c, resume.get("args", {}), resume_path)
         if c.iters is not None and isinstance(resume.get("step"), int):  # --epochs: once the split is counted
@@ -243,6 +246,14 @@ def _check_resume(ckpt: dict[str, Any], path: str | Path | None, *, backbone: st
     if config.get("num_classes") != num_classes:
         raise UserError(f"{path}: checkpoint has {config.get('num_classes')} classes, but "
                         f"{class_names_source(data_root)} has {num_classes}")
+
+
+def _check_weights_file(c: TrainConfig) -> None:
+    """Load a ``--pretrained-backbone`` file into a throwaway backbone: a wrong path or another architecture's file
+    fails at once, not after the data is generated, downloaded or counted."""
+    weights = pretrained_argument(c.pretrained_backbone)
+    if isinstance(weights, str):
+        build_backbone(c.backbone, output_stride=c.output_stride, pretrained=weights)
 
 
 def _check_steps_left(iters: int, start: int, path: str | Path | None) -> None:

@@ -233,6 +233,16 @@ def test_mixed_precision_without_cuda_is_refused_before_the_data_is_made(tmp_pat
     assert not (tmp_path / "data").exists() and not (tmp_path / "run").exists()
 
 
+def test_a_bad_backbone_weights_file_is_refused_before_the_data_is_made(tmp_path, capsys):
+    torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "other.pth")
+    for weights, problem in (("missing.pth", "weights file not found"), ("other.pth", "not a MobileNetV2")):
+        args = ["--dataset", "demo", "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "run"),
+                "--pretrained-backbone", str(tmp_path / weights), *FAST]
+        assert train_tool.main(args) == 2
+        assert capsys.readouterr().err.startswith(f"error: {tmp_path / weights}: {problem}")
+        assert not (tmp_path / "data").exists() and not (tmp_path / "run").exists()
+
+
 def test_unknown_backbone_is_a_one_line_error_with_suggestions(capsys):
     assert train_tool.main(["--backbone", "mobilenet_v4"]) == 2
     err = capsys.readouterr().err
