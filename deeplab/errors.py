@@ -12,14 +12,16 @@ import errno
 import functools
 import os
 import re
+import signal
 import sys
-from typing import Callable, Sequence
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence
 
 from backbones import WeightsError
 from datasets.errors import DataError, one_line
 
 __all__ = ["EXIT_BROKEN_PIPE", "EXIT_INTERRUPTED", "EXIT_USER_ERROR", "USER_ERRORS", "Interrupted", "RunWideError",
-           "UserError", "error_behind", "one_line", "os_error_behind", "report_user_errors"]
+           "UserError", "error_behind", "interrupt_on_sigterm", "one_line", "os_error_behind", "report_user_errors"]
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a program stopped by Ctrl-C
@@ -37,6 +39,21 @@ class RunWideError(UserError):
 
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C, re-raised with one line saying what was kept (e.g. which checkpoint is the last good one)."""
+
+
+@contextmanager
+def interrupt_on_sigterm() -> Iterator[None]:
+    """Within, SIGTERM (kill, docker stop, a batch scheduler's time limit) raises :class:`Interrupted` in the main
+    thread as Ctrl-C raises KeyboardInterrupt, so the tool stops the same way: cleaned up, saying what it kept."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise Interrupted("stopped by SIGTERM")
 
 
 #: Every error type whose message is meant for the user as it is.

@@ -11,9 +11,8 @@ import argparse
 import sys
 from typing import Sequence
 
-from deeplab.app.results import interrupt_on_sigterm
 from deeplab.checkpoint import newest_checkpoint
-from deeplab.errors import UserError, report_user_errors
+from deeplab.errors import UserError, interrupt_on_sigterm, report_user_errors
 from deeplab.inference import ENGINES, Predictor
 from deeplab.tool_args import check_bindable, check_ranges
 
