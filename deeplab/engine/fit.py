@@ -84,8 +84,8 @@ def fit(
     with _run_folder(c, resume=resume, resume_path=resume_path) as out_dir:
         c.out = str(out_dir)
         try:
-            return _fit_in(c, out_dir, device=device, amp_dtype=amp_dtype, resume=resume, resume_path=resume_path, init=init,
-                           saved_path=saved_path, download=download, progress=progress,
+            return _fit_in(c, out_dir, device=device, amp_dtype=amp_dtype, resume=resume, resume_path=resume_path,
+                           init=init, saved_path=saved_path, download=download, progress=progress,
                            ignore_class_names=ignore_class_names)
         except KeyboardInterrupt:
             raise Interrupted(last_good_checkpoint(out_dir, resume_path=resume_path)) from None
@@ -181,7 +181,8 @@ def _fit_in(
         scaler=scaler, amp_dtype=amp_dtype, total_steps=c.iters, val_every=c.val_every, out_dir=out_dir,
         class_names=class_names, device=device, start_step=start, best_miou=best,
         run_args=dataclasses.asdict(c), progress=progress, criterion=criterion.to(device),
-        tensorboard=c.tensorboard)
+        tensorboard=c.tensorboard,
+        history=Path(resume_path).parent / "metrics.jsonl" if resume_path is not None else None)
 
 
 def _checked_pixel_counts(dataset: VOCSegmentation, *, workers: int) -> np.ndarray:

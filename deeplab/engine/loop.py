@@ -158,10 +158,12 @@ def train(
     progress: bool = True,
     criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = segmentation_loss,
     tensorboard: bool = False,
+    history: str | Path | None = None,
 ) -> TrainResult:
     """Train from ``start_step`` to ``total_steps`` on ``criterion``, validating (and saving ``last.pt``, and
     ``best.pt`` on a new best mIoU) every ``val_every`` steps and at the end; ``metrics.jsonl`` and ``curves.png``
-    follow along, and with ``tensorboard`` also event files in ``out_dir/tensorboard``.
+    follow along, and with ``tensorboard`` also event files in ``out_dir/tensorboard``. ``history`` is the resumed
+    run's ``metrics.jsonl``: its records up to ``start_step`` begin this run's log.
 
     A non-finite loss stops the run with a UserError before the poisoned step reaches the weights or a file.
     """
@@ -170,7 +172,8 @@ def train(
     log = MetricsLog(out_dir / "metrics.jsonl")
     board = TensorBoardLog(out_dir / "tensorboard", start_step=start_step) if tensorboard and main else None
     if main:
-        log.reset(keep_until=start_step)  # a resumed run rewrites whatever followed its checkpoint
+        # A resumed run rewrites whatever followed its checkpoint; in a new folder its log and plot still start at 0.
+        log.reset(keep_until=start_step, history=MetricsLog(history) if history is not None else None)
     model.to(device).train()
     save = {"optimizer": optimizer, "scheduler": scheduler, "scaler": scaler, "class_names": class_names,
             "run_args": run_args or {}}

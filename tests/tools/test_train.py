@@ -141,6 +141,14 @@ def test_a_run_resumed_into_a_new_folder_names_only_the_files_it_wrote(demo, tmp
     assert capsys.readouterr().out.splitlines()[-1] == f"files in {tmp_path / 'b'}: last.pt, metrics.jsonl, curves.png"
 
 
+def test_a_run_resumed_into_a_new_folder_logs_and_plots_from_step_one(demo, tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert train_tool.main(demo_args(demo, first, "--iters", "2", "--val-every", "1")) == 0
+    assert train_tool.main(["--resume", str(first / "last.pt"), "--iters", "3", "--out", str(second), *FAST]) == 0
+    log = read_log(second)
+    assert [r["step"] for r in log] == [1, 2, 3] and log[:2] == read_log(first)
+
+
 def test_a_relative_data_root_resumes_from_elsewhere_and_steps_never_go_back(demo, tmp_path, capsys, monkeypatch):
     (tmp_path / "work").mkdir()
     shutil.copytree(demo, tmp_path / "work" / "data")
