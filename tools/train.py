@@ -29,7 +29,7 @@ from deeplab.engine.losses import LOSS_CHOICES, LOSS_TERMS
 from deeplab.engine.distributed import is_main_process, teardown_distributed
 from deeplab.engine.run_dir import run_files
 from deeplab.engine.warm_start import init_checkpoint_defaults
-from deeplab.errors import interrupt_on_sigterm, report_user_errors
+from deeplab.errors import interrupt_on_signals, report_user_errors
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -129,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         inherited = init_checkpoint_defaults(flags["init_from"])
     config = resolve_config(flags, inherited)
     try:
-        with interrupt_on_sigterm():  # a scheduler's stop reports the last good checkpoint as Ctrl-C does
+        with interrupt_on_signals():  # Ctrl-C and a scheduler's SIGTERM stop alike, naming the last good checkpoint
             result = fit(config, resume=resumed, resume_path=resume_path, download=download,
                          progress=not no_progress, ignore_class_names=ignore_class_names)
         report = is_main_process()

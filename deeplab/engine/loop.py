@@ -18,7 +18,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..checkpoint import min_input_side, save_checkpoint
-from ..errors import UserError
+from ..errors import UserError, raise_if_interrupted
 from ..evaluation import evaluate
 from .distributed import all_reduce_confusion_matrix, get_world_size, is_main_process, mean_over_ranks, unwrap_model
 from .losses import segmentation_loss
@@ -182,6 +182,7 @@ def train(
     step, scores, images_seen, started = start_step, None, 0, time.perf_counter()
     with bar, board if board is not None else contextlib.nullcontext():
         while step < total_steps:
+            raise_if_interrupted()
             images, masks = next(batches)
             lr = optimizer.param_groups[-1]["lr"]  # the head's rate: unscaled by --backbone-lr-scale
             loss = train_step(model, images.to(device, non_blocking=True), masks.to(device, non_blocking=True),

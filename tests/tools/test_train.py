@@ -2,9 +2,11 @@
 bad output folder, bad image in a worker), and new runs started from another checkpoint (--init-from)."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -202,6 +204,26 @@ def test_nan_loss_of_a_run_resumed_into_a_new_folder_names_the_resumed_checkpoin
     assert err.endswith(f"training stopped at step 3: the loss is inf (try a lower --lr or a longer --warmup-iters); "
                         f"no checkpoint of this run was written to {second}; {first / 'last.pt'} is still the last "
                         f"good checkpoint; continue with --resume {first / 'last.pt'} --out {second}"), err
+
+
+def test_a_ctrl_c_whose_exception_python_lost_still_stops_the_run(demo, tmp_path, monkeypatch, capsys):
+    from deeplab.engine import loop
+
+    real_step, calls = loop.train_step, []
+
+    def step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # as in an at-fork callback while workers start: "Exception ignored in ..."
+            with contextlib.suppress(KeyboardInterrupt):
+                signal.raise_signal(signal.SIGINT)
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_step", step)
+    out = tmp_path / "run"
+    assert train_tool.main(demo_args(demo, out, "--iters", "5", "--val-every", "1")) == 130
+    assert capsys.readouterr().err == (f"interrupted: {out / 'last.pt'} (step 3) is the last good checkpoint; "
+                                       f"continue with --resume {out / 'last.pt'}\n")
+    assert len(calls) == 3
 
 
 def test_full_disk_keeps_the_previous_checkpoint(demo, tmp_path, monkeypatch, capsys):
