@@ -78,6 +78,7 @@ def fit(
     if resume is None and init is None:
         _check_weights_file(c)
     if resume is not None:
+        _check_resumable(resume, resume_path)
         _check_resume_freezing(c, resume.get("args", {}), resume_path)
         if c.iters is not None and isinstance(resume.get("step"), int):  # --epochs: once the split is counted
             _check_steps_left(c.iters, resume["step"], resume_path)
@@ -255,6 +256,15 @@ def _check_weights_file(c: TrainConfig) -> None:
     weights = pretrained_argument(c.pretrained_backbone)
     if isinstance(weights, str):
         build_backbone(c.backbone, output_stride=c.output_stride, pretrained=weights)
+
+
+def _check_resumable(ckpt: dict[str, Any], path: str | Path | None) -> None:
+    """Refuse a checkpoint without a run's state (an imported one, weights only) before the defaults it lacks send
+    the run looking for data it never used."""
+    missing = [key for key in ("optimizer", "scheduler", "step", "rng") if key not in ckpt]
+    if missing:
+        raise UserError(f"{path}: cannot resume from this checkpoint: it holds weights but no training state "
+                        f"({', '.join(missing)}); start a new run from them with --init-from {path}")
 
 
 def _check_steps_left(iters: int, start: int, path: str | Path | None) -> None:

@@ -151,6 +151,17 @@ def test_a_run_resumed_into_a_new_folder_logs_and_plots_from_step_one(demo, tmp_
     assert [r["step"] for r in log] == [1, 2, 3] and log[:2] == read_log(first)
 
 
+def test_resuming_a_weights_only_checkpoint_points_to_init_from_before_any_work(make_checkpoint, tmp_path, capsys,
+                                                                                monkeypatch):
+    make_checkpoint(tmp_path / "imported.pt", num_classes=5)
+    monkeypatch.chdir(tmp_path)  # no data/voc here: the VOC default the checkpoint leaves must not be reached
+    assert train_tool.main(["--resume", "imported.pt", "--iters", "2", *FAST]) == 2
+    assert capsys.readouterr().err == ("error: imported.pt: cannot resume from this checkpoint: it holds weights but "
+                                       "no training state (optimizer, scheduler, step, rng); start a new run from "
+                                       "them with --init-from imported.pt\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["imported.pt"]
+
+
 def test_a_relative_data_root_resumes_from_elsewhere_and_steps_never_go_back(demo, tmp_path, capsys, monkeypatch):
     (tmp_path / "work").mkdir()
     shutil.copytree(demo, tmp_path / "work" / "data")
