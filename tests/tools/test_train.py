@@ -426,6 +426,8 @@ def test_validation_ids_listed_twice_are_named(tmp_path, make_voc_folder, failin
 def test_resuming_where_classes_txt_is_missing_says_so(tmp_path, make_voc_folder, make_checkpoint, capsys):
     make_voc_folder(tmp_path / "data", {"a": np.zeros((36, 36), np.uint8)}, classes=["background", "a", "b"])
     make_checkpoint(tmp_path / "last.pt", ["background", "a", "b"], num_classes=3)
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
+    torch.save({**ckpt, "step": 0, "optimizer": {}, "scheduler": {}, "rng": {}}, tmp_path / "last.pt")  # a run's
     (tmp_path / "data" / "classes.txt").unlink()  # not copied along to this machine
     args = ["--resume", str(tmp_path / "last.pt"), "--dataset", "voc", "--data-root", str(tmp_path / "data"),
             "--iters", "1", "--out", str(tmp_path / "run"), *FAST]
