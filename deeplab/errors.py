@@ -12,14 +12,17 @@ import errno
 import functools
 import os
 import re
+import signal
 import sys
-from typing import Callable, Sequence
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence
 
 from backbones import WeightsError
 from datasets.errors import DataError, one_line
 
 __all__ = ["EXIT_BROKEN_PIPE", "EXIT_INTERRUPTED", "EXIT_USER_ERROR", "USER_ERRORS", "Interrupted", "RunWideError",
-           "UserError", "error_behind", "one_line", "os_error_behind", "report_user_errors"]
+           "UserError", "error_behind", "interrupt_on_signals", "one_line", "os_error_behind", "raise_if_interrupted",
+           "report_user_errors"]
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a program stopped by Ctrl-C
@@ -37,6 +40,43 @@ class RunWideError(UserError):
 
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C, re-raised with one line saying what was kept (e.g. which checkpoint is the last good one)."""
+
+
+#: The stop signal received inside :func:`interrupt_on_signals` (None: none yet).
+_received: int | None = None
+
+
+@contextmanager
+def interrupt_on_signals() -> Iterator[None]:
+    """Within, Ctrl-C raises KeyboardInterrupt and SIGTERM (kill, docker stop, a batch scheduler's time limit)
+    :class:`Interrupted` in the main thread, so the tool stops the same way for both: cleaned up, saying what it
+    kept. Each is remembered for :func:`raise_if_interrupted`."""
+    global _received
+    _received = None
+    previous = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        _received = None
+
+
+def raise_if_interrupted() -> None:
+    """Raise again a stop signal whose exception was lost: Python drops one raised where it cannot propagate
+    (``Exception ignored in ...``), e.g. in an at-fork callback while data-loading workers start."""
+    if _received is not None:
+        raise _interruption(_received)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    global _received
+    _received = signum
+    raise _interruption(signum)
+
+
+def _interruption(signum: int) -> KeyboardInterrupt:
+    return KeyboardInterrupt() if signum == signal.SIGINT else Interrupted("stopped by SIGTERM")
 
 
 #: Every error type whose message is meant for the user as it is.

@@ -11,9 +11,8 @@ import argparse
 import sys
 from typing import Sequence
 
-from deeplab.app.results import interrupt_on_sigterm
 from deeplab.checkpoint import newest_checkpoint
-from deeplab.errors import UserError, report_user_errors
+from deeplab.errors import UserError, interrupt_on_signals, report_user_errors
 from deeplab.inference import ENGINES, Predictor
 from deeplab.tool_args import check_bindable, check_ranges
 
@@ -61,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"the web app needs Gradio ({exc}): pip install -e \".[app]\"") from None
     checkpoint = args.checkpoint or newest_checkpoint()
     # kill, docker stop and systemctl stop end the app as Ctrl-C does, so its result files go too.
-    with interrupt_on_sigterm():
+    with interrupt_on_signals():
         predictor = Predictor.from_checkpoint(checkpoint, device=args.device, engine=args.engine,
                                               max_size=args.max_size or None, output_stride=args.output_stride,
                                               calibration=calibration_images(args))

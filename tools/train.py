@@ -27,8 +27,9 @@ from deeplab.checkpoint import load_checkpoint
 from deeplab.engine import AMP_MODES, PRESETS, RECIPES, describe_default, fit, resolve_config
 from deeplab.engine.losses import LOSS_CHOICES, LOSS_TERMS
 from deeplab.engine.distributed import is_main_process, teardown_distributed
+from deeplab.engine.run_dir import run_files
 from deeplab.engine.warm_start import init_checkpoint_defaults
-from deeplab.errors import report_user_errors
+from deeplab.errors import interrupt_on_signals, report_user_errors
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -128,8 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         inherited = init_checkpoint_defaults(flags["init_from"])
     config = resolve_config(flags, inherited)
     try:
-        result = fit(config, resume=resumed, resume_path=resume_path, download=download, progress=not no_progress,
-                     ignore_class_names=ignore_class_names)
+        with interrupt_on_signals():  # Ctrl-C and a scheduler's SIGTERM stop alike, naming the last good checkpoint
+            result = fit(config, resume=resumed, resume_path=resume_path, download=download,
+                         progress=not no_progress, ignore_class_names=ignore_class_names)
         report = is_main_process()
     finally:
         teardown_distributed()  # also on errors: a clean exit instead of an abort in Gloo's threads
@@ -138,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         last = result.last_scores or {}
         print(f"done: {result.steps} steps in {minutes}m{seconds:02d}s; best val mIoU {result.best_miou:.4f}"
               + (f", last {last['miou']:.4f} (pixel acc {last['pixel_acc']:.4f})" if last else ""))
-        print(f"files in {result.out_dir}: best.pt, last.pt, metrics.jsonl, curves.png")
+        print(f"files in {result.out_dir}: {', '.join(run_files(result.out_dir))}")
     return 0
 
 

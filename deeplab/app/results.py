@@ -5,7 +5,6 @@ and SIGTERM (kill, docker stop, systemctl stop) stops the app as Ctrl-C does, so
 from __future__ import annotations
 
 import shutil
-import signal
 import tempfile
 import threading
 import time
@@ -13,9 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import Interrupted
-
-__all__ = ["ResultFolders", "interrupt_on_sigterm"]
+__all__ = ["ResultFolders"]
 
 
 class ResultFolders:
@@ -60,18 +57,3 @@ class ResultFolders:
                 continue
             if expired:
                 shutil.rmtree(folder, ignore_errors=True)
-
-
-@contextmanager
-def interrupt_on_sigterm() -> Iterator[None]:
-    """Within, SIGTERM raises :class:`~deeplab.errors.Interrupted` in the main thread as Ctrl-C raises
-    KeyboardInterrupt: the server stops the same way and temporary folders are cleaned up on exit."""
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise Interrupted("stopped by SIGTERM")

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from backbones import build_backbone
 from datasets import (
     DEMO_VARIANTS,
     VOCSegmentation,
@@ -38,7 +39,7 @@ from .balance import prepare_balance
 from .config import TrainConfig
 from .data import build_train_loader, build_val_loader
 from .freeze import freeze_batchnorm, freeze_early_stages
-from .loop import LossNotFinite, TrainResult, resolve_amp, train
+from .loop import LossNotFinite, RunFileNotWritten, TrainResult, resolve_amp, train
 from .run_dir import claim_run_dir, last_good_checkpoint
 from .schedule import build_optimizer, build_scheduler, default_warmup_steps
 from .state import restore_training_state, seed_everything
@@ -65,6 +66,7 @@ def fit(
     """
     c = config
     device = distributed.setup_distributed(resolve_device(c.device), timeout_s=c.dist_timeout)
+    amp_dtype = resolve_amp(c.amp, device)  # before the data: --amp on a machine without CUDA fails at once
     world = distributed.get_world_size()
     if c.batch_size % world:
         raise UserError(f"--batch-size {c.batch_size}: the global batch must be divisible by the {world} processes")
@@ -74,17 +76,26 @@ def fit(
     saved_path = resume_path if resume is not None else c.init_from
     if resume is not None or init is not None:  # a model_config the model cannot take fails here, before any work
         model_from_config((resume or init)["model_config"], saved_path, output_stride=c.output_stride)
+    if resume is None and init is None:
+        _check_weights_file(c)
+    if resume is not None:
+        _check_resumable(resume, resume_path)
+        _check_resume_freezing(c, resume.get("args", {}), resume_path)
+        if c.iters is not None and isinstance(resume.get("step"), int):  # --epochs: once the split is counted
+            _check_steps_left(c.iters, resume["step"], resume_path)
     with _run_folder(c, resume=resume, resume_path=resume_path) as out_dir:
         c.out = str(out_dir)
         try:
-            return _fit_in(c, out_dir, device=device, resume=resume, resume_path=resume_path, init=init,
-                           saved_path=saved_path, download=download, progress=progress,
+            return _fit_in(c, out_dir, device=device, amp_dtype=amp_dtype, resume=resume, resume_path=resume_path,
+                           init=init, saved_path=saved_path, download=download, progress=progress,
                            ignore_class_names=ignore_class_names)
         except KeyboardInterrupt:
             raise Interrupted(last_good_checkpoint(out_dir, resume_path=resume_path)) from None
         except LossNotFinite as exc:
             raise RunWideError(f"{exc}; {last_good_checkpoint(out_dir, resume_path=resume_path)}") from None
-        except ScoresNotFinite as exc:  # at a validation, which each rank runs on its own share of the images
+        except (ScoresNotFinite, RunFileNotWritten) as exc:
+            # One rank's own: NaN scores on its share of a validation; a file only rank 0 writes (the other ranks
+            # learn of it as a lost peer).
             raise UserError(f"{exc}; {last_good_checkpoint(out_dir, resume_path=resume_path)}") from None
         except RuntimeError as exc:
             if not distributed.peer_lost(exc):
@@ -112,6 +123,7 @@ def _fit_in(
     out_dir: Path,
     *,
     device: torch.device,
+    amp_dtype: torch.dtype | None,
     resume: dict[str, Any] | None,
     resume_path: str | Path | None,
     init: dict[str, Any] | None,
@@ -143,15 +155,12 @@ def _fit_in(
     optimizer = build_optimizer(model, lr=c.lr, weight_decay=c.weight_decay, backbone_lr_scale=c.backbone_lr_scale)
     warmup = c.warmup_iters if c.warmup_iters is not None else default_warmup_steps(c.iters)
     scheduler = build_scheduler(optimizer, total_steps=c.iters, warmup_steps=warmup)
-    amp_dtype = resolve_amp(c.amp, device)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     start, best = 0, -1.0
     if resume is not None:
         start, best = restore_training_state(resume, model=model, optimizer=optimizer, scheduler=scheduler,
                                              scaler=scaler, path=resume_path)
-        if start > c.iters:
-            raise UserError(f"--iters/--epochs: {c.iters} steps asked for, but {resume_path} is at step {start} "
-                            "already; ask for more to continue it")
+        _check_steps_left(c.iters, start, resume_path)
     # Frozen statistics need no synchronising, and converting to SyncBatchNorm would drop the freezing hooks.
     frozen = c.freeze_bn or c.freeze_early_stages
     wrapped = distributed.wrap_model(model, device, sync_bn=c.sync_bn and not frozen)
@@ -176,7 +185,8 @@ def _fit_in(
         scaler=scaler, amp_dtype=amp_dtype, total_steps=c.iters, val_every=c.val_every, out_dir=out_dir,
         class_names=class_names, device=device, start_step=start, best_miou=best,
         run_args=dataclasses.asdict(c), progress=progress, criterion=criterion.to(device),
-        tensorboard=c.tensorboard)
+        tensorboard=c.tensorboard,
+        history=Path(resume_path).parent / "metrics.jsonl" if resume_path is not None else None)
 
 
 def _checked_pixel_counts(dataset: VOCSegmentation, *, workers: int) -> np.ndarray:
@@ -241,6 +251,40 @@ def _check_resume(ckpt: dict[str, Any], path: str | Path | None, *, backbone: st
     if config.get("num_classes") != num_classes:
         raise UserError(f"{path}: checkpoint has {config.get('num_classes')} classes, but "
                         f"{class_names_source(data_root)} has {num_classes}")
+
+
+def _check_weights_file(c: TrainConfig) -> None:
+    """Load a ``--pretrained-backbone`` file into a throwaway backbone: a wrong path or another architecture's file
+    fails at once, not after the data is generated, downloaded or counted."""
+    weights = pretrained_argument(c.pretrained_backbone)
+    if isinstance(weights, str):
+        build_backbone(c.backbone, output_stride=c.output_stride, pretrained=weights)
+
+
+def _check_resumable(ckpt: dict[str, Any], path: str | Path | None) -> None:
+    """Refuse a checkpoint without a run's state (an imported one, weights only) before the defaults it lacks send
+    the run looking for data it never used."""
+    missing = [key for key in ("optimizer", "scheduler", "step", "rng") if key not in ckpt]
+    if missing:
+        raise UserError(f"{path}: cannot resume from this checkpoint: it holds weights but no training state "
+                        f"({', '.join(missing)}); start a new run from them with --init-from {path}")
+
+
+def _check_steps_left(iters: int, start: int, path: str | Path | None) -> None:
+    """Refuse a resume with no step left to train: it would only rewrite what its run already holds (and leave an
+    empty log in a new --out)."""
+    if start >= iters:
+        raise UserError(f"--iters/--epochs: {iters} steps asked for, but {path} is at step {start} already; ask for "
+                        "more to continue it")
+
+
+def _check_resume_freezing(c: TrainConfig, saved_args: dict[str, Any], path: str | Path | None) -> None:
+    """Refuse a resume that freezes what its run trained: the saved optimizer state holds those weights, so the
+    run cannot go on with fewer; a new run from the checkpoint's weights can."""
+    for key in ("freeze_bn", "freeze_early_stages"):
+        if getattr(c, key) and not saved_args.get(key, False):
+            raise UserError(f"--{key.replace('_', '-')}: {path} was trained without it, and a resumed run keeps "
+                            f"training the same weights; start a new run from it with --init-from {path}")
 
 
 def _build_model(c: TrainConfig, *, num_classes: int, saved: dict[str, Any] | None,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..checkpoint import min_input_side, save_checkpoint
-from ..errors import UserError
+from ..errors import UserError, raise_if_interrupted
 from ..evaluation import evaluate
 from .distributed import all_reduce_confusion_matrix, get_world_size, is_main_process, mean_over_ranks, unwrap_model
 from .losses import segmentation_loss
@@ -27,7 +27,8 @@ from .state import training_state
 from .tensorboard import TensorBoardLog
 
 __all__ = [
-    "AMP_MODES", "VALIDATION_LOG_KEYS", "LossNotFinite", "TrainResult", "resolve_amp", "train", "train_step", "validate",
+    "AMP_MODES", "VALIDATION_LOG_KEYS", "LossNotFinite", "RunFileNotWritten", "TrainResult", "resolve_amp", "train",
+    "train_step", "validate",
 ]
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
@@ -110,6 +111,22 @@ class LossNotFinite(UserError):
                          "(try a lower --lr or a longer --warmup-iters)")
 
 
+class RunFileNotWritten(UserError):
+    """A file of the run (checkpoint, log, plot) could not be written, e.g. on a full disk; the caller adds which
+    checkpoint is the last good one."""
+
+
+@contextlib.contextmanager
+def _writing_run_files() -> Iterator[None]:
+    """Raise a failed write of a run file as :class:`RunFileNotWritten`."""
+    try:
+        yield
+    except RunFileNotWritten:
+        raise
+    except UserError as exc:
+        raise RunFileNotWritten(str(exc)) from None
+
+
 @dataclass
 class TrainResult:
     """What a finished run did: steps done, wall time, best and last validation scores, where files are."""
@@ -141,10 +158,12 @@ def train(
     progress: bool = True,
     criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = segmentation_loss,
     tensorboard: bool = False,
+    history: str | Path | None = None,
 ) -> TrainResult:
     """Train from ``start_step`` to ``total_steps`` on ``criterion``, validating (and saving ``last.pt``, and
     ``best.pt`` on a new best mIoU) every ``val_every`` steps and at the end; ``metrics.jsonl`` and ``curves.png``
-    follow along, and with ``tensorboard`` also event files in ``out_dir/tensorboard``.
+    follow along, and with ``tensorboard`` also event files in ``out_dir/tensorboard``. ``history`` is the resumed
+    run's ``metrics.jsonl``: its records up to ``start_step`` begin this run's log.
 
     A non-finite loss stops the run with a UserError before the poisoned step reaches the weights or a file.
     """
@@ -153,7 +172,8 @@ def train(
     log = MetricsLog(out_dir / "metrics.jsonl")
     board = TensorBoardLog(out_dir / "tensorboard", start_step=start_step) if tensorboard and main else None
     if main:
-        log.reset(keep_until=start_step)  # a resumed run rewrites whatever followed its checkpoint
+        # A resumed run rewrites whatever followed its checkpoint; in a new folder its log and plot still start at 0.
+        log.reset(keep_until=start_step, history=MetricsLog(history) if history is not None else None)
     model.to(device).train()
     save = {"optimizer": optimizer, "scheduler": scheduler, "scaler": scaler, "class_names": class_names,
             "run_args": run_args or {}}
@@ -162,6 +182,7 @@ def train(
     step, scores, images_seen, started = start_step, None, 0, time.perf_counter()
     with bar, board if board is not None else contextlib.nullcontext():
         while step < total_steps:
+            raise_if_interrupted()
             images, masks = next(batches)
             lr = optimizer.param_groups[-1]["lr"]  # the head's rate: unscaled by --backbone-lr-scale
             loss = train_step(model, images.to(device, non_blocking=True), masks.to(device, non_blocking=True),
@@ -183,7 +204,8 @@ def train(
                     board.validation(step, scores, model=unwrap_model(model), loader=val_loader,
                                      class_names=class_names, device=device)
             elif main:
-                log.append(record)
+                with _writing_run_files():
+                    log.append(record)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{images_per_s:.1f}", refresh=False)
             bar.update(1)
     return TrainResult(steps=step, seconds=time.perf_counter() - started, best_miou=best_miou,
@@ -211,10 +233,11 @@ def _save_validation(
     best_miou = max(best_miou, scores["miou"])
     if not main:
         return best_miou
-    log.append({**record, **{key: scores[key] for key in VALIDATION_LOG_KEYS}})
     state = training_state(model, step=step, best_miou=best_miou, scores=scores, **save)
-    if improved:
-        save_checkpoint(state, out_dir / "best.pt")
-    save_checkpoint(state, out_dir / "last.pt")
-    plot_curves(log.read(), out_dir / "curves.png")
+    with _writing_run_files():
+        log.append({**record, **{key: scores[key] for key in VALIDATION_LOG_KEYS}})
+        if improved:
+            save_checkpoint(state, out_dir / "best.pt")
+        save_checkpoint(state, out_dir / "last.pt")
+        plot_curves(log.read(), out_dir / "curves.png")
     return best_miou

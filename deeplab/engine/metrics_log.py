@@ -31,9 +31,10 @@ class MetricsLog:
                 continue
         return records
 
-    def reset(self, *, keep_until: int = 0) -> None:
-        """Keep only records with ``step <= keep_until`` (0: none), so a resumed run rewrites what followed."""
-        kept = [r for r in self.read() if r.get("step", 0) <= keep_until]
+    def reset(self, *, keep_until: int = 0, history: MetricsLog | None = None) -> None:
+        """Keep only records with ``step <= keep_until`` (0: none), so a resumed run rewrites what followed; taken
+        from ``history`` when given (the resumed run's log, when it continues in another folder)."""
+        kept = [r for r in (history or self).read() if r.get("step", 0) <= keep_until]
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         with _reported(self.path):
             self.path.parent.mkdir(parents=True, exist_ok=True)

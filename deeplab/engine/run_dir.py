@@ -150,12 +150,14 @@ def _check_run_dir(folder: Path, *, resume_path: str | Path | None, resume_step:
 
 
 def last_good_checkpoint(folder: str | Path, *, resume_path: str | Path | None = None) -> str:
-    """Which checkpoint a stopped run leaves in ``folder`` to continue from, in words (what Ctrl-C reports); before
-    its first one, a resumed run's is still ``resume_path``."""
-    last = Path(folder) / "last.pt"
-    step = _saved_step(last)
-    if step is not None:
-        return f"{last} (step {step}) is the last good checkpoint; continue with --resume {last}"
+    """Which checkpoint a stopped run leaves in ``folder`` to continue from, in words (what Ctrl-C reports): the later
+    of ``last.pt`` and ``best.pt`` (ahead when the run stopped between the two writes); before its first one, a
+    resumed run's is still ``resume_path``."""
+    saved = [(step, path) for path in (Path(folder) / "last.pt", Path(folder) / "best.pt")
+             if (step := _saved_step(path)) is not None]
+    if saved:
+        step, path = max(saved, key=lambda found: found[0])  # the first of equals: last.pt
+        return f"{path} (step {step}) is the last good checkpoint; continue with --resume {path}"
     if resume_path is None:
         return f"no checkpoint was written to {folder}"
     out = "" if _same_file(Path(resume_path).parent, Path(folder)) else f" --out {folder}"

@@ -89,12 +89,16 @@ def restore_training_state(
     path: str | Path = "checkpoint",
 ) -> tuple[int, float]:
     """Load a :func:`training_state` checkpoint into live objects and the RNGs; returns ``(step, best_miou)``."""
+    # The saved rates, decay and lr belong to the saved settings and schedule; a resume that changes them (--lr,
+    # --weight-decay, --backbone-lr-scale, --iters) trains with, and records, this run's.
+    rates = [(group["initial_lr"], group["weight_decay"]) for group in optimizer.param_groups]
     try:
         unwrap_model(model).load_state_dict(ckpt["model"], strict=True)
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        # The saved lr belongs to the saved schedule; a resume that changes the length (--iters) needs this one's.
-        for group, base_lr, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        scheduler.base_lrs = [base_lr for base_lr, _ in rates]
+        for group, (base_lr, decay), factor in zip(optimizer.param_groups, rates, scheduler.lr_lambdas):
+            group["initial_lr"], group["weight_decay"] = base_lr, decay
             group["lr"] = base_lr * factor(scheduler.last_epoch)
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])

@@ -62,3 +62,16 @@ def test_sigkill_at_random_moments_leaves_a_loadable_checkpoint(tmp_path, demo_r
     _, err = final.communicate(timeout=120)
     assert final.returncode == 0, err
     assert load_checkpoint(last)["step"] == steps[-1] + 2
+
+
+def test_sigterm_before_the_first_checkpoint_stops_like_ctrl_c_and_leaves_no_folder(tmp_path, demo_root):
+    split_file(demo_root, "val1").write_text("val_0000\n")
+    out = tmp_path / "run"
+    process = start_training(demo_root, out, "--val-every", "10000")  # the last flag wins: no checkpoint
+    try:
+        wait_for_save(out / "metrics.jsonl", process)
+    finally:
+        process.send_signal(signal.SIGTERM)  # a batch scheduler's stop
+    assert process.wait(timeout=60) == 130
+    assert process.stderr.read() == f"interrupted: no checkpoint was written to {out}\n"
+    assert not out.exists()  # the same command can run again

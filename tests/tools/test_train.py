@@ -2,9 +2,11 @@
 bad output folder, bad image in a worker), and new runs started from another checkpoint (--init-from)."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -97,15 +99,68 @@ def test_resume_with_another_backbone_or_class_count_is_refused(demo, tmp_path, 
     assert train_tool.main(["--resume", str(tmp_path / "other.pt"), "--backbone", "mobilenetv2", *FAST]) == 2
     err = capsys.readouterr().err
     assert "other.pt" in err and "otherbackbone" in err and "mobilenetv2" in err and len(err.splitlines()) == 1
-    args = ["--resume", str(out / "last.pt"), "--dataset", "voc", "--data-root", str(voc_mini), *FAST]
+    args = ["--resume", str(out / "last.pt"), "--iters", "2", "--dataset", "voc", "--data-root", str(voc_mini), *FAST]
     assert train_tool.main(args) == 2
     err = capsys.readouterr().err
     assert "last.pt" in err and "5 classes" in err and "21" in err
     del ckpt["optimizer"]
     ckpt["model_config"]["backbone"] = ckpt["args"]["backbone"] = "mobilenetv2"
     torch.save(ckpt, tmp_path / "partial.pt")
-    assert train_tool.main(["--resume", str(tmp_path / "partial.pt"), *FAST]) == 2
+    assert train_tool.main(["--resume", str(tmp_path / "partial.pt"), "--iters", "2", *FAST]) == 2
     assert "partial.pt: cannot resume" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--freeze-bn", "--freeze-early-stages"])
+def test_resume_that_freezes_what_its_run_trained_is_refused_before_any_work(demo, tmp_path, capsys, flag):
+    out = tmp_path / "run"
+    assert train_tool.main(demo_args(demo, out, "--iters", "1")) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert train_tool.main(["--resume", str(out / "last.pt"), flag, "--iters", "2", *FAST]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {flag}: {out / 'last.pt'} was trained without it") and len(err.splitlines()) == 1
+    assert f"--init-from {out / 'last.pt'}" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_resume_of_a_finished_run_is_refused_and_leaves_no_folder(demo, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train_tool.main(demo_args(demo, out, "--iters", "1")) == 0
+    capsys.readouterr()
+    assert train_tool.main(["--resume", str(out / "last.pt"), "--out", str(tmp_path / "more"), *FAST]) == 2
+    assert capsys.readouterr().err == (f"error: --iters/--epochs: 1 steps asked for, but {out / 'last.pt'} is at "
+                                       "step 1 already; ask for more to continue it\n")
+    assert not (tmp_path / "more").exists()
+
+
+def test_a_run_resumed_into_a_new_folder_names_only_the_files_it_wrote(demo, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train_tool.main(demo_args(demo, out, "--iters", "1")) == 0
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    ckpt["best_miou"] = 1.0  # no validation of the resumed run beats it: no best.pt in the new folder
+    torch.save(ckpt, tmp_path / "unbeatable.pt")
+    capsys.readouterr()
+    assert train_tool.main(["--resume", str(tmp_path / "unbeatable.pt"), "--iters", "2", "--out", str(tmp_path / "b"),
+                            *FAST]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"files in {tmp_path / 'b'}: last.pt, metrics.jsonl, curves.png"
+
+
+def test_a_run_resumed_into_a_new_folder_logs_and_plots_from_step_one(demo, tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert train_tool.main(demo_args(demo, first, "--iters", "2", "--val-every", "1")) == 0
+    assert train_tool.main(["--resume", str(first / "last.pt"), "--iters", "3", "--out", str(second), *FAST]) == 0
+    log = read_log(second)
+    assert [r["step"] for r in log] == [1, 2, 3] and log[:2] == read_log(first)
+
+
+def test_resuming_a_weights_only_checkpoint_points_to_init_from_before_any_work(make_checkpoint, tmp_path, capsys,
+                                                                                monkeypatch):
+    make_checkpoint(tmp_path / "imported.pt", num_classes=5)
+    monkeypatch.chdir(tmp_path)  # no data/voc here: the VOC default the checkpoint leaves must not be reached
+    assert train_tool.main(["--resume", "imported.pt", "--iters", "2", *FAST]) == 2
+    assert capsys.readouterr().err == ("error: imported.pt: cannot resume from this checkpoint: it holds weights but "
+                                       "no training state (optimizer, scheduler, step, rng); start a new run from "
+                                       "them with --init-from imported.pt\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["imported.pt"]
 
 
 def test_a_relative_data_root_resumes_from_elsewhere_and_steps_never_go_back(demo, tmp_path, capsys, monkeypatch):
@@ -182,6 +237,26 @@ def test_nan_scores_at_a_validation_stop_the_run_naming_the_last_good_checkpoint
     assert load_checkpoint(out / "last.pt")["step"] == 2
 
 
+def test_a_ctrl_c_whose_exception_python_lost_still_stops_the_run(demo, tmp_path, monkeypatch, capsys):
+    from deeplab.engine import loop
+
+    real_step, calls = loop.train_step, []
+
+    def step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # as in an at-fork callback while workers start: "Exception ignored in ..."
+            with contextlib.suppress(KeyboardInterrupt):
+                signal.raise_signal(signal.SIGINT)
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_step", step)
+    out = tmp_path / "run"
+    assert train_tool.main(demo_args(demo, out, "--iters", "5", "--val-every", "1")) == 130
+    assert capsys.readouterr().err == (f"interrupted: {out / 'last.pt'} (step 3) is the last good checkpoint; "
+                                       f"continue with --resume {out / 'last.pt'}\n")
+    assert len(calls) == 3
+
+
 def test_full_disk_keeps_the_previous_checkpoint(demo, tmp_path, monkeypatch, capsys):
     real_save, calls = torch.save, []
 
@@ -194,7 +269,10 @@ def test_full_disk_keeps_the_previous_checkpoint(demo, tmp_path, monkeypatch, ca
     monkeypatch.setattr(torch, "save", full_disk_after_two)
     out = tmp_path / "run"
     assert train_tool.main(demo_args(demo, out, "--iters", "4", "--val-every", "2")) == 2
-    assert "No space left on device" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and len(err.splitlines()) == 1
+    assert err.endswith(f"{out / 'last.pt'} (step 2) is the last good checkpoint; continue with --resume "
+                        f"{out / 'last.pt'}\n"), err
     ckpt = load_checkpoint(out / "last.pt")
     assert ckpt["step"] == 2
     model_from_checkpoint(ckpt, out / "last.pt")
@@ -206,6 +284,24 @@ def test_unwritable_output_folder_fails_before_training(demo, tmp_path, capsys):
     assert train_tool.main(demo_args(demo, tmp_path / "file" / "out", "--iters", "1")) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "cannot write" in err and "training" not in capsys.readouterr().out
+
+
+def test_mixed_precision_without_cuda_is_refused_before_the_data_is_made(tmp_path, capsys):
+    args = ["--dataset", "demo", "--data-root", str(tmp_path / "data"), "--device", "cpu", "--amp", "bf16",
+            "--out", str(tmp_path / "run"), *FAST]
+    assert train_tool.main(args) == 2
+    assert capsys.readouterr().err == "error: --amp bf16: mixed precision needs a CUDA device, not cpu\n"
+    assert not (tmp_path / "data").exists() and not (tmp_path / "run").exists()
+
+
+def test_a_bad_backbone_weights_file_is_refused_before_the_data_is_made(tmp_path, capsys):
+    torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "other.pth")
+    for weights, problem in (("missing.pth", "weights file not found"), ("other.pth", "not a MobileNetV2")):
+        args = ["--dataset", "demo", "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "run"),
+                "--pretrained-backbone", str(tmp_path / weights), *FAST]
+        assert train_tool.main(args) == 2
+        assert capsys.readouterr().err.startswith(f"error: {tmp_path / weights}: {problem}")
+        assert not (tmp_path / "data").exists() and not (tmp_path / "run").exists()
 
 
 def test_unknown_backbone_is_a_one_line_error_with_suggestions(capsys):
@@ -350,6 +446,8 @@ def test_validation_ids_listed_twice_are_named(tmp_path, make_voc_folder, failin
 def test_resuming_where_classes_txt_is_missing_says_so(tmp_path, make_voc_folder, make_checkpoint, capsys):
     make_voc_folder(tmp_path / "data", {"a": np.zeros((36, 36), np.uint8)}, classes=["background", "a", "b"])
     make_checkpoint(tmp_path / "last.pt", ["background", "a", "b"], num_classes=3)
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
+    torch.save({**ckpt, "step": 0, "optimizer": {}, "scheduler": {}, "rng": {}}, tmp_path / "last.pt")  # a run's
     (tmp_path / "data" / "classes.txt").unlink()  # not copied along to this machine
     args = ["--resume", str(tmp_path / "last.pt"), "--dataset", "voc", "--data-root", str(tmp_path / "data"),
             "--iters", "1", "--out", str(tmp_path / "run"), *FAST]

@@ -72,8 +72,9 @@ def test_two_process_checkpoint_resumes_in_one_process(ddp_run, tmp_path: Path) 
                             "--data-root", str(data), "--no-progress"]) == 0
     ckpt = load_checkpoint(tmp_path / "last.pt")
     assert ckpt["step"] == 5 and ckpt["args"]["crop_size"] == 64
-    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [4, 5]
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5]  # the two-process run's history, then this one's
+    assert records[:3] == [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][:3]
 
 
 def test_freeze_bn_keeps_the_initial_statistics(ddp_run, tmp_path: Path) -> None:

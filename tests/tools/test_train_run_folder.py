@@ -190,7 +190,8 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(demo, tmp_pat
                                                                  "--val-every", "1")))
     assert result.returncode == 2, result.stderr[-2000:]
     assert re.fullmatch(rf"error: {disk}/run/(best|last)\.pt: cannot write checkpoint \(No space left on device\); "
-                        r"the previous one is kept", result.stderr.strip()), result.stderr[-2000:]
+                        rf"the previous one is kept; {disk}/run/last\.pt \(step 1\) is the last good checkpoint; "
+                        rf"continue with --resume {disk}/run/last\.pt", result.stderr.strip()), result.stderr[-2000:]
 
 
 @pytest.mark.slow

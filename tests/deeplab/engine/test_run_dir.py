@@ -201,6 +201,15 @@ def test_last_good_checkpoint_names_the_file_and_its_step(tmp_path):
     assert last_good_checkpoint(tmp_path).startswith(f"{tmp_path / 'last.pt'} (step 7) is the last good checkpoint")
 
 
+def test_last_good_checkpoint_is_best_pt_when_a_run_stopped_between_the_two_writes(tmp_path):
+    fake_run(tmp_path, step=7)
+    torch.save({"step": 9}, tmp_path / "best.pt")  # step 9 improved; its last.pt was never written
+    assert last_good_checkpoint(tmp_path) == (f"{tmp_path / 'best.pt'} (step 9) is the last good checkpoint; "
+                                              f"continue with --resume {tmp_path / 'best.pt'}")
+    (tmp_path / "last.pt").unlink()  # the disk filled up at the first validation, after best.pt
+    assert last_good_checkpoint(tmp_path).startswith(f"{tmp_path / 'best.pt'} (step 9)")
+
+
 def test_before_its_first_checkpoint_a_resumed_run_names_the_one_it_resumed(tmp_path):
     resumed = tmp_path / "A" / "last.pt"
     fake_run(resumed.parent, step=7)
