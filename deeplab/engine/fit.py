@@ -226,9 +226,8 @@ def _warn_repeated(ids: list[str], *, split: str) -> None:
     scores weigh those images double."""
     repeated = [sample_id for sample_id, count in collections.Counter(ids).items() if count > 1]
     if repeated:
-        more = f" and {len(repeated) - 3} more" if len(repeated) > 3 else ""
-        print(f"warning: split {split} lists {', '.join(repeated[:3])}{more} more than once; each copy counts again "
-              "in the validation scores")
+        print(f"warning: split {split} lists {_first_ids(repeated)} more than once; each copy counts again in the "
+              "validation scores")
 
 
 def _warn_overlap(train_ids: list[str], val_ids: list[str], *, train_split: str, val_split: str) -> None:
@@ -236,9 +235,14 @@ def _warn_overlap(train_ids: list[str], val_ids: list[str], *, train_split: str,
     memory, not how the model does on images it has not seen."""
     shared = sorted(set(val_ids) & set(train_ids))
     if shared and train_split != val_split:
-        more = f" and {len(shared) - 3} more" if len(shared) > 3 else ""
         print(f"warning: {len(shared)} of the {len(set(val_ids))} images of split {val_split} are also in split "
-              f"{train_split} ({', '.join(shared[:3])}{more}); the validation scores flatter the model on them")
+              f"{train_split} ({_first_ids(shared)}); the validation scores flatter the model on them")
+
+
+def _first_ids(ids: list[str], shown: int = 3) -> str:
+    """``a, b, c and 4 more``: the first few of a list of image ids, for a warning line."""
+    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+    return ", ".join(ids[:shown]) + more
 
 
 def _check_resume(ckpt: dict[str, Any], path: str | Path | None, *, backbone: str, num_classes: int,
