@@ -154,16 +154,19 @@ class PredictionWriter:
 
     def check(self) -> None:
         """UserError, before any work, when a file to write is an input, or exists and ``overwrite`` is off."""
-        inputs = {p.resolve() for p in self.names}
+        resolved = [p.resolve() for p in self.names]
+        inputs, first_input_in = set(resolved), {}
+        for name, full in zip(self.names, resolved):
+            first_input_in.setdefault(full.parent, name)
         for source in self.names:
             for path in self.outputs_of(source):
-                if path.resolve() in inputs:
+                full = path.resolve()
+                if full in inputs:
                     raise UserError(f"{path}: is an input, and the prediction of {source} would replace it; "
                                     "pass another --out")
-                inside = [p for p in self.names if path.is_dir() and p.resolve().parent == path.resolve()]
-                if inside:
-                    raise UserError(f"{inside[0]}: is an input inside {path}, where the frame masks of {source} "
-                                    "go; pass another --out")
+                if full in first_input_in and path.is_dir():
+                    raise UserError(f"{first_input_in[full]}: is an input inside {path}, where the frame masks of "
+                                    f"{source} go; pass another --out")
         existing = self.existing()
         if existing and not self.overwrite:
             more = f" ({len(existing) - 1} more files alike)" if len(existing) > 1 else ""
