@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from deeplab.errors import report_user_errors
-from deeplab.inference.export import export_checkpoint, onnx_metadata
+from deeplab.inference.export import export_checkpoint
 from deeplab.tool_args import check_new_files
 
 
@@ -40,13 +40,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Export, then print the parity of ONNX Runtime against PyTorch on one random input."""
     args = get_args_parser().parse_args(argv)
     check_new_files([args.out], flag="--out", overwrite=args.overwrite, inputs=[("--checkpoint", args.checkpoint)])
-    parity = export_checkpoint(args.checkpoint, args.out, input_size=args.input_size, seed=args.seed,
-                               output_stride=args.output_stride)
+    parity, metadata = export_checkpoint(args.checkpoint, args.out, input_size=args.input_size, seed=args.seed,
+                                         output_stride=args.output_stride)
     out = Path(args.out)
     shape = ("input N x 3 x H x W, all dynamic" if args.input_size is None
              else f"input N x 3 x {args.input_size[0]} x {args.input_size[1]}, batch dynamic")
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {shape})")
-    metadata = onnx_metadata(out)
     print(f"input: RGB / 255, then (x - mean) / std with mean {metadata['mean']} and std {metadata['std']} (stored in "
           "the file's metadata with the class names)")
     print(parity)

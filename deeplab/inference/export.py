@@ -25,7 +25,7 @@ from torch import nn
 from ..checkpoint import load_checkpoint, min_input_side, model_from_checkpoint, write_atomically
 from ..errors import UserError
 
-__all__ = ["INPUT_DESCRIPTION", "Parity", "export_checkpoint", "export_onnx", "input_metadata", "onnx_metadata",
+__all__ = ["INPUT_DESCRIPTION", "Parity", "export_checkpoint", "export_onnx", "input_metadata",
            "onnx_session", "parity_check", "quantize_int8"]
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -64,9 +64,10 @@ def export_onnx(
 def export_checkpoint(
     checkpoint: str | Path, out: str | Path, *, input_size: Sequence[int] | None = None, seed: int = 0,
     output_stride: int | None = None,
-) -> Parity:
+) -> tuple[Parity, dict[str, str]]:
     """Export the model of ``checkpoint`` (at ``output_stride`` if given) to ``out`` (ONNX) and check ONNX Runtime
-    against PyTorch on one random input (``input_size``, or an odd size when height and width are dynamic).
+    against PyTorch on one random input (``input_size``, or an odd size when height and width are dynamic); returns
+    that parity and the metadata stored in the file (:func:`input_metadata`).
 
     The model is exported in memory (so no external-data files appear beside ``out``) and written atomically once
     checked: a failure or Ctrl-C leaves no partial file and keeps a previous one."""
@@ -80,11 +81,12 @@ def export_checkpoint(
     height, width = input_size or DYNAMIC_PARITY_SIZE
     with _within_memory(input_size):
         export_onnx(model, buffer, input_size=input_size)
-        onnx_model = _with_metadata(buffer.getvalue(), input_metadata(model, ckpt.get("class_names")))
+        metadata = input_metadata(model, ckpt.get("class_names"))
+        onnx_model = _with_metadata(buffer.getvalue(), metadata)
         batch = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(seed))
         parity = parity_check(model, onnx_session(onnx_model), batch)
     write_atomically(out, lambda file: file.write(onnx_model), what="the ONNX file")
-    return parity
+    return parity, metadata
 
 
 def input_metadata(model: nn.Module, class_names: Sequence[str] | None) -> dict[str, str]:
@@ -92,13 +94,6 @@ def input_metadata(model: nn.Module, class_names: Sequence[str] | None) -> dict[
     differ from ImageNet's) and the class names, as strings (JSON lists) for the file's ``metadata_props``."""
     return {"input": INPUT_DESCRIPTION, "mean": json.dumps(list(model.mean)), "std": json.dumps(list(model.std)),
             "class_names": json.dumps(list(class_names or []))}
-
-
-def onnx_metadata(path: str | Path) -> dict[str, str]:
-    """The ``metadata_props`` of the ONNX file ``path`` (see :func:`input_metadata`)."""
-    import onnx
-
-    return {entry.key: entry.value for entry in onnx.load(str(path), load_external_data=False).metadata_props}
 
 
 def _with_metadata(onnx_model: bytes, metadata: dict[str, str]) -> bytes:
