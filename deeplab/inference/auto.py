@@ -53,7 +53,7 @@ from datasets.voc import find_image, voc_dir
 from .cache import EngineCache, library_versions
 from .calibration import NAMED, Calibration, effective_max_size, split_ids, spread
 from .engines import SPECS, resolve_engine
-from .tta import Engine, require_finite
+from .tta import Engine, class_scores
 
 __all__ = [
     "AUTO_CANDIDATES", "MAX_MIOU_LOSS", "MIN_AGREEMENT", "VERIFY_IMAGES", "AutoChoice", "Verification",
@@ -277,13 +277,8 @@ def _verify(candidates: Sequence[str], exact: str, verification: Verification, *
 
 def _classes(run: Callable[[torch.Tensor], torch.Tensor], samples: Sequence[tuple[torch.Tensor, Any]]) -> list:
     """Each sample's argmax; NaN or infinite scores raise, as their argmax would agree with any mask of class 0."""
-    classes = []
     with torch.inference_mode():
-        for image, _ in samples:
-            scores = run(image)
-            require_finite(scores)
-            classes.append(scores.argmax(1))
-    return classes
+        return [class_scores(run, image).argmax(1) for image, _ in samples]
 
 
 def _accepted(check: dict, reference_miou: float | None) -> bool:
