@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import codecs
 import io
+import json
 import math
 import os
 import pickletools
@@ -26,7 +27,7 @@ __all__ = [
     "MAX_CLASSES", "class_names_source", "load_checkpoint", "match_class_names", "min_input_side",
     "model_from_checkpoint",
     "model_from_config", "newest_checkpoint", "read_checkpoint_bytes", "read_plain_data", "save_checkpoint",
-    "too_many_classes", "write_atomically",
+    "too_many_classes", "write_atomically", "write_json",
 ]
 
 REQUIRED_KEYS = ("model", "model_config")
@@ -58,6 +59,11 @@ def _write_through(path: Path, write: Callable[[BinaryIO], None]) -> None:
             return
     with path.open("ab") as handle:
         write(handle)
+
+
+def write_json(path: str | Path, data: Any, *, what: str = "JSON", indent: int = 2) -> None:
+    """Write ``data`` as indented JSON through :func:`write_atomically` (its folder made when missing)."""
+    write_atomically(path, lambda handle: handle.write(json.dumps(data, indent=indent).encode("utf-8")), what=what)
 
 
 def write_atomically(path: str | Path, write: Callable[[BinaryIO], None], *, what: str) -> None:

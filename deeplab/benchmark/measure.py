@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import json
 import statistics
 import tempfile
 import time
@@ -13,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..checkpoint import write_atomically
+from ..checkpoint import write_json
 from ..inference.export import INPUT_NAME, export_onnx, onnx_session
 
 __all__ = ["SMP_STRIDE", "Runner", "cpu_flags", "eager", "markdown", "measure", "measure_rounds", "model_stats",
@@ -112,11 +111,6 @@ def markdown(rows: list[dict]) -> str:
     for row in rows:
         lines.append("| " + " | ".join(_cell(row.get(k)) for k in keys) + " |")
     return "\n".join(lines)
-
-
-def write_json(path: str | Path, data: Any) -> None:
-    """Write ``data`` as indented JSON atomically (its folder made when missing), so a crash keeps the old file."""
-    write_atomically(path, lambda handle: handle.write(json.dumps(data, indent=2).encode("utf-8")), what="JSON")
 
 
 def _cell(value: Any) -> str:

@@ -33,7 +33,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
-from ..checkpoint import _fsync_dir, write_atomically
+from ..checkpoint import _fsync_dir, write_json
 from ..tool_args import check_writable
 from ..errors import UserError
 
@@ -275,7 +275,7 @@ def _place(tmp: Path, entry: Path, key: CacheKey) -> bool:
 def _write_json(path: Path, record: dict) -> bool:
     """Write ``record`` to ``path`` atomically; whether it could be (not where, e.g., a folder is in the way)."""
     try:
-        write_atomically(path, lambda handle: handle.write(json.dumps(record, indent=1).encode()), what="record")
+        write_json(path, record, what="record", indent=1)
     except UserError:
         return False
     return True
