@@ -88,7 +88,7 @@ def score_checkpoint(args: argparse.Namespace) -> tuple[ConfusionMatrix, list[st
     print(f"evaluating {args.checkpoint} on {len(dataset)} {args.split} images "
           f"({predictor.device}, scales {scales}{', flip' if args.flip else ''}{stride})")
     matrix = evaluate(predictor.engine, loader, num_classes=len(class_names), scales=scales, flip=args.flip,
-                      min_side=predictor.min_side)
+                      min_side=predictor.min_side, image_paths=split_images)
     return matrix, class_names, {"scales": scales, "flip": args.flip, "engine": predictor.engine_name,
                                  "output_stride": predictor.model_config.get("output_stride")}
 

@@ -1,12 +1,14 @@
 """Whole-split evaluation: single- or multi-scale (+ flip) predictions accumulated into one confusion matrix."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
 
 from datasets.image_files import IGNORE_INDEX
 
+from ..errors import UserError
 from ..inference.tta import Engine, class_scores
 from .confusion import ConfusionMatrix
 
@@ -22,12 +24,21 @@ def evaluate(
     flip: bool = False,
     ignore_index: int = IGNORE_INDEX,
     min_side: int = 1,
+    image_paths: Sequence[Path] | None = None,
 ) -> ConfusionMatrix:
     """Run ``engine`` over ``(images, masks)`` batches; it must accept CPU batches (an engine moves them). An image
-    (or scale of one) with a side under ``min_side``, the model's smallest input, is a UserError."""
+    (or scale of one) with a side under ``min_side``, the model's smallest input, is a UserError; with the batches'
+    ``image_paths`` in order, such an error starts with the file of its batch's first image."""
     matrix = ConfusionMatrix(num_classes, ignore_index=ignore_index)
+    seen = 0
     with torch.inference_mode():
         for images, masks in batches:
-            pred = class_scores(engine, images, scales=scales, flip=flip, min_side=min_side).argmax(dim=1)
+            try:
+                pred = class_scores(engine, images, scales=scales, flip=flip, min_side=min_side).argmax(dim=1)
+            except UserError as error:
+                if image_paths is None:
+                    raise
+                raise type(error)(f"{image_paths[seen]}: {error}") from None
             matrix.update(pred.cpu(), masks)
+            seen += len(images)
     return matrix

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from datasets import build_eval_transform, save_label_png
+from datasets import VOCSegmentation, build_eval_transform, save_label_png
 from deeplab.inference import create_engine
 from tools import eval as eval_tool
 from tools import predict
@@ -294,11 +294,12 @@ def test_more_bad_input_is_one_line(flag, named, tiny_voc, tmp_path: Path, capsy
 def test_images_or_scales_too_small_for_an_imported_model_are_one_line(sizes, flag, named, tmp_path: Path,
                                                                        make_voc_folder, imported_checkpoint,
                                                                        capsys) -> None:
-    """VainF's unpadded 3x3 stem takes no side under 3 pixels: one line, not a conv traceback."""
+    """VainF's unpadded 3x3 stem takes no side under 3 pixels: one line naming the image, not a conv traceback."""
     make_voc_folder(tmp_path, {f"im{i}": np.zeros(size, np.uint8) for i, size in enumerate(sizes)}, split="val")
     rc = eval_tool.main(["--checkpoint", str(imported_checkpoint("vainf")), "--data-root", str(tmp_path),
                          "--workers", "0", "--engine", "torch", *flag])
-    assert rc == 2 and capsys.readouterr().err == f"error: {named}\n"
+    culprit = VOCSegmentation(tmp_path, split="val").image_path(len(sizes) - 1)  # the image that is too small
+    assert rc == 2 and capsys.readouterr().err == f"error: {culprit}: {named}\n"
 
 
 def test_report_is_written_when_the_reader_of_the_table_went_away(tiny_voc, tmp_path: Path, monkeypatch,
