@@ -48,7 +48,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", action="append", default=[],
                         help="backbones: report its best_miou beside its (backbone, OS); engines: trained model "
                              "(repeatable; the first is timed, each one's agreement and mIoU are measured); "
-                             "predict: model to use")
+                             "predict: the first one's model is timed (default a random-weight mobilenetv2)")
     parser.add_argument("--data-root", action="append", default=[],
                         help="engines: VOC-format folder whose val split scores the checkpoint in the same position "
                              "(default: the data root the checkpoint was trained on)")
