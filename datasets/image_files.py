@@ -44,12 +44,17 @@ _ROTATED_ORIENTATIONS = {5, 6, 7, 8}  # transposed, rotated 90 or 270 degrees: w
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
-    """Decode ``path`` to uint8 ``HxWx3`` RGB as displayed: EXIF rotation applied, wide greys scaled to 8 bits."""
+    """Decode ``path`` to uint8 ``HxWx3`` RGB as displayed: EXIF rotation applied, wide greys scaled to 8 bits. An
+    animation or multi-page file is refused rather than silently read from its first frame."""
     path = Path(path)
     if path.is_dir():
         raise DataError(f"{path}: is a folder, not an image")
     try:
         with Image.open(path) as image:
+            frames = getattr(image, "n_frames", 1)
+            if frames > 1 and image.format != "MPO":  # a camera's MPO JPEG holds the photo first, then extras
+                raise DataError(f"{path}: holds {frames} frames (an animation or a multi-page file); save the one "
+                                "to segment as an image of its own")
             image.load()
             image = ImageOps.exif_transpose(image)
             if image.mode in _WIDE_MODES:

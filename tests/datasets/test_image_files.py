@@ -46,6 +46,19 @@ def test_read_rgb_errors_name_the_file(tmp_path: Path) -> None:
         read_rgb(tmp_path)
 
 
+def test_animations_and_multi_page_files_are_refused_but_a_cameras_mpo_photo_is_read(tmp_path: Path) -> None:
+    """Reading only the first frame would segment one frame of many without a word."""
+    first, second = (Image.fromarray(np.full((12, 16, 3), value, np.uint8)) for value in (40, 200))
+    for name in ("clip.gif", "pages.tiff", "clip.webp"):
+        first.save(tmp_path / name, save_all=True, append_images=[second])
+        with pytest.raises(DataError, match=f"{name}: holds 2 frames"):
+            read_rgb(tmp_path / name)
+    first.save(tmp_path / "camera.mpo", save_all=True, append_images=[second])  # photo first, then e.g. a depth map
+    np.testing.assert_allclose(read_rgb(tmp_path / "camera.mpo"), 40, atol=2)
+    first.save(tmp_path / "still.gif")
+    assert read_rgb(tmp_path / "still.gif").shape == (12, 16, 3)
+
+
 def test_images_beyond_pillows_safe_size_are_one_line(tmp_path: Path, monkeypatch) -> None:
     save_label_png(tmp_path / "huge.png", np.zeros((70, 70), np.uint8))
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)  # 4900 pixels: over twice the limit, refused by Pillow
