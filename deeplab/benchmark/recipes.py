@@ -40,7 +40,7 @@ _BEST_LOSS_ROW = "ce+3*dice, crops + ohem 0.1"  # the best loss and sampling fou
 _BEST_LOSS = {"loss": "ce+3*dice", "balanced_crops": 0.5, "ohem": 0.1}
 _SCALE = {"min_scale": 0.75, "max_scale": 1.25}
 #: Row name -> settings on top of the ``demo-rare`` preset (mobilenetv2 OS16 from scratch, 400 steps, batch 8,
-#: crop 128, lr 0.01).
+#: crop 128, lr 0.01 unless the row sets ``lr``).
 ROWS: dict[str, dict[str, Any]] = {
     "ce": {},
     "ce+dice": {"loss": "ce+dice"},
@@ -92,6 +92,11 @@ ROWS: dict[str, dict[str, Any]] = {
        for k in (2, 4)},
     **{f"ce+3*dice, crops + ohem {share:g}, scale 0.75-1.25": {**_BEST_LOSS, "ohem": share, **_SCALE}
        for share in (0.075, 0.15)},
+    # The peak learning rate, for the recipe and for plain cross-entropy: the same steps, batch and crop, the same
+    # warm-up and poly decay.
+    **{f"ce+3*dice, crops + ohem 0.1, scale 0.75-1.25, lr {lr:g}": {**_BEST_LOSS, **_SCALE, "lr": lr}
+       for lr in (0.005, 0.02, 0.04, 0.08)},
+    "ce, lr 0.04": {"lr": 0.04},
 }
 
 
