@@ -136,6 +136,10 @@ def _check_run_dir(folder: Path, *, resume_path: str | Path | None, resume_step:
     held = f"{folder}: holds another run ({names})" if another else f"{folder}: holds {names}, which a run writes"
     last = folder / "last.pt"
     if resume_path is None:
+        if another and not any((folder / name).exists() for name in _CHECKPOINTS):
+            # A run killed (SIGKILL, power loss) before its first checkpoint had no chance to remove its files.
+            held = (f"{folder}: holds a run that has no checkpoint ({names}: stopped before its first one, or its "
+                    "checkpoints were removed), so there is nothing to resume")
         how = f"continue it with --resume {last}" if last.exists() else f"move {'its files' if another else 'it'} away"
         raise UserError(f"{held}; {how}, or pass --out with a new folder")
     resume_path = Path(resume_path)

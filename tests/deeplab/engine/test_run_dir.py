@@ -35,6 +35,18 @@ def test_a_new_run_never_starts_in_a_folder_holding_another(tmp_path):
     assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before  # untouched, no lock left
 
 
+def test_a_folder_left_by_a_run_killed_before_its_first_checkpoint_says_so(tmp_path):
+    """SIGKILL leaves no chance to clean up: the folder holds a log but nothing to resume, and is kept."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.jsonl").write_text('{"step": 5}\n')
+    with pytest.raises(UserError) as refused, claim_run_dir(tmp_path / "run", default=tmp_path / "unused"):
+        pass
+    assert str(refused.value) == (f"{tmp_path / 'run'}: holds a run that has no checkpoint (metrics.jsonl: stopped "
+                                  "before its first one, or its checkpoints were removed), so there is nothing to "
+                                  "resume; move its files away, or pass --out with a new folder")
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == '{"step": 5}\n'
+
+
 def test_without_a_folder_the_first_free_numbered_one_is_taken(tmp_path):
     default = tmp_path / "runs" / "demo_mobilenetv2_os16"
     fake_run(default, step=3)
