@@ -20,6 +20,7 @@ from torch import nn
 from backbones import build_backbone
 from datasets import (
     DEMO_VARIANTS,
+    IGNORE_INDEX,
     VOCSegmentation,
     build_eval_transform,
     build_train_transform,
@@ -143,6 +144,7 @@ def _fit_in(
                                         allow_mismatch=ignore_class_names)
     train_set = VOCSegmentation(root, split=c.split, class_names=class_names)
     train_pixels = _checked_pixel_counts(train_set, workers=c.workers)
+    _check_labelled(train_pixels, train_set, flag="--split", purpose="train on")
     criterion, focus, paste = prepare_balance(c, train_pixels, class_names, announce=distributed.is_main_process())
     if c.epochs:
         c.iters, c.epochs = c.epochs * math.ceil(len(train_set) / c.batch_size), None
@@ -172,6 +174,7 @@ def _fit_in(
     val_set = VOCSegmentation(root, split=c.val_split, class_names=class_names,
                               transform=build_eval_transform(mean=model.mean, std=model.std))
     val_pixels = _checked_pixel_counts(val_set, workers=min(c.workers, 2)).sum(axis=0)
+    _check_labelled(val_pixels, val_set, flag="--val-split", purpose="validate on")
     val_loader = build_val_loader(val_set, batch_size=c.val_batch_size, workers=min(c.workers, 2))
     if distributed.is_main_process():
         where = f"{world} processes on {device.type}" if world > 1 else str(device)
@@ -195,6 +198,14 @@ def _checked_pixel_counts(dataset: VOCSegmentation, *, workers: int) -> np.ndarr
     any checkpoint. Rank 0 counts and caches, the others read the cache."""
     with distributed.main_process_first():
         return class_pixel_counts(dataset, workers=workers)
+
+
+def _check_labelled(pixels: np.ndarray, dataset: VOCSegmentation, *, flag: str, purpose: str) -> None:
+    """Refuse a split whose masks are void everywhere (objects saved as 255, a mask export gone wrong): training on
+    it learns nothing (loss 0) and validating on it scores a meaningless mIoU of 0, run after run."""
+    if not pixels.sum():
+        raise UserError(f"{flag} {dataset.split}: every pixel of its masks under {dataset.root} is void "
+                        f"({IGNORE_INDEX}); nothing to {purpose}")
 
 
 def pretrained_argument(value: str) -> bool | str:

@@ -411,6 +411,23 @@ def test_a_class_no_validation_mask_holds_is_named_once_before_the_first_step(tm
     assert [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")] == expected
 
 
+@pytest.mark.parametrize("flag, purpose", [("--split", "train on"), ("--val-split", "validate on")])
+def test_a_split_of_void_masks_is_one_line_and_no_run(flag, purpose, tmp_path, make_voc_folder, capsys):
+    """Objects saved as 255 everywhere: training would learn from loss 0, validation score mIoU 0 at every step."""
+    mask = np.zeros((36, 36), np.uint8)
+    mask[8:20, 8:20] = 1
+    make_voc_folder(tmp_path / "data", {"a": mask, "b": mask}, classes=["background", "object"])
+    make_voc_folder(tmp_path / "data", {"v": np.full((36, 36), 255, np.uint8)}, split="void",
+                    classes=["background", "object"])
+    args = ["--dataset", "voc", "--data-root", str(tmp_path / "data"), "--split", "train", "--val-split", "train",
+            flag, "void", "--pretrained-backbone", "none", "--iters", "2", "--out", str(tmp_path / "run"), *FAST]
+    assert train_tool.main(args) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: {flag} void: every pixel of its masks under {tmp_path / 'data'} is void (255); "
+                   f"nothing to {purpose}\n")
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("split", ["val", "train"])
 def test_a_bad_mask_is_one_line_before_the_first_step(split, tmp_path, make_voc_folder, failing_train_step, capsys):
     """In either split: a training mask loaded late in the first epoch would end the run before its first
