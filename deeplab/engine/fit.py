@@ -163,6 +163,7 @@ def _fit_in(
         start, best = restore_training_state(resume, model=model, optimizer=optimizer, scheduler=scheduler,
                                              scaler=scaler, path=resume_path)
         _check_steps_left(c.iters, start, resume_path)
+        best = _comparable_best(best, resume.get("args", {}), c)
     # Frozen statistics need no synchronising, and converting to SyncBatchNorm would drop the freezing hooks.
     frozen = c.freeze_bn or c.freeze_early_stages
     wrapped = distributed.wrap_model(model, device, sync_bn=c.sync_bn and not frozen)
@@ -274,6 +275,20 @@ def _check_weights_file(c: TrainConfig) -> None:
     weights = pretrained_argument(c.pretrained_backbone)
     if isinstance(weights, str):
         build_backbone(c.backbone, output_stride=c.output_stride, pretrained=weights)
+
+
+def _comparable_best(best: float, saved_args: dict[str, Any], c: TrainConfig) -> float:
+    """The resumed run's best mIoU if it validates on the images it was measured on, else -1 (best.pt is chosen
+    anew, said in one line): an mIoU on other images does not compare, and would keep or replace best.pt wrongly."""
+    split, root = saved_args.get("val_split"), saved_args.get("data_root")
+    if best < 0 or split is None or root is None:  # nothing to compare, or a checkpoint that does not say
+        return best
+    if split == c.val_split and Path(root).resolve() == Path(c.data_root).resolve():
+        return best
+    if distributed.is_main_process():
+        print(f"note: this run validates on split {c.val_split} of {c.data_root}, but its best mIoU {best:.4f} was "
+              f"measured on split {split} of {root}; best.pt is chosen anew from the next validation")
+    return -1.0
 
 
 def _check_resumable(ckpt: dict[str, Any], path: str | Path | None) -> None:

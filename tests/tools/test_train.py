@@ -144,6 +144,23 @@ def test_a_run_resumed_into_a_new_folder_names_only_the_files_it_wrote(demo, tmp
     assert capsys.readouterr().out.splitlines()[-1] == f"files in {tmp_path / 'b'}: last.pt, metrics.jsonl, curves.png"
 
 
+def test_a_run_resumed_on_another_validation_split_chooses_best_pt_anew(demo, tmp_path, capsys):
+    split_file(demo, "val3").write_text("val_0002\n")
+    out = tmp_path / "run"
+    assert train_tool.main(demo_args(demo, out, "--iters", "1")) == 0
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    ckpt["best_miou"] = 1.0  # measured on val2: no score on val3 may be judged against it
+    torch.save(ckpt, tmp_path / "unbeatable.pt")
+    capsys.readouterr()
+    assert train_tool.main(["--resume", str(tmp_path / "unbeatable.pt"), "--iters", "2", "--val-split", "val3",
+                            "--out", str(tmp_path / "b"), *FAST]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (f"note: this run validates on split val3 of {demo.resolve()}, but its best mIoU 1.0000 was "
+                        f"measured on split val2 of {demo.resolve()}; best.pt is chosen anew from the next validation")
+    best = load_checkpoint(tmp_path / "b" / "best.pt")
+    assert best["step"] == 2 and best["best_miou"] == read_log(tmp_path / "b")[-1]["miou"] < 1.0
+
+
 def test_a_run_resumed_into_a_new_folder_logs_and_plots_from_step_one(demo, tmp_path):
     first, second = tmp_path / "first", tmp_path / "second"
     assert train_tool.main(demo_args(demo, first, "--iters", "2", "--val-every", "1")) == 0
