@@ -60,10 +60,20 @@ def load_class_names(root: str | Path) -> list[str]:
     if not path.exists() and not path.is_symlink():
         if not Path(root).is_dir():
             raise _voc_dir_missing(Path(root))
+        _refuse_misplaced_classes_file(Path(root))
         return list(VOC_CLASSES)
     if not path.is_file():  # a folder (or a dangling link) there must not mean VOC's classes
         raise DataError(f"{path}: is not a file; it must list the class names, one a line (line i = class id i)")
     return read_class_names(path)
+
+
+def _refuse_misplaced_classes_file(root: Path) -> None:
+    """Refuse a ``classes.txt`` put inside ``VOCdevkit`` or ``VOC2012`` instead of beside ``VOCdevkit``: read from
+    nowhere, it would leave VOC's 21 classes standing in for the user's, without a word."""
+    for misplaced in (root / "VOCdevkit" / "classes.txt", voc_dir(root) / "classes.txt"):
+        if misplaced.is_file():
+            raise DataError(f"{misplaced}: class names are read from {root / 'classes.txt'} (beside VOCdevkit), "
+                            "not from here; move the file there")
 
 
 def read_class_names(path: str | Path) -> list[str]:

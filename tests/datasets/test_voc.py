@@ -209,6 +209,18 @@ def test_a_classes_txt_that_is_no_file_is_refused_not_read_as_voc(tmp_path):
             load_class_names(root)
 
 
+@pytest.mark.parametrize("inside", ["VOCdevkit", "VOCdevkit/VOC2012"])
+def test_a_classes_txt_inside_the_voc_folders_is_refused_not_left_for_voc_classes(inside, tmp_path, make_voc_folder):
+    make_voc_folder(tmp_path, {"a": np.ones((8, 8), np.uint8)})
+    (tmp_path / inside / "classes.txt").write_text("bg\ncat\n")
+    with pytest.raises(DataError) as exc:
+        VOCSegmentation(tmp_path)
+    _assert_one_line(exc, f"{tmp_path / inside / 'classes.txt'}: class names are read from "
+                          f"{tmp_path / 'classes.txt'} (beside VOCdevkit), not from here; move the file there")
+    (tmp_path / inside / "classes.txt").rename(tmp_path / "classes.txt")
+    assert VOCSegmentation(tmp_path).class_names == ["bg", "cat"]
+
+
 def test_a_comment_in_classes_txt_is_refused_not_taken_for_a_class(tmp_path):
     (tmp_path / "classes.txt").write_text("background\n# vehicles\ncar\n")
     with pytest.raises(DataError, match=r"classes.txt: line 2 \('# vehicles'\) reads as a comment; .*class id i"):
