@@ -278,16 +278,15 @@ def _check_weights_file(c: TrainConfig) -> None:
 
 
 def _comparable_best(best: float, saved_args: dict[str, Any], c: TrainConfig) -> float:
-    """The resumed run's best mIoU if it validates on the images it was measured on, else -1 (best.pt is chosen
-    anew, said in one line): an mIoU on other images does not compare, and would keep or replace best.pt wrongly."""
-    split, root = saved_args.get("val_split"), saved_args.get("data_root")
-    if best < 0 or split is None or root is None:  # nothing to compare, or a checkpoint that does not say
-        return best
-    if split == c.val_split and Path(root).resolve() == Path(c.data_root).resolve():
+    """The resumed run's best mIoU if it validates on the split it was measured on, else -1 (best.pt is chosen anew,
+    said in one line): an mIoU on other images does not compare, and would keep or replace best.pt wrongly. (A
+    data root given anew is most often the same data moved, so only the split name counts.)"""
+    split = saved_args.get("val_split")
+    if best < 0 or split is None or split == c.val_split:  # nothing to compare, a checkpoint that does not say, same
         return best
     if distributed.is_main_process():
-        print(f"note: this run validates on split {c.val_split} of {c.data_root}, but its best mIoU {best:.4f} was "
-              f"measured on split {split} of {root}; best.pt is chosen anew from the next validation")
+        print(f"note: this run validates on split {c.val_split}, but its best mIoU {best:.4f} was measured on split "
+              f"{split}; best.pt is chosen anew from the next validation")
     return -1.0
 
 
