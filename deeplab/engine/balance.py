@@ -11,7 +11,7 @@ from ..errors import UserError
 from .class_weights import WEIGHT_BOUND, describe_weights, resolve_class_weights
 from .config import TrainConfig
 from .data import RarityDraw
-from .losses import SegmentationLoss, build_loss
+from .losses import SegmentationLoss, build_loss, parse_loss
 
 __all__ = ["prepare_balance"]
 
@@ -24,6 +24,7 @@ def prepare_balance(
     under ``auto`` weights."""
     pixels = counts.sum(axis=0)
     weights = _class_weights(config, num_classes=len(class_names), pixels=pixels, announce=announce)
+    _check_weights_reach_the_split(config, weights, pixels, class_names)
     if announce and weights is not None:
         print(f"class weights ({config.class_weights}): {describe_weights(weights, class_names)}")
         if config.class_weights == "auto":
@@ -50,6 +51,17 @@ def _class_weights(config: TrainConfig, *, num_classes: int, pixels: np.ndarray 
     if announce:
         _warn_changed(config, stored, num_classes=num_classes, pixels=pixels)
     return stored
+
+
+def _check_weights_reach_the_split(config: TrainConfig, weights: np.ndarray | None, pixels: np.ndarray,
+                                   class_names: Sequence[str]) -> None:
+    """Refuse weights of 0 for every class the split holds when the loss has a weighted pixel term: it would be 0
+    (or only push down classes no image shows) at every pixel, and the run would learn nothing from it."""
+    if weights is None or not {"ce", "focal"} & set(parse_loss(config.loss)) or weights[pixels > 0].any():
+        return
+    held = ", ".join(name for name, count in zip(class_names, pixels) if count)
+    raise UserError(f"--class-weights {config.class_weights}: every class split {config.split} holds ({held}) "
+                    "weighs 0, so the weighted loss learns nothing; give at least one of them a weight above 0")
 
 
 def _rarity_draw(counts: np.ndarray, config: TrainConfig, key: str, missing: str,

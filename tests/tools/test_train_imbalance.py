@@ -155,3 +155,20 @@ def test_auto_weights_warn_once_about_a_class_the_split_never_shows(tmp_path, ma
         "warning: class ghost never occurs in split train; its weight is set to 10"]
     weights_line = next(line for line in captured.out.splitlines() if line.startswith("class weights (auto)"))
     assert "ghost 10" in weights_line and "bg " in weights_line
+
+
+@pytest.mark.parametrize("loss", ["ce", "focal+dice"])
+def test_weights_of_zero_for_every_class_the_split_holds_are_one_line(loss, tmp_path, make_voc_folder, capsys):
+    """Only the class no training image shows weighs anything: the weighted loss would teach nothing."""
+    mask = np.zeros((40, 40), np.uint8)
+    mask[5:25, 5:25] = 1
+    make_voc_folder(tmp_path, {"m": mask}, split="val")
+    make_voc_folder(tmp_path, {"m": mask}, split="train", classes=["bg", "thing", "ghost"])
+    (tmp_path / "weights.txt").write_text("0\n0\n1\n")
+    args = ["--dataset", "voc", "--data-root", str(tmp_path), "--pretrained-backbone", "none", "--iters", "1",
+            "--class-weights", str(tmp_path / "weights.txt"), "--loss", loss, "--out", str(tmp_path / "run"), *FAST]
+    assert train_tool.main(args) == 2
+    assert capsys.readouterr().err == (f"error: --class-weights {tmp_path / 'weights.txt'}: every class split train "
+                                       "holds (bg, thing) weighs 0, so the weighted loss learns nothing; give at "
+                                       "least one of them a weight above 0\n")
+    assert not (tmp_path / "run").exists()
