@@ -36,7 +36,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".g
 
 # Modes holding more than 8 bits per pixel in a single channel (16-bit PNG/TIFF, 32-bit int, float).
 _WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
-_MASK_MODES = {"P", "L", "I", "I;16"}
+# A 1-bit mask reads as 0/1: the class ids of a background/object data set.
+_MASK_MODES = {"1", "P", "L", "I", "I;16"}
 # Lossy formats blur every edge into neighbouring values, which a mask would read as other class ids.
 _LOSSY_FORMATS = {"JPEG", "MPO"}
 _EXIF_ORIENTATION = 0x0112

@@ -175,6 +175,16 @@ def test_colour_mask_rejected(tmp_path, make_voc_folder):
     _assert_one_line(exc, "a.png", "mode RGB")
 
 
+def test_a_one_bit_mask_reads_as_class_ids_0_and_1(tmp_path, make_voc_folder):
+    mask = np.zeros((6, 8), np.uint8)
+    mask[1:4, 2:7] = 1
+    base = make_voc_folder(tmp_path, {"a": mask}, classes=["background", "object"])
+    Image.fromarray(mask.astype(bool)).save(base / "SegmentationClass" / "a.png")  # what many tools write
+    dataset = VOCSegmentation(tmp_path)
+    assert np.array_equal(dataset[0][1], mask) and dataset[0][1].dtype == np.uint8
+    assert dataset.mask_pixels(0).tolist() == [33, 15]
+
+
 def test_jpeg_mask_rejected_even_when_its_values_are_class_ids(tmp_path, make_voc_folder):
     mask = np.zeros((16, 16), np.uint8)
     mask[4:12, 4:12] = 7
