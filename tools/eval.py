@@ -14,7 +14,7 @@ from deeplab.checkpoint import load_checkpoint, match_class_names
 from deeplab.engine.data import build_val_loader
 from deeplab.errors import UserError, report_user_errors
 from deeplab.evaluation import (ConfusionMatrix, evaluate, format_scores, report_paths, score_prediction_dir,
-                                 write_report)
+                                 warn_repeated_ids, write_report)
 from deeplab.inference import ENGINES, Predictor
 from deeplab.tool_args import check_new_files
 
@@ -74,6 +74,7 @@ def score_checkpoint(args: argparse.Namespace) -> tuple[ConfusionMatrix, list[st
     scales = parse_scales(args.scales)
     data_names = load_class_names(args.data_root)
     dataset = VOCSegmentation(args.data_root, split=args.split, class_names=data_names)  # a missing split first
+    warn_repeated_ids(dataset.ids, split=args.split)
     class_names = match_class_names(args.checkpoint, load_checkpoint(args.checkpoint), data_names,
                                     data_root=args.data_root, allow_mismatch=args.ignore_class_names)
     # int8 calibrates on the checkpoint's training images when they are here, else on this split's.
@@ -96,6 +97,7 @@ def score_checkpoint(args: argparse.Namespace) -> tuple[ConfusionMatrix, list[st
 def score_predictions(args: argparse.Namespace) -> tuple[ConfusionMatrix, list[str], dict]:
     """Score the saved masks in ``--pred-dir`` against the split's ground truth (no settings of a model to report)."""
     dataset = VOCSegmentation(args.data_root, split=args.split)
+    warn_repeated_ids(dataset.ids, split=args.split)
     return score_prediction_dir(dataset, args.pred_dir), dataset.class_names, {}
 
 

@@ -33,6 +33,7 @@ from datasets.class_stats import class_pixel_counts
 from ..checkpoint import class_names_source, match_class_names, model_from_config
 from ..device import resolve_device
 from ..errors import Interrupted, RunWideError, UserError, one_line
+from ..evaluation.evaluate import first_ids, warn_repeated_ids
 from ..inference.tta import ScoresNotFinite
 from ..models import DeepLabV3Plus
 from . import distributed
@@ -182,7 +183,7 @@ def _fit_in(
         print(f"training {c.backbone} OS{c.output_stride} on {c.dataset} ({len(train_set)} train / "
               f"{len(val_set)} val images, {len(class_names)} classes) on {where}, steps {start}->{c.iters}")
         _warn_unlabelled([name for name, count in zip(class_names, val_pixels) if count == 0])
-        _warn_repeated(val_set.ids, split=c.val_split)
+        warn_repeated_ids(val_set.ids, split=c.val_split, scores="validation scores")
         _warn_overlap(train_set.ids, val_set.ids, train_split=c.split, val_split=c.val_split)
     return train(
         wrapped, train_loader=train_loader, val_loader=val_loader, optimizer=optimizer, scheduler=scheduler,
@@ -233,28 +234,13 @@ def _warn_unlabelled(absent: list[str]) -> None:
               f"(masks store {'it' if len(absent) == 1 else 'them'} as another value? 255 is void)")
 
 
-def _warn_repeated(ids: list[str], *, split: str) -> None:
-    """Name the ids a validation split lists more than once (lists merged by hand): each copy counts again, so the
-    scores weigh those images double."""
-    repeated = [sample_id for sample_id, count in collections.Counter(ids).items() if count > 1]
-    if repeated:
-        print(f"warning: split {split} lists {_first_ids(repeated)} more than once; each copy counts again in the "
-              "validation scores")
-
-
 def _warn_overlap(train_ids: list[str], val_ids: list[str], *, train_split: str, val_split: str) -> None:
     """Name the validation images the run also trains on (a custom split made by hand): their scores measure
     memory, not how the model does on images it has not seen."""
     shared = sorted(set(val_ids) & set(train_ids))
     if shared and train_split != val_split:
         print(f"warning: {len(shared)} of the {len(set(val_ids))} images of split {val_split} are also in split "
-              f"{train_split} ({_first_ids(shared)}); the validation scores flatter the model on them")
-
-
-def _first_ids(ids: list[str], shown: int = 3) -> str:
-    """``a, b, c and 4 more``: the first few of a list of image ids, for a warning line."""
-    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
-    return ", ".join(ids[:shown]) + more
+              f"{train_split} ({first_ids(shared)}); the validation scores flatter the model on them")
 
 
 def _check_resume(ckpt: dict[str, Any], path: str | Path | None, *, backbone: str, num_classes: int,

@@ -1,6 +1,7 @@
 """Whole-split evaluation: single- or multi-scale (+ flip) predictions accumulated into one confusion matrix."""
 from __future__ import annotations
 
+import collections
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -12,7 +13,7 @@ from ..errors import UserError
 from ..inference.tta import Engine, class_scores
 from .confusion import ConfusionMatrix
 
-__all__ = ["evaluate"]
+__all__ = ["evaluate", "first_ids", "warn_repeated_ids"]
 
 
 def evaluate(
@@ -42,3 +43,18 @@ def evaluate(
             matrix.update(pred.cpu(), masks)
             seen += len(images)
     return matrix
+
+
+def warn_repeated_ids(ids: Sequence[str], *, split: str, scores: str = "scores") -> None:
+    """Name, in one warning line, the ids a split lists more than once (lists merged by hand): each copy is scored
+    again, so the ``scores`` weigh those images double."""
+    repeated = [sample_id for sample_id, count in collections.Counter(ids).items() if count > 1]
+    if repeated:
+        print(f"warning: split {split} lists {first_ids(repeated)} more than once; each copy counts again in the "
+              f"{scores}")
+
+
+def first_ids(ids: Sequence[str], shown: int = 3) -> str:
+    """``a, b, c and 4 more``: the first few of a list of image ids, for a warning line."""
+    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+    return ", ".join(ids[:shown]) + more

@@ -201,6 +201,20 @@ def test_pred_dir_reference_scores(tmp_path: Path, voc_mini: Path) -> None:
     assert report["per_class_iou"]["boat"] is None
 
 
+@pytest.mark.parametrize("source", ["--checkpoint", "--pred-dir"])
+def test_ids_listed_twice_are_named_as_training_names_them(source, tiny_voc, tmp_path: Path, capsys) -> None:
+    """Each copy is scored again (as the devkit does): the numbers weigh that image double, so say so."""
+    root, ckpt, _ = tiny_voc
+    shutil.copytree(root, tmp_path / "data")
+    (tmp_path / "data/VOCdevkit/VOC2012/ImageSets/Segmentation/twice.txt").write_text("img0\nimg1\nimg0\n")
+    masks = tmp_path / "data/VOCdevkit/VOC2012/SegmentationClass"
+    rc = eval_tool.main([source, str(ckpt if source == "--checkpoint" else masks), "--data-root",
+                         str(tmp_path / "data"), "--split", "twice", "--workers", "0", "--engine", "torch"])
+    out = capsys.readouterr().out
+    assert rc == 0 and out.startswith("warning: split twice lists img0 more than once; each copy counts again in "
+                                      "the scores\n")
+
+
 @pytest.mark.parametrize("damage", ["missing", "wrong_size"])
 def test_pred_dir_bad_prediction_names_file(damage: str, tmp_path: Path, capsys: pytest.CaptureFixture,
                                             voc_mini: Path) -> None:
