@@ -167,6 +167,7 @@ class PredictionWriter:
                 if full in first_input_in and path.is_dir():
                     raise UserError(f"{first_input_in[full]}: is an input inside {path}, where the frame masks of "
                                     f"{source} go; pass another --out")
+                _check_kind(path, source)
         existing = self.existing()
         if existing and not self.overwrite:
             more = f" ({len(existing) - 1} more files alike)" if len(existing) > 1 else ""
@@ -208,6 +209,16 @@ class PredictionWriter:
             if isinstance(exc, OSError):
                 raise UserError(f"{path}: cannot write results ({exc.strerror or exc})") from None
             raise
+
+
+def _check_kind(path: Path, source: Path) -> None:
+    """UserError when a folder stands where a file of ``source`` goes, or a file where its frame-mask folder goes:
+    ``overwrite`` replaces files with files only, so the run would fail halfway."""
+    wants_folder = path.name.endswith(VIDEO_MASKS_SUFFIX)
+    if path.exists() and path.is_dir() != wants_folder:
+        found, wanted = ("a file", "the frame-mask folder") if wants_folder else ("a folder", "a file")
+        raise UserError(f"{path}: is {found}, where {wanted} of {source} goes (--overwrite does not replace it); "
+                        "move it away, or pass another --out")
 
 
 def split_earlier_predictions(paths: Iterable[Path]) -> tuple[list[Path], list[Path]]:

@@ -111,3 +111,15 @@ def test_videos_outputs_are_named_and_guarded_like_images(tmp_path):
     with pytest.raises(UserError, match=r"walk_overlay.mp4: exists and this run did not write it \(1 more"):
         writer.check()
     assert PredictionWriter(tmp_path / "out", images, videos=videos).existing() == [tmp_path / "out" / "walk_overlay.mp4"]
+
+
+def test_a_folder_where_a_file_goes_or_the_reverse_stops_the_run_even_with_overwrite(tmp_path):
+    """``--overwrite`` replaces files with files; a folder named like a mask (or a file named like a video's
+    frame-mask folder) would fail the run halfway, after the model loaded and an overlay video was begun."""
+    (tmp_path / "photo_mask.png").mkdir()
+    with pytest.raises(UserError, match=r"photo_mask.png: is a folder, where a file of .*photo.jpg goes"):
+        PredictionWriter(tmp_path, [tmp_path / "photo.jpg"], overwrite=True).check()
+    (tmp_path / "clip_masks").write_bytes(b"the user's notes")
+    with pytest.raises(UserError, match=r"clip_masks: is a file, where the frame-mask folder of .*clip.mp4 goes"):
+        PredictionWriter(tmp_path, [], videos=[tmp_path / "clip.mp4"], save_masks=True, overwrite=True).check()
+    assert (tmp_path / "clip_masks").read_bytes() == b"the user's notes"
