@@ -112,8 +112,9 @@ def open_video(path: str | Path) -> tuple[cv2.VideoCapture, VideoInfo]:
         raise VideoError(f"{path}: no such file")
     # FFmpeg prints its own decoder complaints on stderr; our error line says what matters.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    name = _opencv_name(path)
     with _opencv_log_off():
-        capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+        capture = cv2.VideoCapture(name, cv2.CAP_FFMPEG)
     if not capture.isOpened():
         raise VideoError(f"{path}: cannot open as a video (not a video file, cut off before its index, "
                          "or a codec this OpenCV build cannot decode)")
@@ -122,6 +123,17 @@ def open_video(path: str | Path) -> tuple[cv2.VideoCapture, VideoInfo]:
     info = VideoInfo(path, frames, fps if math.isfinite(fps) and fps > 0 else FALLBACK_FPS,
                      int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
     return capture, info
+
+
+def _opencv_name(path: Path) -> str:
+    """``path`` as OpenCV takes it; :class:`VideoError` for a name that is not UTF-8 (bytes a Linux file system
+    allows, e.g. from an old archive), on which OpenCV's Python binding crashes the whole process."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise VideoError(f"{path}: the name is not valid UTF-8, which OpenCV cannot open; rename the file (or its "
+                         "folder)") from None
+    return str(path)
 
 
 @contextmanager
@@ -264,7 +276,7 @@ def _open_writer(path: Path, fps: float, size: tuple[int, int], *, source: str |
     if min(size) < codec.min_side or height * width < codec.min_pixels:
         raise VideoError(f"{source}: frames of {size[1]}x{size[0]} pixels are too small to encode ({codec.fourcc} "
                          f"needs at least {codec.min_side} pixels a side and {codec.min_pixels} in all)")
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec.fourcc), fps, (width, height))
+    writer = cv2.VideoWriter(_opencv_name(path), cv2.VideoWriter_fourcc(*codec.fourcc), fps, (width, height))
     if not writer.isOpened():
         raise UserError(f"{path}: cannot write the overlay video (folder not writable, or no {codec.fourcc} "
                         "encoder)")

@@ -2,6 +2,7 @@
 truncated, corrupt, empty or undecodable files end in one line naming the file (and the frame)."""
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -122,6 +123,20 @@ def test_empty_and_undecodable_videos_are_one_line(predictor: Predictor, tmp_pat
         segment_video(predictor, tmp_path / "codec.avi", tmp_path / "codec_overlay.mp4")
     # Nor OpenCV's own log lines beside ours (FFmpeg's are silenced where the process first opens a video).
     assert not re.search(r"\[ ?(WARN|ERROR)", capfd.readouterr().err)
+
+
+def test_names_that_are_not_utf8_are_one_line_not_a_crash(predictor: Predictor, tmp_path: Path) -> None:
+    """Linux allows any bytes in a name (files from old archives); OpenCV's binding crashes the process on them."""
+    clip = make_clip(tmp_path / "clip.mp4", 2)
+    latin1 = Path(os.fsdecode(bytes(tmp_path / "caf") + b"\xe9.mp4"))
+    try:
+        latin1.write_bytes(clip.read_bytes())
+    except OSError:
+        pytest.skip("this file system refuses names that are not UTF-8")
+    with pytest.raises(VideoError, match="the name is not valid UTF-8"):
+        probe_video(latin1)
+    with pytest.raises(VideoError, match="the name is not valid UTF-8"):
+        segment_video(predictor, clip, latin1.with_name(latin1.stem + "_overlay.mp4"))
 
 
 def write_frames(path: Path, frames: list[np.ndarray]) -> Path:
