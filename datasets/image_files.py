@@ -6,8 +6,10 @@ labels outside the classes) becomes one :class:`~datasets.errors.DataError` line
 from __future__ import annotations
 
 import glob
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -23,6 +25,7 @@ __all__ = [
     "is_turned",
     "label_image",
     "list_images",
+    "open_image",
     "read_label_png",
     "read_rgb",
     "save_label_png",
@@ -43,6 +46,17 @@ _EXIF_ORIENTATION = 0x0112
 _ROTATED_ORIENTATIONS = {5, 6, 7, 8}  # transposed, rotated 90 or 270 degrees: width and height swap
 
 
+@contextmanager
+def open_image(path: str | Path) -> Iterator[Image.Image]:
+    """``Image.open(path)`` without Pillow's "decompression bomb DOS attack" warning for photos between its warning
+    and error limits (a 100-megapixel camera's): they decode; beyond twice the limit Pillow still refuses."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = Image.open(path)
+    with image:
+        yield image
+
+
 def read_rgb(path: str | Path) -> np.ndarray:
     """Decode ``path`` to uint8 ``HxWx3`` RGB as displayed: EXIF rotation applied, wide greys scaled to 8 bits. An
     animation or multi-page file is refused rather than silently read from its first frame."""
@@ -50,7 +64,7 @@ def read_rgb(path: str | Path) -> np.ndarray:
     if path.is_dir():
         raise DataError(f"{path}: is a folder, not an image")
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             frames = getattr(image, "n_frames", 1)
             if frames > 1 and image.format != "MPO":  # a camera's MPO JPEG holds the photo first, then extras
                 raise DataError(f"{path}: holds {frames} frames (an animation or a multi-page file); save the one "
@@ -91,7 +105,7 @@ def is_turned(path: str | Path) -> bool:
 def _header_size(path: Path) -> tuple[int, int, bool]:
     """Stored ``(height, width)`` of ``path`` and whether its EXIF orientation swaps them, from the header alone."""
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             width, height = image.size
             return height, width, image.getexif().get(_EXIF_ORIENTATION) in _ROTATED_ORIENTATIONS
     except FileNotFoundError:
@@ -173,7 +187,7 @@ def save_label_png(path: str | Path, mask: np.ndarray) -> None:
 def read_label_png(path: Path, num_classes: int) -> np.ndarray:
     """Read a class-id mask (uint8 HxW), raising DataError on a colour or JPEG mask or values outside the classes."""
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             image.load()
             if image.format in _LOSSY_FORMATS:
                 raise DataError(f"{path}: mask is {image.format}-compressed, which turns the class ids along every "

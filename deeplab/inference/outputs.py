@@ -23,7 +23,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from datasets.image_files import label_image
+from datasets.image_files import label_image, open_image
 
 from ..errors import UserError
 from .overlay import overlay
@@ -97,7 +97,7 @@ def is_prediction_file(path: Path) -> bool:
     if path.suffix.lower() != ".png":
         return False
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             return PREDICTION_KEY in image.info
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):  # a huge photo is no mask of ours
         return False

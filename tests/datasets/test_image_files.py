@@ -1,6 +1,7 @@
 """Images and masks on disk: photos decoded as displayed, label PNGs round-trip, errors name the file."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,16 @@ def test_images_beyond_pillows_safe_size_are_one_line(tmp_path: Path, monkeypatc
     for read in (read_rgb, image_size, lambda path: read_label_png(path, 2)):
         with pytest.raises(DataError, match="huge.png: image too large to decode safely"):
             read(tmp_path / "huge.png")
+
+
+def test_photos_between_pillows_warning_and_error_limits_read_without_a_word(tmp_path: Path, monkeypatch) -> None:
+    """A 100-megapixel camera's photo is over Pillow's warning limit: no "decompression bomb DOS attack" warning."""
+    save_label_png(tmp_path / "camera.png", np.zeros((40, 40), np.uint8))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 1600 pixels: over the limit, under twice it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for read in (read_rgb, image_size, lambda path: read_label_png(path, 2)):
+            read(tmp_path / "camera.png")
 
 
 def test_label_png_keeps_ids_and_uses_the_voc_palette(tmp_path: Path) -> None:

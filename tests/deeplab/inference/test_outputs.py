@@ -2,6 +2,7 @@
 recognised so they are never taken for photos."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,14 @@ def test_every_file_written_is_marked_as_ours(tmp_path):
     assert not is_prediction_file(tmp_path / "user_mask.png")
     photos, earlier = split_earlier_predictions([tmp_path / "user_mask.png", mask_path, overlay_path])
     assert photos == [tmp_path / "user_mask.png"] and earlier == [mask_path, overlay_path]
+
+
+def test_a_large_photo_is_told_from_our_files_without_pillows_warning(tmp_path, monkeypatch):
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "camera.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 1600 pixels: over Pillow's warning limit, under its error
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert split_earlier_predictions([tmp_path / "camera.png"]) == ([tmp_path / "camera.png"], [])
 
 
 def test_existing_files_stop_the_run_before_any_work_unless_overwrite(tmp_path):
