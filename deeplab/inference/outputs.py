@@ -29,7 +29,7 @@ from ..errors import UserError
 from .overlay import overlay
 
 __all__ = ["MASK_SUFFIX", "OVERLAY_SUFFIX", "PREDICTION_KEY", "VIDEO_MASKS_SUFFIX", "VIDEO_OVERLAY_SUFFIX",
-           "VIDEO_SUFFIXES", "PredictionWriter", "free_output_folder", "is_prediction_file", "output_names",
+           "VIDEO_SUFFIXES", "PredictionWriter", "claim_new_file", "free_output_folder", "is_prediction_file", "output_names",
            "prediction_file_names", "save_frame_mask", "split_earlier_predictions"]
 
 MASK_SUFFIX, OVERLAY_SUFFIX = "_mask.png", "_overlay.png"
@@ -85,11 +85,33 @@ def prediction_file_names(image_path: Path) -> list[str]:
     return [f"{image_path.stem}.png", f"{image_path.stem}{MASK_SUFFIX}", f"{image_path.name}{MASK_SUFFIX}"]
 
 
-def save_frame_mask(path: Path, mask: np.ndarray) -> None:
-    """A video frame's palette mask, marked like every prediction file, so a later run knows it wrote it."""
+def save_frame_mask(path: Path, mask: np.ndarray, *, exclusive: bool = False) -> None:
+    """A video frame's palette mask, marked like every prediction file, so a later run knows it wrote it;
+    ``exclusive``: created only where no file is (UserError otherwise)."""
     info = PngImagePlugin.PngInfo()
     info.add_text(PREDICTION_KEY, "frame mask")
-    label_image(mask).save(path, format="PNG", pnginfo=info)
+    try:
+        handle = open(path, "xb" if exclusive else "wb")
+    except FileExistsError:
+        raise _appeared(path) from None
+    with handle:
+        label_image(mask).save(handle, format="PNG", pnginfo=info)
+
+
+def claim_new_file(path: Path) -> None:
+    """Create ``path`` empty for a writer that opens files by name (OpenCV's), UserError where a file is already:
+    one that appeared since :meth:`PredictionWriter.check` is not replaced."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        raise _appeared(path) from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write results ({exc.strerror or exc})") from None
+
+
+def _appeared(path: Path) -> UserError:
+    return UserError(f"{path}: appeared while predicting and was not replaced; pass --overwrite to replace such "
+                     "files, or another --out")
 
 
 def is_prediction_file(path: Path) -> bool:
@@ -195,8 +217,7 @@ class PredictionWriter:
             else:
                 handle, written = open(path, "xb"), path
         except FileExistsError:
-            raise UserError(f"{path}: appeared while predicting and was not replaced; pass --overwrite to "
-                            "replace such files, or another --out") from None
+            raise _appeared(path) from None
         except OSError as exc:
             raise UserError(f"{path}: cannot write results ({exc.strerror or exc})") from None
         try:

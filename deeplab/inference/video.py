@@ -23,7 +23,7 @@ import numpy as np
 from datasets import DataError
 
 from ..errors import UserError
-from .outputs import VIDEO_SUFFIXES, is_prediction_file, save_frame_mask
+from .outputs import VIDEO_SUFFIXES, claim_new_file, is_prediction_file, save_frame_mask
 from .overlay import overlay
 from .pipeline import prefetch, segment_stream
 from .predictor import Prediction, Predictor
@@ -173,11 +173,13 @@ def segment_video(
     batch_size: int = 1,
     on_frame: Callable[[], None] | None = None,
     replace_masks: bool = False,
+    exclusive: bool = False,
 ) -> VideoResult:
     """Segment every frame of ``path``; write the overlays (with legend) to ``overlay_path`` at the input's size
     (odd sides padded by one edge pixel where the codec needs even ones) and frame rate, and each frame's palette
     mask as ``masks_dir/000001.png``... when given; ``replace_masks`` then removes the frame masks of that naming
-    this call did not write (an earlier, longer video's), and nothing else there.
+    this call did not write (an earlier, longer video's), and nothing else there. ``exclusive`` creates the overlay
+    and each mask only where no file is (UserError otherwise), so a file that appeared meanwhile is not replaced.
 
     ``on_frame`` is called after each frame is written (a progress bar). A stream that ends before its declared
     frame count raises :class:`VideoError` naming the first missing frame, after closing the overlay file so
@@ -196,10 +198,12 @@ def segment_video(
             predictor.check_size(first[1], path)
         except DataError as exc:
             raise VideoError(str(exc)) from None
-        writer, codec = _open_writer(Path(overlay_path), info.fps, first[1].shape[:2], source=path)
+        writer, codec = _open_writer(Path(overlay_path), info.fps, first[1].shape[:2], source=path,
+                                     exclusive=exclusive)
         digits = max(6, len(str(info.frames)))
         written = _write_all(predictor, chain([first], frames), writer, pad=codec.even, masks_dir=masks_dir,
-                             alpha=alpha, digits=digits, batch_size=batch_size, on_frame=on_frame)
+                             alpha=alpha, digits=digits, batch_size=batch_size, on_frame=on_frame,
+                             exclusive=exclusive)
     finally:
         frames.close()  # the reading thread is done with the capture before it is released
         capture.release()
@@ -222,9 +226,9 @@ def ends_early(frames: int, info: VideoInfo) -> bool:
 
 def _write_all(predictor: Predictor, frames: Iterator[tuple[int, np.ndarray]], writer: cv2.VideoWriter, *,
                pad: bool, masks_dir: str | Path | None, digits: int, alpha: float, batch_size: int,
-               on_frame: Callable[[], None] | None) -> int:
+               on_frame: Callable[[], None] | None, exclusive: bool) -> int:
     """Segment ``frames`` into ``writer`` (released even on errors, so the file stays playable), odd sides padded
-    when ``pad``; returns the count."""
+    when ``pad``, masks created only where no file is when ``exclusive``; returns the count."""
     if masks_dir is not None:
         masks_dir = Path(masks_dir)
         masks_dir.mkdir(parents=True, exist_ok=True)
@@ -234,7 +238,7 @@ def _write_all(predictor: Predictor, frames: Iterator[tuple[int, np.ndarray]], w
                              cv2.COLOR_RGB2BGR)
         writer.write(_pad_to_even(drawn) if pad else drawn)
         if masks_dir is not None:
-            save_frame_mask(masks_dir / f"{index:0{digits}d}.png", prediction.mask)
+            save_frame_mask(masks_dir / f"{index:0{digits}d}.png", prediction.mask, exclusive=exclusive)
 
     written = 0
     try:
@@ -263,10 +267,11 @@ def _numbered_frames(capture: cv2.VideoCapture) -> Iterator[tuple[int, np.ndarra
         yield index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
 
 
-def _open_writer(path: Path, fps: float, size: tuple[int, int], *, source: str | Path
+def _open_writer(path: Path, fps: float, size: tuple[int, int], *, source: str | Path, exclusive: bool
                  ) -> tuple[cv2.VideoWriter, _Codec]:
     """An OpenCV writer for ``size`` (h, w) frames of ``source`` at ``fps`` (padded to even sides where the codec
-    needs them), and the codec, chosen by ``path``'s ending; :class:`VideoError` for frames it cannot take."""
+    needs them), and the codec, chosen by ``path``'s ending; :class:`VideoError` for frames it cannot take; with
+    ``exclusive``, UserError where ``path`` exists."""
     codec = _CODECS.get(path.suffix.lower())
     if codec is None:
         raise UserError(f"{path}: cannot write videos ending {path.suffix!r}; use one of {', '.join(_CODECS)}")
@@ -276,8 +281,13 @@ def _open_writer(path: Path, fps: float, size: tuple[int, int], *, source: str |
     if min(size) < codec.min_side or height * width < codec.min_pixels:
         raise VideoError(f"{source}: frames of {size[1]}x{size[0]} pixels are too small to encode ({codec.fourcc} "
                          f"needs at least {codec.min_side} pixels a side and {codec.min_pixels} in all)")
-    writer = cv2.VideoWriter(_opencv_name(path), cv2.VideoWriter_fourcc(*codec.fourcc), fps, (width, height))
+    name = _opencv_name(path)
+    if exclusive:
+        claim_new_file(path)
+    writer = cv2.VideoWriter(name, cv2.VideoWriter_fourcc(*codec.fourcc), fps, (width, height))
     if not writer.isOpened():
+        if exclusive:
+            path.unlink(missing_ok=True)  # the empty file claimed above
         raise UserError(f"{path}: cannot write the overlay video (folder not writable, or no {codec.fourcc} "
                         "encoder)")
     return writer, codec

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from deeplab.errors import UserError
 from deeplab.inference import Predictor, overlay
 from deeplab.inference.video import (
     VideoError,
@@ -196,6 +197,21 @@ def test_replace_masks_removes_only_earlier_frame_masks(predictor: Predictor, tm
     segment_video(predictor, short, tmp_path / "o.mp4", masks_dir=masks, replace_masks=True)
     assert {p.name for p in masks.iterdir()} == {"000001.png", "0000003.png", "000002.png.bak", "12.png", "notes.txt",
                                                  "000009.png"}
+
+
+def test_exclusive_never_replaces_a_file_that_appeared_meanwhile(predictor: Predictor, tmp_path: Path) -> None:
+    """Two runs started at once into one folder: each checked that its files were free before loading its model."""
+    clip = make_clip(tmp_path / "clip.avi", 2, "MJPG")
+    (tmp_path / "taken.mp4").write_bytes(b"the other run's overlay")
+    with pytest.raises(UserError, match="taken.mp4: appeared while predicting and was not replaced"):
+        segment_video(predictor, clip, tmp_path / "taken.mp4", exclusive=True)
+    assert (tmp_path / "taken.mp4").read_bytes() == b"the other run's overlay"
+    (tmp_path / "masks").mkdir()
+    (tmp_path / "masks" / "000002.png").write_bytes(b"the other run's mask")
+    with pytest.raises(UserError, match="000002.png: appeared while predicting"):
+        segment_video(predictor, clip, tmp_path / "o.mp4", masks_dir=tmp_path / "masks", exclusive=True)
+    assert (tmp_path / "masks" / "000002.png").read_bytes() == b"the other run's mask"
+    assert segment_video(predictor, clip, tmp_path / "new.mp4", masks_dir=tmp_path / "new", exclusive=True).frames == 2
 
 
 def test_split_videos_by_suffix() -> None:
