@@ -6,6 +6,7 @@ labels outside the classes) becomes one :class:`~datasets.errors.DataError` line
 from __future__ import annotations
 
 import glob
+import os
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -124,26 +125,36 @@ def list_images(folder: str | Path, suffixes: Sequence[str] = IMAGE_SUFFIXES) ->
 def find_images(inputs: Sequence[str | Path], *, video_suffixes: Sequence[str] = ()) -> tuple[list[Path], list[str]]:
     """Image paths from files, folders (a folder's images, and videos by ``video_suffixes``, by name) and glob
     patterns that no file is named after (``photos/*.jpg``: shells on Windows do not expand them), and one problem
-    line per input that yields none."""
+    line per input that yields none, and per broken symbolic link that it holds."""
     images, problems = [], []
     for name in inputs:
         path = Path(name)
         if not path.exists() and glob.has_magic(str(name)):
             matches = sorted(Path(match) for match in glob.glob(str(name)))
-            files = [match for match in matches if match.is_file()]
+            files, broken = [match for match in matches if match.is_file()], _broken_links(matches)
             images += files
-            if not files:
+            problems += broken
+            if not files and not broken:
                 problems.append(f"{path}: no file matches this pattern")
         elif path.is_dir():
-            found = list_images(path, (*IMAGE_SUFFIXES, *video_suffixes))
+            suffixes = (*IMAGE_SUFFIXES, *video_suffixes)
+            found = list_images(path, suffixes)
+            broken = _broken_links(sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes))
             images += found
-            if not found:
+            problems += broken
+            if not found and not broken:
                 problems.append(f"{path}: folder holds no images{' or videos' if video_suffixes else ''}")
         elif path.exists():
             images.append(path)
         else:
             problems.append(f"{path}: no such file or folder")
-    return images, problems
+    return images, list(dict.fromkeys(problems))  # a link found by a folder and a pattern is said once
+
+
+def _broken_links(paths: Sequence[Path]) -> list[str]:
+    """One line per symbolic link among ``paths`` whose target is missing (a drive not mounted): said, not skipped."""
+    return [f"{path}: broken symbolic link (its target {os.readlink(path)} is missing)"
+            for path in paths if path.is_symlink() and not path.exists()]
 
 
 def _wide_grey_to_rgb(values: np.ndarray) -> np.ndarray:

@@ -109,6 +109,21 @@ def test_find_images_lists_folders_and_reports_empty_or_missing_inputs(tmp_path:
     assert problems == [f"{tmp_path / 'empty'}: folder holds no images", f"{tmp_path / 'nope.jpg'}: no such file or folder"]
 
 
+def test_find_images_names_broken_links_instead_of_skipping_them(tmp_path: Path) -> None:
+    """Links into a drive that is not mounted: the photos behind them are missing from the results, so say so."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jpg").write_bytes(b"x")
+    (tmp_path / "in" / "b.jpg").symlink_to(tmp_path / "unmounted" / "b.jpg")
+    (tmp_path / "in" / "notes.txt").symlink_to(tmp_path / "unmounted" / "notes.txt")  # not an image: not said
+    (tmp_path / "gone").mkdir()
+    (tmp_path / "gone" / "c.png").symlink_to("c-target.png")
+    images, problems = find_images([tmp_path / "in", tmp_path / "in" / "*.jpg", tmp_path / "gone"])
+    assert images == [tmp_path / "in" / "a.jpg"] * 2
+    assert problems == [f"{tmp_path / 'in' / 'b.jpg'}: broken symbolic link (its target "
+                        f"{tmp_path / 'unmounted' / 'b.jpg'} is missing)",
+                        f"{tmp_path / 'gone' / 'c.png'}: broken symbolic link (its target c-target.png is missing)"]
+
+
 def test_find_images_expands_glob_patterns_the_shell_left_alone(tmp_path: Path) -> None:
     for name in ("b.jpg", "a.jpg", "c.png", "[x].jpg"):
         (tmp_path / name).write_bytes(b"x")
