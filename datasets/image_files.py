@@ -118,8 +118,14 @@ def _header_size(path: Path) -> tuple[int, int, bool]:
 
 
 def list_images(folder: str | Path, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[Path]:
-    """Image files (or files of other ``suffixes``) directly inside ``folder``, sorted by name."""
-    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+    """Image files (or files of other ``suffixes``) directly inside ``folder``, sorted by name, hidden ones skipped."""
+    return [path for path in _named_like(folder, suffixes) if path.is_file()]
+
+
+def _named_like(folder: str | Path, suffixes: Sequence[str]) -> list[Path]:
+    """Entries of ``folder`` whose names end in one of ``suffixes``, sorted; hidden ones are skipped, as the shell's
+    ``*`` skips them (macOS leaves a ``._IMG_0001.JPG`` of metadata beside each photo on drives it did not format)."""
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in suffixes and not p.name.startswith("."))
 
 
 def find_images(inputs: Sequence[str | Path], *, video_suffixes: Sequence[str] = ()) -> tuple[list[Path], list[str]]:
@@ -139,7 +145,7 @@ def find_images(inputs: Sequence[str | Path], *, video_suffixes: Sequence[str] =
         elif path.is_dir():
             suffixes = (*IMAGE_SUFFIXES, *video_suffixes)
             found = list_images(path, suffixes)
-            broken = _broken_links(sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes))
+            broken = _broken_links(_named_like(path, suffixes))
             images += found
             problems += broken
             if not found and not broken:

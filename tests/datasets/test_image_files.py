@@ -99,7 +99,7 @@ def test_voc_palette_matches_the_devkit_colours() -> None:
 
 def test_find_images_lists_folders_and_reports_empty_or_missing_inputs(tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
-    for name in ("b.PNG", "a.jpg", "notes.txt"):
+    for name in ("b.PNG", "a.jpg", "notes.txt", "._a.jpg"):  # ._a.jpg: macOS's metadata, hidden
         (tmp_path / "in" / name).write_bytes(b"x")
     (tmp_path / "empty").mkdir()
     single = tmp_path / "single.webp"
