@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -198,12 +199,12 @@ def segment_video(
             predictor.check_size(first[1], path)
         except DataError as exc:
             raise VideoError(str(exc)) from None
-        writer, codec = _open_writer(Path(overlay_path), info.fps, first[1].shape[:2], source=path,
-                                     exclusive=exclusive)
-        digits = max(6, len(str(info.frames)))
-        written = _write_all(predictor, chain([first], frames), writer, pad=codec.even, masks_dir=masks_dir,
-                             alpha=alpha, digits=digits, batch_size=batch_size, on_frame=on_frame,
-                             exclusive=exclusive)
+        with _whole_file(Path(overlay_path), exclusive=exclusive) as partial:
+            writer, codec = _open_writer(Path(overlay_path), info.fps, first[1].shape[:2], source=path, into=partial)
+            digits = max(6, len(str(info.frames)))
+            written = _write_all(predictor, chain([first], frames), writer, pad=codec.even, masks_dir=masks_dir,
+                                 alpha=alpha, digits=digits, batch_size=batch_size, on_frame=on_frame,
+                                 exclusive=exclusive)
     finally:
         frames.close()  # the reading thread is done with the capture before it is released
         capture.release()
@@ -267,11 +268,37 @@ def _numbered_frames(capture: cv2.VideoCapture) -> Iterator[tuple[int, np.ndarra
         yield index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
 
 
-def _open_writer(path: Path, fps: float, size: tuple[int, int], *, source: str | Path, exclusive: bool
+@contextmanager
+def _whole_file(path: Path, *, exclusive: bool) -> Iterator[Path]:
+    """A temporary file beside ``path``, of its ending (which picks the codec), renamed to ``path`` once written and
+    removed when writing fails or is interrupted: ``path`` is whole or absent, an earlier one intact. ``exclusive``
+    first claims ``path``, UserError where it exists."""
+    if exclusive:
+        claim_new_file(path)
+    try:
+        handle, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+        os.fchmod(handle, 0o644)  # mkstemp's 0600 would hide the video from other users of a shared machine
+        os.close(handle)
+    except OSError as exc:
+        if exclusive:
+            path.unlink(missing_ok=True)
+        raise UserError(f"{path}: cannot write the overlay video ({exc.strerror or exc})") from None
+    partial = Path(name)
+    try:
+        yield partial
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        if exclusive:
+            path.unlink(missing_ok=True)  # the empty file claimed above
+        raise
+
+
+def _open_writer(path: Path, fps: float, size: tuple[int, int], *, source: str | Path, into: Path
                  ) -> tuple[cv2.VideoWriter, _Codec]:
-    """An OpenCV writer for ``size`` (h, w) frames of ``source`` at ``fps`` (padded to even sides where the codec
-    needs them), and the codec, chosen by ``path``'s ending; :class:`VideoError` for frames it cannot take; with
-    ``exclusive``, UserError where ``path`` exists."""
+    """An OpenCV writer into ``into`` for the overlay video ``path`` of ``size`` (h, w) frames of ``source`` at
+    ``fps`` (padded to even sides where the codec needs them), and the codec, chosen by ``path``'s ending;
+    :class:`VideoError` for frames it cannot take."""
     codec = _CODECS.get(path.suffix.lower())
     if codec is None:
         raise UserError(f"{path}: cannot write videos ending {path.suffix!r}; use one of {', '.join(_CODECS)}")
@@ -281,13 +308,9 @@ def _open_writer(path: Path, fps: float, size: tuple[int, int], *, source: str |
     if min(size) < codec.min_side or height * width < codec.min_pixels:
         raise VideoError(f"{source}: frames of {size[1]}x{size[0]} pixels are too small to encode ({codec.fourcc} "
                          f"needs at least {codec.min_side} pixels a side and {codec.min_pixels} in all)")
-    name = _opencv_name(path)
-    if exclusive:
-        claim_new_file(path)
-    writer = cv2.VideoWriter(name, cv2.VideoWriter_fourcc(*codec.fourcc), fps, (width, height))
+    _opencv_name(path)  # a name that is not UTF-8 is said of the overlay, not of its temporary file
+    writer = cv2.VideoWriter(str(into), cv2.VideoWriter_fourcc(*codec.fourcc), fps, (width, height))
     if not writer.isOpened():
-        if exclusive:
-            path.unlink(missing_ok=True)  # the empty file claimed above
         raise UserError(f"{path}: cannot write the overlay video (folder not writable, or no {codec.fourcc} "
                         "encoder)")
     return writer, codec

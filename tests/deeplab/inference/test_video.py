@@ -214,6 +214,26 @@ def test_exclusive_never_replaces_a_file_that_appeared_meanwhile(predictor: Pred
     assert segment_video(predictor, clip, tmp_path / "new.mp4", masks_dir=tmp_path / "new", exclusive=True).frames == 2
 
 
+@pytest.mark.parametrize("exclusive", [False, True])
+def test_an_interrupted_video_leaves_no_partial_overlay(predictor: Predictor, tmp_path: Path, exclusive: bool) -> None:
+    """Ctrl-C after a frame: no overlay of the first frames under the final name, an earlier one intact."""
+    clip = make_clip(tmp_path / "clip.avi", 4, "MJPG")
+    target = tmp_path / "out" / "clip_overlay.mp4"
+    target.parent.mkdir()
+    if not exclusive:
+        target.write_bytes(b"an earlier run's whole overlay")
+
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        segment_video(predictor, clip, target, on_frame=interrupt, exclusive=exclusive)
+    assert [p.read_bytes() for p in target.parent.iterdir()] == ([] if exclusive else
+                                                                 [b"an earlier run's whole overlay"])
+    segment_video(predictor, clip, target)
+    assert target.stat().st_mode & 0o777 == 0o644  # readable by others, as a file written in place would be
+
+
 def test_split_videos_by_suffix() -> None:
     paths = [Path("a.jpg"), Path("b.MP4"), Path("c.png"), Path("d.mkv"), Path("e.mov"), Path("f.avi")]
     assert split_videos(paths) == ([Path("a.jpg"), Path("c.png")], [Path("b.MP4"), Path("d.mkv"), Path("e.mov"),
