@@ -213,6 +213,7 @@ class PredictionWriter:
         try:
             if self.overwrite:
                 fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self.folder)
+                os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the file from other users of a shared machine
                 handle, written = os.fdopen(fd, "wb"), Path(tmp)
             else:
                 handle, written = open(path, "xb"), path

@@ -85,6 +85,7 @@ def test_existing_files_stop_the_run_before_any_work_unless_overwrite(tmp_path):
     replacing.check()
     replacing.save(tmp_path / "photo.jpg", IMAGE, MASK, class_names=["a", "b", "c"], alpha=0.5)
     assert is_prediction_file(tmp_path / "photo_mask.png") and not list(tmp_path.glob(".*.tmp"))
+    assert (tmp_path / "photo_mask.png").stat().st_mode & 0o777 == 0o644  # readable by others, not mkstemp's 0600
 
 
 def test_an_input_is_never_an_output(tmp_path):
