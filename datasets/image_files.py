@@ -6,8 +6,11 @@ labels outside the classes) becomes one :class:`~datasets.errors.DataError` line
 from __future__ import annotations
 
 import glob
+import os
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -23,6 +26,7 @@ __all__ = [
     "is_turned",
     "label_image",
     "list_images",
+    "open_image",
     "read_label_png",
     "read_rgb",
     "save_label_png",
@@ -44,6 +48,17 @@ _EXIF_ORIENTATION = 0x0112
 _ROTATED_ORIENTATIONS = {5, 6, 7, 8}  # transposed, rotated 90 or 270 degrees: width and height swap
 
 
+@contextmanager
+def open_image(path: str | Path) -> Iterator[Image.Image]:
+    """``Image.open(path)`` without Pillow's "decompression bomb DOS attack" warning for photos between its warning
+    and error limits (a 100-megapixel camera's): they decode; beyond twice the limit Pillow still refuses."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = Image.open(path)
+    with image:
+        yield image
+
+
 def read_rgb(path: str | Path) -> np.ndarray:
     """Decode ``path`` to uint8 ``HxWx3`` RGB as displayed: EXIF rotation applied, wide greys scaled to 8 bits. An
     animation or multi-page file is refused rather than silently read from its first frame."""
@@ -51,7 +66,7 @@ def read_rgb(path: str | Path) -> np.ndarray:
     if path.is_dir():
         raise DataError(f"{path}: is a folder, not an image")
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             frames = getattr(image, "n_frames", 1)
             if frames > 1 and image.format != "MPO":  # a camera's MPO JPEG holds the photo first, then extras
                 raise DataError(f"{path}: holds {frames} frames (an animation or a multi-page file); save the one "
@@ -92,7 +107,7 @@ def is_turned(path: str | Path) -> bool:
 def _header_size(path: Path) -> tuple[int, int, bool]:
     """Stored ``(height, width)`` of ``path`` and whether its EXIF orientation swaps them, from the header alone."""
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             width, height = image.size
             return height, width, image.getexif().get(_EXIF_ORIENTATION) in _ROTATED_ORIENTATIONS
     except FileNotFoundError:
@@ -104,33 +119,49 @@ def _header_size(path: Path) -> tuple[int, int, bool]:
 
 
 def list_images(folder: str | Path, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[Path]:
-    """Image files (or files of other ``suffixes``) directly inside ``folder``, sorted by name."""
-    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+    """Image files (or files of other ``suffixes``) directly inside ``folder``, sorted by name, hidden ones skipped."""
+    return [path for path in _named_like(folder, suffixes) if path.is_file()]
+
+
+def _named_like(folder: str | Path, suffixes: Sequence[str]) -> list[Path]:
+    """Entries of ``folder`` whose names end in one of ``suffixes``, sorted; hidden ones are skipped, as the shell's
+    ``*`` skips them (macOS leaves a ``._IMG_0001.JPG`` of metadata beside each photo on drives it did not format)."""
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in suffixes and not p.name.startswith("."))
 
 
 def find_images(inputs: Sequence[str | Path], *, video_suffixes: Sequence[str] = ()) -> tuple[list[Path], list[str]]:
     """Image paths from files, folders (a folder's images, and videos by ``video_suffixes``, by name) and glob
     patterns that no file is named after (``photos/*.jpg``: shells on Windows do not expand them), and one problem
-    line per input that yields none."""
+    line per input that yields none, and per broken symbolic link that it holds."""
     images, problems = [], []
     for name in inputs:
         path = Path(name)
         if not path.exists() and glob.has_magic(str(name)):
             matches = sorted(Path(match) for match in glob.glob(str(name)))
-            files = [match for match in matches if match.is_file()]
+            files, broken = [match for match in matches if match.is_file()], _broken_links(matches)
             images += files
-            if not files:
+            problems += broken
+            if not files and not broken:
                 problems.append(f"{path}: no file matches this pattern")
         elif path.is_dir():
-            found = list_images(path, (*IMAGE_SUFFIXES, *video_suffixes))
+            suffixes = (*IMAGE_SUFFIXES, *video_suffixes)
+            found = list_images(path, suffixes)
+            broken = _broken_links(_named_like(path, suffixes))
             images += found
-            if not found:
+            problems += broken
+            if not found and not broken:
                 problems.append(f"{path}: folder holds no images{' or videos' if video_suffixes else ''}")
         elif path.exists():
             images.append(path)
         else:
             problems.append(f"{path}: no such file or folder")
-    return images, problems
+    return images, list(dict.fromkeys(problems))  # a link found by a folder and a pattern is said once
+
+
+def _broken_links(paths: Sequence[Path]) -> list[str]:
+    """One line per symbolic link among ``paths`` whose target is missing (a drive not mounted): said, not skipped."""
+    return [f"{path}: broken symbolic link (its target {os.readlink(path)} is missing)"
+            for path in paths if path.is_symlink() and not path.exists()]
 
 
 def _wide_grey_to_rgb(values: np.ndarray) -> np.ndarray:
@@ -174,7 +205,7 @@ def save_label_png(path: str | Path, mask: np.ndarray) -> None:
 def read_label_png(path: Path, num_classes: int) -> np.ndarray:
     """Read a class-id mask (uint8 HxW), raising DataError on a colour or JPEG mask or values outside the classes."""
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             image.load()
             if image.format in _LOSSY_FORMATS:
                 raise DataError(f"{path}: mask is {image.format}-compressed, which turns the class ids along every "

@@ -94,6 +94,7 @@ def report_user_errors(main: Callable[..., int]) -> Callable[..., int]:
 
     @functools.wraps(main)
     def wrapper(argv: Sequence[str] | None = None) -> int:
+        _escape_unencodable_output()
         try:
             return main(argv)
         except USER_ERRORS as exc:
@@ -114,6 +115,13 @@ def report_user_errors(main: Callable[..., int]) -> Callable[..., int]:
         return EXIT_USER_ERROR
 
     return wrapper
+
+
+def _escape_unencodable_output() -> None:
+    """Print what stdout's encoding cannot hold (a file name whose bytes are not UTF-8, legal on Linux) escaped, as
+    Python does on stderr, instead of failing with UnicodeEncodeError after the files are written."""
+    if getattr(sys.stdout, "errors", None) == "strict" and hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")
 
 
 def _discard_stdout() -> None:

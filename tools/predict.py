@@ -136,7 +136,8 @@ def segment_one_video(predictor: Predictor, path: Path, writer: PredictionWriter
         start = time.perf_counter()
         with tqdm(total=info.frames or None, desc=path.name, unit="frame", disable=None) as bar:
             result = segment_video(predictor, path, overlay_path, masks_dir=masks_dir, alpha=args.alpha,
-                                   batch_size=batch_size, on_frame=bar.update, replace_masks=args.overwrite)
+                                   batch_size=batch_size, on_frame=bar.update, replace_masks=args.overwrite,
+                                   exclusive=not args.overwrite)
     except VideoError as exc:
         print(f"error: {exc} (skipped)", file=sys.stderr)
         return 0

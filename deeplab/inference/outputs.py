@@ -23,13 +23,13 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from datasets.image_files import label_image
+from datasets.image_files import label_image, open_image
 
 from ..errors import UserError
 from .overlay import overlay
 
 __all__ = ["MASK_SUFFIX", "OVERLAY_SUFFIX", "PREDICTION_KEY", "VIDEO_MASKS_SUFFIX", "VIDEO_OVERLAY_SUFFIX",
-           "VIDEO_SUFFIXES", "PredictionWriter", "free_output_folder", "is_prediction_file", "output_names",
+           "VIDEO_SUFFIXES", "PredictionWriter", "claim_new_file", "free_output_folder", "is_prediction_file", "output_names",
            "prediction_file_names", "save_frame_mask", "split_earlier_predictions"]
 
 MASK_SUFFIX, OVERLAY_SUFFIX = "_mask.png", "_overlay.png"
@@ -85,11 +85,33 @@ def prediction_file_names(image_path: Path) -> list[str]:
     return [f"{image_path.stem}.png", f"{image_path.stem}{MASK_SUFFIX}", f"{image_path.name}{MASK_SUFFIX}"]
 
 
-def save_frame_mask(path: Path, mask: np.ndarray) -> None:
-    """A video frame's palette mask, marked like every prediction file, so a later run knows it wrote it."""
+def save_frame_mask(path: Path, mask: np.ndarray, *, exclusive: bool = False) -> None:
+    """A video frame's palette mask, marked like every prediction file, so a later run knows it wrote it;
+    ``exclusive``: created only where no file is (UserError otherwise)."""
     info = PngImagePlugin.PngInfo()
     info.add_text(PREDICTION_KEY, "frame mask")
-    label_image(mask).save(path, format="PNG", pnginfo=info)
+    try:
+        handle = open(path, "xb" if exclusive else "wb")
+    except FileExistsError:
+        raise _appeared(path) from None
+    with handle:
+        label_image(mask).save(handle, format="PNG", pnginfo=info)
+
+
+def claim_new_file(path: Path) -> None:
+    """Create ``path`` empty for a writer that opens files by name (OpenCV's), UserError where a file is already:
+    one that appeared since :meth:`PredictionWriter.check` is not replaced."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        raise _appeared(path) from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write results ({exc.strerror or exc})") from None
+
+
+def _appeared(path: Path) -> UserError:
+    return UserError(f"{path}: appeared while predicting and was not replaced; pass --overwrite to replace such "
+                     "files, or another --out")
 
 
 def is_prediction_file(path: Path) -> bool:
@@ -97,7 +119,7 @@ def is_prediction_file(path: Path) -> bool:
     if path.suffix.lower() != ".png":
         return False
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             return PREDICTION_KEY in image.info
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):  # a huge photo is no mask of ours
         return False
@@ -167,6 +189,7 @@ class PredictionWriter:
                 if full in first_input_in and path.is_dir():
                     raise UserError(f"{first_input_in[full]}: is an input inside {path}, where the frame masks of "
                                     f"{source} go; pass another --out")
+                _check_kind(path, source)
         existing = self.existing()
         if existing and not self.overwrite:
             more = f" ({len(existing) - 1} more files alike)" if len(existing) > 1 else ""
@@ -190,12 +213,12 @@ class PredictionWriter:
         try:
             if self.overwrite:
                 fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self.folder)
+                os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the file from other users of a shared machine
                 handle, written = os.fdopen(fd, "wb"), Path(tmp)
             else:
                 handle, written = open(path, "xb"), path
         except FileExistsError:
-            raise UserError(f"{path}: appeared while predicting and was not replaced; pass --overwrite to "
-                            "replace such files, or another --out") from None
+            raise _appeared(path) from None
         except OSError as exc:
             raise UserError(f"{path}: cannot write results ({exc.strerror or exc})") from None
         try:
@@ -208,6 +231,16 @@ class PredictionWriter:
             if isinstance(exc, OSError):
                 raise UserError(f"{path}: cannot write results ({exc.strerror or exc})") from None
             raise
+
+
+def _check_kind(path: Path, source: Path) -> None:
+    """UserError when a folder stands where a file of ``source`` goes, or a file where its frame-mask folder goes:
+    ``overwrite`` replaces files with files only, so the run would fail halfway."""
+    wants_folder = path.name.endswith(VIDEO_MASKS_SUFFIX)
+    if path.exists() and path.is_dir() != wants_folder:
+        found, wanted = ("a file", "the frame-mask folder") if wants_folder else ("a folder", "a file")
+        raise UserError(f"{path}: is {found}, where {wanted} of {source} goes (--overwrite does not replace it); "
+                        "move it away, or pass another --out")
 
 
 def split_earlier_predictions(paths: Iterable[Path]) -> tuple[list[Path], list[Path]]:

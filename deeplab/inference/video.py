@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ import numpy as np
 from datasets import DataError
 
 from ..errors import UserError
-from .outputs import VIDEO_SUFFIXES, is_prediction_file, save_frame_mask
+from .outputs import VIDEO_SUFFIXES, claim_new_file, is_prediction_file, save_frame_mask
 from .overlay import overlay
 from .pipeline import prefetch, segment_stream
 from .predictor import Prediction, Predictor
@@ -112,8 +113,9 @@ def open_video(path: str | Path) -> tuple[cv2.VideoCapture, VideoInfo]:
         raise VideoError(f"{path}: no such file")
     # FFmpeg prints its own decoder complaints on stderr; our error line says what matters.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    name = _opencv_name(path)
     with _opencv_log_off():
-        capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+        capture = cv2.VideoCapture(name, cv2.CAP_FFMPEG)
     if not capture.isOpened():
         raise VideoError(f"{path}: cannot open as a video (not a video file, cut off before its index, "
                          "or a codec this OpenCV build cannot decode)")
@@ -122,6 +124,17 @@ def open_video(path: str | Path) -> tuple[cv2.VideoCapture, VideoInfo]:
     info = VideoInfo(path, frames, fps if math.isfinite(fps) and fps > 0 else FALLBACK_FPS,
                      int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
     return capture, info
+
+
+def _opencv_name(path: Path) -> str:
+    """``path`` as OpenCV takes it; :class:`VideoError` for a name that is not UTF-8 (bytes a Linux file system
+    allows, e.g. from an old archive), on which OpenCV's Python binding crashes the whole process."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise VideoError(f"{path}: the name is not valid UTF-8, which OpenCV cannot open; rename the file (or its "
+                         "folder)") from None
+    return str(path)
 
 
 @contextmanager
@@ -161,11 +174,13 @@ def segment_video(
     batch_size: int = 1,
     on_frame: Callable[[], None] | None = None,
     replace_masks: bool = False,
+    exclusive: bool = False,
 ) -> VideoResult:
     """Segment every frame of ``path``; write the overlays (with legend) to ``overlay_path`` at the input's size
     (odd sides padded by one edge pixel where the codec needs even ones) and frame rate, and each frame's palette
     mask as ``masks_dir/000001.png``... when given; ``replace_masks`` then removes the frame masks of that naming
-    this call did not write (an earlier, longer video's), and nothing else there.
+    this call did not write (an earlier, longer video's), and nothing else there. ``exclusive`` creates the overlay
+    and each mask only where no file is (UserError otherwise), so a file that appeared meanwhile is not replaced.
 
     ``on_frame`` is called after each frame is written (a progress bar). A stream that ends before its declared
     frame count raises :class:`VideoError` naming the first missing frame, after closing the overlay file so
@@ -184,10 +199,12 @@ def segment_video(
             predictor.check_size(first[1], path)
         except DataError as exc:
             raise VideoError(str(exc)) from None
-        writer, codec = _open_writer(Path(overlay_path), info.fps, first[1].shape[:2], source=path)
-        digits = max(6, len(str(info.frames)))
-        written = _write_all(predictor, chain([first], frames), writer, pad=codec.even, masks_dir=masks_dir,
-                             alpha=alpha, digits=digits, batch_size=batch_size, on_frame=on_frame)
+        with _whole_file(Path(overlay_path), exclusive=exclusive) as partial:
+            writer, codec = _open_writer(Path(overlay_path), info.fps, first[1].shape[:2], source=path, into=partial)
+            digits = max(6, len(str(info.frames)))
+            written = _write_all(predictor, chain([first], frames), writer, pad=codec.even, masks_dir=masks_dir,
+                                 alpha=alpha, digits=digits, batch_size=batch_size, on_frame=on_frame,
+                                 exclusive=exclusive)
     finally:
         frames.close()  # the reading thread is done with the capture before it is released
         capture.release()
@@ -210,9 +227,9 @@ def ends_early(frames: int, info: VideoInfo) -> bool:
 
 def _write_all(predictor: Predictor, frames: Iterator[tuple[int, np.ndarray]], writer: cv2.VideoWriter, *,
                pad: bool, masks_dir: str | Path | None, digits: int, alpha: float, batch_size: int,
-               on_frame: Callable[[], None] | None) -> int:
+               on_frame: Callable[[], None] | None, exclusive: bool) -> int:
     """Segment ``frames`` into ``writer`` (released even on errors, so the file stays playable), odd sides padded
-    when ``pad``; returns the count."""
+    when ``pad``, masks created only where no file is when ``exclusive``; returns the count."""
     if masks_dir is not None:
         masks_dir = Path(masks_dir)
         masks_dir.mkdir(parents=True, exist_ok=True)
@@ -222,7 +239,7 @@ def _write_all(predictor: Predictor, frames: Iterator[tuple[int, np.ndarray]], w
                              cv2.COLOR_RGB2BGR)
         writer.write(_pad_to_even(drawn) if pad else drawn)
         if masks_dir is not None:
-            save_frame_mask(masks_dir / f"{index:0{digits}d}.png", prediction.mask)
+            save_frame_mask(masks_dir / f"{index:0{digits}d}.png", prediction.mask, exclusive=exclusive)
 
     written = 0
     try:
@@ -251,10 +268,37 @@ def _numbered_frames(capture: cv2.VideoCapture) -> Iterator[tuple[int, np.ndarra
         yield index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
 
 
-def _open_writer(path: Path, fps: float, size: tuple[int, int], *, source: str | Path
+@contextmanager
+def _whole_file(path: Path, *, exclusive: bool) -> Iterator[Path]:
+    """A temporary file beside ``path``, of its ending (which picks the codec), renamed to ``path`` once written and
+    removed when writing fails or is interrupted: ``path`` is whole or absent, an earlier one intact. ``exclusive``
+    first claims ``path``, UserError where it exists."""
+    if exclusive:
+        claim_new_file(path)
+    try:
+        handle, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+        os.fchmod(handle, 0o644)  # mkstemp's 0600 would hide the video from other users of a shared machine
+        os.close(handle)
+    except OSError as exc:
+        if exclusive:
+            path.unlink(missing_ok=True)
+        raise UserError(f"{path}: cannot write the overlay video ({exc.strerror or exc})") from None
+    partial = Path(name)
+    try:
+        yield partial
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        if exclusive:
+            path.unlink(missing_ok=True)  # the empty file claimed above
+        raise
+
+
+def _open_writer(path: Path, fps: float, size: tuple[int, int], *, source: str | Path, into: Path
                  ) -> tuple[cv2.VideoWriter, _Codec]:
-    """An OpenCV writer for ``size`` (h, w) frames of ``source`` at ``fps`` (padded to even sides where the codec
-    needs them), and the codec, chosen by ``path``'s ending; :class:`VideoError` for frames it cannot take."""
+    """An OpenCV writer into ``into`` for the overlay video ``path`` of ``size`` (h, w) frames of ``source`` at
+    ``fps`` (padded to even sides where the codec needs them), and the codec, chosen by ``path``'s ending;
+    :class:`VideoError` for frames it cannot take."""
     codec = _CODECS.get(path.suffix.lower())
     if codec is None:
         raise UserError(f"{path}: cannot write videos ending {path.suffix!r}; use one of {', '.join(_CODECS)}")
@@ -264,7 +308,8 @@ def _open_writer(path: Path, fps: float, size: tuple[int, int], *, source: str |
     if min(size) < codec.min_side or height * width < codec.min_pixels:
         raise VideoError(f"{source}: frames of {size[1]}x{size[0]} pixels are too small to encode ({codec.fourcc} "
                          f"needs at least {codec.min_side} pixels a side and {codec.min_pixels} in all)")
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec.fourcc), fps, (width, height))
+    _opencv_name(path)  # a name that is not UTF-8 is said of the overlay, not of its temporary file
+    writer = cv2.VideoWriter(str(into), cv2.VideoWriter_fourcc(*codec.fourcc), fps, (width, height))
     if not writer.isOpened():
         raise UserError(f"{path}: cannot write the overlay video (folder not writable, or no {codec.fourcc} "
                         "encoder)")

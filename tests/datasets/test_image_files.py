@@ -1,6 +1,7 @@
 """Images and masks on disk: photos decoded as displayed, label PNGs round-trip, errors name the file."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,16 @@ def test_images_beyond_pillows_safe_size_are_one_line(tmp_path: Path, monkeypatc
             read(tmp_path / "huge.png")
 
 
+def test_photos_between_pillows_warning_and_error_limits_read_without_a_word(tmp_path: Path, monkeypatch) -> None:
+    """A 100-megapixel camera's photo is over Pillow's warning limit: no "decompression bomb DOS attack" warning."""
+    save_label_png(tmp_path / "camera.png", np.zeros((40, 40), np.uint8))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 1600 pixels: over the limit, under twice it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for read in (read_rgb, image_size, lambda path: read_label_png(path, 2)):
+            read(tmp_path / "camera.png")
+
+
 def test_label_png_keeps_ids_and_uses_the_voc_palette(tmp_path: Path) -> None:
     mask = np.random.default_rng(0).integers(0, 21, (13, 17)).astype(np.uint8)
     mask[0] = 255
@@ -88,7 +99,7 @@ def test_voc_palette_matches_the_devkit_colours() -> None:
 
 def test_find_images_lists_folders_and_reports_empty_or_missing_inputs(tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
-    for name in ("b.PNG", "a.jpg", "notes.txt"):
+    for name in ("b.PNG", "a.jpg", "notes.txt", "._a.jpg"):  # ._a.jpg: macOS's metadata, hidden
         (tmp_path / "in" / name).write_bytes(b"x")
     (tmp_path / "empty").mkdir()
     single = tmp_path / "single.webp"
@@ -96,6 +107,21 @@ def test_find_images_lists_folders_and_reports_empty_or_missing_inputs(tmp_path:
     images, problems = find_images([tmp_path / "in", single, tmp_path / "empty", tmp_path / "nope.jpg"])
     assert images == [tmp_path / "in" / "a.jpg", tmp_path / "in" / "b.PNG", single]
     assert problems == [f"{tmp_path / 'empty'}: folder holds no images", f"{tmp_path / 'nope.jpg'}: no such file or folder"]
+
+
+def test_find_images_names_broken_links_instead_of_skipping_them(tmp_path: Path) -> None:
+    """Links into a drive that is not mounted: the photos behind them are missing from the results, so say so."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jpg").write_bytes(b"x")
+    (tmp_path / "in" / "b.jpg").symlink_to(tmp_path / "unmounted" / "b.jpg")
+    (tmp_path / "in" / "notes.txt").symlink_to(tmp_path / "unmounted" / "notes.txt")  # not an image: not said
+    (tmp_path / "gone").mkdir()
+    (tmp_path / "gone" / "c.png").symlink_to("c-target.png")
+    images, problems = find_images([tmp_path / "in", tmp_path / "in" / "*.jpg", tmp_path / "gone"])
+    assert images == [tmp_path / "in" / "a.jpg"] * 2
+    assert problems == [f"{tmp_path / 'in' / 'b.jpg'}: broken symbolic link (its target "
+                        f"{tmp_path / 'unmounted' / 'b.jpg'} is missing)",
+                        f"{tmp_path / 'gone' / 'c.png'}: broken symbolic link (its target c-target.png is missing)"]
 
 
 def test_find_images_expands_glob_patterns_the_shell_left_alone(tmp_path: Path) -> None:

@@ -86,6 +86,15 @@ def test_a_reader_that_goes_away_ends_the_tool_quietly():
         assert child.stderr.read() == b""
 
 
+def test_a_file_name_stdout_cannot_encode_is_printed_escaped():
+    """A Linux name of Latin-1 bytes (``caf\\xe9.jpg``) under a UTF-8 terminal, whose stdout is strict."""
+    tool = ("import os, sys\nfrom deeplab.errors import report_user_errors\n"
+            "sys.exit(report_user_errors(lambda argv: print(os.fsdecode(b'caf\\xe9.jpg -> done')) or 0)())")
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run([sys.executable, "-c", tool], capture_output=True, env=env, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (0, b"caf\\udce9.jpg -> done\n", b"")
+
+
 def test_other_errors_keep_their_traceback(capsys):
     def bug():
         raise RuntimeError("a programming error")

@@ -356,6 +356,23 @@ def test_overwrite_leaves_only_this_runs_frame_masks(checkpoint, tmp_path: Path,
     assert sorted(p.name for p in masks.iterdir()) == ["000001.png", "notes.txt"]
 
 
+def test_an_overlay_video_that_appears_while_the_model_loads_is_not_replaced(checkpoint, tmp_path: Path, capsys,
+                                                                             monkeypatch) -> None:
+    """The same command started twice: the other run's overlay appears after this run checked its --out."""
+    out, load = tmp_path / "out", predict.Predictor.from_checkpoint
+
+    def load_while_the_other_run_writes(*args, **kwargs):
+        out.mkdir()
+        (out / "clip_overlay.mp4").write_bytes(b"the other run's overlay")
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(predict.Predictor, "from_checkpoint", load_while_the_other_run_writes)
+    rc, _, err = run([str(write_clip(tmp_path / "clip.avi", 2)), "--checkpoint", str(checkpoint[0]), "--out",
+                      str(out)], capsys)
+    assert rc == 2 and "clip_overlay.mp4: appeared while predicting and was not replaced" in err
+    assert (out / "clip_overlay.mp4").read_bytes() == b"the other run's overlay"
+
+
 def test_inputs_are_checked_before_the_model_and_folders_give_videos(checkpoint, tmp_path: Path, capsys) -> None:
     # A checkpoint that does not exist: loading it would be the error.
     rc, _, err = run([str(tmp_path / "nothere.jpg"), "--checkpoint", str(tmp_path / "absent.pt"),

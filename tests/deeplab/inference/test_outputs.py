@@ -2,6 +2,7 @@
 recognised so they are never taken for photos."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,14 @@ def test_every_file_written_is_marked_as_ours(tmp_path):
     assert photos == [tmp_path / "user_mask.png"] and earlier == [mask_path, overlay_path]
 
 
+def test_a_large_photo_is_told_from_our_files_without_pillows_warning(tmp_path, monkeypatch):
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "camera.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 1600 pixels: over Pillow's warning limit, under its error
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert split_earlier_predictions([tmp_path / "camera.png"]) == ([tmp_path / "camera.png"], [])
+
+
 def test_existing_files_stop_the_run_before_any_work_unless_overwrite(tmp_path):
     (tmp_path / "photo_mask.png").write_bytes(b"the user's ground truth")
     writer = PredictionWriter(tmp_path, [tmp_path / "photo.jpg", tmp_path / "other.jpg"])
@@ -76,6 +85,7 @@ def test_existing_files_stop_the_run_before_any_work_unless_overwrite(tmp_path):
     replacing.check()
     replacing.save(tmp_path / "photo.jpg", IMAGE, MASK, class_names=["a", "b", "c"], alpha=0.5)
     assert is_prediction_file(tmp_path / "photo_mask.png") and not list(tmp_path.glob(".*.tmp"))
+    assert (tmp_path / "photo_mask.png").stat().st_mode & 0o777 == 0o644  # readable by others, not mkstemp's 0600
 
 
 def test_an_input_is_never_an_output(tmp_path):
@@ -111,3 +121,15 @@ def test_videos_outputs_are_named_and_guarded_like_images(tmp_path):
     with pytest.raises(UserError, match=r"walk_overlay.mp4: exists and this run did not write it \(1 more"):
         writer.check()
     assert PredictionWriter(tmp_path / "out", images, videos=videos).existing() == [tmp_path / "out" / "walk_overlay.mp4"]
+
+
+def test_a_folder_where_a_file_goes_or_the_reverse_stops_the_run_even_with_overwrite(tmp_path):
+    """``--overwrite`` replaces files with files; a folder named like a mask (or a file named like a video's
+    frame-mask folder) would fail the run halfway, after the model loaded and an overlay video was begun."""
+    (tmp_path / "photo_mask.png").mkdir()
+    with pytest.raises(UserError, match=r"photo_mask.png: is a folder, where a file of .*photo.jpg goes"):
+        PredictionWriter(tmp_path, [tmp_path / "photo.jpg"], overwrite=True).check()
+    (tmp_path / "clip_masks").write_bytes(b"the user's notes")
+    with pytest.raises(UserError, match=r"clip_masks: is a file, where the frame-mask folder of .*clip.mp4 goes"):
+        PredictionWriter(tmp_path, [], videos=[tmp_path / "clip.mp4"], save_masks=True, overwrite=True).check()
+    assert (tmp_path / "clip_masks").read_bytes() == b"the user's notes"

@@ -2,6 +2,7 @@
 truncated, corrupt, empty or undecodable files end in one line naming the file (and the frame)."""
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from deeplab.errors import UserError
 from deeplab.inference import Predictor, overlay
 from deeplab.inference.video import (
     VideoError,
@@ -124,6 +126,20 @@ def test_empty_and_undecodable_videos_are_one_line(predictor: Predictor, tmp_pat
     assert not re.search(r"\[ ?(WARN|ERROR)", capfd.readouterr().err)
 
 
+def test_names_that_are_not_utf8_are_one_line_not_a_crash(predictor: Predictor, tmp_path: Path) -> None:
+    """Linux allows any bytes in a name (files from old archives); OpenCV's binding crashes the process on them."""
+    clip = make_clip(tmp_path / "clip.mp4", 2)
+    latin1 = Path(os.fsdecode(bytes(tmp_path / "caf") + b"\xe9.mp4"))
+    try:
+        latin1.write_bytes(clip.read_bytes())
+    except OSError:
+        pytest.skip("this file system refuses names that are not UTF-8")
+    with pytest.raises(VideoError, match="the name is not valid UTF-8"):
+        probe_video(latin1)
+    with pytest.raises(VideoError, match="the name is not valid UTF-8"):
+        segment_video(predictor, clip, latin1.with_name(latin1.stem + "_overlay.mp4"))
+
+
 def write_frames(path: Path, frames: list[np.ndarray]) -> Path:
     """An MJPG .avi of RGB ``frames`` (MJPG takes any size, odd and 1-pixel sides too)."""
     height, width = frames[0].shape[:2]
@@ -181,6 +197,41 @@ def test_replace_masks_removes_only_earlier_frame_masks(predictor: Predictor, tm
     segment_video(predictor, short, tmp_path / "o.mp4", masks_dir=masks, replace_masks=True)
     assert {p.name for p in masks.iterdir()} == {"000001.png", "0000003.png", "000002.png.bak", "12.png", "notes.txt",
                                                  "000009.png"}
+
+
+def test_exclusive_never_replaces_a_file_that_appeared_meanwhile(predictor: Predictor, tmp_path: Path) -> None:
+    """Two runs started at once into one folder: each checked that its files were free before loading its model."""
+    clip = make_clip(tmp_path / "clip.avi", 2, "MJPG")
+    (tmp_path / "taken.mp4").write_bytes(b"the other run's overlay")
+    with pytest.raises(UserError, match="taken.mp4: appeared while predicting and was not replaced"):
+        segment_video(predictor, clip, tmp_path / "taken.mp4", exclusive=True)
+    assert (tmp_path / "taken.mp4").read_bytes() == b"the other run's overlay"
+    (tmp_path / "masks").mkdir()
+    (tmp_path / "masks" / "000002.png").write_bytes(b"the other run's mask")
+    with pytest.raises(UserError, match="000002.png: appeared while predicting"):
+        segment_video(predictor, clip, tmp_path / "o.mp4", masks_dir=tmp_path / "masks", exclusive=True)
+    assert (tmp_path / "masks" / "000002.png").read_bytes() == b"the other run's mask"
+    assert segment_video(predictor, clip, tmp_path / "new.mp4", masks_dir=tmp_path / "new", exclusive=True).frames == 2
+
+
+@pytest.mark.parametrize("exclusive", [False, True])
+def test_an_interrupted_video_leaves_no_partial_overlay(predictor: Predictor, tmp_path: Path, exclusive: bool) -> None:
+    """Ctrl-C after a frame: no overlay of the first frames under the final name, an earlier one intact."""
+    clip = make_clip(tmp_path / "clip.avi", 4, "MJPG")
+    target = tmp_path / "out" / "clip_overlay.mp4"
+    target.parent.mkdir()
+    if not exclusive:
+        target.write_bytes(b"an earlier run's whole overlay")
+
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        segment_video(predictor, clip, target, on_frame=interrupt, exclusive=exclusive)
+    assert [p.read_bytes() for p in target.parent.iterdir()] == ([] if exclusive else
+                                                                 [b"an earlier run's whole overlay"])
+    segment_video(predictor, clip, target)
+    assert target.stat().st_mode & 0o777 == 0o644  # readable by others, as a file written in place would be
 
 
 def test_split_videos_by_suffix() -> None:
