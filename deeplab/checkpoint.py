@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Sequence
 
+import numpy as np
 import torch
 
 from datasets import IGNORE_INDEX
@@ -26,11 +27,13 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_CLASSES", "class_names_source", "load_checkpoint", "match_class_names", "min_input_side",
     "model_from_checkpoint",
-    "model_from_config", "newest_checkpoint", "read_checkpoint_bytes", "read_plain_data", "save_checkpoint",
+    "model_from_config", "newest_checkpoint", "plain_data", "read_checkpoint_bytes", "read_plain_data", "save_checkpoint",
     "too_many_classes", "write_atomically", "write_json",
 ]
 
 REQUIRED_KEYS = ("model", "model_config")
+# What torch.load(weights_only=True) reads back as it was saved.
+_PLAIN_TYPES = (str, bytes, bool, int, float, complex, type(None), torch.Tensor, torch.dtype, torch.device, torch.Size)
 #: Masks are 8-bit PNGs whose 255 means void, so a model may predict at most 255 classes (ids 0..254).
 MAX_CLASSES = IGNORE_INDEX
 # Starts of files that people pass for a checkpoint by mistake; a checkpoint is a zip (or a legacy pickle).
@@ -39,8 +42,32 @@ _SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"\xff\xd8\xff", "a JPEG 
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
-    """Write ``state`` to ``path`` atomically (see :func:`write_atomically`): the previous file survives a failure."""
+    """Write ``state`` to ``path`` atomically (see :func:`write_atomically`): the previous file survives a failure.
+    Numpy numbers and paths in it are saved as Python numbers and strings (see :func:`plain_data`)."""
+    state = plain_data(state)
     write_atomically(path, lambda file: torch.save(state, file), what="checkpoint")
+
+
+def plain_data(value: Any, where: str = "checkpoint") -> Any:
+    """``value`` with numpy numbers turned into Python ones and paths into strings (``model.config`` of a model
+    built with ``num_classes=mask.max() + 1`` holds a numpy integer), so ``torch.load(weights_only=True)`` reads it
+    back; any other object is a ValueError naming ``where`` it sits. Containers are copied only where they change."""
+    if isinstance(value, np.generic) and isinstance(value.item(), _PLAIN_TYPES):  # np.float64 is a float too
+        return value.item()
+    if isinstance(value, _PLAIN_TYPES):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, dict):
+        items = {key: plain_data(item, f"{where}[{key!r}]") for key, item in value.items()}
+        return value if all(items[key] is item for key, item in value.items()) else items
+    if isinstance(value, (list, tuple, set)):
+        items = [plain_data(item, f"{where}[{index}]") for index, item in enumerate(value)]
+        return value if all(new is old for new, old in zip(items, value)) else type(value)(items)
+    hint = "; torch.from_numpy(...) makes it a tensor" if isinstance(value, np.ndarray) else ""
+    kind = f"{type(value).__module__}.{type(value).__qualname__}"
+    raise ValueError(f"{where}: {kind} is not plain data (numbers, strings, lists, dicts, tensors): "
+                     f"torch.load(weights_only=True) could not read it back{hint}")
 
 
 def _write_through(path: Path, write: Callable[[BinaryIO], None]) -> None:
