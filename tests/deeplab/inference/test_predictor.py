@@ -41,6 +41,9 @@ def test_anything_but_a_uint8_rgb_array_is_refused(tmp_path: Path, make_checkpoi
     for wrong in (image / 255.0, image[..., 0], np.dstack([image, image[..., :1]])):
         with pytest.raises(ValueError, match=rf"expected a uint8 H x W x 3 RGB image, got {wrong.dtype} of shape"):
             predictor.predict(wrong)
+    for other, kind in ((Image.fromarray(image), r"PIL\.Image\.Image"), (torch.from_numpy(image), r"torch\.Tensor")):
+        with pytest.raises(ValueError, match=rf"numpy array, got a {kind}: pass np.asarray"):
+            predictor.predict(other)
 
 
 @pytest.mark.slow
