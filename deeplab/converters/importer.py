@@ -36,11 +36,12 @@ _DEFAULT_NAMES = {len(VOC_CLASSES): ("VOC", VOC_CLASSES), len(CITYSCAPES_CLASSES
 
 @dataclass(frozen=True)
 class ImportedCheckpoint:
-    """A converted checkpoint (plain data, ready to save) and what was found on the way."""
+    """A converted checkpoint (plain data, ready to save), the file it was read from and what was found on the way."""
 
     project: Project
     checkpoint: dict[str, Any]
     class_source: str
+    path: Path
 
     @property
     def model_config(self) -> dict[str, Any]:
@@ -95,12 +96,12 @@ def import_checkpoint(
         "source": {"project": project.title, "architecture": project.architecture, "file": path.name,
                    "sha256": _sha256(path), "reported": project.reported},
     }
-    return ImportedCheckpoint(project=project, checkpoint=checkpoint, class_source=class_source)
+    return ImportedCheckpoint(project=project, checkpoint=checkpoint, class_source=class_source, path=path)
 
 
 def write_checkpoint(imported: ImportedCheckpoint, out: str | Path, *, overwrite: bool = False) -> Path:
     """Save atomically to ``out``; an existing file is replaced only with ``overwrite``, the imported file never."""
-    check_new_files([out], flag="--out", overwrite=overwrite)
+    check_new_files([out], flag="--out", overwrite=overwrite, inputs=[("imported", imported.path)])
     save_checkpoint(imported.checkpoint, out)
     return Path(out)
 
