@@ -19,6 +19,7 @@ from datasets.transforms import normalize_image
 from ..checkpoint import MAX_CLASSES, load_checkpoint, min_input_side, model_from_checkpoint, read_checkpoint_bytes
 from ..device import resolve_device
 from ..errors import UserError
+from ..tool_args import check_ranges
 from .calibration import choose_calibration
 from .prepared import checkpoint_engine
 from .tta import Engine, class_scores
@@ -67,7 +68,7 @@ class Predictor:
         self.class_names = list(class_names)
         self.mean, self.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
         self.device = device
-        self.max_size = max_size
+        self.max_size = _checked_max_size(max_size)
         #: The fewest pixels a side of the model's input may have (see :func:`~deeplab.checkpoint.min_input_side`).
         self.min_side = min_side
 
@@ -95,6 +96,7 @@ class Predictor:
         images (:mod:`deeplab.inference.auto`); :attr:`engine_choice` says which and why.
         ``output_stride`` runs the weights at another stride.
         """
+        _checked_max_size(max_size)  # before the model is rebuilt and its engine prepared
         data = read_checkpoint_bytes(path)  # the engine cache's key hashes exactly the bytes loaded
         ckpt = load_checkpoint(path, data=data)
         # Hashed only by engines that use the cache (not the PyTorch ones); the bytes go when this call returns.
@@ -192,6 +194,13 @@ def check_model_size(image: np.ndarray, *, max_size: int | None, min_side: int, 
         shrunk = "" if (height, width) == image.shape[:2] else f", {width}x{height} once shrunk for the model"
         raise DataError(f"{name}: {image.shape[1]}x{image.shape[0]} pixels{shrunk}: too small for this model, "
                         f"which needs at least {min_side} pixels a side")
+
+
+def _checked_max_size(max_size: int | None) -> int | None:
+    """``max_size`` when it is a usable limit (None or 0: none), else a UserError: a negative one shrank every image
+    to 1x1 pixels, and the mask to a single class, without a word."""
+    check_ranges({"max_size": max_size}, at_least_zero=["max_size"])
+    return max_size
 
 
 def shrink_to(image: np.ndarray, max_size: int | None) -> np.ndarray:

@@ -64,6 +64,8 @@ def test_large_image_is_shrunk_for_the_model_only(tmp_path: Path, make_checkpoin
     prediction = predictor.predict(image)
     assert prediction.mask.shape == (150, 200) and prediction.model_size == (48, 64)
     assert shrink_to(image, None) is image and shrink_to(image, 300) is image
+    with pytest.raises(UserError, match=r"^max_size: must be 0 or more, got -64$"):  # shrank every image to 1x1
+        Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="torch", max_size=-64)
 
 
 def test_names_must_match_the_class_count(tmp_path: Path, make_checkpoint) -> None:
