@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Sequence
 import numpy as np
 import torch
 
+from backbones.base import OUTPUT_STRIDES
 from datasets import IGNORE_INDEX
 from datasets.errors import shorten
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from .models import DeepLabV3Plus
 
 __all__ = [
-    "MAX_CLASSES", "class_names_source", "load_checkpoint", "match_class_names", "min_input_side",
+    "MAX_CLASSES", "check_output_stride", "class_names_source", "load_checkpoint", "match_class_names", "min_input_side",
     "model_from_checkpoint",
     "model_from_config", "newest_checkpoint", "plain_data", "read_checkpoint_bytes", "read_plain_data", "save_checkpoint",
     "too_many_classes", "write_atomically", "write_json",
@@ -299,6 +300,13 @@ def model_from_checkpoint(
     return model
 
 
+def check_output_stride(value: Any) -> None:
+    """Refuse an output stride no backbone is built at, naming the flag (a checkpoint's own is checked by the
+    model)."""
+    if value not in OUTPUT_STRIDES:
+        raise UserError(f"--output-stride {value!r}: choose one of {', '.join(map(str, OUTPUT_STRIDES))}")
+
+
 def model_from_config(
     config: dict[str, Any], path: str | Path = "checkpoint", *, output_stride: int | None = None, **overrides: Any
 ) -> DeepLabV3Plus:
@@ -306,6 +314,8 @@ def model_from_config(
     with ``overrides`` (e.g. ``num_classes``); a config the model cannot take is a UserError naming ``path``."""
     from .models import DeepLabV3Plus, config_at_output_stride  # deferred: a cached engine needs no PyTorch model
 
+    if output_stride is not None:  # the caller's mistake, not the file's
+        check_output_stride(output_stride)
     try:
         if output_stride is not None and output_stride != config.get("output_stride"):
             config = config_at_output_stride(config, output_stride)

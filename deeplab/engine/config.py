@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from backbones import check_imagenet_weights, list_backbones, smallest_training_crop, unknown_backbone_message
-from backbones.base import OUTPUT_STRIDES
 
+from ..checkpoint import check_output_stride
 from ..errors import UserError
 from ..tool_args import check_ranges
 from .distributed import DEFAULT_TIMEOUT_S
@@ -161,8 +161,8 @@ def _plain_setting(key: str, value: Any) -> Any:
     kinds = set(typing.get_args(_HINTS[key])) - {type(None)} or {_HINTS[key]}
     if key == "pretrained_backbone" and isinstance(value, bool):
         return "imagenet" if value else "none"
-    if key == "output_stride" and value not in OUTPUT_STRIDES:
-        raise UserError(f"--output-stride {value!r}: choose one of {', '.join(map(str, OUTPUT_STRIDES))}")
+    if key == "output_stride":
+        check_output_stride(value)
     if str in kinds and isinstance(value, (str, os.PathLike)):
         return os.fspath(value)
     if bool in kinds and isinstance(value, (bool, np.bool_)):

@@ -68,6 +68,16 @@ def test_large_image_is_shrunk_for_the_model_only(tmp_path: Path, make_checkpoin
         Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="torch", max_size=-64)
 
 
+@pytest.mark.parametrize("stride", [12, "8"])
+def test_an_output_stride_no_backbone_takes_is_the_arguments_fault_not_the_checkpoints(tmp_path: Path, stride,
+                                                                                     make_checkpoint) -> None:
+    make_checkpoint(tmp_path / "m.pt", num_classes=2)
+    with pytest.raises(UserError, match=rf"^--output-stride {stride!r}: choose one of 8, 16, 32$"):
+        Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="torch", output_stride=stride)
+    assert Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="torch", output_stride=8).model_config[
+        "atrous_rates"] == [12, 24, 36]
+
+
 def test_names_must_match_the_class_count(tmp_path: Path, make_checkpoint) -> None:
     make_checkpoint(tmp_path / "m.pt", num_classes=3)
     with pytest.raises(UserError, match="3 classes but 2 class names"):
