@@ -94,7 +94,7 @@ def build_backbone(
     if name not in _BUILDERS:
         raise ValueError(unknown_backbone_message(name))
     if output_stride not in OUTPUT_STRIDES:
-        raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride}")
+        raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}")
     if pretrained is True:
         check_imagenet_weights(name)
     backbone = _BUILDERS[name](output_stride=output_stride, **kwargs)
