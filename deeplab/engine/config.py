@@ -8,6 +8,7 @@ nor is ``out``: a resumed run writes beside the checkpoint it continues (see :mo
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import numbers
 import os
 import typing
@@ -125,7 +126,9 @@ def resolve_config(flags: Mapping[str, Any], resumed: Mapping[str, Any] | None =
     given = {k: v for k, v in flags.items() if v is not None}
     unknown = sorted(set(given) - set(_FIELDS))
     if unknown:
-        raise ValueError(f"not training settings: {', '.join(unknown)}")
+        close = {key: difflib.get_close_matches(key, _FIELDS, n=1) for key in unknown}
+        named = [f"{key} (did you mean {close[key][0]}?)" if close[key] else key for key in unknown]
+        raise ValueError(f"not training settings: {', '.join(named)}")
     given = {key: _plain_setting(key, value) for key, value in given.items()}
     resumed = resumed or {}
     inherited = {k: v for k, v in resumed.items() if k in _FIELDS and k not in (*MACHINE_FIELDS, "out")}

@@ -46,8 +46,10 @@ def test_every_machine_field_is_left_out_of_a_resume():
 def test_old_checkpoint_keys_are_ignored_and_unknown_flags_refused():
     config = resolve_config({}, {"dataset": "demo", "no_sync_bn": True, "retired_setting": 1})
     assert config.dataset == "demo" and config.sync_bn is True
-    with pytest.raises(ValueError, match="not training settings: bogus"):
+    with pytest.raises(ValueError, match=r"^not training settings: bogus$"):
         resolve_config({"bogus": 1})
+    with pytest.raises(ValueError, match=r"^not training settings: iter \(did you mean iters\?\), learning_rate$"):
+        resolve_config({"iter": 100, "learning_rate": 0.1})
 
 
 def test_every_preset_value_is_a_setting_and_fills_every_blank():
