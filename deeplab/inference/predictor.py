@@ -60,6 +60,10 @@ class Predictor:
         engine_choice: str | None = None,
         min_side: int = 1,
     ) -> None:
+        if isinstance(engine, torch.nn.Module) and engine.training:
+            raise ValueError("engine: a model in training mode, whose masks would change from call to call (dropout, "
+                             "BatchNorm on each batch's statistics, updating its running ones); pass model.eval() or "
+                             "deeplab.inference.create_engine(model)")
         self.engine = engine
         self.engine_name = engine_name
         #: For ``engine="auto"`` on the CPU: one line naming the engine chosen and why (tools print it).

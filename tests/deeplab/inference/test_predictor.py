@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from datasets import build_eval_transform, read_rgb
-from deeplab import save_checkpoint
+from deeplab import build_model, save_checkpoint
 from deeplab.errors import UserError
 from deeplab.inference import Predictor, create_engine, shrink_to, upsample_argmax
 
@@ -47,6 +47,16 @@ def test_anything_but_a_uint8_rgb_array_is_refused(tmp_path: Path, make_checkpoi
 
 
 @pytest.mark.slow
+def test_a_model_in_training_mode_is_refused_as_an_engine() -> None:
+    """Its masks changed from call to call (dropout) and each call moved its BatchNorm running statistics."""
+    model = build_model(num_classes=3, width_mult=0.25)
+    with pytest.raises(ValueError, match=r"^engine: a model in training mode.*pass model.eval\(\)"):
+        Predictor(model, class_names="abc", mean=model.mean, std=model.std, device=torch.device("cpu"))
+    predictor = Predictor(model.eval(), class_names="abc", mean=model.mean, std=model.std, device=torch.device("cpu"))
+    image = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(predictor.predict(image).mask, predictor.predict(image).mask)
+
+
 def test_normalisation_saved_in_the_checkpoint_wins(tmp_path: Path, make_checkpoint) -> None:
     model = make_checkpoint(tmp_path / "m.pt", num_classes=2)
     ckpt = torch.load(tmp_path / "m.pt", weights_only=True)
