@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Sequence
 import numpy as np
 import torch
 
-from backbones.base import OUTPUT_STRIDES
+from backbones.base import OUTPUT_STRIDES, without_wrapper_prefixes
 from datasets import IGNORE_INDEX
 from datasets.errors import shorten
 
@@ -293,8 +293,8 @@ def model_from_checkpoint(
     """Rebuild the model from ``ckpt["model_config"]`` and load ``ckpt["model"]`` strictly; ``output_stride``
     rebuilds it at another stride (the same weights, ASPP rates scaled: 6/12/18 at 16 are 12/24/36 at 8)."""
     model = model_from_config(ckpt["model_config"], path, output_stride=output_stride)
-    try:
-        model.load_state_dict(ckpt["model"], strict=True)
+    try:  # the weights of a compiled or DDP-wrapped model (model.state_dict() of its wrapper) load too
+        model.load_state_dict(without_wrapper_prefixes(ckpt["model"]), strict=True)
     except RuntimeError as exc:
         raise UserError(f"{path}: weights do not match its model_config ({one_line(exc)})") from None
     return model

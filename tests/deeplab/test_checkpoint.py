@@ -50,6 +50,20 @@ def test_numpy_numbers_and_paths_are_saved_as_plain_data_and_other_objects_refus
     assert not (tmp_path / "other.pt").exists()
 
 
+@pytest.mark.parametrize("prefix", ["_orig_mod.", "module._orig_mod."])
+def test_weights_of_a_compiled_or_ddp_wrapped_model_load(tmp_path: Path, prefix: str) -> None:
+    """``torch.compile(model).state_dict()`` names every key ``_orig_mod.*``: 'weights do not match'."""
+    state = _state()
+    save_checkpoint({**state, "model": {prefix + key: value for key, value in state["model"].items()}},
+                    tmp_path / "compiled.pt")
+    model = model_from_checkpoint(load_checkpoint(tmp_path / "compiled.pt")).eval()
+    reference = build_model(**state["model_config"])
+    reference.load_state_dict(state["model"])
+    x = torch.randn(1, 3, 33, 33)
+    with torch.no_grad():
+        assert torch.equal(model(x), reference.eval()(x))
+
+
 def test_save_sweeps_leftovers_of_killed_saves(tmp_path: Path) -> None:
     leftover = tmp_path / ".last.pt.abc123.tmp"
     leftover.write_bytes(b"half a checkpoint")
