@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .models import DeepLabV3Plus
 
 __all__ = [
-    "MAX_CLASSES", "check_output_stride", "class_names_source", "load_checkpoint", "match_class_names", "min_input_side",
+    "MAX_CLASSES", "check_class_name_list", "check_output_stride", "class_names_source", "load_checkpoint", "match_class_names", "min_input_side",
     "model_from_checkpoint",
     "model_from_config", "newest_checkpoint", "plain_data", "read_checkpoint_bytes", "read_plain_data", "save_checkpoint",
     "too_many_classes", "write_atomically", "write_json",
@@ -298,6 +298,13 @@ def model_from_checkpoint(
     except RuntimeError as exc:
         raise UserError(f"{path}: weights do not match its model_config ({one_line(exc)})") from None
     return model
+
+
+def check_class_name_list(names: Any, *, flag: str) -> None:
+    """Refuse a string or path given for a list of class names: it would be counted, and named, by its letters."""
+    if isinstance(names, (str, os.PathLike)):
+        raise UserError(f"{flag} {names}: takes a list of class names, not a string; read a classes.txt with "
+                        "datasets.read_class_names")
 
 
 def check_output_stride(value: Any) -> None:

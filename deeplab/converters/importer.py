@@ -15,7 +15,7 @@ import torch
 
 from datasets import VOC_CLASSES
 
-from ..checkpoint import check_output_stride, save_checkpoint, too_many_classes
+from ..checkpoint import check_class_name_list, check_output_stride, save_checkpoint, too_many_classes
 from ..errors import UserError
 from ..tool_args import check_new_files
 from ..models import DeepLabV3Plus
@@ -112,9 +112,7 @@ def _check_arguments(output_stride: int, names: Sequence[str] | None, expected: 
     """Refuse arguments of the wrong kind before the file is read: a string of class names would be counted by its
     letters, and ``num_classes="21"`` reported as a classifier of 21 classes that is 'not 21'."""
     check_output_stride(output_stride)
-    if isinstance(names, (str, Path)):
-        raise UserError(f"--classes {names}: class_names takes a list of names; read a classes.txt with "
-                        "datasets.read_class_names")
+    check_class_name_list(names, flag="--classes")
     if expected is not None and (isinstance(expected, bool) or not isinstance(expected, numbers.Integral)):
         raise UserError(f"--num-classes {expected!r}: expected an integer")
 

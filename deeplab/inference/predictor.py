@@ -16,7 +16,9 @@ import torch.nn.functional as F
 from datasets import DataError
 from datasets.transforms import normalize_image
 
-from ..checkpoint import MAX_CLASSES, load_checkpoint, min_input_side, model_from_checkpoint, read_checkpoint_bytes
+from ..checkpoint import (
+    MAX_CLASSES, check_class_name_list, load_checkpoint, min_input_side, model_from_checkpoint, read_checkpoint_bytes,
+)
 from ..device import resolve_device
 from ..errors import UserError
 from ..tool_args import check_ranges
@@ -101,6 +103,7 @@ class Predictor:
         ``output_stride`` runs the weights at another stride.
         """
         _checked_max_size(max_size)  # before the model is rebuilt and its engine prepared
+        check_class_name_list(class_names, flag="class_names")
         data = read_checkpoint_bytes(path)  # the engine cache's key hashes exactly the bytes loaded
         ckpt = load_checkpoint(path, data=data)
         # Hashed only by engines that use the cache (not the PyTorch ones); the bytes go when this call returns.

@@ -42,7 +42,7 @@ def test_voc_names_by_default_and_given_names_checked(import_fixture, tmp_path: 
         import_checkpoint(path, class_names=["a", "b", "c"])
     with pytest.raises(UserError, match="predicts 21 classes, not --num-classes 19"):
         import_checkpoint(path, num_classes=19)
-    for kwargs, message in (({"class_names": "classes.txt"}, r"^--classes classes.txt: class_names takes a list"),
+    for kwargs, message in (({"class_names": "classes.txt"}, r"^--classes classes.txt: takes a list of class names"),
                             ({"num_classes": "21"}, r"^--num-classes '21': expected an integer$"),
                             ({"output_stride": 12}, r"^--output-stride 12: choose one of 8, 16, 32$")):
         with pytest.raises(UserError, match=message):  # a name string was counted by its letters: 'names 11'

@@ -92,6 +92,8 @@ def test_names_must_match_the_class_count(tmp_path: Path, make_checkpoint) -> No
     make_checkpoint(tmp_path / "m.pt", num_classes=3)
     with pytest.raises(UserError, match="3 classes but 2 class names"):
         Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="torch", class_names=["a", "b"])
+    with pytest.raises(UserError, match=r"^class_names cat: takes a list of class names, not a string"):
+        Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="torch", class_names="cat")  # c, a, t
     ids = Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="torch")
     assert ids.class_names == ["0", "1", "2"]
 
