@@ -26,10 +26,10 @@ if TYPE_CHECKING:
     from .models import DeepLabV3Plus
 
 __all__ = [
-    "MAX_CLASSES", "check_class_name_list", "check_output_stride", "class_names_source", "load_checkpoint", "match_class_names", "min_input_side",
-    "model_from_checkpoint",
-    "model_from_config", "newest_checkpoint", "plain_data", "read_checkpoint_bytes", "read_plain_data", "save_checkpoint",
-    "too_many_classes", "write_atomically", "write_json",
+    "MAX_CLASSES", "check_class_name_list", "check_output_stride", "class_names_source", "load_checkpoint",
+    "match_class_names", "min_input_side", "model_from_checkpoint", "model_from_config", "newest_checkpoint",
+    "plain_data", "read_checkpoint_bytes", "read_plain_data", "save_checkpoint", "too_many_classes",
+    "write_atomically", "write_json",
 ]
 
 REQUIRED_KEYS = ("model", "model_config")

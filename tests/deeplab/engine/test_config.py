@@ -135,8 +135,8 @@ def test_bad_imbalance_settings_are_refused_before_any_data(flags, message):
 
 
 def test_numpy_numbers_and_paths_become_plain_settings_a_checkpoint_can_hold(tmp_path):
-    given = {"dataset": "demo", "lr": np.logspace(-3, -1, 3)[1], "batch_size": np.int64(4), "output_stride": np.int64(8),
-             "init_from": tmp_path / "best.pt", "data_root": tmp_path, "freeze_bn": np.bool_(True),
+    given = {"dataset": "demo", "lr": np.logspace(-3, -1, 3)[1], "batch_size": np.int64(4),
+             "output_stride": np.int64(8), "init_from": tmp_path / "best.pt", "data_root": tmp_path, "freeze_bn": np.bool_(True),
              "pretrained_backbone": False}
     config = resolve_config(given)
     assert (config.lr, config.batch_size, config.output_stride) == (0.01, 4, 8)
