@@ -7,7 +7,7 @@ imported by the registry the first time a backbone is listed or built, so code t
 from .base import Backbone, FeatureInfo, SequentialBackbone, WeightsError, dilate_for_output_stride
 from .registry import (
     FAMILIES, backbones_with_imagenet_weights, build_backbone, check_imagenet_weights, list_backbones,
-    register_backbone, smallest_training_crop, unknown_backbone_message,
+    pretrained_argument, register_backbone, smallest_training_crop, unknown_backbone_message,
 )
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "check_imagenet_weights",
     "dilate_for_output_stride",
     "list_backbones",
+    "pretrained_argument",
     "register_backbone",
     "smallest_training_crop",
     "unknown_backbone_message",

@@ -25,7 +25,7 @@ __all__ = [
     "WeightsError",
     "dilate_for_output_stride",
     "read_state_dict",
-    "without_data_parallel_prefix",
+    "without_wrapper_prefixes",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -161,14 +161,19 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise WeightsError(f"{path}: not a state dict (expected a mapping of parameter names to tensors)")
-    return without_data_parallel_prefix(obj)
+    return without_wrapper_prefixes(obj)
 
 
-def without_data_parallel_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``state`` without the ``module.`` prefix that a model wrapped in DataParallel or DDP gives every key."""
-    if state and all(key.startswith("module.") for key in state):
-        return {key[len("module."):]: value for key, value in state.items()}
-    return dict(state)
+def without_wrapper_prefixes(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` without the prefixes a wrapped model gives every key: ``module.`` (DataParallel, DDP) and
+    ``_orig_mod.`` (``torch.compile``), in either nesting."""
+    state = dict(state)
+    while state:
+        prefix = next((p for p in ("module.", "_orig_mod.") if all(key.startswith(p) for key in state)), None)
+        if prefix is None:
+            break
+        state = {key[len(prefix):]: value for key, value in state.items()}
+    return state
 
 
 def dilate_for_output_stride(

@@ -15,6 +15,7 @@ __all__ = [
     "check_imagenet_weights",
     "closest_backbones",
     "list_backbones",
+    "pretrained_argument",
     "register_backbone",
     "smallest_training_crop",
     "unknown_backbone_message",
@@ -86,18 +87,25 @@ def _squash(name: str) -> str:
 def build_backbone(
     name: str, *, output_stride: int = 16, pretrained: bool | str | Path = False, **kwargs: Any
 ) -> Backbone:
-    """Build backbone ``name`` at ``output_stride``; ``pretrained`` is False, True (ImageNet) or a weights file."""
+    """Build backbone ``name`` at ``output_stride``; ``pretrained`` is False, True (ImageNet) or a weights file, and
+    ``"imagenet"``/``"none"`` as on the command line (see :func:`pretrained_argument`)."""
+    pretrained = pretrained_argument(pretrained) if isinstance(pretrained, str) else pretrained
     _import_families()
     if name not in _BUILDERS:
         raise ValueError(unknown_backbone_message(name))
     if output_stride not in OUTPUT_STRIDES:
-        raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride}")
+        raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}")
     if pretrained is True:
         check_imagenet_weights(name)
     backbone = _BUILDERS[name](output_stride=output_stride, **kwargs)
     if pretrained is not False and pretrained is not None:
         backbone.load_pretrained(pretrained)
     return backbone
+
+
+def pretrained_argument(value: str) -> bool | str:
+    """``imagenet`` -> True, ``none`` -> False (any case), anything else is a weights file path."""
+    return {"imagenet": True, "none": False}.get(value.lower(), value)
 
 
 def smallest_training_crop(name: str, output_stride: int) -> int:

@@ -12,8 +12,10 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Sequence
 
+import numpy as np
 import torch
 
+from backbones.base import OUTPUT_STRIDES, without_wrapper_prefixes
 from datasets import IGNORE_INDEX
 from datasets.errors import shorten
 
@@ -24,13 +26,15 @@ if TYPE_CHECKING:
     from .models import DeepLabV3Plus
 
 __all__ = [
-    "MAX_CLASSES", "class_names_source", "load_checkpoint", "match_class_names", "min_input_side",
-    "model_from_checkpoint",
-    "model_from_config", "newest_checkpoint", "read_checkpoint_bytes", "read_plain_data", "save_checkpoint",
-    "too_many_classes", "write_atomically", "write_json",
+    "MAX_CLASSES", "check_class_name_list", "check_output_stride", "class_names_source", "load_checkpoint",
+    "match_class_names", "min_input_side", "model_from_checkpoint", "model_from_config", "newest_checkpoint",
+    "plain_data", "read_checkpoint_bytes", "read_plain_data", "save_checkpoint", "too_many_classes",
+    "write_atomically", "write_json",
 ]
 
 REQUIRED_KEYS = ("model", "model_config")
+# What torch.load(weights_only=True) reads back as it was saved.
+_PLAIN_TYPES = (str, bytes, bool, int, float, complex, type(None), torch.Tensor, torch.dtype, torch.device, torch.Size)
 #: Masks are 8-bit PNGs whose 255 means void, so a model may predict at most 255 classes (ids 0..254).
 MAX_CLASSES = IGNORE_INDEX
 # Starts of files that people pass for a checkpoint by mistake; a checkpoint is a zip (or a legacy pickle).
@@ -39,8 +43,32 @@ _SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"\xff\xd8\xff", "a JPEG 
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
-    """Write ``state`` to ``path`` atomically (see :func:`write_atomically`): the previous file survives a failure."""
+    """Write ``state`` to ``path`` atomically (see :func:`write_atomically`): the previous file survives a failure.
+    Numpy numbers and paths in it are saved as Python numbers and strings (see :func:`plain_data`)."""
+    state = plain_data(state)
     write_atomically(path, lambda file: torch.save(state, file), what="checkpoint")
+
+
+def plain_data(value: Any, where: str = "checkpoint") -> Any:
+    """``value`` with numpy numbers turned into Python ones and paths into strings (``model.config`` of a model
+    built with ``num_classes=mask.max() + 1`` holds a numpy integer), so ``torch.load(weights_only=True)`` reads it
+    back; any other object is a ValueError naming ``where`` it sits. Containers are copied only where they change."""
+    if isinstance(value, np.generic) and isinstance(value.item(), _PLAIN_TYPES):  # np.float64 is a float too
+        return value.item()
+    if isinstance(value, _PLAIN_TYPES):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, dict):
+        items = {key: plain_data(item, f"{where}[{key!r}]") for key, item in value.items()}
+        return value if all(items[key] is item for key, item in value.items()) else items
+    if isinstance(value, (list, tuple, set)):
+        items = [plain_data(item, f"{where}[{index}]") for index, item in enumerate(value)]
+        return value if all(new is old for new, old in zip(items, value)) else type(value)(items)
+    hint = "; torch.from_numpy(...) makes it a tensor" if isinstance(value, np.ndarray) else ""
+    kind = f"{type(value).__module__}.{type(value).__qualname__}"
+    raise ValueError(f"{where}: {kind} is not plain data (numbers, strings, lists, dicts, tensors): "
+                     f"torch.load(weights_only=True) could not read it back{hint}")
 
 
 def _write_through(path: Path, write: Callable[[BinaryIO], None]) -> None:
@@ -265,11 +293,25 @@ def model_from_checkpoint(
     """Rebuild the model from ``ckpt["model_config"]`` and load ``ckpt["model"]`` strictly; ``output_stride``
     rebuilds it at another stride (the same weights, ASPP rates scaled: 6/12/18 at 16 are 12/24/36 at 8)."""
     model = model_from_config(ckpt["model_config"], path, output_stride=output_stride)
-    try:
-        model.load_state_dict(ckpt["model"], strict=True)
+    try:  # the weights of a compiled or DDP-wrapped model (model.state_dict() of its wrapper) load too
+        model.load_state_dict(without_wrapper_prefixes(ckpt["model"]), strict=True)
     except RuntimeError as exc:
         raise UserError(f"{path}: weights do not match its model_config ({one_line(exc)})") from None
     return model
+
+
+def check_class_name_list(names: Any, *, flag: str) -> None:
+    """Refuse a string or path given for a list of class names: it would be counted, and named, by its letters."""
+    if isinstance(names, (str, os.PathLike)):
+        raise UserError(f"{flag} {names}: takes a list of class names, not a string; read a classes.txt with "
+                        "datasets.read_class_names")
+
+
+def check_output_stride(value: Any) -> None:
+    """Refuse an output stride no backbone is built at, naming the flag (a checkpoint's own is checked by the
+    model)."""
+    if value not in OUTPUT_STRIDES:
+        raise UserError(f"--output-stride {value!r}: choose one of {', '.join(map(str, OUTPUT_STRIDES))}")
 
 
 def model_from_config(
@@ -279,6 +321,8 @@ def model_from_config(
     with ``overrides`` (e.g. ``num_classes``); a config the model cannot take is a UserError naming ``path``."""
     from .models import DeepLabV3Plus, config_at_output_stride  # deferred: a cached engine needs no PyTorch model
 
+    if output_stride is not None:  # the caller's mistake, not the file's
+        check_output_stride(output_stride)
     try:
         if output_stride is not None and output_stride != config.get("output_stride"):
             config = config_at_output_stride(config, output_stride)

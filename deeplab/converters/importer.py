@@ -6,6 +6,7 @@ The result is a plain-data checkpoint (``model``, ``model_config``, ``class_name
 from __future__ import annotations
 
 import hashlib
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -14,7 +15,7 @@ import torch
 
 from datasets import VOC_CLASSES
 
-from ..checkpoint import save_checkpoint, too_many_classes
+from ..checkpoint import check_class_name_list, check_output_stride, save_checkpoint, too_many_classes
 from ..errors import UserError
 from ..tool_args import check_new_files
 from ..models import DeepLabV3Plus
@@ -36,11 +37,12 @@ _DEFAULT_NAMES = {len(VOC_CLASSES): ("VOC", VOC_CLASSES), len(CITYSCAPES_CLASSES
 
 @dataclass(frozen=True)
 class ImportedCheckpoint:
-    """A converted checkpoint (plain data, ready to save) and what was found on the way."""
+    """A converted checkpoint (plain data, ready to save), the file it was read from and what was found on the way."""
 
     project: Project
     checkpoint: dict[str, Any]
     class_source: str
+    path: Path
 
     @property
     def model_config(self) -> dict[str, Any]:
@@ -62,6 +64,7 @@ def import_checkpoint(
     """Read ``path`` (never running code), recognise its project (or take ``source``), convert its weights to our
     DeepLabV3+ and check each tensor's shape by loading them strictly. ``class_names`` and ``num_classes``, when
     given, must agree with the file's classifier; names default to VOC's (21 classes) or Cityscapes' (19)."""
+    _check_arguments(output_stride, class_names, num_classes)
     path = Path(path)
     loaded = read_foreign_checkpoint(path)
     if isinstance(loaded, dict) and "model_config" in loaded:
@@ -95,14 +98,23 @@ def import_checkpoint(
         "source": {"project": project.title, "architecture": project.architecture, "file": path.name,
                    "sha256": _sha256(path), "reported": project.reported},
     }
-    return ImportedCheckpoint(project=project, checkpoint=checkpoint, class_source=class_source)
+    return ImportedCheckpoint(project=project, checkpoint=checkpoint, class_source=class_source, path=path)
 
 
 def write_checkpoint(imported: ImportedCheckpoint, out: str | Path, *, overwrite: bool = False) -> Path:
     """Save atomically to ``out``; an existing file is replaced only with ``overwrite``, the imported file never."""
-    check_new_files([out], flag="--out", overwrite=overwrite)
+    check_new_files([out], flag="--out", overwrite=overwrite, inputs=[("imported", imported.path)])
     save_checkpoint(imported.checkpoint, out)
     return Path(out)
+
+
+def _check_arguments(output_stride: int, names: Sequence[str] | None, expected: int | None) -> None:
+    """Refuse arguments of the wrong kind before the file is read: a string of class names would be counted by its
+    letters, and ``num_classes="21"`` reported as a classifier of 21 classes that is 'not 21'."""
+    check_output_stride(output_stride)
+    check_class_name_list(names, flag="--classes")
+    if expected is not None and (isinstance(expected, bool) or not isinstance(expected, numbers.Integral)):
+        raise UserError(f"--num-classes {expected!r}: expected an integer")
 
 
 def _class_names(path: Path, found: int, names: Sequence[str] | None, expected: int | None) -> tuple[list[str], str]:

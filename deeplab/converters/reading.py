@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from backbones.base import without_data_parallel_prefix
+from backbones.base import without_wrapper_prefixes
 
 from ..checkpoint import read_plain_data
 from ..errors import UserError
@@ -48,4 +48,4 @@ def find_state_dict(obj: Any, path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise UserError(f"{path}: no model weights found (expected a state dict of tensors, alone or under one of "
                         f"the keys {', '.join(STATE_DICT_KEYS)})")
-    return without_data_parallel_prefix(obj)
+    return without_wrapper_prefixes(obj)

@@ -8,13 +8,19 @@ nor is ``out``: a resumed run writes beside the checkpoint it continues (see :mo
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import numbers
 import os
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from backbones import check_imagenet_weights, list_backbones, smallest_training_crop, unknown_backbone_message
 
+from ..checkpoint import check_output_stride
 from ..errors import UserError
 from ..tool_args import check_ranges
 from .distributed import DEFAULT_TIMEOUT_S
@@ -97,6 +103,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+_HINTS = typing.get_type_hints(TrainConfig)
 _AT_LEAST_ONE = ("iters", "epochs", "batch_size", "crop_size", "val_every", "val_batch_size")
 _AT_LEAST_ZERO = ("lr", "warmup_iters", "seed", "workers", "weight_decay", "backbone_lr_scale")  # lr 0: weights stay
 _ABOVE_ZERO = ("dist_timeout", "min_scale", "max_scale")
@@ -119,7 +126,10 @@ def resolve_config(flags: Mapping[str, Any], resumed: Mapping[str, Any] | None =
     given = {k: v for k, v in flags.items() if v is not None}
     unknown = sorted(set(given) - set(_FIELDS))
     if unknown:
-        raise ValueError(f"not training settings: {', '.join(unknown)}")
+        close = {key: difflib.get_close_matches(key, _FIELDS, n=1) for key in unknown}
+        named = [f"{key} (did you mean {close[key][0]}?)" if close[key] else key for key in unknown]
+        raise ValueError(f"not training settings: {', '.join(named)}")
+    given = {key: _plain_setting(key, value) for key, value in given.items()}
     resumed = resumed or {}
     inherited = {k: v for k, v in resumed.items() if k in _FIELDS and k not in (*MACHINE_FIELDS, "out")}
     dataset = given.get("dataset", inherited.get("dataset", TrainConfig.dataset))
@@ -145,6 +155,30 @@ def resolve_config(flags: Mapping[str, Any], resumed: Mapping[str, Any] | None =
     _check_crop_size(config)
     _check_imbalance_settings(config)
     return config
+
+
+def _plain_setting(key: str, value: Any) -> Any:
+    """``value`` as the plain type of setting ``key`` (numpy numbers as Python ones, paths as strings,
+    ``pretrained_backbone=True/False`` as ``imagenet``/``none``), else a UserError naming the flag: the run's
+    checkpoints store the settings, and anything but plain data makes them unreadable (``weights_only``)."""
+    kinds = set(typing.get_args(_HINTS[key])) - {type(None)} or {_HINTS[key]}
+    if key == "pretrained_backbone" and isinstance(value, bool):
+        return "imagenet" if value else "none"
+    if key == "output_stride":
+        check_output_stride(value)
+    if str in kinds and isinstance(value, (str, os.PathLike)):
+        return os.fspath(value)
+    if bool in kinds and isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if int in kinds and isinstance(value, numbers.Integral) and number:
+        return int(value)
+    if float in kinds and number:
+        return float(value)
+    if list[float] in kinds and isinstance(value, (list, tuple)) and all(isinstance(v, numbers.Real) for v in value):
+        return [float(v) for v in value]
+    wanted = " or ".join(sorted(kind.__name__ for kind in kinds))
+    raise UserError(f"--{key.replace('_', '-')} {value!r}: expected {wanted}, not {type(value).__name__}")
 
 
 def _recipe_settings(recipe: str | None, under: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:

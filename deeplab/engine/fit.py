@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from backbones import build_backbone
+from backbones import build_backbone, pretrained_argument
 from datasets import (
     DEMO_VARIANTS,
     IGNORE_INDEX,
@@ -48,7 +48,7 @@ from .state import restore_training_state, seed_everything
 from .tensorboard import require_tensorboard
 from .warm_start import load_init_weights, read_init_checkpoint
 
-__all__ = ["fit", "pretrained_argument"]
+__all__ = ["fit"]
 
 
 def fit(
@@ -210,11 +210,6 @@ def _check_labelled(pixels: np.ndarray, dataset: VOCSegmentation, *, flag: str, 
                         f"({IGNORE_INDEX}); nothing to {purpose}")
 
 
-def pretrained_argument(value: str) -> bool | str:
-    """``imagenet`` -> True, ``none`` -> False, anything else is a weights file path."""
-    return {"imagenet": True, "none": False}.get(value.lower(), value)
-
-
 def _prepare_data(dataset: str, root: str | Path, *, download: bool) -> Path:
     """Make the data root usable: generate the demo set, or fetch VOC when asked."""
     if dataset in DEMO_VARIANTS:
@@ -313,7 +308,7 @@ def _build_model(c: TrainConfig, *, num_classes: int, saved: dict[str, Any] | No
                                   num_classes=num_classes)
     else:
         model = DeepLabV3Plus(c.backbone, num_classes=num_classes, output_stride=c.output_stride,
-                              pretrained_backbone=pretrained_argument(c.pretrained_backbone))
+                              pretrained_backbone=c.pretrained_backbone)
     if c.freeze_bn:
         freeze_batchnorm(model)  # before the optimiser, which then leaves BN scales and shifts out
     if c.freeze_early_stages:

@@ -16,9 +16,12 @@ import torch.nn.functional as F
 from datasets import DataError
 from datasets.transforms import normalize_image
 
-from ..checkpoint import MAX_CLASSES, load_checkpoint, min_input_side, model_from_checkpoint, read_checkpoint_bytes
+from ..checkpoint import (
+    MAX_CLASSES, check_class_name_list, load_checkpoint, min_input_side, model_from_checkpoint, read_checkpoint_bytes,
+)
 from ..device import resolve_device
 from ..errors import UserError
+from ..tool_args import check_ranges
 from .calibration import choose_calibration
 from .prepared import checkpoint_engine
 from .tta import Engine, class_scores
@@ -59,6 +62,10 @@ class Predictor:
         engine_choice: str | None = None,
         min_side: int = 1,
     ) -> None:
+        if isinstance(engine, torch.nn.Module) and engine.training:
+            raise ValueError("engine: a model in training mode, whose masks would change from call to call (dropout, "
+                             "BatchNorm on each batch's statistics, updating its running ones); pass model.eval() or "
+                             "deeplab.inference.create_engine(model)")
         self.engine = engine
         self.engine_name = engine_name
         #: For ``engine="auto"`` on the CPU: one line naming the engine chosen and why (tools print it).
@@ -67,7 +74,7 @@ class Predictor:
         self.class_names = list(class_names)
         self.mean, self.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
         self.device = device
-        self.max_size = max_size
+        self.max_size = _checked_max_size(max_size)
         #: The fewest pixels a side of the model's input may have (see :func:`~deeplab.checkpoint.min_input_side`).
         self.min_side = min_side
 
@@ -95,6 +102,8 @@ class Predictor:
         images (:mod:`deeplab.inference.auto`); :attr:`engine_choice` says which and why.
         ``output_stride`` runs the weights at another stride.
         """
+        _checked_max_size(max_size)  # before the model is rebuilt and its engine prepared
+        check_class_name_list(class_names, flag="class_names")
         data = read_checkpoint_bytes(path)  # the engine cache's key hashes exactly the bytes loaded
         ckpt = load_checkpoint(path, data=data)
         # Hashed only by engines that use the cache (not the PyTorch ones); the bytes go when this call returns.
@@ -173,6 +182,10 @@ def prepare_image(image: np.ndarray, *, mean: Sequence[float], std: Sequence[flo
     """One uint8 RGB image as a model input: shrunk to ``max_size`` if larger, normalised, a batch of one;
     DataError when a side of it is then shorter than ``min_side``; ValueError for any other array (a float image in
     [0, 1] would be read as nearly black, without a word)."""
+    if not isinstance(image, np.ndarray):  # a PIL image or a tensor has no dtype, or a torch one that reads alike
+        kind = f"{type(image).__module__}.{type(image).__qualname__}"
+        raise ValueError(f"expected a uint8 H x W x 3 RGB numpy array, got a {kind}: pass np.asarray(image) of a "
+                         "PIL image converted to RGB, or tensor.permute(1, 2, 0).numpy() of a 3 x H x W uint8 tensor")
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected a uint8 H x W x 3 RGB image, got {image.dtype} of shape {image.shape} "
                          "(datasets.read_rgb decodes any image file to one)")
@@ -188,6 +201,13 @@ def check_model_size(image: np.ndarray, *, max_size: int | None, min_side: int, 
         shrunk = "" if (height, width) == image.shape[:2] else f", {width}x{height} once shrunk for the model"
         raise DataError(f"{name}: {image.shape[1]}x{image.shape[0]} pixels{shrunk}: too small for this model, "
                         f"which needs at least {min_side} pixels a side")
+
+
+def _checked_max_size(max_size: int | None) -> int | None:
+    """``max_size`` when it is a usable limit (None or 0: none), else a UserError: a negative one shrank every image
+    to 1x1 pixels, and the mask to a single class, without a word."""
+    check_ranges({"max_size": max_size}, at_least_zero=["max_size"])
+    return max_size
 
 
 def shrink_to(image: np.ndarray, max_size: int | None) -> np.ndarray:

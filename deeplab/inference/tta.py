@@ -20,6 +20,9 @@ def predict_probabilities(
 ) -> torch.Tensor:
     """Class probabilities ``(N, C, H, W)`` averaged over rescaled (and mirrored) copies of ``images``; a scale that
     leaves a side under ``min_side`` pixels (the model's smallest input) is a UserError."""
+    if not scales or not all(math.isfinite(scale) and scale > 0 for scale in scales):  # no average, or no image
+        raise UserError(f"--scales {','.join(map(str, scales)) or '(none)'}: expected one or more positive numbers, "
+                        "e.g. 0.75,1.0,1.25")
     size = images.shape[-2:]
     total = None
     for scale in scales:

@@ -1,6 +1,7 @@
 """DeepLabV3+ assembly: any registered backbone, ASPP, decoder, upsampling to the input size."""
 from __future__ import annotations
 
+import numbers
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -47,12 +48,13 @@ class DeepLabV3Plus(nn.Module):
         **backbone_kwargs: Any,
     ) -> None:
         super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be positive, got {num_classes}")
-        rates = tuple(atrous_rates) if atrous_rates is not None else default_atrous_rates(output_stride)
+        if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        num_classes = int(num_classes)  # a numpy integer (mask.max() + 1) would make config no plain data
         self.backbone = build_backbone(
             backbone, output_stride=output_stride, pretrained=pretrained_backbone, **backbone_kwargs
         )
+        rates = tuple(atrous_rates) if atrous_rates is not None else default_atrous_rates(output_stride)
         self.aspp = ASPP(
             self.backbone.feature_info["out"].channels,
             atrous_rates=rates,

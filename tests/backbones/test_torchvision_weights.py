@@ -149,6 +149,13 @@ def test_missing_and_corrupt_weights_files(tmp_path: Path) -> None:
         build_backbone("mobilenetv2", pretrained=other)
 
 
+def test_imagenet_and_none_mean_what_they_mean_on_the_command_line() -> None:
+    """``pretrained="imagenet"`` was looked for as a file: 'imagenet: weights file not found'."""
+    with pytest.raises(WeightsError, match="^mobilenetv1 has no upstream ImageNet weights"):
+        build_backbone("mobilenetv1", pretrained="ImageNet")
+    assert build_backbone("mobilenetv2", pretrained="none").feature_info["out"].channels == 320
+
+
 def test_mobilenetv2_width_mult_changes_channels() -> None:
     narrow = build_backbone("mobilenetv2", width_mult=0.5)
     assert narrow.feature_info["low_level"].channels == 16

@@ -7,6 +7,7 @@ import os
 import pickle
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -33,6 +34,34 @@ def test_round_trip_rebuilds_the_same_model(tmp_path: Path) -> None:
     with torch.no_grad():
         assert torch.equal(model(x), reference.eval()(x))
     assert ckpt["step"] == 5 and not list(tmp_path.glob("sub/.*.tmp"))
+
+
+def test_numpy_numbers_and_paths_are_saved_as_plain_data_and_other_objects_refused(tmp_path: Path) -> None:
+    masks = np.array([[0, 2], [1, 1]], dtype=np.uint8)
+    model = build_model(num_classes=masks.max() + 1, width_mult=np.float64(0.35))  # numpy numbers in model.config
+    save_checkpoint({"model": model.state_dict(), "model_config": model.config, "source": tmp_path / "data",
+                     "lr": [np.float32(0.5)]}, tmp_path / "last.pt")
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert ckpt["model_config"]["num_classes"] == 3 and type(ckpt["model_config"]["num_classes"]) is int
+    assert (ckpt["source"], ckpt["lr"]) == (str(tmp_path / "data"), [0.5])
+    model_from_checkpoint(ckpt)
+    with pytest.raises(ValueError, match=r"^checkpoint\['weights'\]: numpy.ndarray is not plain data .*from_numpy"):
+        save_checkpoint({"weights": np.ones(3)}, tmp_path / "other.pt")
+    assert not (tmp_path / "other.pt").exists()
+
+
+@pytest.mark.parametrize("prefix", ["_orig_mod.", "module._orig_mod."])
+def test_weights_of_a_compiled_or_ddp_wrapped_model_load(tmp_path: Path, prefix: str) -> None:
+    """``torch.compile(model).state_dict()`` names every key ``_orig_mod.*``: 'weights do not match'."""
+    state = _state()
+    save_checkpoint({**state, "model": {prefix + key: value for key, value in state["model"].items()}},
+                    tmp_path / "compiled.pt")
+    model = model_from_checkpoint(load_checkpoint(tmp_path / "compiled.pt")).eval()
+    reference = build_model(**state["model_config"])
+    reference.load_state_dict(state["model"])
+    x = torch.randn(1, 3, 33, 33)
+    with torch.no_grad():
+        assert torch.equal(model(x), reference.eval()(x))
 
 
 def test_save_sweeps_leftovers_of_killed_saves(tmp_path: Path) -> None:

@@ -14,3 +14,9 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="--device cuda"):
             resolve_device("cuda")
+
+
+@pytest.mark.parametrize("name", ["gpu", "CPU", "cuda0"])
+def test_a_name_that_is_no_device_is_one_line(name):
+    with pytest.raises(UserError, match=rf"^--device {name}: not a device; use auto, cpu or cuda"):
+        resolve_device(name)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from datasets import VOC_CLASSES
-from deeplab.converters import CITYSCAPES_CLASSES, import_checkpoint
+from deeplab.converters import CITYSCAPES_CLASSES, import_checkpoint, write_checkpoint
 from deeplab.converters.base import fold_conv_bias
 from deeplab.errors import UserError
 
@@ -42,6 +42,21 @@ def test_voc_names_by_default_and_given_names_checked(import_fixture, tmp_path: 
         import_checkpoint(path, class_names=["a", "b", "c"])
     with pytest.raises(UserError, match="predicts 21 classes, not --num-classes 19"):
         import_checkpoint(path, num_classes=19)
+    for kwargs, message in (({"class_names": "classes.txt"}, r"^--classes classes.txt: takes a list of class names"),
+                            ({"num_classes": "21"}, r"^--num-classes '21': expected an integer$"),
+                            ({"output_stride": 12}, r"^--output-stride 12: choose one of 8, 16, 32$")):
+        with pytest.raises(UserError, match=message):  # a name string was counted by its letters: 'names 11'
+            import_checkpoint(path, **kwargs)
+
+
+def test_the_imported_file_is_never_written_over_even_with_overwrite(import_fixture, tmp_path: Path) -> None:
+    source = tmp_path / "deeplab_mobilenetv2.pth"
+    source.write_bytes((import_fixture("bubbliiiing") / "checkpoint.pth").read_bytes())
+    imported = import_checkpoint(source)
+    with pytest.raises(UserError, match="is the imported file; --out names a new file to write"):
+        write_checkpoint(imported, source, overwrite=True)
+    assert source.read_bytes() == (import_fixture("bubbliiiing") / "checkpoint.pth").read_bytes()
+    assert write_checkpoint(imported, tmp_path / "ours.pt").is_file()
 
 
 def test_class_count_comes_from_the_file(import_fixture, tmp_path: Path) -> None:

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 
+from deeplab import save_checkpoint
 from deeplab.benchmark.recipes import ROWS
+from deeplab.checkpoint import read_plain_data
 from deeplab.engine.config import MACHINE_FIELDS, PRESETS, RECIPES, TrainConfig, describe_default, resolve_config
 from deeplab.errors import UserError
 
@@ -43,8 +46,10 @@ def test_every_machine_field_is_left_out_of_a_resume():
 def test_old_checkpoint_keys_are_ignored_and_unknown_flags_refused():
     config = resolve_config({}, {"dataset": "demo", "no_sync_bn": True, "retired_setting": 1})
     assert config.dataset == "demo" and config.sync_bn is True
-    with pytest.raises(ValueError, match="not training settings: bogus"):
+    with pytest.raises(ValueError, match=r"^not training settings: bogus$"):
         resolve_config({"bogus": 1})
+    with pytest.raises(ValueError, match=r"^not training settings: iter \(did you mean iters\?\), learning_rate$"):
+        resolve_config({"iter": 100, "learning_rate": 0.1})
 
 
 def test_every_preset_value_is_a_setting_and_fills_every_blank():
@@ -125,5 +130,27 @@ def test_the_imbalanced_recipe_is_a_measured_row():
     ({"min_scale": 0.0}, r"--min-scale: must be above 0, got 0.0"),
 ])
 def test_bad_imbalance_settings_are_refused_before_any_data(flags, message):
+    with pytest.raises(UserError, match=message):
+        resolve_config({"dataset": "demo", **flags})
+
+
+def test_numpy_numbers_and_paths_become_plain_settings_a_checkpoint_can_hold(tmp_path):
+    given = {"dataset": "demo", "lr": np.logspace(-3, -1, 3)[1], "batch_size": np.int64(4),
+             "output_stride": np.int64(8), "init_from": tmp_path / "best.pt", "data_root": tmp_path, "freeze_bn": np.bool_(True),
+             "pretrained_backbone": False}
+    config = resolve_config(given)
+    assert (config.lr, config.batch_size, config.output_stride) == (0.01, 4, 8)
+    assert (config.init_from, config.pretrained_backbone, config.freeze_bn) == (str(tmp_path / "best.pt"), "none", True)
+    save_checkpoint({"args": dataclasses.asdict(config)}, tmp_path / "args.pt")
+    assert read_plain_data(tmp_path / "args.pt")["args"] == dataclasses.asdict(config)  # weights_only reads it
+
+
+@pytest.mark.parametrize("flags, message", [
+    ({"iters": 100.5}, r"^--iters 100.5: expected int, not float$"),
+    ({"lr": "0.01"}, r"^--lr '0.01': expected float, not str$"),
+    ({"freeze_bn": "no"}, r"^--freeze-bn 'no': expected bool, not str$"),
+    ({"output_stride": 12}, r"^--output-stride 12: choose one of 8, 16, 32$"),
+])
+def test_settings_of_the_wrong_type_are_refused_naming_the_flag(flags, message):
     with pytest.raises(UserError, match=message):
         resolve_config({"dataset": "demo", **flags})

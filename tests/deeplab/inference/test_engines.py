@@ -145,6 +145,12 @@ def test_nan_scores_are_a_user_error_not_a_mask(tiny_model: nn.Module, batch: to
         class_scores(create_engine(broken, engine=engine, calibration=[batch]), batch)
 
 
+@pytest.mark.parametrize("scales", [(), (float("nan"),), (1.0, -0.5)])
+def test_no_scales_or_unusable_ones_are_one_line(tiny_model: nn.Module, batch: torch.Tensor, scales) -> None:
+    with pytest.raises(UserError, match=r"^--scales .*: expected one or more positive numbers"):
+        class_scores(create_engine(tiny_model, engine="torch"), batch, scales=scales)
+
+
 def test_unknown_engine_raises(tiny_model: nn.Module) -> None:
     with pytest.raises(ValueError, match="unknown engine 'tensorrt'"):
         create_engine(tiny_model, engine="tensorrt")

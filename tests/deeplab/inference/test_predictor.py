@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from datasets import build_eval_transform, read_rgb
-from deeplab import save_checkpoint
+from deeplab import build_model, save_checkpoint
 from deeplab.errors import UserError
 from deeplab.inference import Predictor, create_engine, shrink_to, upsample_argmax
 
@@ -41,9 +41,22 @@ def test_anything_but_a_uint8_rgb_array_is_refused(tmp_path: Path, make_checkpoi
     for wrong in (image / 255.0, image[..., 0], np.dstack([image, image[..., :1]])):
         with pytest.raises(ValueError, match=rf"expected a uint8 H x W x 3 RGB image, got {wrong.dtype} of shape"):
             predictor.predict(wrong)
+    for other, kind in ((Image.fromarray(image), r"PIL\.Image\.Image"), (torch.from_numpy(image), r"torch\.Tensor")):
+        with pytest.raises(ValueError, match=rf"numpy array, got a {kind}: pass np.asarray"):
+            predictor.predict(other)
 
 
 @pytest.mark.slow
+def test_a_model_in_training_mode_is_refused_as_an_engine() -> None:
+    """Its masks changed from call to call (dropout) and each call moved its BatchNorm running statistics."""
+    model = build_model(num_classes=3, width_mult=0.25)
+    with pytest.raises(ValueError, match=r"^engine: a model in training mode.*pass model.eval\(\)"):
+        Predictor(model, class_names="abc", mean=model.mean, std=model.std, device=torch.device("cpu"))
+    predictor = Predictor(model.eval(), class_names="abc", mean=model.mean, std=model.std, device=torch.device("cpu"))
+    image = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(predictor.predict(image).mask, predictor.predict(image).mask)
+
+
 def test_normalisation_saved_in_the_checkpoint_wins(tmp_path: Path, make_checkpoint) -> None:
     model = make_checkpoint(tmp_path / "m.pt", num_classes=2)
     ckpt = torch.load(tmp_path / "m.pt", weights_only=True)
@@ -61,12 +74,26 @@ def test_large_image_is_shrunk_for_the_model_only(tmp_path: Path, make_checkpoin
     prediction = predictor.predict(image)
     assert prediction.mask.shape == (150, 200) and prediction.model_size == (48, 64)
     assert shrink_to(image, None) is image and shrink_to(image, 300) is image
+    with pytest.raises(UserError, match=r"^max_size: must be 0 or more, got -64$"):  # shrank every image to 1x1
+        Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="torch", max_size=-64)
+
+
+@pytest.mark.parametrize("stride", [12, "8"])
+def test_an_output_stride_no_backbone_takes_is_the_arguments_fault_not_the_checkpoints(tmp_path: Path, stride,
+                                                                                     make_checkpoint) -> None:
+    make_checkpoint(tmp_path / "m.pt", num_classes=2)
+    with pytest.raises(UserError, match=rf"^--output-stride {stride!r}: choose one of 8, 16, 32$"):
+        Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="torch", output_stride=stride)
+    assert Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="torch", output_stride=8).model_config[
+        "atrous_rates"] == [12, 24, 36]
 
 
 def test_names_must_match_the_class_count(tmp_path: Path, make_checkpoint) -> None:
     make_checkpoint(tmp_path / "m.pt", num_classes=3)
     with pytest.raises(UserError, match="3 classes but 2 class names"):
         Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="torch", class_names=["a", "b"])
+    with pytest.raises(UserError, match=r"^class_names cat: takes a list of class names, not a string"):
+        Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="torch", class_names="cat")  # c, a, t
     ids = Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="torch")
     assert ids.class_names == ["0", "1", "2"]
 

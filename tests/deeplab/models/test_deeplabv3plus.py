@@ -1,6 +1,7 @@
 """DeepLabV3+ assembly: shapes for any size, rebuild from config, training with batch 1, the plain variant."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -83,9 +84,17 @@ def test_image_pooling_uses_running_stats_only_for_batch_one() -> None:
     assert not torch.equal(pooling.bn.running_mean, before)
 
 
-def test_bad_num_classes() -> None:
-    with pytest.raises(ValueError, match="num_classes"):
-        build_model(num_classes=0)
+@pytest.mark.parametrize("num_classes", [0, 2.5, "21", True])
+def test_bad_num_classes(num_classes) -> None:
+    """2.5 failed deep in a conv ('out_channels must be divisible by groups'); True built a one-class model."""
+    with pytest.raises(ValueError, match=rf"^num_classes must be a positive integer, got {num_classes!r}$"):
+        build_model(num_classes=num_classes, width_mult=0.25)
+
+
+def test_numpy_num_classes_and_a_string_output_stride() -> None:
+    assert type(build_model(num_classes=np.int64(3), width_mult=0.25).config["num_classes"]) is int
+    with pytest.raises(ValueError, match=r"output_stride must be one of \(8, 16, 32\), got '16'"):
+        build_model(output_stride="16", width_mult=0.25)
 
 
 def test_model_built_directly_records_its_config() -> None:
