@@ -5,7 +5,6 @@ The flow reads top to bottom: dataset -> transforms -> model -> optimizer and sc
 """
 from __future__ import annotations
 
-import collections
 import contextlib
 import dataclasses
 import math
