@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from deeplab.engine import run_dir
-from deeplab.engine.run_dir import LOCK_NAME, RUN_FILES, FolderInUse, RunLock, claim_run_dir, last_good_checkpoint
+from deeplab.engine.run_dir import LOCK_NAME, FolderInUse, RunLock, claim_run_dir, last_good_checkpoint
 from deeplab.errors import UserError
 
 REPO = Path(__file__).resolve().parents[3]
