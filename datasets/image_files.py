@@ -237,5 +237,6 @@ def check_labels(mask: np.ndarray, num_classes: int, path: Path) -> None:
     if bad.size:
         raise DataError(
             f"{path}: label values {bad[:10].tolist()} outside 0..{num_classes - 1} "
-            f"(and {IGNORE_INDEX} = void); wrong mask format or missing classes.txt?"
+            f"(and {IGNORE_INDEX} = void); masks in another format, or a classes.txt at the data root that lists "
+            f"too few classes (without one, VOC's 21)?"
         )
