@@ -137,6 +137,9 @@ def _fit_in(
     world = distributed.get_world_size()
     with distributed.main_process_first():  # rank 0 generates or downloads the data, the others then read it
         root = _prepare_data(c.dataset, c.data_root, download=download)
+    if resume is not None and not root.exists():  # how to get VOC would be the wrong advice for data that moved
+        raise UserError(f"--data-root {root}: no such folder; {resume_path} was trained on data there: if it has "
+                        "moved, pass --data-root with its new place")
     class_names = load_class_names(root)
     if resume is not None:
         _check_resume(resume, resume_path, backbone=c.backbone, num_classes=len(class_names), data_root=root)

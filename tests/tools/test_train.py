@@ -198,6 +198,20 @@ def test_a_relative_data_root_resumes_from_elsewhere_and_steps_never_go_back(dem
     assert (tmp_path / "run" / "last.pt").read_bytes() == before
 
 
+def test_a_resume_whose_data_has_moved_asks_for_its_new_place(demo, tmp_path, capsys):
+    shutil.copytree(demo, tmp_path / "data")
+    args = ["--dataset", "voc", "--data-root", str(tmp_path / "data"), "--val-split", "val2", "--pretrained-backbone",
+            "none", "--out", str(tmp_path / "run"), *FAST, "--iters", "2", "--val-every", "1"]
+    assert train_tool.main(args) == 0
+    (tmp_path / "data").rename(tmp_path / "moved")
+    resume = ["--resume", str(tmp_path / "run" / "last.pt"), "--iters", "3", "--workers", "0", "--no-progress"]
+    assert train_tool.main(resume) == 2
+    assert capsys.readouterr().err == (f"error: --data-root {tmp_path / 'data'}: no such folder; "
+                                       f"{tmp_path / 'run' / 'last.pt'} was trained on data there: if it has moved, "
+                                       "pass --data-root with its new place\n")
+    assert train_tool.main([*resume, "--data-root", str(tmp_path / "moved")]) == 0
+
+
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(demo, tmp_path, monkeypatch, capsys):
     real_loss, calls = SegmentationLoss.forward, []
 
