@@ -66,6 +66,11 @@ class Predictor:
             raise ValueError("engine: a model in training mode, whose masks would change from call to call (dropout, "
                              "BatchNorm on each batch's statistics, updating its running ones); pass model.eval() or "
                              "deeplab.inference.create_engine(model)")
+        dtype = _weights_dtype(engine)
+        if dtype not in (None, torch.float32):  # images arrive as float32: a conv of other weights fails on the first
+            raise ValueError(f"engine: a model with {dtype} weights, but images arrive as float32; pass model.float() "
+                             "(create_engine(model.float(), engine='torch-bf16') runs it in bfloat16 where the CPU "
+                             "has it)")
         self.engine = engine
         self.engine_name = engine_name
         #: For ``engine="auto"`` on the CPU: one line naming the engine chosen and why (tools print it).
@@ -201,6 +206,13 @@ def check_model_size(image: np.ndarray, *, max_size: int | None, min_side: int, 
         shrunk = "" if (height, width) == image.shape[:2] else f", {width}x{height} once shrunk for the model"
         raise DataError(f"{name}: {image.shape[1]}x{image.shape[0]} pixels{shrunk}: too small for this model, "
                         f"which needs at least {min_side} pixels a side")
+
+
+def _weights_dtype(engine: Engine) -> torch.dtype | None:
+    """The dtype of a model engine's first floating-point weight, None for other engines (an ONNX session...)."""
+    if not isinstance(engine, torch.nn.Module):
+        return None
+    return next((p.dtype for p in engine.parameters() if p.is_floating_point()), None)
 
 
 def _checked_max_size(max_size: int | None) -> int | None:

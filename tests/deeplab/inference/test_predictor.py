@@ -57,6 +57,15 @@ def test_a_model_in_training_mode_is_refused_as_an_engine() -> None:
     np.testing.assert_array_equal(predictor.predict(image).mask, predictor.predict(image).mask)
 
 
+def test_a_model_of_half_precision_weights_is_refused_as_an_engine() -> None:
+    """Images arrive as float32: such a model failed on the first image with torch's dtype mismatch."""
+    model = build_model(num_classes=3, width_mult=0.25).eval()
+    for dtype in (torch.float16, torch.bfloat16):
+        with pytest.raises(ValueError, match=rf"^engine: a model with {dtype} weights.*pass model\.float\(\)"):
+            Predictor(model.to(dtype), class_names="abc", mean=model.mean, std=model.std, device=torch.device("cpu"))
+    Predictor(model.float(), class_names="abc", mean=model.mean, std=model.std, device=torch.device("cpu"))
+
+
 def test_normalisation_saved_in_the_checkpoint_wins(tmp_path: Path, make_checkpoint) -> None:
     model = make_checkpoint(tmp_path / "m.pt", num_classes=2)
     ckpt = torch.load(tmp_path / "m.pt", weights_only=True)
