@@ -131,13 +131,13 @@ def _named_like(folder: str | Path, suffixes: Sequence[str]) -> list[Path]:
 
 def find_images(inputs: Sequence[str | Path], *, video_suffixes: Sequence[str] = ()) -> tuple[list[Path], list[str]]:
     """Image paths from files, folders (a folder's images, and videos by ``video_suffixes``, by name) and glob
-    patterns that no file is named after (``photos/*.jpg``: shells on Windows do not expand them), and one problem
-    line per input that yields none, and per broken symbolic link that it holds."""
+    patterns that no file is named after (``photos/*.jpg``: shells on Windows do not expand them; ``**`` reaches into
+    subfolders), and one problem line per input that yields none, and per broken symbolic link that it holds."""
     images, problems = [], []
     for name in inputs:
         path = Path(name)
         if not path.exists() and glob.has_magic(str(name)):
-            matches = sorted(Path(match) for match in glob.glob(str(name)))
+            matches = sorted(Path(match) for match in glob.glob(str(name), recursive=True))  # ** as in bash's globstar
             files, broken = [match for match in matches if match.is_file()], _broken_links(matches)
             images += files
             problems += broken

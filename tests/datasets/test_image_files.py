@@ -130,3 +130,6 @@ def test_find_images_expands_glob_patterns_the_shell_left_alone(tmp_path: Path) 
     images, problems = find_images([tmp_path / "*.jpg", tmp_path / "[x].jpg", tmp_path / "*.gif"])
     assert images == [tmp_path / "[x].jpg", tmp_path / "a.jpg", tmp_path / "b.jpg", tmp_path / "[x].jpg"]
     assert problems == [f"{tmp_path / '*.gif'}: no file matches this pattern"]
+    (tmp_path / "trip" / "day2").mkdir(parents=True)
+    (tmp_path / "trip" / "day2" / "d.jpg").write_bytes(b"x")
+    assert find_images([tmp_path / "**" / "d.jpg"]) == ([tmp_path / "trip" / "day2" / "d.jpg"], [])
