@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_CLASSES", "check_class_name_list", "check_output_stride", "class_names_source", "load_checkpoint",
     "match_class_names", "min_input_side", "model_from_checkpoint", "model_from_config", "newest_checkpoint",
-    "plain_data", "read_checkpoint_bytes", "read_plain_data", "save_checkpoint", "too_many_classes",
-    "write_atomically", "write_json",
+    "plain_data", "read_checkpoint_bytes", "read_plain_data", "save_checkpoint", "temporary_beside",
+    "too_many_classes", "write_atomically", "write_json",
 ]
 
 REQUIRED_KEYS = ("model", "model_config")
@@ -94,6 +94,15 @@ def write_json(path: str | Path, data: Any, *, what: str = "JSON", indent: int =
     write_atomically(path, lambda handle: handle.write(json.dumps(data, indent=indent).encode("utf-8")), what=what)
 
 
+def temporary_beside(path: Path, suffix: str = ".tmp") -> tuple[int, Path]:
+    """Create a hidden temporary file in ``path``'s folder (``.<name>.<random><suffix>``), to be renamed onto ``path``
+    once whole; returns its open descriptor and path. It is readable by others, as a file written in place would be:
+    mkstemp's 0600 would hide it from the other users of a shared machine."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.fchmod(fd, 0o644)
+    return fd, Path(name)
+
+
 def write_atomically(path: str | Path, write: Callable[[BinaryIO], None], *, what: str) -> None:
     """Call ``write`` on a temporary file in ``path``'s folder, fsync it, then rename it to ``path``.
 
@@ -115,8 +124,7 @@ def write_atomically(path: str | Path, write: Callable[[BinaryIO], None], *, wha
         path.parent.mkdir(parents=True, exist_ok=True)
         for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a write that was killed midway
             stale.unlink(missing_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the file from other users of a shared machine
+        fd, tmp_name = temporary_beside(path)
     except OSError as exc:
         raise UserError(f"{path}: cannot write {what} ({exc.strerror or exc}){kept}") from None
     try:

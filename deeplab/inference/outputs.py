@@ -15,22 +15,22 @@ from __future__ import annotations
 
 import itertools
 import os
-import tempfile
 from collections import defaultdict
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import BinaryIO, Iterable, Sequence
 
 import numpy as np
 from PIL import Image, PngImagePlugin
 
 from datasets.image_files import label_image, open_image
 
+from ..checkpoint import temporary_beside
 from ..errors import UserError
 from .overlay import overlay
 
 __all__ = ["MASK_SUFFIX", "OVERLAY_SUFFIX", "PREDICTION_KEY", "VIDEO_MASKS_SUFFIX", "VIDEO_OVERLAY_SUFFIX",
-           "VIDEO_SUFFIXES", "PredictionWriter", "claim_new_file", "free_output_folder", "is_prediction_file", "output_names",
-           "prediction_file_names", "save_frame_mask", "split_earlier_predictions"]
+           "VIDEO_SUFFIXES", "PredictionWriter", "claim_new_file", "free_output_folder", "is_prediction_file",
+           "output_names", "prediction_file_names", "save_frame_mask", "split_earlier_predictions"]
 
 MASK_SUFFIX, OVERLAY_SUFFIX = "_mask.png", "_overlay.png"
 VIDEO_OVERLAY_SUFFIX, VIDEO_MASKS_SUFFIX = "_overlay.mp4", "_masks"
@@ -90,11 +90,7 @@ def save_frame_mask(path: Path, mask: np.ndarray, *, exclusive: bool = False) ->
     ``exclusive``: created only where no file is (UserError otherwise)."""
     info = PngImagePlugin.PngInfo()
     info.add_text(PREDICTION_KEY, "frame mask")
-    try:
-        handle = open(path, "xb" if exclusive else "wb")
-    except FileExistsError:
-        raise _appeared(path) from None
-    with handle:
+    with _open_new(path) if exclusive else open(path, "wb") as handle:
         label_image(mask).save(handle, format="PNG", pnginfo=info)
 
 
@@ -102,16 +98,18 @@ def claim_new_file(path: Path) -> None:
     """Create ``path`` empty for a writer that opens files by name (OpenCV's), UserError where a file is already:
     one that appeared since :meth:`PredictionWriter.check` is not replaced."""
     try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
-    except FileExistsError:
-        raise _appeared(path) from None
+        _open_new(path).close()
     except OSError as exc:
         raise UserError(f"{path}: cannot write results ({exc.strerror or exc})") from None
 
 
-def _appeared(path: Path) -> UserError:
-    return UserError(f"{path}: appeared while predicting and was not replaced; pass --overwrite to replace such "
-                     "files, or another --out")
+def _open_new(path: Path) -> BinaryIO:
+    """``path`` opened for writing only where no file is; a UserError naming it where one appeared since the check."""
+    try:
+        return open(path, "xb")
+    except FileExistsError:
+        raise UserError(f"{path}: appeared while predicting and was not replaced; pass --overwrite to replace such "
+                        "files, or another --out") from None
 
 
 def is_prediction_file(path: Path) -> bool:
@@ -212,13 +210,10 @@ class PredictionWriter:
         info.add_text(PREDICTION_KEY, kind)
         try:
             if self.overwrite:
-                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self.folder)
-                os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the file from other users of a shared machine
-                handle, written = os.fdopen(fd, "wb"), Path(tmp)
+                fd, written = temporary_beside(path)
+                handle = os.fdopen(fd, "wb")
             else:
-                handle, written = open(path, "xb"), path
-        except FileExistsError:
-            raise _appeared(path) from None
+                handle, written = _open_new(path), path
         except OSError as exc:
             raise UserError(f"{path}: cannot write results ({exc.strerror or exc})") from None
         try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import numpy as np
 
 from datasets import DataError
 
+from ..checkpoint import temporary_beside
 from ..errors import UserError
 from .outputs import VIDEO_SUFFIXES, claim_new_file, is_prediction_file, save_frame_mask
 from .overlay import overlay
@@ -276,14 +276,12 @@ def _whole_file(path: Path, *, exclusive: bool) -> Iterator[Path]:
     if exclusive:
         claim_new_file(path)
     try:
-        handle, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-        os.fchmod(handle, 0o644)  # mkstemp's 0600 would hide the video from other users of a shared machine
+        handle, partial = temporary_beside(path, suffix=path.suffix)  # the ending picks OpenCV's codec
         os.close(handle)
     except OSError as exc:
         if exclusive:
             path.unlink(missing_ok=True)
         raise UserError(f"{path}: cannot write the overlay video ({exc.strerror or exc})") from None
-    partial = Path(name)
     try:
         yield partial
         os.replace(partial, path)
