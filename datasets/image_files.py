@@ -144,9 +144,8 @@ def find_images(inputs: Sequence[str | Path], *, video_suffixes: Sequence[str] =
             if not files and not broken:
                 problems.append(f"{path}: no file matches this pattern")
         elif path.is_dir():
-            suffixes = (*IMAGE_SUFFIXES, *video_suffixes)
-            found = list_images(path, suffixes)
-            broken = _broken_links(_named_like(path, suffixes))
+            named = _named_like(path, (*IMAGE_SUFFIXES, *video_suffixes))  # the folder listed once
+            found, broken = [entry for entry in named if entry.is_file()], _broken_links(named)
             images += found
             problems += broken
             if not found and not broken:
