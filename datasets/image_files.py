@@ -137,23 +137,20 @@ def find_images(inputs: Sequence[str | Path], *, video_suffixes: Sequence[str] =
     for name in inputs:
         path = Path(name)
         if not path.exists() and glob.has_magic(str(name)):
-            matches = sorted(Path(match) for match in glob.glob(str(name), recursive=True))  # ** as in bash's globstar
-            files, broken = [match for match in matches if match.is_file()], _broken_links(matches)
-            images += files
-            problems += broken
-            if not files and not broken:
-                problems.append(f"{path}: no file matches this pattern")
+            candidates = sorted(Path(match) for match in glob.glob(str(name), recursive=True))  # ** as bash's globstar
+            nothing = f"{path}: no file matches this pattern"
         elif path.is_dir():
-            named = _named_like(path, (*IMAGE_SUFFIXES, *video_suffixes))  # the folder listed once
-            found, broken = [entry for entry in named if entry.is_file()], _broken_links(named)
-            images += found
-            problems += broken
-            if not found and not broken:
-                problems.append(f"{path}: folder holds no images{' or videos' if video_suffixes else ''}")
+            candidates = _named_like(path, (*IMAGE_SUFFIXES, *video_suffixes))
+            nothing = f"{path}: folder holds no images{' or videos' if video_suffixes else ''}"
         elif path.exists():
             images.append(path)
+            continue
         else:
             problems.append(f"{path}: no such file or folder")
+            continue
+        files, broken = [candidate for candidate in candidates if candidate.is_file()], _broken_links(candidates)
+        images += files
+        problems += broken or ([] if files else [nothing])
     return images, list(dict.fromkeys(problems))  # a link found by a folder and a pattern is said once
 
 
