@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from datasets import find_images
+from datasets.image_files import IMAGE_SUFFIXES
 from deeplab.checkpoint import newest_checkpoint
 from deeplab.errors import UserError, report_user_errors
 from deeplab.inference import ENGINES, Predictor
@@ -65,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_image_flags(args)
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
+    check_out_is_a_folder(args.out)
     found, problems = find_images(args.inputs, video_suffixes=VIDEO_SUFFIXES)
     found, earlier = split_earlier_predictions(found)
     if earlier:
@@ -96,6 +98,14 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{done_videos} of {len(writer.videos)} videos" if writer.videos else ""]
     print(f"{' and '.join(filter(None, counts))} segmented; results in {writer.folder}")
     return 0 if done == len(writer.images) and done_videos == len(writer.videos) and not problems else 1
+
+
+def check_out_is_a_folder(out: str | None) -> None:
+    """UserError for a new ``--out`` named like an image or video: it would become a folder of that name, which is
+    not what whoever typed ``--out mask.png`` meant."""
+    if out is not None and not Path(out).exists() and Path(out).suffix.lower() in (*IMAGE_SUFFIXES, *VIDEO_SUFFIXES):
+        raise UserError(f"--out {out}: names a file, but --out is the folder that masks (<name>_mask.png) and "
+                        "overlays (<name>_overlay.png) are written into; give a folder")
 
 
 def segment_images(predictor: Predictor, writer: PredictionWriter, args: argparse.Namespace, batch_size: int) -> int:

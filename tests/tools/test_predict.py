@@ -245,13 +245,16 @@ def test_default_output_folder_is_numbered_when_taken(checkpoint, tmp_path: Path
         assert rc == 0 and out.strip().endswith(f"results in {folder}") and Path(folder, "good_mask.png").is_file()
 
 
-@pytest.mark.parametrize("problem", ["negative_max_size", "int8_nothing_readable", "mean_is_text", "too_many_classes"])
+@pytest.mark.parametrize("problem", ["negative_max_size", "int8_nothing_readable", "mean_is_text", "too_many_classes",
+                                     "out_named_like_a_file"])
 def test_more_bad_input_is_one_line(problem: str, checkpoint, tmp_path: Path, capsys, make_checkpoint) -> None:
     args = ["--checkpoint", str(checkpoint[0]), "--out", str(tmp_path / "out")]
     Image.fromarray(random_rgb(20, 24)).save(tmp_path / "good.png")
     inputs, named = [str(tmp_path / "good.png")], "--max-size -5"
     if problem == "negative_max_size":
         args += ["--max-size", "-5"]
+    elif problem == "out_named_like_a_file":  # a folder "mask.PNG" would hold good_mask.png and good_overlay.png
+        args[3], named = str(tmp_path / "out" / "mask.PNG"), f"--out {tmp_path / 'out' / 'mask.PNG'}: names a file"
     elif problem == "int8_nothing_readable":
         (tmp_path / "broken.jpg").write_text("not an image")
         inputs, named = [str(tmp_path / "broken.jpg")], "none of the calibration images from the images to predict"
