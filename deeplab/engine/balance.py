@@ -8,12 +8,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import UserError
-from .class_weights import WEIGHT_BOUND, describe_weights, resolve_class_weights
+from .class_weights import WEIGHT_BOUND, describe_weights, read_class_weights, resolve_class_weights
 from .config import TrainConfig
 from .data import RarityDraw
 from .losses import SegmentationLoss, build_loss, parse_loss
 
-__all__ = ["prepare_balance"]
+__all__ = ["prepare_balance", "read_weights_file_first"]
 
 
 def prepare_balance(
@@ -37,6 +37,13 @@ def prepare_balance(
     if config.copy_paste > 0:  # background (class 0) is never pasted: it is the scene objects are pasted into
         paste = _rarity_draw(counts, config, "copy_paste", "object to paste, only background", exclude=(0,))
     return criterion, focus, paste
+
+
+def read_weights_file_first(config: TrainConfig, *, num_classes: int) -> None:
+    """Read a new run's ``--class-weights FILE`` into its settings before the split is counted, which can take
+    minutes on a large split: a mistake in the file is then the first thing said, not the last."""
+    if config.class_weight_values is None and config.class_weights not in ("auto", "none"):
+        config.class_weight_values = read_class_weights(config.class_weights, num_classes).tolist()
 
 
 def _class_weights(config: TrainConfig, *, num_classes: int, pixels: np.ndarray | None,

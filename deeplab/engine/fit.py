@@ -36,7 +36,7 @@ from ..evaluation.evaluate import first_ids, warn_repeated_ids
 from ..inference.tta import ScoresNotFinite
 from ..models import DeepLabV3Plus
 from . import distributed
-from .balance import prepare_balance
+from .balance import prepare_balance, read_weights_file_first
 from .config import TrainConfig
 from .data import build_train_loader, build_val_loader
 from .freeze import freeze_batchnorm, freeze_early_stages
@@ -145,6 +145,7 @@ def _fit_in(
         _check_resume(resume, resume_path, backbone=c.backbone, num_classes=len(class_names), data_root=root)
         class_names = match_class_names(resume_path, resume, class_names, data_root=root,
                                         allow_mismatch=ignore_class_names)
+    read_weights_file_first(c, num_classes=len(class_names))
     train_set = VOCSegmentation(root, split=c.split, class_names=class_names)
     train_pixels = _checked_pixel_counts(train_set, workers=c.workers)
     _check_labelled(train_pixels, train_set, flag="--split", purpose="train on")
