@@ -20,6 +20,8 @@ from deeplab.tool_args import check_new_files
 
 #: Largest test scale: DeepLab's multi-scale evaluation goes up to 1.75, and each side's factor costs its square.
 MAX_SCALE = 4.0
+#: Flags that change how a model predicts; saved masks (--pred-dir) were predicted already.
+MODEL_FLAGS = ("scales", "flip", "engine", "output_stride")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -68,6 +70,14 @@ def parse_scales(text: str) -> list[float]:
     return scales
 
 
+def refuse_model_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """UserError for a model flag beside --pred-dir: saved masks are scored as they are, so a --flip or --scales
+    there would change nothing while the scores seemed to include it."""
+    given = [f"--{name.replace('_', '-')}" for name in MODEL_FLAGS if getattr(args, name) != parser.get_default(name)]
+    if given:
+        raise UserError(f"{', '.join(given)}: only with --checkpoint; --pred-dir scores the saved masks as they are")
+
+
 def score_checkpoint(args: argparse.Namespace) -> tuple[ConfusionMatrix, list[str], dict]:
     """Predict every image of the split at full resolution and accumulate one confusion matrix; also the settings
     the report records (the engine that ran, the output stride it ran at, scales, flip)."""
@@ -104,7 +114,10 @@ def score_predictions(args: argparse.Namespace) -> tuple[ConfusionMatrix, list[s
 @report_user_errors
 def main(argv: Sequence[str] | None = None) -> int:
     """Score the checkpoint or prediction folder, print the table and write the report when --json is given."""
-    args = get_args_parser().parse_args(argv)
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    if args.pred_dir:
+        refuse_model_flags(args, parser)
     if args.workers < 0:
         raise UserError(f"--workers {args.workers}: must be 0 (load in this process) or more")
     if args.json:

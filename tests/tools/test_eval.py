@@ -208,8 +208,9 @@ def test_ids_listed_twice_are_named_as_training_names_them(source, tiny_voc, tmp
     shutil.copytree(root, tmp_path / "data")
     (tmp_path / "data/VOCdevkit/VOC2012/ImageSets/Segmentation/twice.txt").write_text("img0\nimg1\nimg0\n")
     masks = tmp_path / "data/VOCdevkit/VOC2012/SegmentationClass"
+    model_flags = ["--engine", "torch"] if source == "--checkpoint" else []
     rc = eval_tool.main([source, str(ckpt if source == "--checkpoint" else masks), "--data-root",
-                         str(tmp_path / "data"), "--split", "twice", "--workers", "0", "--engine", "torch"])
+                         str(tmp_path / "data"), "--split", "twice", "--workers", "0", *model_flags])
     out = capsys.readouterr().out
     assert rc == 0 and out.startswith("warning: split twice lists img0 more than once; each copy counts again in "
                                       "the scores\n")
@@ -258,6 +259,21 @@ def test_pred_dir_with_void_predictions_on_labelled_pixels_names_the_file(tmp_pa
     labelled = int((gt != 255).sum())
     assert err == (f"error: {preds / 'sample_0008.png'}: {labelled} labelled pixels are predicted as 255 (void); a "
                    "prediction gives every pixel a class 0..20")
+
+
+@pytest.mark.parametrize(("flags", "named"), [(["--flip"], "--flip"),
+                                              (["--scales", "0.5,1.0", "--output-stride", "8"],
+                                               "--scales, --output-stride"),
+                                              (["--engine", "int8"], "--engine")])
+def test_model_flags_beside_pred_dir_are_refused(flags, named, tiny_voc, tmp_path: Path, capsys) -> None:
+    """Saved masks are scored as they are: scores printed under --flip would silently be those without it."""
+    root, _, _ = tiny_voc
+    masks = root / "VOCdevkit" / "VOC2012" / "SegmentationClass"
+    rc = eval_tool.main(["--pred-dir", str(masks), "--data-root", str(root), "--json", str(tmp_path / "r.json"),
+                         *flags])
+    assert rc == 2 and capsys.readouterr().err == (f"error: {named}: only with --checkpoint; --pred-dir scores the "
+                                                   "saved masks as they are\n")
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.slow
