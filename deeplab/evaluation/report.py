@@ -42,6 +42,9 @@ def score_prediction_dir(dataset: VOCSegmentation, pred_dir: str | Path) -> Conf
     matrix = ConfusionMatrix(dataset.num_classes)
     for i in range(len(dataset)):
         gt_path, pred_path = dataset.mask_path(i), _prediction_path(pred_dir, dataset.image_path(i))
+        if pred_path.samefile(gt_path):  # the ground-truth folder passed for the predictions: a perfect score
+            raise UserError(f"{pred_path}: is the ground truth itself, not a prediction; --pred-dir names the folder "
+                            "of predicted masks (predict.py's --out)")
         target = read_label_png(gt_path, dataset.num_classes)
         pred = read_label_png(pred_path, dataset.num_classes)
         if pred.shape != target.shape:

@@ -207,7 +207,7 @@ def test_ids_listed_twice_are_named_as_training_names_them(source, tiny_voc, tmp
     root, ckpt, _ = tiny_voc
     shutil.copytree(root, tmp_path / "data")
     (tmp_path / "data/VOCdevkit/VOC2012/ImageSets/Segmentation/twice.txt").write_text("img0\nimg1\nimg0\n")
-    masks = tmp_path / "data/VOCdevkit/VOC2012/SegmentationClass"
+    masks = shutil.copytree(tmp_path / "data/VOCdevkit/VOC2012/SegmentationClass", tmp_path / "preds")
     model_flags = ["--engine", "torch"] if source == "--checkpoint" else []
     rc = eval_tool.main([source, str(ckpt if source == "--checkpoint" else masks), "--data-root",
                          str(tmp_path / "data"), "--split", "twice", "--workers", "0", *model_flags])
@@ -259,6 +259,15 @@ def test_pred_dir_with_void_predictions_on_labelled_pixels_names_the_file(tmp_pa
     labelled = int((gt != 255).sum())
     assert err == (f"error: {preds / 'sample_0008.png'}: {labelled} labelled pixels are predicted as 255 (void); a "
                    "prediction gives every pixel a class 0..20")
+
+
+def test_the_ground_truth_folder_given_as_predictions_is_refused(tiny_voc, capsys) -> None:
+    """Scored against itself it would give every class an IoU of 1."""
+    root, _, _ = tiny_voc
+    masks = root / "VOCdevkit" / "VOC2012" / "SegmentationClass"
+    assert eval_tool.main(["--pred-dir", str(masks), "--data-root", str(root)]) == 2
+    assert capsys.readouterr().err == (f"error: {masks / 'img0.png'}: is the ground truth itself, not a prediction; "
+                                       "--pred-dir names the folder of predicted masks (predict.py's --out)\n")
 
 
 @pytest.mark.parametrize(("flags", "named"), [(["--flip"], "--flip"),
