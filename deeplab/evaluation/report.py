@@ -144,8 +144,8 @@ def plot_confusion_matrix(matrix: torch.Tensor | np.ndarray, class_names: Sequen
     ax = fig.subplots()
     shown = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label="share of ground-truth pixels")
-    ax.set_xticks(range(n), class_names, rotation=90)
-    ax.set_yticks(range(n), class_names)
+    ax.set_xticks(range(n), class_names, rotation=90, parse_math=False)  # a name between '$' signs is no formula
+    ax.set_yticks(range(n), class_names, parse_math=False)
     ax.tick_params(labelsize=min(10.0, 0.6 * 72 * side / n))  # names shrink to their row once the side is capped
     ax.set_xlabel("predicted class")
     ax.set_ylabel("ground-truth class")
@@ -166,7 +166,7 @@ def plot_per_class_scores(scores: dict[str, Any], path: str | Path | BinaryIO) -
         values = [scores[key][name] for name in names]
         ax.bar([i + (k - (len(columns) - 1) / 2) * width for i in range(n)],
                [np.nan if v is None else v for v in values], width=width, label=head)
-    ax.set_xticks(range(n), names, rotation=90 if n > 8 else 0)
+    ax.set_xticks(range(n), names, rotation=90 if n > 8 else 0, parse_math=False)
     ax.set_ylim(0.0, 1.0)
     ax.set_ylabel("score")
     ax.set_title(f"per-class scores (mIoU {scores['miou']:.3f})")
