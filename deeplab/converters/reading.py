@@ -14,8 +14,9 @@ from ..errors import UserError
 
 __all__ = ["find_state_dict", "read_foreign_checkpoint"]
 
-# Keys under which training scripts store the model's weights beside optimizer state, epochs and scores.
-STATE_DICT_KEYS = ("model_state", "state_dict", "model", "net")
+# Keys under which training scripts store the model's weights beside optimizer state, epochs and scores
+# (``model_state_dict``: PyTorch's own tutorial on saving a checkpoint).
+STATE_DICT_KEYS = ("model_state", "model_state_dict", "state_dict", "model", "net")
 
 
 def _numpy_scalar_globals() -> list[Any]:
@@ -39,13 +40,16 @@ def read_foreign_checkpoint(path: str | Path) -> Any:
 
 
 def find_state_dict(obj: Any, path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of the model in a loaded checkpoint: the object itself or the dict under a usual key, with a
-    ``module.`` prefix (saved from DataParallel) removed."""
-    for key in STATE_DICT_KEYS:
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    """The tensors of the model in a loaded checkpoint: the object itself or the first state dict under a usual
+    key, with a ``module.`` prefix (saved from DataParallel) removed."""
+    candidates = [obj] + [obj.get(key) for key in STATE_DICT_KEYS] if isinstance(obj, dict) else [obj]
+    state = next((c for c in candidates if _is_state_dict(c)), None)
+    if state is None:
         raise UserError(f"{path}: no model weights found (expected a state dict of tensors, alone or under one of "
                         f"the keys {', '.join(STATE_DICT_KEYS)})")
-    return without_wrapper_prefixes(obj)
+    return without_wrapper_prefixes(state)
+
+
+def _is_state_dict(obj: Any) -> bool:
+    """A non-empty dict of tensors only, as ``model.state_dict()`` gives."""
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())

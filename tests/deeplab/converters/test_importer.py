@@ -89,6 +89,19 @@ def test_numpy_scores_and_dataparallel_prefixes_are_read(import_fixture, tmp_pat
     assert torch.equal(imported.checkpoint["model"]["decoder.classifier.weight"], expected)
 
 
+@pytest.mark.parametrize("layout", ["pytorch_tutorial", "empty_state_dict_beside"])
+def test_weights_under_the_tutorial_key_or_beside_an_empty_dict_are_found(layout: str, import_fixture,
+                                                                         tmp_path: Path) -> None:
+    """PyTorch's tutorial saves ``model_state_dict``; a script may also leave an empty dict under a usual key."""
+    weights = vainf_state(import_fixture)["model_state"]
+    ckpt = ({"epoch": 3, "model_state_dict": weights, "optimizer_state_dict": {"state": {}, "param_groups": []}}
+            if layout == "pytorch_tutorial" else {"state_dict": {}, "model": weights})
+    torch.save(ckpt, tmp_path / "fine_tuned.pth")
+    imported = import_checkpoint(tmp_path / "fine_tuned.pth")
+    assert torch.equal(imported.checkpoint["model"]["decoder.classifier.weight"],
+                       weights["classifier.classifier.3.weight"])
+
+
 def test_pickled_code_beside_a_numpy_score_stays_refused(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
 
