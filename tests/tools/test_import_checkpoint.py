@@ -52,6 +52,13 @@ def test_import_prints_what_it_found_and_never_overwrites(import_fixture, tmp_pa
     assert source.read_bytes() == (import_fixture("vainf") / "checkpoint.pth").read_bytes()
 
 
+def test_printed_commands_quote_a_path_with_spaces(import_fixture, tmp_path: Path, capsys) -> None:
+    """Pasted as printed, an unquoted 'my models/vainf.pt' would reach eval.py as two arguments."""
+    out = tmp_path / "my models" / "vainf.pt"
+    rc, printed, _ = run([str(import_fixture("vainf") / "checkpoint.pth"), "--out", str(out)], capsys)
+    assert rc == 0 and f"tools/eval.py --checkpoint '{out}' --data-root" in printed
+
+
 def tiny(state_dict: dict) -> dict:
     """The same names with one-element tensors: the layout of a big file at no cost."""
     return {name: torch.zeros(1) for name in state_dict}
