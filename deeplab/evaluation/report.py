@@ -37,6 +37,8 @@ def score_prediction_dir(dataset: VOCSegmentation, pred_dir: str | Path) -> Conf
     """One confusion matrix over every ground-truth mask of ``dataset`` and its saved prediction in ``pred_dir``
     (void ignored): the VOC devkit's ``<id>.png`` or what ``predict.py`` writes (``<id>_mask.png``)."""
     pred_dir = Path(pred_dir)
+    if pred_dir.is_file():  # one mask given: the split says which images to score, the folder holds their masks
+        raise UserError(f"{pred_dir}: is a file; --pred-dir names the folder of predicted masks")
     if not pred_dir.is_dir():
         raise UserError(f"{pred_dir}: prediction folder not found")
     matrix = ConfusionMatrix(dataset.num_classes)

@@ -261,6 +261,13 @@ def test_pred_dir_with_void_predictions_on_labelled_pixels_names_the_file(tmp_pa
                    "prediction gives every pixel a class 0..20")
 
 
+def test_a_mask_file_given_as_the_prediction_folder_is_named_as_a_file(tiny_voc, tmp_path: Path, capsys) -> None:
+    root, _, _ = tiny_voc
+    mask = shutil.copy(root / "VOCdevkit" / "VOC2012" / "SegmentationClass" / "img0.png", tmp_path / "img0.png")
+    assert eval_tool.main(["--pred-dir", str(mask), "--data-root", str(root)]) == 2
+    assert capsys.readouterr().err == f"error: {mask}: is a file; --pred-dir names the folder of predicted masks\n"
+
+
 def test_the_ground_truth_folder_given_as_predictions_is_refused(tiny_voc, capsys) -> None:
     """Scored against itself it would give every class an IoU of 1."""
     root, _, _ = tiny_voc
