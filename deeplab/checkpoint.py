@@ -8,8 +8,10 @@ import math
 import os
 import pickletools
 import sys
+import tarfile
 import tempfile
-from pathlib import Path
+import zipfile
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Sequence
 
 import numpy as np
@@ -187,6 +189,9 @@ def _not_a_checkpoint(path: Path, data: bytes) -> str | None:
     """What file ``path`` (holding ``data``) is, in words, when it is plainly no PyTorch checkpoint (neither a zip
     nor a pickle); None when it may be one (a damaged file, a pickle of Python objects)."""
     head = data[:4096]
+    archive = _archive(data)
+    if archive is not None:
+        return archive
     if head.startswith(b"PK") or _reads_as_pickle(head, len(data)):  # torch.save's zip, or its old format
         return None
     if path.suffix.lower() == ".onnx" or (head.startswith(b"\x08") and _is_onnx(data)):
@@ -203,6 +208,27 @@ def _not_a_checkpoint(path: Path, data: bytes) -> str | None:
     if "\x00" in text:
         return "not a zip or pickle file"
     return "a JSON file" if text.lstrip().startswith(("{", "[")) else "a text file"
+
+
+def _archive(data: bytes) -> str | None:
+    """``data`` in words when it is a zip or tar archive that torch.save did not write (a checkpoint zipped to be
+    sent); None otherwise, also for torch's own archives (a ``data.pkl`` or ``pickle`` inside), damaged or not."""
+    try:
+        if data.startswith(b"PK"):
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                kind, names = "zip", archive.namelist()
+        elif data[257:262] == b"ustar":
+            with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+                kind, names = "tar", archive.getnames()
+        else:
+            return None
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError):  # torch's zip cut short: its own reason says more
+        return None
+    if not names or any(PurePosixPath(name).name in ("data.pkl", "pickle") for name in names):
+        return None
+    shown = names[0] if len(names) == 1 else f"{len(names)} files"
+    holds_checkpoint = any(PurePosixPath(name).suffix.lower() in (".pt", ".pth", ".ckpt") for name in names)
+    return f"a {kind} archive of {shown}{'; unpack it first' if holds_checkpoint else ''}"
 
 
 def _reads_as_pickle(head: bytes, size: int) -> bool:
