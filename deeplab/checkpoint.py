@@ -28,9 +28,9 @@ if TYPE_CHECKING:
     from .models import DeepLabV3Plus
 
 __all__ = [
-    "MAX_CLASSES", "check_class_name_list", "check_output_stride", "class_names_source", "load_checkpoint",
-    "match_class_names", "min_input_side", "model_from_checkpoint", "model_from_config", "newest_checkpoint",
-    "plain_data", "read_checkpoint_bytes", "read_plain_data", "save_checkpoint", "temporary_beside",
+    "MAX_CLASSES", "check_class_name_list", "check_output_stride", "class_names_source", "is_safetensors",
+    "load_checkpoint", "match_class_names", "min_input_side", "model_from_checkpoint", "model_from_config",
+    "newest_checkpoint", "plain_data", "read_checkpoint_bytes", "read_plain_data", "save_checkpoint", "temporary_beside",
     "too_many_classes", "write_atomically", "write_json",
 ]
 
@@ -192,6 +192,9 @@ def _not_a_checkpoint(path: Path, data: bytes) -> str | None:
     archive = _archive(data)
     if archive is not None:
         return archive
+    if is_safetensors(data):
+        return ("safetensors weights alone, without the model_config that rebuilds the model; "
+                "tools/import_checkpoint.py converts a VainF or bubbliiiing file")
     if head.startswith(b"PK") or _reads_as_pickle(head, len(data)):  # torch.save's zip, or its old format
         return None
     if path.suffix.lower() == ".onnx" or (head.startswith(b"\x08") and _is_onnx(data)):
@@ -208,6 +211,11 @@ def _not_a_checkpoint(path: Path, data: bytes) -> str | None:
     if "\x00" in text:
         return "not a zip or pickle file"
     return "a JSON file" if text.lstrip().startswith(("{", "[")) else "a text file"
+
+
+def is_safetensors(data: bytes) -> bool:
+    """Whether ``data`` has safetensors' layout: the length of a JSON header as 8 little-endian bytes, then it."""
+    return data[8:9] == b"{" and int.from_bytes(data[:8], "little") <= len(data) - 8
 
 
 def _archive(data: bytes) -> str | None:

@@ -9,7 +9,7 @@ import torch
 
 from backbones.base import without_wrapper_prefixes
 
-from ..checkpoint import read_checkpoint_bytes, read_plain_data
+from ..checkpoint import is_safetensors, read_checkpoint_bytes, read_plain_data
 from ..errors import UserError, one_line
 
 __all__ = ["find_state_dict", "read_foreign_checkpoint"]
@@ -38,7 +38,7 @@ def read_foreign_checkpoint(path: str | Path) -> Any:
     """``torch.load(path, weights_only=True)`` with numeric numpy scalars allowed, or the tensors of a safetensors
     file (the Hugging Face hub's format, whatever its name ends in); every failure is one line."""
     data = read_checkpoint_bytes(path)
-    if _is_safetensors(data):
+    if is_safetensors(data):
         from safetensors.torch import load  # deferred: only these files need it (installed with timm)
 
         try:
@@ -46,11 +46,6 @@ def read_foreign_checkpoint(path: str | Path) -> Any:
         except Exception as exc:  # a cut or damaged file: safetensors' own reason
             raise UserError(f"{path}: not a readable safetensors file ({one_line(exc)})") from None
     return read_plain_data(path, allowed_globals=_numpy_scalar_globals(), data=data)
-
-
-def _is_safetensors(data: bytes) -> bool:
-    """safetensors' layout: the length of a JSON header as 8 little-endian bytes, then the header."""
-    return data[8:9] == b"{" and int.from_bytes(data[:8], "little") <= len(data) - 8
 
 
 def find_state_dict(obj: Any, path: str | Path) -> dict[str, torch.Tensor]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import safetensors.torch
 import torch
 from PIL import Image
 
@@ -157,6 +158,9 @@ def _archived(kind: str) -> bytes:
     ("model.onnx", _tiny_onnx_model, "an ONNX model; pass the .pt file it was exported from"),
     ("best.zip", lambda: _archived("zip"), "a zip archive of best.pt; unpack it first"),
     ("best.pt", lambda: _archived("tar"), "a tar archive of best.pt; unpack it first"),
+    ("model.safetensors", lambda: safetensors.torch.save({"w": torch.zeros(2)}),
+     "safetensors weights alone, without the model_config that rebuilds the model; tools/import_checkpoint.py "
+     "converts a VainF or bubbliiiing file"),
     ("model.bin", _tiny_onnx_model, "an ONNX model; pass the .pt file it was exported from"),
     ("curves.png", _png, "a PNG image"),
     ("photo.pt", lambda: b"\xff\xd8\xff\xe0\x00\x10JFIF", "a JPEG image"),
