@@ -35,7 +35,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default="val",
                         help="split to score (ImageSets/Segmentation/<split>.txt; default val)")
     parser.add_argument("--json", help="write scores here, and beside it the confusion matrix (.csv and .png) and a "
-                        "per-class bar chart; existing files are refused unless --overwrite")
+                        "per-class bar chart; existing files are refused unless --overwrite; - or /dev/stdout: the "
+                        "JSON alone, after the table")
     parser.add_argument("--overwrite", action="store_true", help="replace the --json report files if they exist")
     parser.add_argument("--scales", default="1.0",
                         help="comma-separated test scales, e.g. 0.5,0.75,1.0,1.25,1.5,1.75 (at most 4; default 1.0)")
@@ -118,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.pred_dir:
         refuse_model_flags(args, parser)
+    if args.json == "-":  # the usual name for standard output, not a file called '-'
+        args.json = "/dev/stdout"
     if args.workers < 0:
         raise UserError(f"--workers {args.workers}: must be 0 (load in this process) or more")
     if args.json:

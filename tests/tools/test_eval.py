@@ -158,6 +158,15 @@ def test_existing_report_files_are_kept_unless_overwrite(tiny_voc, tmp_path: Pat
     assert json.loads((tmp_path / "r.json").read_text())["split"] == "val"
 
 
+def test_json_dash_is_standard_output_not_a_file_named_dash(tiny_voc, tmp_path: Path, monkeypatch, capfd) -> None:
+    root, _, _ = tiny_voc
+    preds = shutil.copytree(root / "VOCdevkit" / "VOC2012" / "SegmentationClass", tmp_path / "preds")
+    monkeypatch.chdir(tmp_path)
+    assert eval_tool.main(["--pred-dir", str(preds), "--data-root", str(root), "--json", "-"]) == 0
+    assert '"split": "val"' in capfd.readouterr().out
+    assert [path.name for path in tmp_path.iterdir()] == ["preds"]  # no '-', '-_confusion.csv'...
+
+
 def test_a_split_with_only_void_pixels_is_refused(tiny_voc, tmp_path: Path, capsys) -> None:
     root, ckpt, _ = tiny_voc
     shutil.copytree(root, tmp_path / "data")
