@@ -8,8 +8,10 @@ import math
 import os
 import pickletools
 import sys
+import tarfile
 import tempfile
-from pathlib import Path
+import zipfile
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Sequence
 
 import numpy as np
@@ -26,9 +28,9 @@ if TYPE_CHECKING:
     from .models import DeepLabV3Plus
 
 __all__ = [
-    "MAX_CLASSES", "check_class_name_list", "check_output_stride", "class_names_source", "load_checkpoint",
-    "match_class_names", "min_input_side", "model_from_checkpoint", "model_from_config", "newest_checkpoint",
-    "plain_data", "read_checkpoint_bytes", "read_plain_data", "save_checkpoint", "temporary_beside",
+    "MAX_CLASSES", "check_class_name_list", "check_output_stride", "class_names_source", "is_safetensors",
+    "load_checkpoint", "match_class_names", "min_input_side", "model_from_checkpoint", "model_from_config",
+    "newest_checkpoint", "plain_data", "read_checkpoint_bytes", "read_plain_data", "save_checkpoint", "temporary_beside",
     "too_many_classes", "write_atomically", "write_json",
 ]
 
@@ -187,6 +189,12 @@ def _not_a_checkpoint(path: Path, data: bytes) -> str | None:
     """What file ``path`` (holding ``data``) is, in words, when it is plainly no PyTorch checkpoint (neither a zip
     nor a pickle); None when it may be one (a damaged file, a pickle of Python objects)."""
     head = data[:4096]
+    archive = _archive(data)
+    if archive is not None:
+        return archive
+    if is_safetensors(data):
+        return ("safetensors weights alone, without the model_config that rebuilds the model; "
+                "tools/import_checkpoint.py converts a VainF or bubbliiiing file")
     if head.startswith(b"PK") or _reads_as_pickle(head, len(data)):  # torch.save's zip, or its old format
         return None
     if path.suffix.lower() == ".onnx" or (head.startswith(b"\x08") and _is_onnx(data)):
@@ -203,6 +211,32 @@ def _not_a_checkpoint(path: Path, data: bytes) -> str | None:
     if "\x00" in text:
         return "not a zip or pickle file"
     return "a JSON file" if text.lstrip().startswith(("{", "[")) else "a text file"
+
+
+def is_safetensors(data: bytes) -> bool:
+    """Whether ``data`` has safetensors' layout: the length of a JSON header as 8 little-endian bytes, then it."""
+    return data[8:9] == b"{" and int.from_bytes(data[:8], "little") <= len(data) - 8
+
+
+def _archive(data: bytes) -> str | None:
+    """``data`` in words when it is a zip or tar archive that torch.save did not write (a checkpoint zipped to be
+    sent); None otherwise, also for torch's own archives (a ``data.pkl`` or ``pickle`` inside), damaged or not."""
+    try:
+        if data.startswith(b"PK"):
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                kind, names = "zip", archive.namelist()
+        elif data[257:262] == b"ustar":
+            with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+                kind, names = "tar", archive.getnames()
+        else:
+            return None
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError):  # torch's zip cut short: its own reason says more
+        return None
+    if not names or any(PurePosixPath(name).name in ("data.pkl", "pickle") for name in names):
+        return None
+    shown = names[0] if len(names) == 1 else f"{len(names)} files"
+    holds_checkpoint = any(PurePosixPath(name).suffix.lower() in (".pt", ".pth", ".ckpt") for name in names)
+    return f"a {kind} archive of {shown}{'; unpack it first' if holds_checkpoint else ''}"
 
 
 def _reads_as_pickle(head: bytes, size: int) -> bool:

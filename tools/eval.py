@@ -20,6 +20,8 @@ from deeplab.tool_args import check_new_files
 
 #: Largest test scale: DeepLab's multi-scale evaluation goes up to 1.75, and each side's factor costs its square.
 MAX_SCALE = 4.0
+#: Flags that change how a model predicts; saved masks (--pred-dir) were predicted already.
+MODEL_FLAGS = ("scales", "flip", "engine", "output_stride")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -33,7 +35,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default="val",
                         help="split to score (ImageSets/Segmentation/<split>.txt; default val)")
     parser.add_argument("--json", help="write scores here, and beside it the confusion matrix (.csv and .png) and a "
-                        "per-class bar chart; existing files are refused unless --overwrite")
+                        "per-class bar chart; existing files are refused unless --overwrite; - or /dev/stdout: the "
+                        "JSON alone, after the table")
     parser.add_argument("--overwrite", action="store_true", help="replace the --json report files if they exist")
     parser.add_argument("--scales", default="1.0",
                         help="comma-separated test scales, e.g. 0.5,0.75,1.0,1.25,1.5,1.75 (at most 4; default 1.0)")
@@ -66,6 +69,14 @@ def parse_scales(text: str) -> list[float]:
         raise UserError(f"--scales {text}: {big:g} enlarges each side {big:g} times ({big * big:g} times the pixels "
                         f"and memory); at most {MAX_SCALE:g} (a decimal takes a point: 1.25)")
     return scales
+
+
+def refuse_model_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """UserError for a model flag beside --pred-dir: saved masks are scored as they are, so a --flip or --scales
+    there would change nothing while the scores seemed to include it."""
+    given = [f"--{name.replace('_', '-')}" for name in MODEL_FLAGS if getattr(args, name) != parser.get_default(name)]
+    if given:
+        raise UserError(f"{', '.join(given)}: only with --checkpoint; --pred-dir scores the saved masks as they are")
 
 
 def score_checkpoint(args: argparse.Namespace) -> tuple[ConfusionMatrix, list[str], dict]:
@@ -104,7 +115,12 @@ def score_predictions(args: argparse.Namespace) -> tuple[ConfusionMatrix, list[s
 @report_user_errors
 def main(argv: Sequence[str] | None = None) -> int:
     """Score the checkpoint or prediction folder, print the table and write the report when --json is given."""
-    args = get_args_parser().parse_args(argv)
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    if args.pred_dir:
+        refuse_model_flags(args, parser)
+    if args.json == "-":  # the usual name for standard output, not a file called '-'
+        args.json = "/dev/stdout"
     if args.workers < 0:
         raise UserError(f"--workers {args.workers}: must be 0 (load in this process) or more")
     if args.json:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import _checkout  # noqa: F401  (first: our `datasets`, not Hugging Face's)
 
 import argparse
+import shlex
 import sys
 from typing import Sequence
 
@@ -39,8 +40,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def describe(imported: ImportedCheckpoint, file: str, out: str) -> list[str]:
-    """What was found and written, and the commands that use it."""
+    """What was found and written, and the commands that use it (the path quoted where the shell would split it)."""
     config, names = imported.model_config, imported.class_names
+    quoted = shlex.quote(out)
     rates = "/".join(str(r) for r in config["atrous_rates"])
     shown = ", ".join(names) if len(names) <= 21 else ", ".join(names[:20]) + ", ..."
     return [
@@ -52,10 +54,10 @@ def describe(imported: ImportedCheckpoint, file: str, out: str) -> list[str]:
         f"its project reports: {imported.project.reported}",
         f"wrote {out}",
         "use it:",
-        f"  python tools/eval.py --checkpoint {out} --data-root data/voc",
-        f"  python tools/predict.py photo.jpg --checkpoint {out}",
-        f"  python tools/export.py --checkpoint {out} --out model.onnx",
-        f"  python tools/train.py --init-from {out} --dataset voc --data-root my_data --iters 2000 --lr 0.001",
+        f"  python tools/eval.py --checkpoint {quoted} --data-root data/voc",
+        f"  python tools/predict.py photo.jpg --checkpoint {quoted}",
+        f"  python tools/export.py --checkpoint {quoted} --out model.onnx",
+        f"  python tools/train.py --init-from {quoted} --dataset voc --data-root my_data --iters 2000 --lr 0.001",
     ]
 
 

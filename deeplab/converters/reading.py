@@ -9,13 +9,14 @@ import torch
 
 from backbones.base import without_wrapper_prefixes
 
-from ..checkpoint import read_plain_data
-from ..errors import UserError
+from ..checkpoint import is_safetensors, read_checkpoint_bytes, read_plain_data
+from ..errors import UserError, one_line
 
 __all__ = ["find_state_dict", "read_foreign_checkpoint"]
 
-# Keys under which training scripts store the model's weights beside optimizer state, epochs and scores.
-STATE_DICT_KEYS = ("model_state", "state_dict", "model", "net")
+# Keys under which training scripts store the model's weights beside optimizer state, epochs and scores
+# (``model_state_dict``: PyTorch's own tutorial on saving a checkpoint).
+STATE_DICT_KEYS = ("model_state", "model_state_dict", "state_dict", "model", "net")
 
 
 def _numpy_scalar_globals() -> list[Any]:
@@ -34,18 +35,30 @@ def _numpy_scalar_globals() -> list[Any]:
 
 
 def read_foreign_checkpoint(path: str | Path) -> Any:
-    """``torch.load(path, weights_only=True)`` with numeric numpy scalars allowed; every failure is one line."""
-    return read_plain_data(path, allowed_globals=_numpy_scalar_globals())
+    """``torch.load(path, weights_only=True)`` with numeric numpy scalars allowed, or the tensors of a safetensors
+    file (the Hugging Face hub's format, whatever its name ends in); every failure is one line."""
+    data = read_checkpoint_bytes(path)
+    if is_safetensors(data):
+        from safetensors.torch import load  # deferred: only these files need it (installed with timm)
+
+        try:
+            return load(data)
+        except Exception as exc:  # a cut or damaged file: safetensors' own reason
+            raise UserError(f"{path}: not a readable safetensors file ({one_line(exc)})") from None
+    return read_plain_data(path, allowed_globals=_numpy_scalar_globals(), data=data)
 
 
 def find_state_dict(obj: Any, path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of the model in a loaded checkpoint: the object itself or the dict under a usual key, with a
-    ``module.`` prefix (saved from DataParallel) removed."""
-    for key in STATE_DICT_KEYS:
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    """The tensors of the model in a loaded checkpoint: the object itself or the first state dict under a usual
+    key, with a ``module.`` prefix (saved from DataParallel) removed."""
+    candidates = [obj] + [obj.get(key) for key in STATE_DICT_KEYS] if isinstance(obj, dict) else [obj]
+    state = next((c for c in candidates if _is_state_dict(c)), None)
+    if state is None:
         raise UserError(f"{path}: no model weights found (expected a state dict of tensors, alone or under one of "
                         f"the keys {', '.join(STATE_DICT_KEYS)})")
-    return without_wrapper_prefixes(obj)
+    return without_wrapper_prefixes(state)
+
+
+def _is_state_dict(obj: Any) -> bool:
+    """A non-empty dict of tensors only, as ``model.state_dict()`` gives."""
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())

@@ -29,7 +29,9 @@ _RULES = (
 
 
 def _owns(state: StateDict) -> bool:
-    return any(k.startswith("backbone.") for k in state) and any(k.startswith("classifier.") for k in state)
+    """Its heads (DeepLabV3's and V3+'s) keep their last layers in ``classifier.classifier``; torchvision's
+    segmentation models also pair ``backbone.`` with ``classifier.``, but not with that."""
+    return any(k.startswith("backbone.") for k in state) and any(k.startswith("classifier.classifier.") for k in state)
 
 
 def _unsupported(state: StateDict) -> str | None:

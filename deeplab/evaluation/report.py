@@ -37,11 +37,16 @@ def score_prediction_dir(dataset: VOCSegmentation, pred_dir: str | Path) -> Conf
     """One confusion matrix over every ground-truth mask of ``dataset`` and its saved prediction in ``pred_dir``
     (void ignored): the VOC devkit's ``<id>.png`` or what ``predict.py`` writes (``<id>_mask.png``)."""
     pred_dir = Path(pred_dir)
+    if pred_dir.is_file():  # one mask given: the split says which images to score, the folder holds their masks
+        raise UserError(f"{pred_dir}: is a file; --pred-dir names the folder of predicted masks")
     if not pred_dir.is_dir():
         raise UserError(f"{pred_dir}: prediction folder not found")
     matrix = ConfusionMatrix(dataset.num_classes)
     for i in range(len(dataset)):
         gt_path, pred_path = dataset.mask_path(i), _prediction_path(pred_dir, dataset.image_path(i))
+        if pred_path.samefile(gt_path):  # the ground-truth folder passed for the predictions: a perfect score
+            raise UserError(f"{pred_path}: is the ground truth itself, not a prediction; --pred-dir names the folder "
+                            "of predicted masks (predict.py's --out)")
         target = read_label_png(gt_path, dataset.num_classes)
         pred = read_label_png(pred_path, dataset.num_classes)
         if pred.shape != target.shape:
@@ -141,8 +146,8 @@ def plot_confusion_matrix(matrix: torch.Tensor | np.ndarray, class_names: Sequen
     ax = fig.subplots()
     shown = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label="share of ground-truth pixels")
-    ax.set_xticks(range(n), class_names, rotation=90)
-    ax.set_yticks(range(n), class_names)
+    ax.set_xticks(range(n), class_names, rotation=90, parse_math=False)  # a name between '$' signs is no formula
+    ax.set_yticks(range(n), class_names, parse_math=False)
     ax.tick_params(labelsize=min(10.0, 0.6 * 72 * side / n))  # names shrink to their row once the side is capped
     ax.set_xlabel("predicted class")
     ax.set_ylabel("ground-truth class")
@@ -163,7 +168,7 @@ def plot_per_class_scores(scores: dict[str, Any], path: str | Path | BinaryIO) -
         values = [scores[key][name] for name in names]
         ax.bar([i + (k - (len(columns) - 1) / 2) * width for i in range(n)],
                [np.nan if v is None else v for v in values], width=width, label=head)
-    ax.set_xticks(range(n), names, rotation=90 if n > 8 else 0)
+    ax.set_xticks(range(n), names, rotation=90 if n > 8 else 0, parse_math=False)
     ax.set_ylim(0.0, 1.0)
     ax.set_ylabel("score")
     ax.set_title(f"per-class scores (mIoU {scores['miou']:.3f})")

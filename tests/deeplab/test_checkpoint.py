@@ -5,11 +5,14 @@ import errno
 import io
 import os
 import pickle
+import tarfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+import safetensors.torch
 import torch
 from PIL import Image
 
@@ -136,8 +139,28 @@ def _png() -> bytes:
     return buffer.getvalue()
 
 
+def _archived(kind: str) -> bytes:
+    """A checkpoint packed to be sent, as best.pt inside a zip or tar archive."""
+    checkpoint, buffer = io.BytesIO(), io.BytesIO()
+    torch.save(_state(), checkpoint)
+    if kind == "zip":
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr("best.pt", checkpoint.getvalue())
+    else:
+        with tarfile.open(fileobj=buffer, mode="w") as archive:
+            member = tarfile.TarInfo("best.pt")
+            member.size = len(checkpoint.getvalue())
+            archive.addfile(member, io.BytesIO(checkpoint.getvalue()))
+    return buffer.getvalue()
+
+
 @pytest.mark.parametrize(("name", "content", "kind"), [
     ("model.onnx", _tiny_onnx_model, "an ONNX model; pass the .pt file it was exported from"),
+    ("best.zip", lambda: _archived("zip"), "a zip archive of best.pt; unpack it first"),
+    ("best.pt", lambda: _archived("tar"), "a tar archive of best.pt; unpack it first"),
+    ("model.safetensors", lambda: safetensors.torch.save({"w": torch.zeros(2)}),
+     "safetensors weights alone, without the model_config that rebuilds the model; tools/import_checkpoint.py "
+     "converts a VainF or bubbliiiing file"),
     ("model.bin", _tiny_onnx_model, "an ONNX model; pass the .pt file it was exported from"),
     ("curves.png", _png, "a PNG image"),
     ("photo.pt", lambda: b"\xff\xd8\xff\xe0\x00\x10JFIF", "a JPEG image"),

@@ -158,6 +158,15 @@ def test_existing_report_files_are_kept_unless_overwrite(tiny_voc, tmp_path: Pat
     assert json.loads((tmp_path / "r.json").read_text())["split"] == "val"
 
 
+def test_json_dash_is_standard_output_not_a_file_named_dash(tiny_voc, tmp_path: Path, monkeypatch, capfd) -> None:
+    root, _, _ = tiny_voc
+    preds = shutil.copytree(root / "VOCdevkit" / "VOC2012" / "SegmentationClass", tmp_path / "preds")
+    monkeypatch.chdir(tmp_path)
+    assert eval_tool.main(["--pred-dir", str(preds), "--data-root", str(root), "--json", "-"]) == 0
+    assert '"split": "val"' in capfd.readouterr().out
+    assert [path.name for path in tmp_path.iterdir()] == ["preds"]  # no '-', '-_confusion.csv'...
+
+
 def test_a_split_with_only_void_pixels_is_refused(tiny_voc, tmp_path: Path, capsys) -> None:
     root, ckpt, _ = tiny_voc
     shutil.copytree(root, tmp_path / "data")
@@ -207,9 +216,10 @@ def test_ids_listed_twice_are_named_as_training_names_them(source, tiny_voc, tmp
     root, ckpt, _ = tiny_voc
     shutil.copytree(root, tmp_path / "data")
     (tmp_path / "data/VOCdevkit/VOC2012/ImageSets/Segmentation/twice.txt").write_text("img0\nimg1\nimg0\n")
-    masks = tmp_path / "data/VOCdevkit/VOC2012/SegmentationClass"
+    masks = shutil.copytree(tmp_path / "data/VOCdevkit/VOC2012/SegmentationClass", tmp_path / "preds")
+    model_flags = ["--engine", "torch"] if source == "--checkpoint" else []
     rc = eval_tool.main([source, str(ckpt if source == "--checkpoint" else masks), "--data-root",
-                         str(tmp_path / "data"), "--split", "twice", "--workers", "0", "--engine", "torch"])
+                         str(tmp_path / "data"), "--split", "twice", "--workers", "0", *model_flags])
     out = capsys.readouterr().out
     assert rc == 0 and out.startswith("warning: split twice lists img0 more than once; each copy counts again in "
                                       "the scores\n")
@@ -258,6 +268,37 @@ def test_pred_dir_with_void_predictions_on_labelled_pixels_names_the_file(tmp_pa
     labelled = int((gt != 255).sum())
     assert err == (f"error: {preds / 'sample_0008.png'}: {labelled} labelled pixels are predicted as 255 (void); a "
                    "prediction gives every pixel a class 0..20")
+
+
+def test_a_mask_file_given_as_the_prediction_folder_is_named_as_a_file(tiny_voc, tmp_path: Path, capsys) -> None:
+    root, _, _ = tiny_voc
+    mask = shutil.copy(root / "VOCdevkit" / "VOC2012" / "SegmentationClass" / "img0.png", tmp_path / "img0.png")
+    assert eval_tool.main(["--pred-dir", str(mask), "--data-root", str(root)]) == 2
+    assert capsys.readouterr().err == f"error: {mask}: is a file; --pred-dir names the folder of predicted masks\n"
+
+
+def test_the_ground_truth_folder_given_as_predictions_is_refused(tiny_voc, capsys) -> None:
+    """Scored against itself it would give every class an IoU of 1."""
+    root, _, _ = tiny_voc
+    masks = root / "VOCdevkit" / "VOC2012" / "SegmentationClass"
+    assert eval_tool.main(["--pred-dir", str(masks), "--data-root", str(root)]) == 2
+    assert capsys.readouterr().err == (f"error: {masks / 'img0.png'}: is the ground truth itself, not a prediction; "
+                                       "--pred-dir names the folder of predicted masks (predict.py's --out)\n")
+
+
+@pytest.mark.parametrize(("flags", "named"), [(["--flip"], "--flip"),
+                                              (["--scales", "0.5,1.0", "--output-stride", "8"],
+                                               "--scales, --output-stride"),
+                                              (["--engine", "int8"], "--engine")])
+def test_model_flags_beside_pred_dir_are_refused(flags, named, tiny_voc, tmp_path: Path, capsys) -> None:
+    """Saved masks are scored as they are: scores printed under --flip would silently be those without it."""
+    root, _, _ = tiny_voc
+    masks = root / "VOCdevkit" / "VOC2012" / "SegmentationClass"
+    rc = eval_tool.main(["--pred-dir", str(masks), "--data-root", str(root), "--json", str(tmp_path / "r.json"),
+                         *flags])
+    assert rc == 2 and capsys.readouterr().err == (f"error: {named}: only with --checkpoint; --pred-dir scores the "
+                                                   "saved masks as they are\n")
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision.models import mobilenet_v2, resnet101
+from torchvision.models.segmentation import deeplabv3_mobilenet_v3_large
 
 from backbones.base import IMAGENET_MEAN, IMAGENET_STD
 from deeplab import DeepLabV3Plus, load_checkpoint
@@ -51,6 +52,13 @@ def test_import_prints_what_it_found_and_never_overwrites(import_fixture, tmp_pa
     assert source.read_bytes() == (import_fixture("vainf") / "checkpoint.pth").read_bytes()
 
 
+def test_printed_commands_quote_a_path_with_spaces(import_fixture, tmp_path: Path, capsys) -> None:
+    """Pasted as printed, an unquoted 'my models/vainf.pt' would reach eval.py as two arguments."""
+    out = tmp_path / "my models" / "vainf.pt"
+    rc, printed, _ = run([str(import_fixture("vainf") / "checkpoint.pth"), "--out", str(out)], capsys)
+    assert rc == 0 and f"tools/eval.py --checkpoint '{out}' --data-root" in printed
+
+
 def tiny(state_dict: dict) -> dict:
     """The same names with one-element tensors: the layout of a big file at no cost."""
     return {name: torch.zeros(1) for name in state_dict}
@@ -84,6 +92,11 @@ def bad_file(case: str, folder: Path, import_fixture) -> tuple[Path, list[str], 
         with torch.device("meta"):
             torch.save(tiny(mobilenet_v2().state_dict()), path)
         return path, [], "not a VainF/DeepLabV3Plus-Pytorch DeepLabV3+ MobileNetV2"
+    if case == "torchvision_deeplabv3":  # its backbone. and classifier. keys are not VainF's
+        with torch.device("meta"):
+            torch.save(tiny(deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None).state_dict()), path)
+        return path, [], ("not a VainF/DeepLabV3Plus-Pytorch DeepLabV3+ MobileNetV2 (deeplabv3plus_mobilenet) or a "
+                          "bubbliiiing")
     if case == "ours":
         model = DeepLabV3Plus(num_classes=3, width_mult=0.25)
         torch.save({"model": model.state_dict(), "model_config": model.config}, path)
@@ -129,8 +142,8 @@ def bad_file(case: str, folder: Path, import_fixture) -> tuple[Path, list[str], 
     return vainf_file, ["--classes", str(folder / "classes.txt")], "predicts 21 classes but --classes names 2"
 
 
-BAD = ["vainf_resnet101", "vainf_hrnet", "bubbliiiing_xception", "classification_model", "ours",
-       "our_bare_state_dict", "truncated",
+BAD = ["vainf_resnet101", "vainf_hrnet", "bubbliiiing_xception", "classification_model", "torchvision_deeplabv3",
+       "ours", "our_bare_state_dict", "truncated",
        "pickled_code", "wrong_shape", "too_many_classes", "no_classifier", "missing_tensor", "forced_other_project",
        "num_classes_differ", "classes_differ"]
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from datasets import VOC_CLASSES
@@ -87,6 +88,34 @@ def test_numpy_scores_and_dataparallel_prefixes_are_read(import_fixture, tmp_pat
     assert imported.project.name == "vainf"
     expected = ckpt["model_state"]["module.classifier.classifier.3.weight"]
     assert torch.equal(imported.checkpoint["model"]["decoder.classifier.weight"], expected)
+
+
+@pytest.mark.parametrize("layout", ["pytorch_tutorial", "empty_state_dict_beside"])
+def test_weights_under_the_tutorial_key_or_beside_an_empty_dict_are_found(layout: str, import_fixture,
+                                                                         tmp_path: Path) -> None:
+    """PyTorch's tutorial saves ``model_state_dict``; a script may also leave an empty dict under a usual key."""
+    weights = vainf_state(import_fixture)["model_state"]
+    ckpt = ({"epoch": 3, "model_state_dict": weights, "optimizer_state_dict": {"state": {}, "param_groups": []}}
+            if layout == "pytorch_tutorial" else {"state_dict": {}, "model": weights})
+    torch.save(ckpt, tmp_path / "fine_tuned.pth")
+    imported = import_checkpoint(tmp_path / "fine_tuned.pth")
+    assert torch.equal(imported.checkpoint["model"]["decoder.classifier.weight"],
+                       weights["classifier.classifier.3.weight"])
+
+
+def test_a_safetensors_file_is_read_whatever_its_name_ends_in(import_fixture, tmp_path: Path) -> None:
+    """The hub's format holds the tensors alone; a copy named like the published .pth is told by its content."""
+    published = import_fixture("bubbliiiing") / "checkpoint.pth"
+    weights = torch.load(published, weights_only=True)
+    save_file({name: tensor.contiguous() for name, tensor in weights.items()}, tmp_path / "deeplab_mobilenetv2.pth")
+    imported = import_checkpoint(tmp_path / "deeplab_mobilenetv2.pth")
+    expected = import_checkpoint(published).checkpoint["model"]
+    assert imported.project.name == "bubbliiiing" and imported.checkpoint["model"].keys() == expected.keys()
+    assert all(torch.equal(imported.checkpoint["model"][name], tensor) for name, tensor in expected.items())
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes((tmp_path / "deeplab_mobilenetv2.pth").read_bytes()[:100_000])
+    with pytest.raises(UserError, match="cut.safetensors: not a readable safetensors file"):
+        import_checkpoint(cut)
 
 
 def test_pickled_code_beside_a_numpy_score_stays_refused(tmp_path: Path) -> None:

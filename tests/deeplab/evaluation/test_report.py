@@ -55,6 +55,16 @@ def test_report_writes_json_csv_and_both_pictures(tmp_path: Path) -> None:
             assert png.format == "PNG" and min(png.size) > 100
 
 
+def test_class_names_with_dollar_signs_are_drawn_as_written(tmp_path: Path) -> None:
+    """Matplotlib reads text between '$' signs as a formula, and one it cannot parse ended the report midway."""
+    matrix = torch.tensor([[5, 1], [2, 7]])
+    names = ["$5 note", "square $\\alpha_$"]
+    paths = write_report(tmp_path / "r.json", segmentation_scores(matrix, names), matrix, names)
+    for key in ("png", "bars"):
+        with Image.open(paths[key]) as png:
+            assert png.format == "PNG"
+
+
 def test_a_report_that_fails_midway_leaves_the_previous_files_whole(tmp_path: Path, monkeypatch) -> None:
     matrix = torch.tensor([[5, 1], [2, 7]])
     names = ["sky", "road"]
