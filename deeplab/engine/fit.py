@@ -161,19 +161,20 @@ def _fit_in(
     warmup = c.warmup_iters if c.warmup_iters is not None else default_warmup_steps(c.iters)
     scheduler = build_scheduler(optimizer, total_steps=c.iters, warmup_steps=warmup)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    start, best = 0, -1.0
+    start, best, start_sample = 0, -1.0, 0
     if resume is not None:
         start, best = restore_training_state(resume, model=model, optimizer=optimizer, scheduler=scheduler,
                                              scaler=scaler, path=resume_path)
         _check_steps_left(c.iters, start, resume_path)
         best = _comparable_best(best, resume.get("args", {}), c)
+        start_sample = _consumed_samples(resume, start, batch_size=c.batch_size)
     # Frozen statistics need no synchronising, and converting to SyncBatchNorm would drop the freezing hooks.
     frozen = c.freeze_bn or c.freeze_early_stages
     wrapped = distributed.wrap_model(model, device, sync_bn=c.sync_bn and not frozen)
     train_loader = build_train_loader(
         train_set, transform=build_train_transform(crop_size=c.crop_size, mean=model.mean, std=model.std,
                                                      scale=(c.min_scale, c.max_scale), color_jitter=c.color_jitter),
-        batch_size=c.batch_size, workers=c.workers, seed=c.seed, start_step=start, focus=focus,
+        batch_size=c.batch_size, workers=c.workers, seed=c.seed, start_sample=start_sample, focus=focus,
         paste=paste)
     val_set = VOCSegmentation(root, split=c.val_split, class_names=class_names,
                               transform=build_eval_transform(mean=model.mean, std=model.std))
@@ -190,7 +191,7 @@ def _fit_in(
     return train(
         wrapped, train_loader=train_loader, val_loader=val_loader, optimizer=optimizer, scheduler=scheduler,
         scaler=scaler, amp_dtype=amp_dtype, total_steps=c.iters, val_every=c.val_every, out_dir=out_dir,
-        class_names=class_names, device=device, start_step=start, best_miou=best,
+        class_names=class_names, device=device, start_step=start, start_sample=start_sample, best_miou=best,
         run_args=dataclasses.asdict(c), progress=progress, criterion=criterion.to(device),
         tensorboard=c.tensorboard,
         history=Path(resume_path).parent / "metrics.jsonl" if resume_path is not None else None)
@@ -271,6 +272,17 @@ def _comparable_best(best: float, saved_args: dict[str, Any], c: TrainConfig) ->
         print(f"note: this run validates on split {c.val_split}, but its best mIoU {best:.4f} was measured on split "
               f"{split}; best.pt is chosen anew from the next validation")
     return -1.0
+
+
+def _consumed_samples(ckpt: dict[str, Any], step: int, *, batch_size: int) -> int:
+    """How far into the training stream checkpoint ``ckpt`` (at ``step``) is: a run resumed with another
+    --batch-size goes on from there, instead of from step x the new batch (repeating or skipping samples). A
+    checkpoint that does not record it was trained at its saved batch size throughout."""
+    samples = ckpt.get("samples")
+    if isinstance(samples, int):
+        return samples
+    saved_batch = ckpt.get("args", {}).get("batch_size")
+    return step * (saved_batch if isinstance(saved_batch, int) else batch_size)
 
 
 def _check_resumable(ckpt: dict[str, Any], path: str | Path | None) -> None:

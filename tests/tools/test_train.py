@@ -17,6 +17,7 @@ from datasets import save_label_png
 from datasets.voc import split_file
 from deeplab import DeepLabV3Plus
 from deeplab.checkpoint import load_checkpoint, model_from_checkpoint
+from deeplab.engine import data as engine_data
 from deeplab.engine.losses import SegmentationLoss
 from tools import train as train_tool
 
@@ -88,6 +89,26 @@ def test_resumed_run_equals_an_uninterrupted_one(demo, tmp_path, failing_train_s
     a, b = (torch.load(d / "last.pt", weights_only=True) for d in (full, broken))
     assert a["step"] == b["step"] == 6 and a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 6
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_a_run_resumed_with_another_batch_size_goes_on_where_its_data_stopped(demo, tmp_path, monkeypatch,
+                                                                              failing_train_step):
+    """Each sample of the stream is (image, augmentation seed, draws): the resumed run's first batch must be the
+    samples after the last one the checkpoint trained on, not step x the new batch."""
+    samples = []
+    take = engine_data._SeededAugmentation.__getitem__
+    monkeypatch.setattr(engine_data._SeededAugmentation, "__getitem__",
+                        lambda self, item: samples.append(item) or take(self, item))
+    common = ("--iters", "4", "--val-every", "2")
+    assert train_tool.main(demo_args(demo, tmp_path / "straight", *common)) == 0
+    stream = list(samples)
+    with failing_train_step(3, SimulatedCrash), pytest.raises(SimulatedCrash):
+        train_tool.main(demo_args(demo, tmp_path / "broken", *common))
+    samples.clear()
+    assert train_tool.main(["--resume", str(tmp_path / "broken" / "last.pt"), "--batch-size", "4", "--iters", "3",
+                            "--workers", "0", "--no-progress"]) == 0
+    assert samples == stream[4:8]
+    assert load_checkpoint(tmp_path / "broken" / "last.pt")["samples"] == 8
 
 
 def test_resume_with_another_backbone_or_class_count_is_refused(demo, tmp_path, capsys, voc_mini):
