@@ -67,7 +67,7 @@ def fit(
     """
     c = config
     device = distributed.setup_distributed(resolve_device(c.device), timeout_s=c.dist_timeout)
-    amp_dtype = resolve_amp(c.amp, device)  # before the data: --amp on a machine without CUDA fails at once
+    amp_dtype = _run_amp(c.amp, device, resume=resume, resume_path=resume_path)  # before the data: fails at once
     world = distributed.get_world_size()
     if c.batch_size % world:
         raise UserError(f"--batch-size {c.batch_size}: the global batch must be divisible by the {world} processes")
@@ -272,6 +272,18 @@ def _comparable_best(best: float, saved_args: dict[str, Any], c: TrainConfig) ->
         print(f"note: this run validates on split {c.val_split}, but its best mIoU {best:.4f} was measured on split "
               f"{split}; best.pt is chosen anew from the next validation")
     return -1.0
+
+
+def _run_amp(amp: str, device: torch.device, *, resume: dict[str, Any] | None,
+             resume_path: str | Path | None) -> torch.dtype | None:
+    """The autocast dtype of ``--amp``; where the mode cannot run here and is the resumed run's own (a GPU run
+    continued on a CPU), the error says so and how to go on, as the user never typed it."""
+    try:
+        return resolve_amp(amp, device)
+    except UserError as exc:
+        if resume is None or resume.get("args", {}).get("amp") != amp:
+            raise
+        raise UserError(f"{exc}; {resume_path} was trained with it: pass --amp off to resume it here") from None
 
 
 def _consumed_samples(ckpt: dict[str, Any], step: int, *, batch_size: int) -> int:

@@ -346,6 +346,20 @@ def test_mixed_precision_without_cuda_is_refused_before_the_data_is_made(tmp_pat
     assert not (tmp_path / "data").exists() and not (tmp_path / "run").exists()
 
 
+def test_a_gpu_runs_mixed_precision_resumed_on_a_cpu_says_how_to_go_on(demo, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train_tool.main(demo_args(demo, out, "--iters", "1")) == 0
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    ckpt["args"]["amp"] = "fp16"  # as trained on a GPU with --amp fp16
+    torch.save(ckpt, out / "last.pt")
+    capsys.readouterr()
+    resume = ["--resume", str(out / "last.pt"), "--iters", "2", "--device", "cpu", "--workers", "0", "--no-progress"]
+    assert train_tool.main(resume) == 2
+    assert capsys.readouterr().err == (f"error: --amp fp16: mixed precision needs a CUDA device, not cpu; "
+                                       f"{out / 'last.pt'} was trained with it: pass --amp off to resume it here\n")
+    assert train_tool.main([*resume, "--amp", "off"]) == 0
+
+
 def test_a_bad_backbone_weights_file_is_refused_before_the_data_is_made(tmp_path, capsys):
     torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "other.pth")
     for weights, problem in (("missing.pth", "weights file not found"), ("other.pth", "not a MobileNetV2")):
