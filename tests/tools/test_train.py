@@ -217,6 +217,14 @@ def test_a_relative_data_root_resumes_from_elsewhere_and_steps_never_go_back(dem
     assert err.endswith("1 steps asked for, but " f"{tmp_path / 'run' / 'last.pt'} is at step 3 already; ask for more "
                         "to continue it"), err
     assert (tmp_path / "run" / "last.pt").read_bytes() == before
+    # A relative root given with --resume (the data moved) is saved absolute too, so the next resume finds it.
+    (tmp_path / "work" / "data").rename(tmp_path / "moved")
+    monkeypatch.chdir(tmp_path / "work")
+    assert train_tool.main([*resume, "--iters", "4", "--data-root", "../moved"]) == 0
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["args"]["data_root"] == str(tmp_path / "moved")
+    (tmp_path / "work" / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "work" / "elsewhere")  # where ../moved would be a folder of new demo data
+    assert train_tool.main([*resume, "--iters", "5"]) == 0 and not (tmp_path / "work" / "moved").exists()
 
 
 def test_a_resume_whose_data_has_moved_asks_for_its_new_place(demo, tmp_path, capsys):
