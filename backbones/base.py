@@ -147,6 +147,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     DataParallel's ``module.`` prefix) or as ``.safetensors`` (the Hugging Face hub's format for timm's weights),
     safely."""
     path = Path(path)
+    if path.is_dir():  # the folder the weights were downloaded into
+        raise WeightsError(f"{path}: is a folder, not a weights file; pass the file in it")
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
     try:

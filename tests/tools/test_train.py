@@ -370,7 +370,9 @@ def test_a_gpu_runs_mixed_precision_resumed_on_a_cpu_says_how_to_go_on(demo, tmp
 
 def test_a_bad_backbone_weights_file_is_refused_before_the_data_is_made(tmp_path, capsys):
     torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "other.pth")
-    for weights, problem in (("missing.pth", "weights file not found"), ("other.pth", "not a MobileNetV2")):
+    (tmp_path / "downloads").mkdir()
+    for weights, problem in (("missing.pth", "weights file not found"), ("other.pth", "not a MobileNetV2"),
+                             ("downloads", "is a folder, not a weights file")):
         args = ["--dataset", "demo", "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "run"),
                 "--pretrained-backbone", str(tmp_path / weights), *FAST]
         assert train_tool.main(args) == 2
