@@ -86,9 +86,11 @@ class Backbone(nn.Module):
             state, origin = self._download_imagenet(), str(self.weights_source)
         else:
             state, origin = read_state_dict(pretrained), str(pretrained)
+        own = self.state_dict()
         kept = {k: v for k, v in state.items() if not k.startswith(self.unused_upstream_prefixes)}
-        mismatch = _describe_mismatch(self.state_dict(), kept)
-        prefix = _nesting_prefix(self.state_dict(), state) if mismatch else None
+        kept = {**_batch_counters(own), **kept}
+        mismatch = _describe_mismatch(own, kept)
+        prefix = _nesting_prefix(own, state) if mismatch else None
         if prefix:
             raise WeightsError(
                 f"{origin}: holds a whole model whose {prefix!r} part is a {type(self).__name__}, not the backbone's "
@@ -145,6 +147,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     DataParallel's ``module.`` prefix) or as ``.safetensors`` (the Hugging Face hub's format for timm's weights),
     safely."""
     path = Path(path)
+    if path.is_dir():  # the folder the weights were downloaded into
+        raise WeightsError(f"{path}: is a folder, not a weights file; pass the file in it")
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
     try:
@@ -211,6 +215,12 @@ def _halve_stride_double_dilation(module: nn.Module, *, dilate_strided: bool = T
     elif isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)) and module.stride not in (1, (1, 1)):
         module.stride = 1
         module.padding = tuple((k - 1) // 2 for k in _pair(module.kernel_size))
+
+
+def _batch_counters(ours: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model's own BatchNorm ``num_batches_tracked`` counters, for a file saved before PyTorch 0.4.1 added them
+    (as ``load_state_dict`` does): they count steps, are no weights, and nothing reads them at a set momentum."""
+    return {key: value for key, value in ours.items() if key.endswith(".num_batches_tracked")}
 
 
 def _describe_mismatch(ours: Mapping[str, torch.Tensor], theirs: Mapping[str, torch.Tensor]) -> str | None:

@@ -97,7 +97,8 @@ def build_backbone(
         raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}")
     if pretrained is True:
         check_imagenet_weights(name)
-    backbone = _BUILDERS[name](output_stride=output_stride, **kwargs)
+    # A numpy integer would reach torchvision's conv blocks as a dilation they take for a sequence.
+    backbone = _BUILDERS[name](output_stride=int(output_stride), **kwargs)
     if pretrained is not False and pretrained is not None:
         backbone.load_pretrained(pretrained)
     return backbone

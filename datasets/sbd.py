@@ -86,6 +86,7 @@ def plan_sbd(sbd_root: str | Path, voc_root: str | Path) -> SbdPlan:
     sbd_ids = set(_read_ids(sbd_root / "train.txt", "SBD train")) | set(_read_ids(sbd_root / "val.txt", "SBD val"))
     out_dir = voc_dir(voc_root) / "SegmentationClassAug"
     sbd_ids = sorted(sbd_ids - voc_val)
+    _check_sources(sbd_root, voc_root, sbd_ids)
     to_write, replaced = [], []
     for sample_id in sbd_ids:
         png = out_dir / f"{sample_id}.png"
@@ -98,6 +99,25 @@ def plan_sbd(sbd_root: str | Path, voc_root: str | Path) -> SbdPlan:
     if plan.train_aug_file.exists() and not _same_bytes(plan.train_aug_file, plan.train_aug_text.encode("utf-8")):
         replaced.append(plan.train_aug_file)
     return dataclasses.replace(plan, replaced=tuple(replaced))
+
+
+def _check_sources(sbd_root: Path, voc_root: Path, sbd_ids: list[str]) -> None:
+    """Refuse SBD ids whose label file is missing, or whose image is in neither ``JPEGImages`` nor SBD's ``img/``,
+    before anything is written (the conversion would stop at the first, after writing the labels before it)."""
+    images = voc_dir(voc_root) / "JPEGImages"
+    labels = [sbd_root / "cls" / f"{i}.mat" for i in sbd_ids]
+    no_label = [path for path in labels if not path.is_file()]
+    no_image = [(sbd_root / "img" / f"{i}.jpg", images / f"{i}.jpg") for i in sbd_ids]
+    no_image = [(source, image) for source, image in no_image if not image.is_file() and not source.is_file()]
+    if no_label or no_image:
+        first = f"{no_label[0]}: SBD label file is missing" if no_label else _no_image(*no_image[0])
+        others = len(no_label) + len(no_image) - 1
+        raise DataError(f"{first}{f' (and {others} more SBD files)' if others else ''}; nothing was written")
+
+
+def _no_image(source: Path, image: Path) -> str:
+    """The line for an SBD id whose image is in neither folder."""
+    return f"{source}: SBD image missing and {image} does not exist either"
 
 
 def _same_labels(path: Path, mask: np.ndarray) -> bool:
@@ -132,7 +152,7 @@ def convert_sbd(plan: SbdPlan) -> Path:
         if not image.is_file():
             source = plan.sbd_root / "img" / f"{sample_id}.jpg"
             if not source.is_file():
-                raise DataError(f"{source}: SBD image missing and {image} does not exist either")
+                raise DataError(_no_image(source, image))
             _write_whole(image, lambda tmp: shutil.copyfile(source, tmp))
     _write_whole(plan.train_aug_file, lambda tmp: tmp.write_text(plan.train_aug_text, encoding="utf-8"))
     return plan.train_aug_file

@@ -8,8 +8,9 @@ on. Result files are deleted ``keep_results_s`` after they were written (an hour
 from __future__ import annotations
 
 import time
+from contextlib import closing
 from dataclasses import dataclass
-from itertools import count
+from itertools import count, islice
 from pathlib import Path
 
 import gradio as gr
@@ -20,7 +21,7 @@ from datasets.image_files import save_label_png
 
 from ..errors import UserError
 from ..inference import Predictor, overlay
-from ..inference.video import VideoError, VideoInfo, probe_video, segment_video
+from ..inference.video import VideoError, VideoInfo, probe_video, read_frames, segment_video
 from .results import ResultFolders
 from .summary import class_shares
 
@@ -106,12 +107,15 @@ class _Segmenter:
         name = Path(path).name
         try:
             info = probe_video(path)
-            if info.frames > self.limits.max_video_frames:
-                raise gr.Error(f"{name}: {info.frames} frames; this tab takes clips of up to "
-                               f"{self.limits.max_video_frames} frames (tools/predict.py segments long videos)")
+            limit = self.limits.max_video_frames
+            total = info.frames or _count_frames(path, most=limit + 1)  # a browser's WebM declares no count
+            if total > limit:
+                shown = total if info.frames else f"more than {limit}"
+                raise gr.Error(f"{name}: {shown} frames; this tab takes clips of up to {limit} frames "
+                               "(tools/predict.py segments long videos)")
             done = count(1)
             frames = segment_video(self.predictor, path, target, alpha=alpha, batch_size=self.predictor.batch_size,
-                                   on_frame=lambda: progress((next(done), info.frames or None), unit="frames")).frames
+                                   on_frame=lambda: progress((next(done), total or None), unit="frames")).frames
         except VideoError as exc:
             if not exc.frames_written:
                 raise gr.Error(_short(exc, path)) from None
@@ -121,6 +125,13 @@ class _Segmenter:
         except UserError as exc:
             raise gr.Error(_short(exc, path)) from None
         return frames, info
+
+
+def _count_frames(path: str, *, most: int) -> int:
+    """The frames of the clip at ``path``, decoded and counted up to ``most``: for a clip whose header declares no
+    count, so that a long one is refused before the model runs, as one that declares it is."""
+    with closing(read_frames(path)) as frames:
+        return sum(1 for _ in islice(frames, most))
 
 
 def build_app(predictor: Predictor, *, checkpoint: str | Path, alpha: float = 0.5,

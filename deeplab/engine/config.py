@@ -142,8 +142,8 @@ def resolve_config(flags: Mapping[str, Any], resumed: Mapping[str, Any] | None =
     config = TrainConfig(**{**PRESETS[dataset], **inherited, **recipe_settings, **given, "dataset": dataset})
     if config.class_weights != inherited.get("class_weights"):  # stored values belong to the saved setting only
         config.class_weight_values = None
-    if "data_root" not in inherited and config.data_root is not None:  # saved absolute: resumable from anywhere
-        config.data_root = os.path.abspath(config.data_root)
+    if config.data_root is not None and ("data_root" in given or "data_root" not in inherited):
+        config.data_root = os.path.abspath(config.data_root)  # saved absolute: resumable from anywhere
     if config.backbone not in list_backbones():
         raise UserError(f"--backbone: {unknown_backbone_message(config.backbone)}")
     starts_fresh = not resumed and not config.init_from  # only a fresh run loads ImageNet weights

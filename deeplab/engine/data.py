@@ -112,17 +112,16 @@ class _SeededAugmentation(Dataset):
 
 
 def build_train_loader(
-    dataset: Dataset, *, transform: Any, batch_size: int, workers: int, seed: int, start_step: int = 0,
+    dataset: Dataset, *, transform: Any, batch_size: int, workers: int, seed: int, start_sample: int = 0,
     focus: RarityDraw | None = None, paste: RarityDraw | None = None,
 ) -> DataLoader:
-    """Endless loader of augmented batches; ``dataset`` yields raw ``(image, mask)``, ``transform`` augments
-    (and centres its crop on the sample's focus class); ``paste`` pastes rare objects first (see
-    :class:`SeededSampler`).
+    """Endless loader of augmented batches from position ``start_sample`` of the stream (the samples a resumed run
+    consumed); ``dataset`` yields raw ``(image, mask)``, ``transform`` augments (and centres its crop on the sample's
+    focus class); ``paste`` pastes rare objects first (see :class:`SeededSampler`).
 
     ``batch_size`` is the global batch: under torchrun each rank loads its ``batch_size / world_size`` share.
     """
-    sampler = ShardedSampler(SeededSampler(len(dataset), seed=seed, start=start_step * batch_size, focus=focus,
-                                           paste=paste),
+    sampler = ShardedSampler(SeededSampler(len(dataset), seed=seed, start=start_sample, focus=focus, paste=paste),
                              global_batch=batch_size)
     return DataLoader(
         _SeededAugmentation(dataset, transform),

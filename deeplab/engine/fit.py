@@ -67,7 +67,7 @@ def fit(
     """
     c = config
     device = distributed.setup_distributed(resolve_device(c.device), timeout_s=c.dist_timeout)
-    amp_dtype = resolve_amp(c.amp, device)  # before the data: --amp on a machine without CUDA fails at once
+    amp_dtype = _run_amp(c.amp, device, resume=resume, resume_path=resume_path)  # before the data: fails at once
     world = distributed.get_world_size()
     if c.batch_size % world:
         raise UserError(f"--batch-size {c.batch_size}: the global batch must be divisible by the {world} processes")
@@ -162,19 +162,20 @@ def _fit_in(
     warmup = c.warmup_iters if c.warmup_iters is not None else default_warmup_steps(c.iters)
     scheduler = build_scheduler(optimizer, total_steps=c.iters, warmup_steps=warmup)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    start, best = 0, -1.0
+    start, best, start_sample = 0, -1.0, 0
     if resume is not None:
         start, best = restore_training_state(resume, model=model, optimizer=optimizer, scheduler=scheduler,
                                              scaler=scaler, path=resume_path)
         _check_steps_left(c.iters, start, resume_path)
         best = _comparable_best(best, resume.get("args", {}), c)
+        start_sample = _consumed_samples(resume, start, batch_size=c.batch_size)
     # Frozen statistics need no synchronising, and converting to SyncBatchNorm would drop the freezing hooks.
     frozen = c.freeze_bn or c.freeze_early_stages
     wrapped = distributed.wrap_model(model, device, sync_bn=c.sync_bn and not frozen)
     train_loader = build_train_loader(
         train_set, transform=build_train_transform(crop_size=c.crop_size, mean=model.mean, std=model.std,
                                                      scale=(c.min_scale, c.max_scale), color_jitter=c.color_jitter),
-        batch_size=c.batch_size, workers=c.workers, seed=c.seed, start_step=start, focus=focus,
+        batch_size=c.batch_size, workers=c.workers, seed=c.seed, start_sample=start_sample, focus=focus,
         paste=paste)
     val_set = VOCSegmentation(root, split=c.val_split, class_names=class_names,
                               transform=build_eval_transform(mean=model.mean, std=model.std))
@@ -191,7 +192,7 @@ def _fit_in(
     return train(
         wrapped, train_loader=train_loader, val_loader=val_loader, optimizer=optimizer, scheduler=scheduler,
         scaler=scaler, amp_dtype=amp_dtype, total_steps=c.iters, val_every=c.val_every, out_dir=out_dir,
-        class_names=class_names, device=device, start_step=start, best_miou=best,
+        class_names=class_names, device=device, start_step=start, start_sample=start_sample, best_miou=best,
         run_args=dataclasses.asdict(c), progress=progress, criterion=criterion.to(device),
         tensorboard=c.tensorboard,
         history=Path(resume_path).parent / "metrics.jsonl" if resume_path is not None else None)
@@ -272,6 +273,29 @@ def _comparable_best(best: float, saved_args: dict[str, Any], c: TrainConfig) ->
         print(f"note: this run validates on split {c.val_split}, but its best mIoU {best:.4f} was measured on split "
               f"{split}; best.pt is chosen anew from the next validation")
     return -1.0
+
+
+def _run_amp(amp: str, device: torch.device, *, resume: dict[str, Any] | None,
+             resume_path: str | Path | None) -> torch.dtype | None:
+    """The autocast dtype of ``--amp``; where the mode cannot run here and is the resumed run's own (a GPU run
+    continued on a CPU), the error says so and how to go on, as the user never typed it."""
+    try:
+        return resolve_amp(amp, device)
+    except UserError as exc:
+        if resume is None or resume.get("args", {}).get("amp") != amp:
+            raise
+        raise UserError(f"{exc}; {resume_path} was trained with it: pass --amp off to resume it here") from None
+
+
+def _consumed_samples(ckpt: dict[str, Any], step: int, *, batch_size: int) -> int:
+    """How far into the training stream checkpoint ``ckpt`` (at ``step``) is: a run resumed with another
+    --batch-size goes on from there, instead of from step x the new batch (repeating or skipping samples). A
+    checkpoint that does not record it was trained at its saved batch size throughout."""
+    samples = ckpt.get("samples")
+    if isinstance(samples, int):
+        return samples
+    saved_batch = ckpt.get("args", {}).get("batch_size")
+    return step * (saved_batch if isinstance(saved_batch, int) else batch_size)
 
 
 def _check_resumable(ckpt: dict[str, Any], path: str | Path | None) -> None:

@@ -153,6 +153,7 @@ def train(
     scaler: torch.amp.GradScaler | None = None,
     amp_dtype: torch.dtype | None = None,
     start_step: int = 0,
+    start_sample: int = 0,
     best_miou: float = -1.0,
     run_args: dict[str, Any] | None = None,
     progress: bool = True,
@@ -163,7 +164,8 @@ def train(
     """Train from ``start_step`` to ``total_steps`` on ``criterion``, validating (and saving ``last.pt``, and
     ``best.pt`` on a new best mIoU) every ``val_every`` steps and at the end; ``metrics.jsonl`` and ``curves.png``
     follow along, and with ``tensorboard`` also event files in ``out_dir/tensorboard``. ``history`` is the resumed
-    run's ``metrics.jsonl``: its records up to ``start_step`` begin this run's log.
+    run's ``metrics.jsonl``: its records up to ``start_step`` begin this run's log. ``start_sample``: the samples of
+    the training stream consumed before ``start_step``, saved on with the checkpoints.
 
     A non-finite loss stops the run with a UserError before the poisoned step reaches the weights or a file.
     """
@@ -198,7 +200,8 @@ def train(
                 board.training(step, loss=loss, lr=lr, images_per_s=images_per_s)
             if step % val_every == 0 or step == total_steps:
                 scores = validate(model, val_loader, class_names=class_names, device=device, amp_dtype=amp_dtype)
-                best_miou = _save_validation(model, log, record, scores, step=step, best_miou=best_miou,
+                best_miou = _save_validation(model, log, record, scores, step=step,
+                                             samples=start_sample + images_seen, best_miou=best_miou,
                                              out_dir=out_dir, main=main, save=save)
                 if board is not None:
                     board.validation(step, scores, model=unwrap_model(model), loader=val_loader,
@@ -219,6 +222,7 @@ def _save_validation(
     scores: dict[str, Any],
     *,
     step: int,
+    samples: int,
     best_miou: float,
     out_dir: Path,
     main: bool,
@@ -233,7 +237,7 @@ def _save_validation(
     best_miou = max(best_miou, scores["miou"])
     if not main:
         return best_miou
-    state = training_state(model, step=step, best_miou=best_miou, scores=scores, **save)
+    state = training_state(model, step=step, samples=samples, best_miou=best_miou, scores=scores, **save)
     with _writing_run_files():
         log.append({**record, **{key: scores[key] for key in VALIDATION_LOG_KEYS}})
         if improved:

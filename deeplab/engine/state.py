@@ -55,12 +55,14 @@ def training_state(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     scaler: torch.amp.GradScaler | None,
     step: int,
+    samples: int,
     best_miou: float,
     scores: dict[str, Any] | None,
     class_names: Sequence[str],
     run_args: dict[str, Any],
 ) -> dict[str, Any]:
-    """Checkpoint of plain data: the model under its own names (no DDP ``module.`` prefix) plus all run state."""
+    """Checkpoint of plain data: the model under its own names (no DDP ``module.`` prefix) plus all run state
+    (``samples``: how far into the training stream it is, which steps alone do not say once the batch changed)."""
     core = unwrap_model(model)
     return {
         "model": core.state_dict(),
@@ -69,6 +71,7 @@ def training_state(
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None,
         "step": step,
+        "samples": samples,
         "best_miou": best_miou,
         "scores": scores,
         "class_names": list(class_names),

@@ -11,6 +11,8 @@ from typing import Any, Collection, Mapping, Sequence
 import torch
 from torch import nn
 
+from backbones.base import without_wrapper_prefixes
+
 from ..checkpoint import load_checkpoint
 from ..errors import UserError
 
@@ -44,13 +46,15 @@ class WarmStart:
 
 
 def read_init_checkpoint(path: str | Path, *, backbone: str) -> dict[str, Any]:
-    """The checkpoint to start from, refused when it holds another backbone than the run's."""
+    """The checkpoint to start from, refused when it holds another backbone than the run's; the weights of a
+    compiled or DDP-wrapped model lose their wrapper's prefix, as eval and predict read them, instead of matching
+    no tensor of the model."""
     ckpt = load_checkpoint(path)
     saved = ckpt["model_config"].get("backbone")
     if saved != backbone:
         raise UserError(f"{path}: holds a {saved} model but this run uses --backbone {backbone}; "
                         f"leave --backbone out to train the checkpoint's")
-    return ckpt
+    return {**ckpt, "model": without_wrapper_prefixes(ckpt["model"])}
 
 
 def init_checkpoint_defaults(path: str | Path) -> dict[str, Any]:

@@ -54,7 +54,8 @@ class DeepLabV3Plus(nn.Module):
         self.backbone = build_backbone(
             backbone, output_stride=output_stride, pretrained=pretrained_backbone, **backbone_kwargs
         )
-        rates = tuple(atrous_rates) if atrous_rates is not None else default_atrous_rates(output_stride)
+        output_stride = self.backbone.feature_info["out"].stride  # checked by the backbone, a plain int
+        rates = _atrous_rates(atrous_rates) if atrous_rates is not None else default_atrous_rates(output_stride)
         self.aspp = ASPP(
             self.backbone.feature_info["out"].channels,
             atrous_rates=rates,
@@ -113,6 +114,15 @@ def config_at_output_stride(config: dict[str, Any], output_stride: int) -> dict[
     if any(rate != int(rate) or rate < 1 for rate in scaled):
         raise ValueError(f"atrous rates {list(rates)} at output stride {old} do not scale to {output_stride}")
     return {**config, "output_stride": output_stride, "atrous_rates": [int(rate) for rate in scaled]}
+
+
+def _atrous_rates(rates: Sequence[int]) -> tuple[int, ...]:
+    """``rates`` as ints, refused unless positive integers: a string or a 0 would otherwise build, be saved in
+    checkpoints, and fail at the first forward pass inside a convolution."""
+    if isinstance(rates, (str, bytes)) or not all(
+            isinstance(rate, numbers.Integral) and not isinstance(rate, bool) and rate >= 1 for rate in rates):
+        raise ValueError(f"atrous_rates must be positive integers, got {rates!r}")
+    return tuple(int(rate) for rate in rates)
 
 
 def _three_floats(name: str, values: Sequence[float]) -> tuple[float, float, float]:

@@ -136,6 +136,17 @@ def test_weights_saved_from_data_parallel_load(wrap, tmp_path: Path, randomise_b
         assert torch.allclose(ours(x)["out"], _upstream_features(reference, ("features.17",), x)[0], atol=1e-5)
 
 
+def test_weights_saved_before_batchnorm_counted_batches_load(tmp_path: Path, randomise_batchnorm) -> None:
+    """Files saved before PyTorch 0.4.1 hold no ``num_batches_tracked``; PyTorch's own loading accepts them."""
+    reference = randomise_batchnorm(get_model("mobilenet_v2", weights=None))
+    path = tmp_path / "old.pth"
+    torch.save({k: v for k, v in reference.state_dict().items() if not k.endswith("num_batches_tracked")}, path)
+    ours = build_backbone("mobilenetv2", output_stride=32, pretrained=path).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(ours(x)["out"], _upstream_features(reference, ("features.17",), x)[0], atol=1e-5)
+
+
 def test_missing_and_corrupt_weights_files(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match="not found"):
         build_backbone("mobilenetv2", pretrained=tmp_path / "absent.pth")

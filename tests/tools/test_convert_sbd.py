@@ -74,3 +74,13 @@ def test_an_interrupted_conversion_leaves_no_half_written_label(tmp_path, make_v
     monkeypatch.undo()
     assert convert_sbd.main(args) == 0  # no --overwrite needed: nothing of the user's is replaced
     assert np.asarray(Image.open(base / "SegmentationClassAug" / "c.png")).all()
+
+
+def test_missing_sbd_files_are_one_line_before_anything_is_written(tmp_path, make_voc_folder, capsys):
+    sbd, voc, base = _folders(tmp_path, make_voc_folder)
+    (sbd / "train.txt").write_text("c\nd\n")  # d: neither its label nor its image was unpacked
+    assert convert_sbd.main(["--sbd-root", str(sbd), "--data-root", str(voc)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {sbd / 'cls' / 'd.mat'}: SBD label file is missing (and 1 more SBD files); "
+                   "nothing was written")
+    assert not (base / "SegmentationClassAug").exists() and not (base / "ImageSets/Segmentation/train_aug.txt").exists()

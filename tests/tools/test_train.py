@@ -17,6 +17,7 @@ from datasets import save_label_png
 from datasets.voc import split_file
 from deeplab import DeepLabV3Plus
 from deeplab.checkpoint import load_checkpoint, model_from_checkpoint
+from deeplab.engine import data as engine_data
 from deeplab.engine.losses import SegmentationLoss
 from tools import train as train_tool
 
@@ -88,6 +89,26 @@ def test_resumed_run_equals_an_uninterrupted_one(demo, tmp_path, failing_train_s
     a, b = (torch.load(d / "last.pt", weights_only=True) for d in (full, broken))
     assert a["step"] == b["step"] == 6 and a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 6
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_a_run_resumed_with_another_batch_size_goes_on_where_its_data_stopped(demo, tmp_path, monkeypatch,
+                                                                              failing_train_step):
+    """Each sample of the stream is (image, augmentation seed, draws): the resumed run's first batch must be the
+    samples after the last one the checkpoint trained on, not step x the new batch."""
+    samples = []
+    take = engine_data._SeededAugmentation.__getitem__
+    monkeypatch.setattr(engine_data._SeededAugmentation, "__getitem__",
+                        lambda self, item: samples.append(item) or take(self, item))
+    common = ("--iters", "4", "--val-every", "2")
+    assert train_tool.main(demo_args(demo, tmp_path / "straight", *common)) == 0
+    stream = list(samples)
+    with failing_train_step(3, SimulatedCrash), pytest.raises(SimulatedCrash):
+        train_tool.main(demo_args(demo, tmp_path / "broken", *common))
+    samples.clear()
+    assert train_tool.main(["--resume", str(tmp_path / "broken" / "last.pt"), "--batch-size", "4", "--iters", "3",
+                            "--workers", "0", "--no-progress"]) == 0
+    assert samples == stream[4:8]
+    assert load_checkpoint(tmp_path / "broken" / "last.pt")["samples"] == 8
 
 
 def test_resume_with_another_backbone_or_class_count_is_refused(demo, tmp_path, capsys, voc_mini):
@@ -196,6 +217,14 @@ def test_a_relative_data_root_resumes_from_elsewhere_and_steps_never_go_back(dem
     assert err.endswith("1 steps asked for, but " f"{tmp_path / 'run' / 'last.pt'} is at step 3 already; ask for more "
                         "to continue it"), err
     assert (tmp_path / "run" / "last.pt").read_bytes() == before
+    # A relative root given with --resume (the data moved) is saved absolute too, so the next resume finds it.
+    (tmp_path / "work" / "data").rename(tmp_path / "moved")
+    monkeypatch.chdir(tmp_path / "work")
+    assert train_tool.main([*resume, "--iters", "4", "--data-root", "../moved"]) == 0
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["args"]["data_root"] == str(tmp_path / "moved")
+    (tmp_path / "work" / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "work" / "elsewhere")  # where ../moved would be a folder of new demo data
+    assert train_tool.main([*resume, "--iters", "5"]) == 0 and not (tmp_path / "work" / "moved").exists()
 
 
 def test_a_resume_whose_data_has_moved_asks_for_its_new_place(demo, tmp_path, capsys):
@@ -325,9 +354,25 @@ def test_mixed_precision_without_cuda_is_refused_before_the_data_is_made(tmp_pat
     assert not (tmp_path / "data").exists() and not (tmp_path / "run").exists()
 
 
+def test_a_gpu_runs_mixed_precision_resumed_on_a_cpu_says_how_to_go_on(demo, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train_tool.main(demo_args(demo, out, "--iters", "1")) == 0
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    ckpt["args"]["amp"] = "fp16"  # as trained on a GPU with --amp fp16
+    torch.save(ckpt, out / "last.pt")
+    capsys.readouterr()
+    resume = ["--resume", str(out / "last.pt"), "--iters", "2", "--device", "cpu", "--workers", "0", "--no-progress"]
+    assert train_tool.main(resume) == 2
+    assert capsys.readouterr().err == (f"error: --amp fp16: mixed precision needs a CUDA device, not cpu; "
+                                       f"{out / 'last.pt'} was trained with it: pass --amp off to resume it here\n")
+    assert train_tool.main([*resume, "--amp", "off"]) == 0
+
+
 def test_a_bad_backbone_weights_file_is_refused_before_the_data_is_made(tmp_path, capsys):
     torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "other.pth")
-    for weights, problem in (("missing.pth", "weights file not found"), ("other.pth", "not a MobileNetV2")):
+    (tmp_path / "downloads").mkdir()
+    for weights, problem in (("missing.pth", "weights file not found"), ("other.pth", "not a MobileNetV2"),
+                             ("downloads", "is a folder, not a weights file")):
         args = ["--dataset", "demo", "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "run"),
                 "--pretrained-backbone", str(tmp_path / weights), *FAST]
         assert train_tool.main(args) == 2

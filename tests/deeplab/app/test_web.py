@@ -19,6 +19,7 @@ from deeplab.app import class_shares  # noqa: E402
 from deeplab.app.results import ResultFolders  # noqa: E402
 from deeplab.app.web import AppLimits, build_app, launch  # noqa: E402
 from deeplab.inference import Predictor, overlay  # noqa: E402
+from deeplab.inference.video import probe_video  # noqa: E402
 
 CLASSES = ["background", "aeroplane", "bicycle", "bird", "boat"]
 
@@ -94,6 +95,31 @@ def test_clip_handler_writes_a_browser_video_and_refuses_long_clips(predictor: P
     with pytest.raises(gr.Error) as caught:
         app.segmenter.segment_clip(str(tmp_path / "text.mp4"), 0.5)
     assert caught.value.message.startswith("text.mp4: cannot open as a video")
+
+
+def webm_without_frame_count(path: Path, frames: int) -> Path:
+    """A VP8 WebM whose Duration element is voided, as a browser's MediaRecorder leaves it: its header declares no
+    frame count."""
+    writer = cv2.VideoWriter(str(path), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*"VP80"), 8.0, (64, 48))
+    for _ in range(frames):
+        writer.write(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    writer.release()
+    data = bytearray(path.read_bytes())
+    at = data.index(b"\x44\x89")  # Duration's id; its size byte says how many bytes of float follow
+    length = 3 + (data[at + 2] & 0x7F)
+    data[at:at + length] = bytes([0xEC, 0x80 | (length - 2)]) + bytes(length - 2)  # a Void element as long
+    path.write_bytes(bytes(data))
+    assert probe_video(path).frames == 0
+    return path
+
+
+def test_a_clip_that_declares_no_frame_count_is_held_to_the_limit(predictor: Predictor, tmp_path: Path) -> None:
+    app = build_app(predictor, checkpoint="best.pt", limits=AppLimits(max_video_frames=5))
+    with pytest.raises(gr.Error) as caught:
+        app.segmenter.segment_clip(str(webm_without_frame_count(tmp_path / "recording.webm", 6)), 0.5)
+    assert caught.value.message.startswith("recording.webm: more than 5 frames; this tab takes clips of up to 5")
+    video, info = app.segmenter.segment_clip(str(webm_without_frame_count(tmp_path / "short.webm", 5)), 0.5)
+    assert cv2.VideoCapture(video).get(cv2.CAP_PROP_FRAME_COUNT) == 5 and "5 frames" in info
 
 
 def test_clip_handler_pads_odd_sides_and_refuses_clips_too_small_to_encode(predictor: Predictor,

@@ -34,7 +34,7 @@ def test_resume_into_a_longer_schedule_uses_its_learning_rate():
         optimizer.step()
         scheduler.step()
     assert optimizer.param_groups[0]["lr"] == 0.0  # the short schedule has ended
-    ckpt = training_state(model, optimizer=optimizer, scheduler=scheduler, scaler=None, step=3,
+    ckpt = training_state(model, optimizer=optimizer, scheduler=scheduler, scaler=None, step=3, samples=6,
                                    best_miou=0.5, scores=None, class_names=["a", "b"], run_args={})
     longer_optimizer = build_optimizer(model, lr=0.1, weight_decay=0.0, backbone_lr_scale=1.0)
     longer = build_scheduler(longer_optimizer, total_steps=10, warmup_steps=0)
@@ -50,7 +50,7 @@ def test_resume_takes_this_runs_learning_rate_and_weight_decay():
     scheduler = build_scheduler(optimizer, total_steps=10, warmup_steps=0)
     optimizer.step()
     scheduler.step()
-    ckpt = training_state(model, optimizer=optimizer, scheduler=scheduler, scaler=None, step=1,
+    ckpt = training_state(model, optimizer=optimizer, scheduler=scheduler, scaler=None, step=1, samples=2,
                           best_miou=0.5, scores=None, class_names=["a", "b"], run_args={})
     lowered = build_optimizer(model, lr=0.01, weight_decay=0.1, backbone_lr_scale=0.5)
     lowered_scheduler = build_scheduler(lowered, total_steps=10, warmup_steps=0)

@@ -62,3 +62,15 @@ def test_init_checkpoint_gives_defaults_and_refuses_another_backbone(tmp_path: P
     assert read_init_checkpoint(tmp_path / "m.pt", backbone="mobilenetv3_small")["model_config"]["num_classes"] == 3
     with pytest.raises(UserError, match="holds a mobilenetv3_small model but this run uses --backbone mobilenetv2"):
         read_init_checkpoint(tmp_path / "m.pt", backbone="mobilenetv2")
+
+
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod."])
+def test_weights_of_a_wrapped_model_load_as_eval_reads_them(prefix: str, tmp_path: Path, randomise_batchnorm) -> None:
+    source = randomise_batchnorm(build_model(num_classes=3, width_mult=0.25))
+    wrapped = {f"{prefix}{name}": tensor for name, tensor in source.state_dict().items()}
+    save_checkpoint({"model": wrapped, "model_config": source.config}, tmp_path / "wrapped.pt")
+    target = build_model(num_classes=3, width_mult=0.25)
+    warm = load_init_weights(target, read_init_checkpoint(tmp_path / "wrapped.pt", backbone="mobilenetv2"),
+                             ["background", "cat", "dog"])
+    assert len(warm.loaded) == len(source.state_dict()) and not warm.unused
+    assert all(torch.equal(target.state_dict()[name], tensor) for name, tensor in source.state_dict().items())

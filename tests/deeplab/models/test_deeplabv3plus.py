@@ -1,6 +1,8 @@
 """DeepLabV3+ assembly: shapes for any size, rebuild from config, training with batch 1, the plain variant."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -95,6 +97,20 @@ def test_numpy_num_classes_and_a_string_output_stride() -> None:
     assert type(build_model(num_classes=np.int64(3), width_mult=0.25).config["num_classes"]) is int
     with pytest.raises(ValueError, match=r"output_stride must be one of \(8, 16, 32\), got '16'"):
         build_model(output_stride="16", width_mult=0.25)
+
+
+def test_a_numpy_output_stride_builds_the_plain_model() -> None:
+    """It failed inside torchvision's conv block ('object of type numpy.int64 has no len()')."""
+    model = build_model(num_classes=3, output_stride=np.int64(8), width_mult=0.25)
+    assert model.config["output_stride"] == 8 and model.config["atrous_rates"] == [12, 24, 36]
+    assert all(type(value) is int for value in (model.config["output_stride"], *model.config["atrous_rates"]))
+
+
+@pytest.mark.parametrize("rates", [[0, 12, 18], "6,12,18", [6.5, 12, 18], [True, 12, 18]])
+def test_bad_atrous_rates_are_refused_when_built(rates) -> None:
+    """They built, were saved in checkpoints, and failed at the first forward pass inside a convolution."""
+    with pytest.raises(ValueError, match=rf"^atrous_rates must be positive integers, got {re.escape(repr(rates))}$"):
+        build_model(num_classes=3, atrous_rates=rates, width_mult=0.25)
 
 
 def test_model_built_directly_records_its_config() -> None:
