@@ -97,6 +97,12 @@ ROWS: dict[str, dict[str, Any]] = {
     **{f"ce+3*dice, crops + ohem 0.1, scale 0.75-1.25, lr {lr:g}": {**_BEST_LOSS, **_SCALE, "lr": lr}
        for lr in (0.005, 0.02, 0.04, 0.08)},
     "ce, lr 0.04": {"lr": 0.04},
+    # The recipe's neighbours again at lr 0.04: more mining, more Dice, Tversky, a wider scale range.
+    "ce+3*dice, crops + ohem 0.15, scale 0.75-1.25, lr 0.04": {**_BEST_LOSS, **_SCALE, "ohem": 0.15, "lr": 0.04},
+    **{f"{loss}, crops + ohem 0.1, scale 0.75-1.25, lr 0.04": {**_BEST_LOSS, **_SCALE, "loss": loss, "lr": 0.04}
+       for loss in ("ce+4*dice", "ce+3*tversky")},
+    "ce+3*dice, crops + ohem 0.1, scale 0.6-1.4, lr 0.04": {**_BEST_LOSS, "min_scale": 0.6, "max_scale": 1.4,
+                                                            "lr": 0.04},
 }
 
 
