@@ -147,6 +147,10 @@ def resolve_config(flags: Mapping[str, Any], resumed: Mapping[str, Any] | None =
     if config.backbone not in list_backbones():
         raise UserError(f"--backbone: {unknown_backbone_message(config.backbone)}")
     starts_fresh = not resumed and not config.init_from  # only a fresh run loads ImageNet weights
+    if not starts_fresh and str(given.get("pretrained_backbone", "none")).lower() != "none":
+        raise UserError(f"--pretrained-backbone {given['pretrained_backbone']}: the backbone's weights come from the "
+                        f"checkpoint of --{'init-from' if config.init_from else 'resume'}, which would overwrite these; "
+                        "give one of the two")
     if starts_fresh and str(config.pretrained_backbone).lower() == "imagenet":  # before any data is fetched
         check_imagenet_weights(config.backbone)
     if "epochs" in given:  # counted in steps once the split's size is known (see fit)

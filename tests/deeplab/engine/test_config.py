@@ -36,6 +36,16 @@ def test_numbers_no_run_can_use_are_refused_naming_the_flag(flag, value):
     assert resolve_config({"dataset": "demo", "workers": 0, "warmup_iters": 0, "lr": 0.0}).workers == 0
 
 
+@pytest.mark.parametrize("start", ["resume", "init-from"])
+def test_backbone_weights_beside_a_checkpoint_that_overwrites_them_are_refused(start):
+    flags, saved = {"pretrained_backbone": "mine.pth"}, {"dataset": "demo", "backbone": "mobilenetv2"}
+    if start == "init-from":
+        flags["init_from"] = "other/best.pt"
+    with pytest.raises(UserError, match=f"--pretrained-backbone mine.pth: .* checkpoint of --{start}, which would"):
+        resolve_config(flags, saved)
+    assert resolve_config({**flags, "pretrained_backbone": "none"}, saved).pretrained_backbone == "none"
+
+
 def test_every_machine_field_is_left_out_of_a_resume():
     saved = {"dataset": "demo", "workers": 7, "device": "cuda", "sync_bn": False, "dist_timeout": 1.0}
     config = resolve_config({}, saved)
