@@ -17,7 +17,7 @@ import shlex
 import sys
 from typing import Sequence
 
-from datasets import read_class_names
+from datasets import DataError, read_class_names
 from deeplab.converters import PROJECTS, ImportedCheckpoint, import_checkpoint, write_checkpoint
 from deeplab.errors import UserError, report_user_errors
 from deeplab.tool_args import check_new_files
@@ -69,7 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--num-classes {args.num_classes}: must be at least 1")
     # Before the work, not after it; the imported file itself is never replaced.
     check_new_files([args.out], flag="--out", overwrite=args.overwrite, inputs=[("imported", args.file)])
-    names = read_class_names(args.classes) if args.classes else None
+    try:
+        names = read_class_names(args.classes) if args.classes else None
+    except DataError as exc:
+        raise UserError(f"--classes {exc}") from None
     imported = import_checkpoint(args.file, source=args.source, class_names=names, num_classes=args.num_classes,
                                  output_stride=args.output_stride)
     write_checkpoint(imported, args.out, overwrite=args.overwrite)

@@ -159,6 +159,12 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case: str, import_fixtu
     assert not out.parent.exists() and not (tmp_path / "ran").exists()
 
 
+def test_a_classes_file_that_cannot_be_read_names_the_flag(import_fixture, tmp_path: Path, capsys) -> None:
+    rc, _, err = run([str(import_fixture("vainf") / "checkpoint.pth"), "--out", str(tmp_path / "model.pt"), "--classes", str(tmp_path)], capsys)
+    assert rc == 2 and err == f"error: --classes {tmp_path}: cannot read (Is a directory)\n", err
+    assert not (tmp_path / "model.pt").exists()
+
+
 def project_preprocessing(project: str, image: np.ndarray) -> torch.Tensor:
     """What each project's own predict script feeds its model: VainF ToTensor + Normalize(ImageNet),
     bubbliiiing RGB / 255."""
