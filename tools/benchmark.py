@@ -26,7 +26,7 @@ from deeplab.benchmark.core import core_rows
 from deeplab.benchmark.engines import engine_rows, load_trained
 from deeplab.benchmark.prediction import prediction_rows
 from deeplab.errors import UserError, report_user_errors
-from deeplab.inference import ENGINES
+from deeplab.inference import ENGINES, resolve_engine
 from deeplab.tool_args import check_new_files, check_ranges
 
 SECTIONS = ("core", "backbones", "engines", "predict")
@@ -82,6 +82,11 @@ def check_args(args: argparse.Namespace, sections: Sequence[str]) -> None:
                         f"{len(args.checkpoint)} --checkpoint; each names the data of the checkpoint in its position")
     if "predict" in sections and args.size < 2:
         raise UserError(f"--size {args.size}: the predict section's MPEG-4 clip needs at least 2x2 pixels")
+    if "predict" in sections:
+        try:
+            resolve_engine(args.engine, "cpu")  # installed, and native bf16 for the bf16 engines
+        except ValueError as exc:
+            raise UserError(f"--engine {args.engine}: {exc}") from None
     if args.json:
         check_new_files([args.json], flag="--json", overwrite=args.overwrite,
                         inputs=[("--checkpoint", checkpoint) for checkpoint in args.checkpoint])

@@ -93,3 +93,12 @@ def test_two_checkpoints_on_one_data_set_keep_their_own_columns(five_class_check
     assert benchmark.main(["--section", "engines", "--checkpoint", first, "--checkpoint", first, "--data-root", data,
                            "--data-root", data, "--ignore-class-names"]) == 2
     assert capsys.readouterr().err == f"error: --checkpoint {first}: given twice for the data root {data}\n"
+
+
+def test_an_engine_this_machine_lacks_is_one_line_before_any_timing(untimed, monkeypatch, capsys):
+    from deeplab.inference import engines
+
+    monkeypatch.setattr(engines, "_installed", lambda package: package != "openvino")
+    assert benchmark.main(["--section", "predict", "--engine", "openvino"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --engine openvino: engine 'openvino' needs openvino") and len(err.splitlines()) == 1
