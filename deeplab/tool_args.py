@@ -21,6 +21,8 @@ __all__ = ["check_bindable", "check_new_files", "check_ranges", "check_writable"
 
 #: Folders whose entries name this process's open streams (``/dev/stdout``, ``/dev/fd/1``, ``/proc/self/fd/1``).
 _STREAM_FOLDERS = ("/dev", "/dev/fd", "/proc/self/fd")
+#: What ends a folder's name, never a file's.
+_SEPARATORS = tuple(sep for sep in (os.sep, os.altsep) if sep)
 
 
 def is_stream(path: str | Path) -> bool:
@@ -71,7 +73,11 @@ def check_new_files(paths: Iterable[str | Path], *, flag: str, overwrite: bool =
     """Refuse, before any work, output ``paths`` (named by ``flag``, e.g. ``--json``) that are folders, that are one
     of the run's ``inputs`` (``(flag, path)`` pairs; never replaced, even with ``overwrite``), that exist when
     ``overwrite`` is off (naming the first and how many), or whose folder cannot be written or created (nothing is
-    created here)."""
+    created here). A name ending in a slash (``--out exports/``) names a folder, not the file Path would make of it."""
+    paths = list(paths)
+    for path in paths:
+        if isinstance(path, str) and path.endswith(_SEPARATORS):
+            raise UserError(f"{path}: names a folder (it ends in {path[-1]!r}); {flag} names the file to write")
     paths = [Path(path) for path in paths]
     inputs = [(input_flag, Path(source)) for input_flag, source in inputs if Path(source).exists()]
     for path in paths:

@@ -61,6 +61,15 @@ def test_existing_out_is_refused_before_any_work_unless_overwrite(tmp_path: Path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "notes.txt"]  # no side or temporary files
 
 
+def test_an_out_ending_in_a_slash_is_refused_instead_of_written_as_a_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], make_checkpoint) -> None:
+    make_checkpoint(tmp_path / "best.pt", num_classes=3)
+    out = f"{tmp_path / 'exports'}/"  # meant as a folder to export into
+    assert export_tool.main(["--checkpoint", str(tmp_path / "best.pt"), "--out", out]) == 2
+    assert capsys.readouterr().err == f"error: {out}: names a folder (it ends in '/'); --out names the file to write\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]
+
+
 def test_a_failed_export_keeps_the_previous_file_and_leaves_no_partial_one(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], make_checkpoint, monkeypatch: pytest.MonkeyPatch) -> None:
     make_checkpoint(tmp_path / "best.pt", num_classes=3)
