@@ -17,10 +17,12 @@ from typing import Iterable, Mapping
 
 from .errors import UserError
 
-__all__ = ["check_bindable", "check_new_files", "check_ranges", "check_writable", "is_stream"]
+__all__ = ["check_bindable", "check_new_files", "check_ranges", "check_seed", "check_writable", "is_stream"]
 
 #: Folders whose entries name this process's open streams (``/dev/stdout``, ``/dev/fd/1``, ``/proc/self/fd/1``).
 _STREAM_FOLDERS = ("/dev", "/dev/fd", "/proc/self/fd")
+#: The largest seed ``torch.Generator.manual_seed`` takes.
+_MAX_SEED = 2**64 - 1
 #: What ends a folder's name, never a file's.
 _SEPARATORS = tuple(sep for sep in (os.sep, os.altsep) if sep)
 
@@ -48,6 +50,12 @@ def check_ranges(values: Mapping[str, float | None], *, at_least_one: Iterable[s
             value = values[flag]
             if value is not None and not (math.isfinite(value) and ok(value)):
                 raise UserError(f"{flag}: must be {rule}, got {value}")
+
+
+def check_seed(seed: int, *, flag: str = "--seed") -> None:
+    """Refuse a seed torch's generators cannot take (they hold 64 bits), before the work that would use it."""
+    if not 0 <= seed <= _MAX_SEED:
+        raise UserError(f"{flag}: must lie between 0 and {_MAX_SEED}, got {seed}")
 
 
 def check_writable(out_dir: str | Path, *, create: bool = True) -> Path:

@@ -17,7 +17,7 @@ from typing import Sequence
 
 from deeplab.errors import report_user_errors
 from deeplab.inference.export import export_checkpoint
-from deeplab.tool_args import check_new_files
+from deeplab.tool_args import check_new_files, check_seed
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -39,6 +39,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Export, then print the parity of ONNX Runtime against PyTorch on one random input."""
     args = get_args_parser().parse_args(argv)
+    check_seed(args.seed)
     check_new_files([args.out], flag="--out", overwrite=args.overwrite, inputs=[("--checkpoint", args.checkpoint)])
     parity, metadata = export_checkpoint(args.checkpoint, args.out, input_size=args.input_size, seed=args.seed,
                                          output_stride=args.output_stride)

@@ -112,6 +112,15 @@ def test_an_input_size_the_model_cannot_take_is_one_line(project: str | None, si
     assert not (tmp_path / "m.onnx").exists()
 
 
+@pytest.mark.parametrize("seed", ["-1", str(2**64)])
+def test_a_seed_torch_cannot_take_is_one_line_before_any_work(seed: str, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "m.onnx"
+    assert export_tool.main(["--checkpoint", str(tmp_path / "absent.pt"), "--out", str(out), "--seed", seed]) == 2
+    assert capsys.readouterr().err == f"error: --seed: must lie between 0 and {2**64 - 1}, got {seed}\n"
+    assert not out.exists()
+
+
 def test_the_onnx_file_given_as_checkpoint_is_named_as_such(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                             make_checkpoint) -> None:
     make_checkpoint(tmp_path / "best.pt", num_classes=3)
