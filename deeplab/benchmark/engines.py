@@ -4,8 +4,8 @@ Latency (batch 1) and throughput (batch 8) are timed interleaved in one process,
 as the median with the spread (min-max) of the rounds' medians: load from other processes moves eager PyTorch far
 more than the runtimes. Quality is measured per trained checkpoint on its validation split: agreement (share of
 pixels whose class equals the fp32 eager model's) and mIoU, with the same int8 calibration as ``predict.py``
-(the checkpoint's training images). The start-up rows time ``tools/predict.py`` on one image in a fresh process
-once its engine is cached.
+(the checkpoint's training images; where they are not on this machine the int8 engines are skipped). The start-up
+rows time ``tools/predict.py`` on one image in a fresh process once its engine is cached.
 """
 from __future__ import annotations
 
@@ -99,11 +99,12 @@ class TrainedCheckpoint:
                                              data_root=self.data_root, allow_mismatch=ignore_class_names)
         self.label = Path(self.data_root).name
 
-    def calibration(self) -> list[torch.Tensor]:
-        """The int8 calibration predict.py would use (the checkpoint's training images), preprocessed alike."""
+    def calibration(self) -> list[torch.Tensor] | None:
+        """The int8 calibration predict.py would use (the checkpoint's training images), preprocessed alike; None
+        where those images are not on this machine (the int8 engines are then skipped, the others measured)."""
         chosen = choose_calibration(None, self.ckpt)
         if chosen is None:
-            raise UserError(f"{self.path}: its training images are not on this machine; int8 cannot be calibrated")
+            return None
         return chosen.batches(functools.partial(prepare_image, mean=self.model.mean, std=self.model.std, max_size=None))
 
     def quality(self, engines: dict[str, Runner]) -> dict[str, dict[str, float]]:
@@ -123,9 +124,14 @@ class TrainedCheckpoint:
         return out
 
 
-def _our_engines(model: nn.Module, calibration: list[torch.Tensor]) -> dict[str, Runner]:
+def _our_engines(model: nn.Module, calibration: list[torch.Tensor] | None) -> dict[str, Runner]:
+    """Every engine of ours that runs here; the int8 ones only with ``calibration``."""
     runners = {}  # not auto: it stands for one of these, chosen per checkpoint (the start-up rows name it)
     for engine in SPECS:
+        if SPECS[engine].calibrated and calibration is None:
+            print(f"  skipped engine {engine}: no calibration images (the checkpoint's training images are not on "
+                  "this machine)", file=sys.stderr)
+            continue
         try:
             resolve_engine(engine)
             label = f"ours {engine} ({SPECS[engine].runtime} {SPECS[engine].precision})"
