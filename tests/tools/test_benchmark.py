@@ -33,6 +33,9 @@ def untimed(monkeypatch):
     (["--section", "core", "--size", "100"], "--size 100: the core section times smp's DeepLabV3Plus, which needs "
                                              "a multiple of 16"),
     (["--section", "predict", "--size", "1"], "--size 1: the predict section's MPEG-4 clip needs at least 2x2"),
+    (["--section", "core", "--section", "backbones", "--backbones", "mobilenet"],
+     "--backbones: unknown backbone 'mobilenet'; did you mean"),
+    (["--section", "core", "--section", "predict", "--checkpoint", "runs/typo.pt"], "runs/typo.pt: "),
     (["--section", "engines", "--checkpoint", "a.pt", "--data-root", "d1", "--data-root", "d2"],
      "--data-root d2: 2 --data-root for 1 --checkpoint; each names the data of the checkpoint in its position"),
 ])
