@@ -4,16 +4,19 @@
     python tools/export.py --checkpoint best.pt --out model_512.onnx --input-size 512 512
 
 Batch size is always dynamic; height and width are too unless --input-size fixes them. An existing --out is
-replaced only with --overwrite, and never when it is the checkpoint itself.
+replaced only with --overwrite, and never when it is the checkpoint itself. With --out /dev/stdout the model goes to
+standard output and this report to standard error.
 """
 from __future__ import annotations
 
 import _checkout  # noqa: F401  (first: our `datasets`, not Hugging Face's)
 
 import argparse
+import io
+import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, TextIO
 
 from deeplab.errors import report_user_errors
 from deeplab.inference.export import export_checkpoint
@@ -46,11 +49,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     shape = ("input N x 3 x H x W, all dynamic" if args.input_size is None
              else f"input N x 3 x {args.input_size[0]} x {args.input_size[1]}, batch dynamic")
-    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {shape})")
+    report = _report_stream(out)
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {shape})", file=report)
     print(f"input: RGB / 255, then (x - mean) / std with mean {metadata['mean']} and std {metadata['std']} (stored in "
-          "the file's metadata with the class names)")
-    print(parity)
+          "the file's metadata with the class names)", file=report)
+    print(parity, file=report)
     return 0
+
+
+def _report_stream(out: Path) -> TextIO:
+    """Standard error when ``out`` is this process's standard output (``--out /dev/stdout > model.onnx``), where the
+    report would land inside the model file and break it; else standard output."""
+    try:
+        same = os.path.samestat(os.stat(out), os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError, io.UnsupportedOperation):  # no such file, or a stdout without a descriptor
+        same = False
+    return sys.stderr if same else sys.stdout
 
 
 if __name__ == "__main__":

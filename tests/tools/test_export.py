@@ -3,6 +3,9 @@ checkpoint or an input size beyond memory is one line."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,6 +71,17 @@ def test_an_out_ending_in_a_slash_is_refused_instead_of_written_as_a_file(
     assert export_tool.main(["--checkpoint", str(tmp_path / "best.pt"), "--out", out]) == 2
     assert capsys.readouterr().err == f"error: {out}: names a folder (it ends in '/'); --out names the file to write\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]
+
+
+def test_out_to_stdout_redirected_to_a_file_keeps_the_report_out_of_the_model(tmp_path: Path, repo_root: Path,
+                                                                              make_checkpoint) -> None:
+    make_checkpoint(tmp_path / "best.pt", num_classes=3)
+    with open(tmp_path / "model.onnx", "wb") as stdout:  # export.py --out /dev/stdout > model.onnx
+        done = subprocess.run([sys.executable, str(repo_root / "tools" / "export.py"), "--checkpoint",
+                               str(tmp_path / "best.pt"), "--out", "/dev/stdout"], stdout=stdout,
+                              stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    export_module.onnx_session(tmp_path / "model.onnx")  # the model alone: it loads
+    assert done.returncode == 0 and "argmax agreement 100.0000%" in done.stderr
 
 
 def test_a_failed_export_keeps_the_previous_file_and_leaves_no_partial_one(
