@@ -7,17 +7,20 @@ traceback after its work is done, and never replaces a file it did not write unl
 from __future__ import annotations
 
 import errno
+import io
 import math
 import os
 import socket
 import stat
+import sys
 import tempfile
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, TextIO
 
 from .errors import UserError
 
-__all__ = ["check_bindable", "check_new_files", "check_ranges", "check_seed", "check_writable", "is_stream"]
+__all__ = ["check_bindable", "check_new_files", "check_ranges", "check_seed", "check_writable", "is_stream",
+           "report_stream"]
 
 #: Folders whose entries name this process's open streams (``/dev/stdout``, ``/dev/fd/1``, ``/proc/self/fd/1``).
 _STREAM_FOLDERS = ("/dev", "/dev/fd", "/proc/self/fd")
@@ -37,6 +40,17 @@ def is_stream(path: str | Path) -> bool:
     if stat.S_ISDIR(mode):
         return False
     return not stat.S_ISREG(mode) or os.path.dirname(os.path.abspath(path)) in _STREAM_FOLDERS
+
+
+def report_stream(out: str | Path) -> TextIO:
+    """Where a tool prints its report: standard error when its output file ``out`` is this process's standard output
+    (``--out /dev/stdout > model.onnx``), where the report would land inside that file and break it; else standard
+    output."""
+    try:
+        same = os.path.samestat(os.stat(out), os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError, io.UnsupportedOperation):  # no such file, or a stdout without a descriptor
+        same = False
+    return sys.stderr if same else sys.stdout
 
 
 def check_ranges(values: Mapping[str, float | None], *, at_least_one: Iterable[str] = (),

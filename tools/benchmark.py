@@ -28,7 +28,7 @@ from deeplab.benchmark.prediction import prediction_rows
 from deeplab.checkpoint import load_checkpoint
 from deeplab.errors import UserError, report_user_errors
 from deeplab.inference import ENGINES, resolve_engine
-from deeplab.tool_args import check_new_files, check_ranges
+from deeplab.tool_args import check_new_files, check_ranges, report_stream
 
 SECTIONS = ("core", "backbones", "engines", "predict")
 #: Sections that time smp's DeepLabV3Plus beside ours (it needs sides that SMP_STRIDE divides).
@@ -117,12 +117,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                                            images=args.images, frames=args.frames),
     }
     flags = cpu_flags()
-    print(f"CPU: {flags}")
+    report = report_stream(args.json) if args.json else sys.stdout
+    print(f"CPU: {flags}", file=report)
     results = {}
     for section in chosen:
         results[section] = sections[section]()
         print(f"\n## {section} ({args.size}x{args.size}, {args.threads} threads)\n\n{markdown(results[section])}",
-              flush=True)
+              file=report, flush=True)
     if args.json:
         write_json(args.json, {"cpu": flags, **results})
     return 0

@@ -12,15 +12,13 @@ from __future__ import annotations
 import _checkout  # noqa: F401  (first: our `datasets`, not Hugging Face's)
 
 import argparse
-import io
-import os
 import sys
 from pathlib import Path
-from typing import Sequence, TextIO
+from typing import Sequence
 
 from deeplab.errors import report_user_errors
 from deeplab.inference.export import export_checkpoint
-from deeplab.tool_args import check_new_files, check_seed
+from deeplab.tool_args import check_new_files, check_seed, report_stream
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -49,22 +47,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     shape = ("input N x 3 x H x W, all dynamic" if args.input_size is None
              else f"input N x 3 x {args.input_size[0]} x {args.input_size[1]}, batch dynamic")
-    report = _report_stream(out)
+    report = report_stream(out)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {shape})", file=report)
     print(f"input: RGB / 255, then (x - mean) / std with mean {metadata['mean']} and std {metadata['std']} (stored in "
           "the file's metadata with the class names)", file=report)
     print(parity, file=report)
     return 0
-
-
-def _report_stream(out: Path) -> TextIO:
-    """Standard error when ``out`` is this process's standard output (``--out /dev/stdout > model.onnx``), where the
-    report would land inside the model file and break it; else standard output."""
-    try:
-        same = os.path.samestat(os.stat(out), os.fstat(sys.stdout.fileno()))
-    except (OSError, ValueError, io.UnsupportedOperation):  # no such file, or a stdout without a descriptor
-        same = False
-    return sys.stderr if same else sys.stdout
 
 
 if __name__ == "__main__":

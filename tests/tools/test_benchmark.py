@@ -3,6 +3,8 @@ line and exit 2 before anything is timed; --json is written whole, and replaced 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -122,3 +124,13 @@ def test_a_checkpoint_without_its_training_images_is_measured_without_int8(five_
     assert rows["ours onnxruntime (onnxruntime f32)"]["agreement data"] == 1.0
     assert not [name for name in rows if "int8" in name]
     assert "skipped engine int8: no calibration images" in capsys.readouterr().err
+
+
+def test_json_to_stdout_redirected_to_a_file_holds_the_rows_alone(tmp_path, repo_root):
+    code = ("import sys; from tools import benchmark; benchmark.core_rows = lambda **kwargs: [{'model': 'm'}]; "
+            "sys.exit(benchmark.main(['--section', 'core', '--json', '/dev/stdout']))")
+    with open(tmp_path / "rows.json", "wb") as stdout:  # benchmark.py --json /dev/stdout > rows.json
+        done = subprocess.run([sys.executable, "-c", code], cwd=repo_root, stdout=stdout, stderr=subprocess.PIPE,
+                              text=True)
+    assert json.loads((tmp_path / "rows.json").read_text())["core"] == [{"model": "m"}]
+    assert done.returncode == 0 and "## core" in done.stderr
