@@ -120,6 +120,14 @@ def test_batchnorm_folding_preserves_outputs(tiny_model: nn.Module, batch: torch
         assert torch.allclose(folded(batch), tiny_model(batch), atol=1e-4, rtol=0)
 
 
+def test_the_torch_engine_leaves_a_model_in_training_mode_training(tiny_model: nn.Module) -> None:
+    """Predictor's advice for a model in training mode is create_engine(model): mid-training, that must not switch
+    the model's BatchNorm and dropout to eval for the steps that follow."""
+    model = copy.deepcopy(tiny_model).train()
+    create_engine(model, engine="torch")
+    assert all(module.training for module in model.modules())
+
+
 def test_folding_refuses_a_conv_output_read_twice(randomise_batchnorm) -> None:
     class Shortcut(nn.Module):
         def __init__(self) -> None:
