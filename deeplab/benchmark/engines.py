@@ -98,6 +98,9 @@ class TrainedCheckpoint:
         self.class_names = match_class_names(path, self.ckpt, load_class_names(self.data_root),
                                              data_root=self.data_root, allow_mismatch=ignore_class_names)
         self.label = Path(self.data_root).name
+        #: The validation split scored after the timing, opened now so a missing one stops the run before it.
+        self.val = VOCSegmentation(self.data_root, split="val",
+                                   transform=build_eval_transform(mean=self.model.mean, std=self.model.std))
 
     def calibration(self) -> list[torch.Tensor] | None:
         """The int8 calibration predict.py would use (the checkpoint's training images), preprocessed alike; None
@@ -109,9 +112,7 @@ class TrainedCheckpoint:
 
     def quality(self, engines: dict[str, Runner]) -> dict[str, dict[str, float]]:
         """Per engine: agreement with fp32 eager and mIoU on the validation split."""
-        transform = build_eval_transform(mean=self.model.mean, std=self.model.std)
-        batches = [(image[None], mask[None]) for image, mask in VOCSegmentation(self.data_root, split="val",
-                                                                               transform=transform)]
+        batches = [(image[None], mask[None]) for image, mask in self.val]
         masks = [mask for _, mask in batches]
         with torch.inference_mode():
             reference = [self.model(image).argmax(1) for image, _ in batches]
@@ -184,7 +185,7 @@ print(status, time.perf_counter() - started, resource.getrusage(resource.RUSAGE_
 
 def _startup_rows(trained: TrainedCheckpoint, threads: int) -> list[dict]:
     """Wall time and peak memory of ``python tools/predict.py`` on one validation image with the engine cached."""
-    image = VOCSegmentation(trained.data_root, split="val").image_path(0)
+    image = trained.val.image_path(0)
     rows = []
     with tempfile.TemporaryDirectory(prefix="deeplab-startup-") as out:
         for engine in ("auto", "torch"):

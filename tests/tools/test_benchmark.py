@@ -80,6 +80,16 @@ def test_engines_refuse_data_of_other_classes_before_timing(five_class_checkpoin
     assert err.startswith(f"error: {checkpoint}: the checkpoint predicts 5 classes") and "has 6" in err
 
 
+def test_data_without_a_val_split_is_one_line_before_timing(tmp_path, make_checkpoint, make_voc_folder, untimed,
+                                                            capsys):
+    make_checkpoint(tmp_path / "m.pt", num_classes=21)
+    make_voc_folder(tmp_path / "data", {"t0": np.zeros((24, 32), np.uint8)}, split="train")
+    assert benchmark.main(["--section", "engines", "--checkpoint", str(tmp_path / "m.pt"), "--data-root",
+                           str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert "val.txt: split file not found" in err and len(err.splitlines()) == 1
+
+
 def test_ignore_class_names_scores_every_class_of_both(five_class_checkpoint_and_six_class_data):
     checkpoint, data = five_class_checkpoint_and_six_class_data
     trained = TrainedCheckpoint(checkpoint, data, ignore_class_names=True)
