@@ -97,6 +97,25 @@ def test_ignore_class_names_scores_every_class_of_both(five_class_checkpoint_and
     assert scores["agreement data"] == 1.0 and 0 <= scores["miou data"] <= 1
 
 
+def test_quality_scores_each_image_before_reading_the_next(five_class_checkpoint_and_six_class_data):
+    """A whole VOC val split held as inputs and class maps at once would take gigabytes."""
+    trained = TrainedCheckpoint(*five_class_checkpoint_and_six_class_data, ignore_class_names=True)
+    samples, events = list(trained.val), []
+
+    def reading():
+        for sample in samples:
+            events.append("read")
+            yield sample
+
+    def run(batch):
+        events.append("run")
+        return trained.model(batch)
+
+    trained.val = reading()
+    (scores,) = trained.quality({"eager": run}).values()
+    assert events == ["read", "run"] * len(samples) and scores["agreement data"] == 1.0
+
+
 def test_two_checkpoints_on_one_data_set_keep_their_own_columns(five_class_checkpoint_and_six_class_data, tmp_path,
                                                                  make_checkpoint, untimed, capsys):
     first, data = five_class_checkpoint_and_six_class_data
