@@ -67,6 +67,14 @@ def test_engine_matches_fp32_eager(tiny_model: nn.Module, batch: torch.Tensor, e
     assert float((got.cpu().argmax(1) != expected.argmax(1)).float().mean()) <= max_disagreement
 
 
+@pytest.mark.slow  # NNCF's import and calibration
+def test_nncf_progress_stays_off_standard_output(tiny_model: nn.Module, capsys: pytest.CaptureFixture[str]) -> None:
+    """Standard output holds a tool's results: predict.py's summary, or a report written to /dev/stdout."""
+    skip_if_missing("openvino-int8")
+    create_engine(tiny_model, engine="openvino-int8", calibration=[torch.randn(1, 3, 24, 24)])
+    assert capsys.readouterr().out == ""
+
+
 def test_openvino_engine_gives_each_thread_its_own_logits() -> None:
     """Callers in several threads share one compiled engine (the web app's tabs): none gets another's logits."""
     skip_if_missing("openvino")
