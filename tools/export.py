@@ -12,6 +12,7 @@ from __future__ import annotations
 import _checkout  # noqa: F401  (first: our `datasets`, not Hugging Face's)
 
 import argparse
+import stat
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -48,7 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     shape = ("input N x 3 x H x W, all dynamic" if args.input_size is None
              else f"input N x 3 x {args.input_size[0]} x {args.input_size[1]}, batch dynamic")
     report = report_stream(out)
-    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {shape})", file=report)
+    written = out.stat()
+    size = f"{written.st_size / 2**20:.1f} MiB, " if stat.S_ISREG(written.st_mode) else ""  # a pipe or device has none
+    print(f"wrote {out} ({size}{shape})", file=report)
     print(f"input: RGB / 255, then (x - mean) / std with mean {metadata['mean']} and std {metadata['std']} (stored in "
           "the file's metadata with the class names)", file=report)
     print(parity, file=report)

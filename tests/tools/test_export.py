@@ -26,6 +26,13 @@ def test_export_tool_writes_file_and_prints_parity(tmp_path: Path, capsys: pytes
     assert agreement >= 99.9
 
 
+def test_a_device_as_out_is_reported_without_a_size(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                    make_checkpoint) -> None:
+    make_checkpoint(tmp_path / "best.pt", num_classes=3)
+    assert export_tool.main(["--checkpoint", str(tmp_path / "best.pt"), "--out", os.devnull]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {os.devnull} (input N x 3 x H x W, all dynamic)\n")
+
+
 def test_the_onnx_file_says_how_to_normalise_its_input_and_names_the_classes(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], imported_checkpoint) -> None:
     """bubbliiiing's model takes RGB / 255 unnormalised: a deployment must not guess ImageNet's statistics."""
