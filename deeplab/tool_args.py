@@ -7,20 +7,27 @@ traceback after its work is done, and never replaces a file it did not write unl
 from __future__ import annotations
 
 import errno
+import io
 import math
 import os
 import socket
 import stat
+import sys
 import tempfile
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, TextIO
 
 from .errors import UserError
 
-__all__ = ["check_bindable", "check_new_files", "check_ranges", "check_writable", "is_stream"]
+__all__ = ["check_bindable", "check_new_files", "check_ranges", "check_seed", "check_writable", "is_stream",
+           "report_stream"]
 
 #: Folders whose entries name this process's open streams (``/dev/stdout``, ``/dev/fd/1``, ``/proc/self/fd/1``).
 _STREAM_FOLDERS = ("/dev", "/dev/fd", "/proc/self/fd")
+#: The largest seed ``torch.Generator.manual_seed`` takes.
+_MAX_SEED = 2**64 - 1
+#: What ends a folder's name, never a file's.
+_SEPARATORS = tuple(sep for sep in (os.sep, os.altsep) if sep)
 
 
 def is_stream(path: str | Path) -> bool:
@@ -35,6 +42,17 @@ def is_stream(path: str | Path) -> bool:
     return not stat.S_ISREG(mode) or os.path.dirname(os.path.abspath(path)) in _STREAM_FOLDERS
 
 
+def report_stream(out: str | Path) -> TextIO:
+    """Where a tool prints its report: standard error when its output file ``out`` is this process's standard output
+    (``--out /dev/stdout > model.onnx``), where the report would land inside that file and break it; else standard
+    output."""
+    try:
+        same = os.path.samestat(os.stat(out), os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError, io.UnsupportedOperation):  # no such file, or a stdout without a descriptor
+        same = False
+    return sys.stderr if same else sys.stdout
+
+
 def check_ranges(values: Mapping[str, float | None], *, at_least_one: Iterable[str] = (),
                  at_least_zero: Iterable[str] = (), above_zero: Iterable[str] = ()) -> None:
     """Refuse NaN, infinity or a number outside its rule; ``values`` maps a flag (``"--repeats"``) to its value,
@@ -46,6 +64,12 @@ def check_ranges(values: Mapping[str, float | None], *, at_least_one: Iterable[s
             value = values[flag]
             if value is not None and not (math.isfinite(value) and ok(value)):
                 raise UserError(f"{flag}: must be {rule}, got {value}")
+
+
+def check_seed(seed: int, *, flag: str = "--seed") -> None:
+    """Refuse a seed torch's generators cannot take (they hold 64 bits), before the work that would use it."""
+    if not 0 <= seed <= _MAX_SEED:
+        raise UserError(f"{flag}: must lie between 0 and {_MAX_SEED}, got {seed}")
 
 
 def check_writable(out_dir: str | Path, *, create: bool = True) -> Path:
@@ -71,7 +95,11 @@ def check_new_files(paths: Iterable[str | Path], *, flag: str, overwrite: bool =
     """Refuse, before any work, output ``paths`` (named by ``flag``, e.g. ``--json``) that are folders, that are one
     of the run's ``inputs`` (``(flag, path)`` pairs; never replaced, even with ``overwrite``), that exist when
     ``overwrite`` is off (naming the first and how many), or whose folder cannot be written or created (nothing is
-    created here)."""
+    created here). A name ending in a slash (``--out exports/``) names a folder, not the file Path would make of it."""
+    paths = list(paths)
+    for path in paths:
+        if isinstance(path, str) and path.endswith(_SEPARATORS):
+            raise UserError(f"{path}: names a folder (it ends in {path[-1]!r}); {flag} names the file to write")
     paths = [Path(path) for path in paths]
     inputs = [(input_flag, Path(source)) for input_flag, source in inputs if Path(source).exists()]
     for path in paths:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from datasets import find_images
 from deeplab.errors import UserError
+from deeplab.inference.outputs import split_earlier_predictions
 
 __all__ = ["add_image_flags", "calibration_images", "check_image_flags"]
 
@@ -23,13 +24,17 @@ def add_image_flags(parser: argparse.ArgumentParser, *, alpha_help: str, calibra
 
 
 def calibration_images(args: argparse.Namespace) -> list[Path] | None:
-    """The images of ``--calibration`` (None without it); UserError when it names nothing usable."""
+    """The images of ``--calibration`` (None without it), less the masks and overlays predict.py wrote there (class
+    colours, not photos: they would skew int8's ranges); UserError when it names nothing usable."""
     if not args.calibration:
         return None
     images, missing = find_images([args.calibration])
     if missing:
         raise UserError(f"--calibration: {missing[0]}")
-    return images
+    photos, _ = split_earlier_predictions(images)
+    if not photos:
+        raise UserError(f"--calibration: {args.calibration}: holds only masks and overlays that predict.py wrote")
+    return photos
 
 
 def check_image_flags(args: argparse.Namespace) -> None:

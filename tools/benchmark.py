@@ -21,13 +21,14 @@ from typing import Sequence
 import torch
 
 from deeplab.benchmark import SMP_STRIDE, cpu_flags, markdown, write_json
-from deeplab.benchmark.backbones import backbone_rows
+from deeplab.benchmark.backbones import backbone_rows, check_backbone_names
 from deeplab.benchmark.core import core_rows
 from deeplab.benchmark.engines import engine_rows, load_trained
 from deeplab.benchmark.prediction import prediction_rows
+from deeplab.checkpoint import load_checkpoint
 from deeplab.errors import UserError, report_user_errors
-from deeplab.inference import ENGINES
-from deeplab.tool_args import check_new_files, check_ranges
+from deeplab.inference import ENGINES, resolve_engine
+from deeplab.tool_args import check_new_files, check_ranges, report_stream
 
 SECTIONS = ("core", "backbones", "engines", "predict")
 #: Sections that time smp's DeepLabV3Plus beside ours (it needs sides that SMP_STRIDE divides).
@@ -68,7 +69,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def check_args(args: argparse.Namespace, sections: Sequence[str]) -> None:
-    """Refuse, before any timing, numbers no section can use and a --json file that exists or cannot be written."""
+    """Refuse, before any timing, numbers no section can use, an engine or backbone name this machine has not, a
+    checkpoint that cannot be read and a --json file that exists or cannot be written."""
     check_ranges({"--size": args.size, "--threads": args.threads, "--warmup": args.warmup, "--repeats": args.repeats,
                   "--rounds": args.rounds, "--images": args.images, "--frames": args.frames},
                  at_least_one=["--size", "--threads", "--repeats", "--rounds", "--images", "--frames"],
@@ -80,11 +82,20 @@ def check_args(args: argparse.Namespace, sections: Sequence[str]) -> None:
     if len(args.data_root) > len(args.checkpoint):  # each scores the checkpoint in its position; one would go unused
         raise UserError(f"--data-root {args.data_root[len(args.checkpoint)]}: {len(args.data_root)} --data-root for "
                         f"{len(args.checkpoint)} --checkpoint; each names the data of the checkpoint in its position")
-    if "predict" in sections and args.size < 2:
-        raise UserError(f"--size {args.size}: the predict section's MPEG-4 clip needs at least 2x2 pixels")
+    if "predict" in sections:
+        if args.size < 2:
+            raise UserError(f"--size {args.size}: the predict section's MPEG-4 clip needs at least 2x2 pixels")
+        try:
+            resolve_engine(args.engine, "cpu")  # installed, and native bf16 for the bf16 engines
+        except ValueError as exc:
+            raise UserError(f"--engine {args.engine}: {exc}") from None
     if args.json:
         check_new_files([args.json], flag="--json", overwrite=args.overwrite,
                         inputs=[("--checkpoint", checkpoint) for checkpoint in args.checkpoint])
+    if "backbones" in sections and args.backbones:
+        check_backbone_names(args.backbones)
+    for checkpoint in args.checkpoint:  # a missing or foreign file, before a section that reads it late
+        load_checkpoint(checkpoint)
 
 
 @report_user_errors
@@ -106,12 +117,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                                            images=args.images, frames=args.frames),
     }
     flags = cpu_flags()
-    print(f"CPU: {flags}")
+    report = report_stream(args.json) if args.json else sys.stdout
+    print(f"CPU: {flags}", file=report)
     results = {}
     for section in chosen:
         results[section] = sections[section]()
         print(f"\n## {section} ({args.size}x{args.size}, {args.threads} threads)\n\n{markdown(results[section])}",
-              flush=True)
+              file=report, flush=True)
     if args.json:
         write_json(args.json, {"cpu": flags, **results})
     return 0

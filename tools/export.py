@@ -4,20 +4,22 @@
     python tools/export.py --checkpoint best.pt --out model_512.onnx --input-size 512 512
 
 Batch size is always dynamic; height and width are too unless --input-size fixes them. An existing --out is
-replaced only with --overwrite, and never when it is the checkpoint itself.
+replaced only with --overwrite, and never when it is the checkpoint itself. With --out /dev/stdout the model goes to
+standard output and this report to standard error.
 """
 from __future__ import annotations
 
 import _checkout  # noqa: F401  (first: our `datasets`, not Hugging Face's)
 
 import argparse
+import stat
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from deeplab.errors import report_user_errors
 from deeplab.inference.export import export_checkpoint
-from deeplab.tool_args import check_new_files
+from deeplab.tool_args import check_new_files, check_seed, report_stream
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -39,16 +41,20 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Export, then print the parity of ONNX Runtime against PyTorch on one random input."""
     args = get_args_parser().parse_args(argv)
+    check_seed(args.seed)
     check_new_files([args.out], flag="--out", overwrite=args.overwrite, inputs=[("--checkpoint", args.checkpoint)])
     parity, metadata = export_checkpoint(args.checkpoint, args.out, input_size=args.input_size, seed=args.seed,
                                          output_stride=args.output_stride)
     out = Path(args.out)
     shape = ("input N x 3 x H x W, all dynamic" if args.input_size is None
              else f"input N x 3 x {args.input_size[0]} x {args.input_size[1]}, batch dynamic")
-    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {shape})")
+    report = report_stream(out)
+    written = out.stat()
+    size = f"{written.st_size / 2**20:.1f} MiB, " if stat.S_ISREG(written.st_mode) else ""  # a pipe or device has none
+    print(f"wrote {out} ({size}{shape})", file=report)
     print(f"input: RGB / 255, then (x - mean) / std with mean {metadata['mean']} and std {metadata['std']} (stored in "
-          "the file's metadata with the class names)")
-    print(parity)
+          "the file's metadata with the class names)", file=report)
+    print(parity, file=report)
     return 0
 
 

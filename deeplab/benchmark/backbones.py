@@ -17,7 +17,7 @@ from ..inference.export import DYNAMIC_PARITY_SIZE, INPUT_NAME, export_onnx, onn
 from ..models import build_model
 from .measure import Runner, eager, measure, model_stats, smp_model
 
-__all__ = ["SMP_ENCODERS", "backbone_rows", "onnx_runner"]
+__all__ = ["SMP_ENCODERS", "backbone_rows", "check_backbone_names", "onnx_runner"]
 
 #: Our backbone name -> smp's encoder name for the same network, where smp's DeepLabV3Plus takes it at OS16 and
 #: OS8. None for the others: smp has no ShuffleNet, Inception v1/v2, MobileNeXt or BlazeNet encoder, and its
@@ -44,9 +44,7 @@ def backbone_rows(*, size: int, warmup: int, repeats: int, names: Sequence[str] 
     """Params, GMACs and latency per (backbone, OS), eager and under ONNX Runtime (``onnx`` says whether the
     export works at another, odd, size); ``miou`` from a checkpoint of that pair where one is given."""
     names = list(names or list_backbones())
-    for name in names:
-        if name not in list_backbones():
-            raise UserError(f"--backbones: {unknown_backbone_message(name)}")
+    check_backbone_names(names)
     mious = _checkpoint_mious(checkpoints)
     batch = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     rows = []
@@ -70,6 +68,13 @@ def backbone_rows(*, size: int, warmup: int, repeats: int, names: Sequence[str] 
                 rows.append(row)
             print(f"  measured {name} OS{output_stride}", file=sys.stderr, flush=True)
     return rows
+
+
+def check_backbone_names(names: Sequence[str]) -> None:
+    """A UserError naming the first of ``names`` (``--backbones``) that is no registered backbone, with the closest."""
+    for name in names:
+        if name not in list_backbones():
+            raise UserError(f"--backbones: {unknown_backbone_message(name)}")
 
 
 def onnx_runner(model: nn.Module) -> tuple[Runner | None, str]:

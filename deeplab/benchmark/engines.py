@@ -4,8 +4,8 @@ Latency (batch 1) and throughput (batch 8) are timed interleaved in one process,
 as the median with the spread (min-max) of the rounds' medians: load from other processes moves eager PyTorch far
 more than the runtimes. Quality is measured per trained checkpoint on its validation split: agreement (share of
 pixels whose class equals the fp32 eager model's) and mIoU, with the same int8 calibration as ``predict.py``
-(the checkpoint's training images). The start-up rows time ``tools/predict.py`` on one image in a fresh process
-once its engine is cached.
+(the checkpoint's training images; where they are not on this machine the int8 engines are skipped). The start-up
+rows time ``tools/predict.py`` on one image in a fresh process once its engine is cached.
 """
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ from datasets import VOCSegmentation, build_eval_transform, load_class_names
 
 from ..checkpoint import load_checkpoint, match_class_names, model_from_checkpoint
 from ..errors import UserError
+from ..evaluation import ConfusionMatrix
 from ..inference import create_engine, resolve_engine
-from ..inference.auto import compare
 from ..inference.calibration import choose_calibration
 from ..inference.engines import SPECS
 from ..inference.predictor import prepare_image
@@ -98,34 +98,44 @@ class TrainedCheckpoint:
         self.class_names = match_class_names(path, self.ckpt, load_class_names(self.data_root),
                                              data_root=self.data_root, allow_mismatch=ignore_class_names)
         self.label = Path(self.data_root).name
+        #: The validation split scored after the timing, opened now so a missing one stops the run before it.
+        self.val = VOCSegmentation(self.data_root, split="val",
+                                   transform=build_eval_transform(mean=self.model.mean, std=self.model.std))
 
-    def calibration(self) -> list[torch.Tensor]:
-        """The int8 calibration predict.py would use (the checkpoint's training images), preprocessed alike."""
+    def calibration(self) -> list[torch.Tensor] | None:
+        """The int8 calibration predict.py would use (the checkpoint's training images), preprocessed alike; None
+        where those images are not on this machine (the int8 engines are then skipped, the others measured)."""
         chosen = choose_calibration(None, self.ckpt)
         if chosen is None:
-            raise UserError(f"{self.path}: its training images are not on this machine; int8 cannot be calibrated")
+            return None
         return chosen.batches(functools.partial(prepare_image, mean=self.model.mean, std=self.model.std, max_size=None))
 
     def quality(self, engines: dict[str, Runner]) -> dict[str, dict[str, float]]:
-        """Per engine: agreement with fp32 eager and mIoU on the validation split."""
-        transform = build_eval_transform(mean=self.model.mean, std=self.model.std)
-        batches = [(image[None], mask[None]) for image, mask in VOCSegmentation(self.data_root, split="val",
-                                                                               transform=transform)]
-        masks = [mask for _, mask in batches]
+        """Per engine: agreement with fp32 eager and mIoU on the validation split, one image at a time (VOC's 1449
+        images and their class maps held at once would take gigabytes)."""
+        same = dict.fromkeys(engines, 0)
+        matrices = {name: ConfusionMatrix(len(self.class_names)) for name in engines}
+        pixels = 0
         with torch.inference_mode():
-            reference = [self.model(image).argmax(1) for image, _ in batches]
-        out = {}
-        for name, run in engines.items():
-            with torch.inference_mode():
-                predicted = [run(image).argmax(1).cpu() for image, _ in batches]
-            share, miou = compare(predicted, reference, masks, len(self.class_names))
-            out[name] = {f"agreement {self.label}": share, f"miou {self.label}": miou}
-        return out
+            for image, mask in self.val:
+                reference = self.model(image[None]).argmax(1)
+                pixels += reference.numel()
+                for name, run in engines.items():
+                    predicted = run(image[None]).argmax(1).cpu()
+                    same[name] += int((predicted == reference).sum())
+                    matrices[name].update(predicted, mask[None])
+        return {name: {f"agreement {self.label}": same[name] / max(pixels, 1),
+                       f"miou {self.label}": matrices[name].scores()["miou"]} for name in engines}
 
 
-def _our_engines(model: nn.Module, calibration: list[torch.Tensor]) -> dict[str, Runner]:
+def _our_engines(model: nn.Module, calibration: list[torch.Tensor] | None) -> dict[str, Runner]:
+    """Every engine of ours that runs here; the int8 ones only with ``calibration``."""
     runners = {}  # not auto: it stands for one of these, chosen per checkpoint (the start-up rows name it)
     for engine in SPECS:
+        if SPECS[engine].calibrated and calibration is None:
+            print(f"  skipped engine {engine}: no calibration images (the checkpoint's training images are not on "
+                  "this machine)", file=sys.stderr)
+            continue
         try:
             resolve_engine(engine)
             label = f"ours {engine} ({SPECS[engine].runtime} {SPECS[engine].precision})"
@@ -178,7 +188,7 @@ print(status, time.perf_counter() - started, resource.getrusage(resource.RUSAGE_
 
 def _startup_rows(trained: TrainedCheckpoint, threads: int) -> list[dict]:
     """Wall time and peak memory of ``python tools/predict.py`` on one validation image with the engine cached."""
-    image = VOCSegmentation(trained.data_root, split="val").image_path(0)
+    image = trained.val.image_path(0)
     rows = []
     with tempfile.TemporaryDirectory(prefix="deeplab-startup-") as out:
         for engine in ("auto", "torch"):

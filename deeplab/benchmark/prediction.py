@@ -3,6 +3,7 @@ turn) against the pipelined runner (decoding and writing on background threads, 
 and a 512x512 video frame by frame against the pipelined video path. Whole runs are timed interleaved."""
 from __future__ import annotations
 
+import functools
 import statistics
 import tempfile
 import time
@@ -16,8 +17,11 @@ import torch
 from datasets import read_rgb
 
 from ..inference import Predictor, create_engine, overlay, resolve_engine
+from ..inference.calibration import Calibration, spread
+from ..inference.engines import SPECS
 from ..inference.outputs import PredictionWriter
 from ..inference.pipeline import segment_files
+from ..inference.predictor import prepare_image
 from ..inference.video import read_frames, segment_video
 from ..models import build_model
 
@@ -30,10 +34,10 @@ VOC_SIZES = ((375, 500), (375, 500), (375, 500), (500, 375))
 def prediction_rows(*, size: int, warmup: int, repeats: int, checkpoints: Sequence[str] = (), engine: str = "auto",
                     images: int = 100, frames: int = 50, batch_sizes: Sequence[int] = (1, 4)) -> list[dict]:
     """Images/s on a folder of ``images`` photos and frames/s on a ``size`` x ``size`` clip, median and spread."""
-    predictor = _predictor(checkpoints, engine)
     with tempfile.TemporaryDirectory(prefix="predict-bench-") as tmp:
         root = Path(tmp)
         photos = write_photos(root / "photos", images)
+        predictor = _predictor(checkpoints, engine, photos)
         clip = write_video(root / "clip.mp4", frames, size)
         runs: dict[str, tuple[str, int, Callable[[Path], None]]] = {
             "folder, one at a time (decode, predict, write)": ("img/s", images,
@@ -101,14 +105,21 @@ def _semi_axis(rng: np.random.Generator, side: int) -> int:
     return int(rng.integers(low, max(side // 3, low + 1)))
 
 
-def _predictor(checkpoints: Sequence[str], engine: str) -> Predictor:
-    """The checkpoint's predictor, else a random-weight MobileNetV2 model with 21 classes (speed only)."""
+def _predictor(checkpoints: Sequence[str], engine: str, photos: Sequence[Path]) -> Predictor:
+    """The checkpoint's predictor, else a random-weight MobileNetV2 model with 21 classes (speed only); the int8
+    engines calibrate as predict.py's do, on the images to segment when nothing better is at hand."""
     if checkpoints:
-        return Predictor.from_checkpoint(checkpoints[0], device="cpu", engine=engine, max_size=1024)
+        return Predictor.from_checkpoint(checkpoints[0], device="cpu", engine=engine, max_size=1024,
+                                         fallback_calibration=photos)
     model = build_model("mobilenetv2").eval()
-    return Predictor(create_engine(model, engine=engine), class_names=[str(i) for i in range(21)], mean=model.mean,
-                     std=model.std, device=torch.device("cpu"), max_size=1024, engine_name=resolve_engine(engine),
-                     model_config=model.config)
+    concrete = resolve_engine(engine)
+    calibration = None
+    if SPECS[concrete].calibrated:
+        prepare = functools.partial(prepare_image, mean=model.mean, std=model.std, max_size=1024)
+        calibration = Calibration(spread(photos), "the benchmark's photos").batches(prepare)
+    return Predictor(create_engine(model, engine=concrete, calibration=calibration),
+                     class_names=[str(i) for i in range(21)], mean=model.mean, std=model.std,
+                     device=torch.device("cpu"), max_size=1024, engine_name=concrete, model_config=model.config)
 
 
 def _one_at_a_time(predictor: Predictor, photos: list[Path], out: Path) -> None:

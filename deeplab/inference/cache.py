@@ -249,8 +249,17 @@ def _discard(folder: Path) -> bool:
         os.rename(folder, trash)
     except OSError:
         return not os.path.lexists(folder)  # True where another run moved it already
-    shutil.rmtree(trash, ignore_errors=True)
+    _remove(trash)
     return True
+
+
+def _remove(path: Path) -> None:
+    """Delete ``path``: a folder with what it holds, else the file or link itself (never a link's target)."""
+    with contextlib.suppress(OSError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink()
 
 
 def _room_for(entry: Path, key: CacheKey) -> bool:
@@ -286,8 +295,5 @@ def _remove_abandoned(root: Path) -> None:
     now = time.time()
     for tmp in root.glob(_TMP_PREFIX + "*"):
         with contextlib.suppress(OSError):
-            if now - tmp.stat().st_mtime > _TMP_MAX_AGE_S:
-                if tmp.is_dir():
-                    shutil.rmtree(tmp, ignore_errors=True)
-                else:
-                    tmp.unlink()
+            if now - tmp.lstat().st_mtime > _TMP_MAX_AGE_S:
+                _remove(tmp)

@@ -50,14 +50,15 @@ class Calibration:
 
     def batches(self, prepare: Callable[[np.ndarray], torch.Tensor]) -> list[torch.Tensor]:
         """The decodable images as model inputs, ``prepare`` making them exactly as they will be predicted."""
-        batches = []
+        batches, first_problem = [], None
         for path in self.paths:
             try:
                 batches.append(prepare(read_rgb(path)))
-            except DataError:
-                continue  # an unreadable or too small input is reported when its turn to be predicted comes
+            except DataError as exc:  # an unreadable or too small input is reported when its turn to be predicted comes
+                first_problem = first_problem or str(exc)
         if not batches:
-            raise DataError(f"none of the calibration images from {self.source} can be read and fit the model")
+            raise DataError(f"none of the calibration images from {self.source} can be read and fit the model "
+                            f"({first_problem})")
         return batches
 
 

@@ -22,16 +22,19 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> nn.Module:
 
     ``example`` is a small input used to discover the pairs and to check the folded copy gives the same
     output; a mismatch (a conv output also read elsewhere) raises ``RuntimeError`` instead of a wrong model.
+    ``model`` itself is left as it is (a model in training mode stays in it).
     """
     folded = copy.deepcopy(model).eval()
+    with torch.inference_mode():
+        expected = folded(example)
+    require_finite(expected)
     pairs = _conv_bn_pairs(folded, example)
     for conv_name, bn_name in pairs:
         conv, bn = folded.get_submodule(conv_name), folded.get_submodule(bn_name)
         _set_submodule(folded, conv_name, fuse_conv_bn_eval(conv, bn))
         _set_submodule(folded, bn_name, nn.Identity())
     with torch.inference_mode():
-        expected, got = model.eval()(example), folded(example)
-    require_finite(expected)
+        got = folded(example)
     tolerance = 1e-4 * max(1.0, float(expected.abs().max()))
     if not torch.allclose(expected, got, rtol=1e-3, atol=tolerance):
         raise RuntimeError(f"BatchNorm folding changed the output (max diff {float((expected - got).abs().max()):.3g})")

@@ -7,7 +7,9 @@ and the compiled model is asked back which precision it took.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 import threading
 from pathlib import Path
 from typing import Iterable
@@ -58,8 +60,10 @@ def _quantize(model, calibration: Iterable[torch.Tensor]):
     samples = [batch.detach().float().cpu().numpy() for batch in calibration]
     if not samples:
         raise ValueError("int8 quantisation needs at least one calibration image")
-    return nncf.quantize(model, nncf.Dataset(samples), preset=nncf.QuantizationPreset.PERFORMANCE,
-                         subset_size=len(samples), fast_bias_correction=True)
+    # NNCF draws its progress bars on standard output, which holds a tool's results (and `--json /dev/stdout`).
+    with contextlib.redirect_stdout(sys.stderr):
+        return nncf.quantize(model, nncf.Dataset(samples), preset=nncf.QuantizationPreset.PERFORMANCE,
+                             subset_size=len(samples), fast_bias_correction=True)
 
 
 def compile_ir(xml_path: str | Path, *, precision: str, threads: int | None = None) -> Engine:

@@ -43,6 +43,8 @@ def test_check_new_files_keeps_what_exists_unless_asked(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="cannot write to the output folder"):
         check_new_files([tmp_path / "file" / "r.json"], flag="--json")
     check_new_files([tmp_path / "sub" / "deeper" / "r.json"], flag="--json")
+    with pytest.raises(UserError, match="names a folder \\(it ends in '/'\\); --json names the file"):
+        check_new_files([f"{tmp_path / 'reports'}/"], flag="--json")
     assert not (tmp_path / "sub").exists()  # a check creates nothing; the writer makes the folder
 
 

@@ -3,6 +3,9 @@ checkpoint or an input size beyond memory is one line."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +24,13 @@ def test_export_tool_writes_file_and_prints_parity(tmp_path: Path, capsys: pytes
     assert "parity on 1x3x97x131: max abs logit diff" in printed
     agreement = float(printed.split("argmax agreement ")[1].split("%")[0])
     assert agreement >= 99.9
+
+
+def test_a_device_as_out_is_reported_without_a_size(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                    make_checkpoint) -> None:
+    make_checkpoint(tmp_path / "best.pt", num_classes=3)
+    assert export_tool.main(["--checkpoint", str(tmp_path / "best.pt"), "--out", os.devnull]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {os.devnull} (input N x 3 x H x W, all dynamic)\n")
 
 
 def test_the_onnx_file_says_how_to_normalise_its_input_and_names_the_classes(
@@ -59,6 +69,26 @@ def test_existing_out_is_refused_before_any_work_unless_overwrite(tmp_path: Path
     assert export_tool.main(["--checkpoint", str(ckpt), "--out", str(notes), "--overwrite"]) == 0
     assert notes.read_bytes()[:1] == b"\x08"  # an ONNX model now, as asked
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "notes.txt"]  # no side or temporary files
+
+
+def test_an_out_ending_in_a_slash_is_refused_instead_of_written_as_a_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], make_checkpoint) -> None:
+    make_checkpoint(tmp_path / "best.pt", num_classes=3)
+    out = f"{tmp_path / 'exports'}/"  # meant as a folder to export into
+    assert export_tool.main(["--checkpoint", str(tmp_path / "best.pt"), "--out", out]) == 2
+    assert capsys.readouterr().err == f"error: {out}: names a folder (it ends in '/'); --out names the file to write\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]
+
+
+def test_out_to_stdout_redirected_to_a_file_keeps_the_report_out_of_the_model(tmp_path: Path, repo_root: Path,
+                                                                              make_checkpoint) -> None:
+    make_checkpoint(tmp_path / "best.pt", num_classes=3)
+    with open(tmp_path / "model.onnx", "wb") as stdout:  # export.py --out /dev/stdout > model.onnx
+        done = subprocess.run([sys.executable, str(repo_root / "tools" / "export.py"), "--checkpoint",
+                               str(tmp_path / "best.pt"), "--out", "/dev/stdout"], stdout=stdout,
+                              stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    export_module.onnx_session(tmp_path / "model.onnx")  # the model alone: it loads
+    assert done.returncode == 0 and "argmax agreement 100.0000%" in done.stderr
 
 
 def test_a_failed_export_keeps_the_previous_file_and_leaves_no_partial_one(
@@ -101,6 +131,15 @@ def test_an_input_size_the_model_cannot_take_is_one_line(project: str | None, si
     assert capsys.readouterr().err == (f"error: --input-size: height and width must be at least {smallest} for this "
                                        f"model, got [{size}, 40]\n")
     assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**64)])
+def test_a_seed_torch_cannot_take_is_one_line_before_any_work(seed: str, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "m.onnx"
+    assert export_tool.main(["--checkpoint", str(tmp_path / "absent.pt"), "--out", str(out), "--seed", seed]) == 2
+    assert capsys.readouterr().err == f"error: --seed: must lie between 0 and {2**64 - 1}, got {seed}\n"
+    assert not out.exists()
 
 
 def test_the_onnx_file_given_as_checkpoint_is_named_as_such(tmp_path: Path, capsys: pytest.CaptureFixture[str],

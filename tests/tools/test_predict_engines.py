@@ -71,6 +71,22 @@ def test_bad_calibration_folder_is_one_line(tmp_path: Path, make_checkpoint, cap
         assert rc == 2 and err.strip() == f"error: --calibration: {tmp_path / folder}: {problem}"
 
 
+def test_calibration_skips_the_masks_and_overlays_predict_wrote_there(tmp_path: Path, make_checkpoint, capsys) -> None:
+    make_checkpoint(tmp_path / "m.pt", num_classes=2)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(photos / "a.png")
+    args = ["--checkpoint", str(tmp_path / "m.pt"), "--engine", "int8", "--calibration", str(photos)]
+    assert predict.main([str(photos / "a.png"), *args[:2], "--engine", "torch", "--out", str(photos)]) == 0
+    capsys.readouterr()
+    assert predict.main([str(photos / "a.png"), *args, "--out", str(tmp_path / "out")]) == 0
+    assert "calibrating int8 on 1 images from --calibration" in capsys.readouterr().err
+    (photos / "a.png").rename(tmp_path / "a.png")
+    assert predict.main([str(tmp_path / "a.png"), *args, "--out", str(tmp_path / "again")]) == 2
+    assert capsys.readouterr().err.endswith(f"error: --calibration: {photos}: holds only masks and overlays that "
+                                            "predict.py wrote\n")
+
+
 @pytest.mark.slow
 def test_openvino_int8_calibrates_on_the_named_folder(tmp_path: Path, make_checkpoint, capsys) -> None:
     pytest.importorskip("nncf", reason="openvino-int8 needs NNCF (pip install -e '.[dev]')")

@@ -28,3 +28,8 @@ def test_rows_cover_loop_pipeline_and_video(tmp_path: Path, make_checkpoint) -> 
     for row in rows:
         assert 0 < row["min"] <= row["median"] <= row["max"] and row["engine"] == "onnxruntime"
     assert rows[0]["vs_one_at_a_time"] == 1 and rows[2]["vs_one_at_a_time"] == 1
+
+
+def test_int8_without_a_checkpoint_calibrates_on_the_photos() -> None:
+    rows = prediction_rows(size=32, warmup=0, repeats=1, engine="int8", images=1, frames=2, batch_sizes=())
+    assert {row["engine"] for row in rows} == {"int8"}

@@ -239,6 +239,20 @@ def test_storing_an_entry_removes_only_the_entries_it_outdates(tmp_path: Path) -
     assert all(best_pt.find(int8_key(**fields)) for fields in ({"variant": "output_stride=8"}, {"calibration": "c2"}))
 
 
+def test_a_file_or_link_where_an_entry_goes_is_replaced_without_leftovers(tmp_path: Path) -> None:
+    cache, key = EngineCache(tmp_path / "m.pt", "ab" * 32), int8_key()
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "x").write_text("a user's file")
+    for squatter in ("file", "link"):
+        where = tmp_path / "m.engines" / key.entry_name
+        where.parent.mkdir(exist_ok=True)
+        shutil.rmtree(where, ignore_errors=True)
+        where.write_text("") if squatter == "file" else where.symlink_to(tmp_path / "kept")
+        assert store(cache, key) == where and where.is_dir() and not where.is_symlink()
+        assert [p.name for p in where.parent.iterdir()] == [key.entry_name], squatter  # no trash left behind
+    assert (tmp_path / "kept" / "x").read_text() == "a user's file"  # a link's target is never followed
+
+
 def refuse_to_move(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
     """Make ``folder`` unmovable, as another user's entry in a shared folder is (root may move anything)."""
     rename = os.rename

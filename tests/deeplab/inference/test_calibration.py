@@ -59,5 +59,6 @@ def test_batches_skip_unreadable_images_and_need_one(tmp_path: Path) -> None:
     bad.write_text("not an image")
     prepare = lambda image: torch.tensor(image).permute(2, 0, 1)[None].float()  # noqa: E731
     assert [tuple(b.shape) for b in Calibration((bad, good), "test").batches(prepare)] == [(1, 3, 4, 6)]
-    with pytest.raises(DataError, match="none of the calibration images from test can be read"):
+    with pytest.raises(DataError, match=f"none of the calibration images from test can be read and fit the model "
+                                        f"\\({bad}: "):  # says why, naming the file
         Calibration((bad,), "test").batches(prepare)

@@ -67,6 +67,14 @@ def test_engine_matches_fp32_eager(tiny_model: nn.Module, batch: torch.Tensor, e
     assert float((got.cpu().argmax(1) != expected.argmax(1)).float().mean()) <= max_disagreement
 
 
+@pytest.mark.slow  # NNCF's import and calibration
+def test_nncf_progress_stays_off_standard_output(tiny_model: nn.Module, capsys: pytest.CaptureFixture[str]) -> None:
+    """Standard output holds a tool's results: predict.py's summary, or a report written to /dev/stdout."""
+    skip_if_missing("openvino-int8")
+    create_engine(tiny_model, engine="openvino-int8", calibration=[torch.randn(1, 3, 24, 24)])
+    assert capsys.readouterr().out == ""
+
+
 def test_openvino_engine_gives_each_thread_its_own_logits() -> None:
     """Callers in several threads share one compiled engine (the web app's tabs): none gets another's logits."""
     skip_if_missing("openvino")
@@ -118,6 +126,14 @@ def test_batchnorm_folding_preserves_outputs(tiny_model: nn.Module, batch: torch
     assert any(isinstance(m, nn.BatchNorm2d) for m in tiny_model.modules()), "the original must stay untouched"
     with torch.inference_mode():
         assert torch.allclose(folded(batch), tiny_model(batch), atol=1e-4, rtol=0)
+
+
+def test_the_torch_engine_leaves_a_model_in_training_mode_training(tiny_model: nn.Module) -> None:
+    """Predictor's advice for a model in training mode is create_engine(model): mid-training, that must not switch
+    the model's BatchNorm and dropout to eval for the steps that follow."""
+    model = copy.deepcopy(tiny_model).train()
+    create_engine(model, engine="torch")
+    assert all(module.training for module in model.modules())
 
 
 def test_folding_refuses_a_conv_output_read_twice(randomise_batchnorm) -> None:
