@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +76,10 @@ def train_step(
     else:
         loss.backward()
         optimizer.step()
-    scheduler.step()
+    with warnings.catch_warnings():  # the scaler skips the steps whose fp16 gradients overflow, as it should; the
+        # schedule still follows the step count, and torch's warning about the order would only alarm
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+        scheduler.step()
     return value
 
 

@@ -4,7 +4,8 @@ Every engine accepts any batch size and any ``H x W`` (shapes stay dynamic) and 
 ``(N, num_classes, H, W)`` float32 logits. Each names its runtime and its precision; none changes precision
 on its own.
 
-- ``torch``: fp32 eager, BatchNorm folded into the convs, channels_last memory format.
+- ``torch``: fp32 eager, BatchNorm folded into the convs, channels_last memory format; on CUDA with cuDNN's TF32
+  convolutions (PyTorch's default on Ampere and later, a 10-bit mantissa) turned off while it runs.
 - ``torch-bf16``: as ``torch`` under bf16 autocast on CPUs with native bf16 (refused elsewhere), or fp16
   autocast on CUDA.
 - ``onnxruntime``: our ONNX export run by ONNX Runtime's CPU provider, all graph optimisations on (fp32).
@@ -35,12 +36,13 @@ fp32 eager PyTorch.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import torch
 
@@ -223,10 +225,25 @@ def _torch_engine(model: nn.Module, device: torch.device, *, bf16: bool) -> Engi
     prepared = fold_batchnorm(model, example).to(device, memory_format=torch.channels_last)
     autocast_dtype = (torch.float16 if device.type == "cuda" else torch.bfloat16) if bf16 else None
 
+    exact = autocast_dtype is None and device.type == "cuda"
+
     @torch.inference_mode()
     def run(batch: torch.Tensor) -> torch.Tensor:
         batch = batch.to(device, memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-            return prepared(batch).float()
+            with _without_tf32_convs() if exact else contextlib.nullcontext():
+                return prepared(batch).float()
 
     return run
+
+
+@contextlib.contextmanager
+def _without_tf32_convs() -> Iterator[None]:
+    """cuDNN convolutions in full fp32 inside the block (PyTorch lets them round inputs to TF32 by default, an
+    error of about 1e-3 that an engine called fp32 must not add), the caller's setting restored after it."""
+    saved = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = saved
