@@ -51,5 +51,15 @@ class Xception65Backbone(TimmBackbone):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x = self.blocks[:_LOW_LEVEL_BLOCK](self.stem(x))
-        x, low_level = self.blocks[_LOW_LEVEL_BLOCK].forward_with_tap(x)
+        x, low_level = _forward_with_tap(self.blocks[_LOW_LEVEL_BLOCK], x)
         return {"low_level": low_level, "out": self.blocks[_LOW_LEVEL_BLOCK + 1 :](x)}
+
+
+def _forward_with_tap(block: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A timm ``XceptionModule``'s output and the input of its last (strided) separable conv, the tap; written out
+    because timm's own ``forward_with_tap`` only came in its later 1.0 releases (1.0.29 lacks it)."""
+    tap = block.stack[:-1](x)
+    out = block.stack[-1](tap)
+    if block.no_skip:
+        return out, tap
+    return out + (x if block.shortcut is None else block.shortcut(x)), tap

@@ -27,6 +27,8 @@ def test_convs_use_static_symmetric_padding(xception_os8) -> None:
 
 def test_loads_timm_state_dict_and_matches_timm_taps(tmp_path, randomise_batchnorm) -> None:
     reference = randomise_batchnorm(timm.create_model("xception65", pretrained=False))
+    if not hasattr(reference, "forward_intermediates"):
+        pytest.skip(f"timm {timm.__version__} gives no intermediate features to compare with")
     path = tmp_path / "xception65.pth"
     torch.save(reference.state_dict(), path)
     ours = build_backbone("xception65", output_stride=32, pretrained=path).eval()
