@@ -106,7 +106,7 @@ def test_images_too_small_for_an_imported_model_are_skipped_and_named(engine: st
     Image.fromarray(random_rgb(2, 40)).save(folder / "strip.png")
     Image.fromarray(random_rgb(8, 400)).save(folder / "wide.png")
     rc = predict.main([str(folder), "--checkpoint", str(imported_checkpoint("vainf")), "--max-size", "100",
-                       "--out", str(tmp_path / "out"), "--engine", engine])
+                       "--out", str(tmp_path / "out"), "--engine", engine, "--device", "cpu"])  # int8: CPUs only
     out, err = capsys.readouterr()
     err = "\n".join(line for line in err.splitlines() if line.startswith("error: "))
     assert rc == 1 and "1 of 3 images" in out
@@ -181,7 +181,8 @@ def test_int8_engine_calibrates_on_the_inputs(checkpoint, tmp_path: Path, capsys
     for i, size in enumerate([(33, 41), (40, 36)]):
         Image.fromarray(random_rgb(*size, seed=i)).save(tmp_path / f"img{i}.png")
     (tmp_path / "broken.png").write_text("not an image")
-    rc = predict.main([str(tmp_path), "--checkpoint", str(path), "--out", str(tmp_path / "out"), "--engine", "int8"])
+    rc = predict.main([str(tmp_path), "--checkpoint", str(path), "--out", str(tmp_path / "out"), "--engine", "int8",
+                       "--device", "cpu"])
     err = capsys.readouterr().err
     assert rc == 1 and "broken.png" in err and "--engine" not in err  # only the broken file failed
     for i, (height, width) in enumerate([(33, 41), (40, 36)]):
@@ -258,7 +259,7 @@ def test_more_bad_input_is_one_line(problem: str, checkpoint, tmp_path: Path, ca
     elif problem == "int8_nothing_readable":
         (tmp_path / "broken.jpg").write_text("not an image")
         inputs, named = [str(tmp_path / "broken.jpg")], "none of the calibration images from the images to predict"
-        args += ["--engine", "int8"]
+        args += ["--engine", "int8", "--device", "cpu"]
     elif problem == "too_many_classes":  # 8-bit masks hold ids 0..254 beside 255 = void
         make_checkpoint(tmp_path / "wide.pt", num_classes=256)
         args[1], named = str(tmp_path / "wide.pt"), f"{tmp_path / 'wide.pt'}: its model predicts 256 classes"

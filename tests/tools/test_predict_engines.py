@@ -55,7 +55,7 @@ def test_auto_says_which_engine_it_runs_and_why(tmp_path: Path, make_checkpoint,
     make_checkpoint(tmp_path / "m.pt", num_classes=2)  # no run arguments: no validation images to check on
     Image.fromarray(np.zeros((9, 11, 3), np.uint8)).save(tmp_path / "a.png")
     assert predict.main([str(tmp_path / "a.png"), "--checkpoint", str(tmp_path / "m.pt"), "--out",
-                         str(tmp_path / "out")]) == 0
+                         str(tmp_path / "out"), "--device", "cpu"]) == 0  # auto's CPU choice
     assert ("engine auto -> onnxruntime (exact fp32: no validation images to check a faster engine on; the "
             "checkpoint names no validation data (not written by train.py here))\n") in capsys.readouterr().out
 
@@ -76,7 +76,7 @@ def test_calibration_skips_the_masks_and_overlays_predict_wrote_there(tmp_path: 
     photos = tmp_path / "photos"
     photos.mkdir()
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(photos / "a.png")
-    args = ["--checkpoint", str(tmp_path / "m.pt"), "--engine", "int8", "--calibration", str(photos)]
+    args = ["--checkpoint", str(tmp_path / "m.pt"), "--engine", "int8", "--calibration", str(photos), "--device", "cpu"]
     assert predict.main([str(photos / "a.png"), *args[:2], "--engine", "torch", "--out", str(photos)]) == 0
     capsys.readouterr()
     assert predict.main([str(photos / "a.png"), *args, "--out", str(tmp_path / "out")]) == 0
