@@ -167,12 +167,12 @@ def test_bad_label_values(tmp_path, make_voc_folder):
     assert VOCSegmentation(tmp_path)[0][1].max() == 255
 
 
-def test_colour_mask_rejected(tmp_path, make_voc_folder):
+def test_colour_mask_outside_the_voc_palette_rejected(tmp_path, make_voc_folder):
     base = make_voc_folder(tmp_path, {"a": np.zeros((6, 6), np.uint8)})
-    Image.fromarray(np.zeros((6, 6, 3), np.uint8)).save(base / "SegmentationClass" / "a.png")
+    Image.fromarray(np.full((6, 6, 3), (255, 0, 0), np.uint8)).save(base / "SegmentationClass" / "a.png")
     with pytest.raises(DataError) as exc:
         VOCSegmentation(tmp_path)[0]
-    _assert_one_line(exc, "a.png", "mode RGB")
+    _assert_one_line(exc, "a.png: 1 colour (36 pixels) not in the VOC palette, e.g. RGB (255, 0, 0)")
 
 
 def test_a_one_bit_mask_reads_as_class_ids_0_and_1(tmp_path, make_voc_folder):
