@@ -1,14 +1,19 @@
-"""Images and label masks on disk: robust photo decoding, palette PNGs of class ids, the VOC colours, void.
+"""Images and label masks on disk: robust photo decoding, palette PNGs of class ids, RGB colour masks, the VOC
+colours, void.
 
-Every failure a user can cause (missing, unreadable, truncated, not an image, absurdly large, a colour or JPEG mask,
-labels outside the classes) becomes one :class:`~datasets.errors.DataError` line naming the file.
+Every failure a user can cause (missing, unreadable, truncated, not an image, absurdly large, a colour outside the
+mask colours, a see-through or JPEG mask, labels outside the classes) becomes one
+:class:`~datasets.errors.DataError` line naming the file.
 """
 from __future__ import annotations
 
+import functools
 import glob
+import hashlib
 import os
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -20,6 +25,7 @@ from .errors import DataError, one_line
 __all__ = [
     "IGNORE_INDEX",
     "IMAGE_SUFFIXES",
+    "ColourTable",
     "check_labels",
     "find_images",
     "image_size",
@@ -30,6 +36,7 @@ __all__ = [
     "read_label_png",
     "read_rgb",
     "save_label_png",
+    "voc_colour_table",
     "voc_palette",
 ]
 
@@ -42,6 +49,10 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".g
 _WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 # A 1-bit mask reads as 0/1: the class ids of a background/object data set.
 _MASK_MODES = {"1", "P", "L", "I", "I;16"}
+# Colour masks, decoded to class ids through a ColourTable (RGBA only when fully opaque).
+_COLOUR_MODES = {"RGB", "RGBA"}
+_WHAT_MASKS_ARE = ("a mask is a palette or greyscale PNG of class ids, or RGB in the VOC palette's colours or in "
+                   "those of labelmap.txt at the data root")
 # Lossy formats blur every edge into neighbouring values, which a mask would read as other class ids.
 _LOSSY_FORMATS = {"JPEG", "MPO"}
 _EXIF_ORIENTATION = 0x0112
@@ -198,27 +209,97 @@ def save_label_png(path: str | Path, mask: np.ndarray) -> None:
     label_image(mask).save(path, optimize=False)
 
 
-def read_label_png(path: Path, num_classes: int) -> np.ndarray:
-    """Read a class-id mask (uint8 HxW), raising DataError on a colour or JPEG mask or values outside the classes."""
+@dataclass(frozen=True, eq=False)
+class ColourTable:
+    """The colours of RGB masks and the class id each stands for (``colours[k]`` is id ``ids[k]``), and where they
+    come from, for messages."""
+
+    colours: np.ndarray  # (K, 3) uint8, each colour once
+    ids: np.ndarray  # (K,) uint8
+    source: str
+
+    def fingerprint(self) -> str:
+        """A digest of the colours and their ids, all that decoding depends on: caches of decoded masks key on it."""
+        return hashlib.sha256(np.ascontiguousarray(self.colours, np.uint8).tobytes()
+                              + np.ascontiguousarray(self.ids, np.uint8).tobytes()).hexdigest()
+
+
+@functools.cache
+def voc_colour_table() -> ColourTable:
+    """The VOC devkit's mask colours: colour i of :func:`voc_palette` is class id i, void's (224, 224, 192) is 255."""
+    return ColourTable(voc_palette(), np.arange(256, dtype=np.uint8), "the VOC palette")
+
+
+def read_label_png(path: Path, num_classes: int, colours: Sequence[ColourTable] | None = None) -> np.ndarray:
+    """Read a class-id mask (uint8 HxW): a palette or greyscale PNG of ids, or an RGB one decoded by the first of
+    ``colours`` (default: the VOC palette) that holds all its colours; DataError on anything else."""
+    pixels = _read_mask_pixels(path)
+    mask = pixels if pixels.ndim == 2 else _colour_ids(pixels, colours or (voc_colour_table(),), path)
+    check_labels(mask, num_classes, path)
+    return mask.astype(np.uint8, copy=False)
+
+
+def _read_mask_pixels(path: Path) -> np.ndarray:
+    """A mask's stored values: HxW ids, or HxWx3 RGB from an RGB or fully opaque RGBA PNG; DataError otherwise."""
     try:
         with open_image(path) as image:
             image.load()
             if image.format in _LOSSY_FORMATS:
                 raise DataError(f"{path}: mask is {image.format}-compressed, which turns the class ids along every "
                                 "edge into other ids; save masks as PNG")
-            if image.mode not in _MASK_MODES:
-                raise DataError(
-                    f"{path}: mask has mode {image.mode}; expected a palette or greyscale PNG of class ids"
-                )
-            mask = np.asarray(image)
+            if image.mode not in _MASK_MODES | _COLOUR_MODES:
+                raise DataError(f"{path}: mask has mode {image.mode}; {_WHAT_MASKS_ARE}")
+            pixels = np.asarray(image)
     except FileNotFoundError:
         raise DataError(f"{path}: mask file is missing") from None
     except Image.DecompressionBombError as exc:
         raise _too_large(path, exc) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: cannot decode mask ({one_line(exc)})") from None
-    check_labels(mask, num_classes, path)
-    return mask.astype(np.uint8, copy=False)
+    if pixels.ndim == 3 and pixels.shape[2] == 4:
+        see_through = int((pixels[..., 3] != 255).sum())
+        if see_through:  # a colour blended with what lies behind it names no class
+            raise DataError(f"{path}: mask has {see_through} transparent or translucent pixels (mode RGBA); save it "
+                            f"opaque: {_WHAT_MASKS_ARE}")
+        pixels = pixels[..., :3]
+    return pixels
+
+
+def _colour_ids(rgb: np.ndarray, tables: Sequence[ColourTable], path: Path) -> np.ndarray:
+    """Class ids of an HxWx3 RGB mask: by the first table holding every colour in it, else, when each pixel is grey
+    (R=G=B), the grey value itself (greyscale ids saved as RGB); DataError naming the colours no table explains."""
+    codes, inverse, counts = np.unique(_packed(rgb).ravel(), return_inverse=True, return_counts=True)
+    # Tables before greys: VOC's car (128, 128, 128) and a labelmap's white class are grey colours too.
+    for table in tables:
+        found, ids = _look_up(codes, table)
+        if found.all():
+            return ids[inverse].reshape(rgb.shape[:2])
+    red, green, blue = codes >> 16, (codes >> 8) & 255, codes & 255
+    if np.array_equal(red, blue) and np.array_equal(green, blue):
+        return blue.astype(np.uint8)[inverse].reshape(rgb.shape[:2])
+    unknown = np.flatnonzero(~_look_up(codes, tables[0])[0])
+    examples = unknown[np.argsort(-counts[unknown], kind="stable")[:3]]  # the commonest first
+    others = f" (nor are all its colours in {' or '.join(t.source for t in tables[1:])})" if len(tables) > 1 else ""
+    raise DataError(
+        f"{path}: {unknown.size} colour{'s' if unknown.size > 1 else ''} ({int(counts[unknown].sum())} pixels) not in "
+        f"{tables[0].source}{others}, "
+        f"e.g. RGB {', '.join(str((int(red[k]), int(green[k]), int(blue[k]))) for k in examples)}; {_WHAT_MASKS_ARE}"
+    )
+
+
+def _packed(rgb: np.ndarray) -> np.ndarray:
+    """Each RGB colour as one number ``0xRRGGBB``, so colours sort and compare as numbers."""
+    rgb = rgb.astype(np.uint32)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
+def _look_up(codes: np.ndarray, table: ColourTable) -> tuple[np.ndarray, np.ndarray]:
+    """For each packed colour in ``codes``: whether ``table`` holds it, and its class id there (0 where not)."""
+    keys = _packed(table.colours)
+    order = np.argsort(keys)
+    at = np.minimum(np.searchsorted(keys[order], codes), len(keys) - 1)
+    found = keys[order][at] == codes
+    return found, np.where(found, table.ids[order][at], 0).astype(np.uint8)
 
 
 def check_labels(mask: np.ndarray, num_classes: int, path: Path) -> None:
@@ -233,6 +314,6 @@ def check_labels(mask: np.ndarray, num_classes: int, path: Path) -> None:
     if bad.size:
         raise DataError(
             f"{path}: label values {bad[:10].tolist()} outside 0..{num_classes - 1} "
-            f"(and {IGNORE_INDEX} = void); masks in another format, or a classes.txt at the data root that lists "
-            f"too few classes (without one, VOC's 21)?"
+            f"(and {IGNORE_INDEX} = void); masks in another format, or a classes.txt or labelmap.txt at the data "
+            f"root that lists too few classes (without one, VOC's 21)?"
         )

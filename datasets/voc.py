@@ -3,13 +3,15 @@
 Layout under a data root ``ROOT``::
 
     ROOT/classes.txt                      optional; one class name per line, line i = class id i
+    ROOT/labelmap.txt                     optional; CVAT's ``name:r,g,b::`` lines: class names and RGB mask colours
     ROOT/VOCdevkit/VOC2012/JPEGImages/<id>.jpg             or another image type: <id>.png, <id>.JPG...
-    ROOT/VOCdevkit/VOC2012/SegmentationClass/<id>.png      class ids, 255 = void
+    ROOT/VOCdevkit/VOC2012/SegmentationClass/<id>.png      class ids, 255 = void (or RGB colours: see read_label_png)
     ROOT/VOCdevkit/VOC2012/SegmentationClassAug/<id>.png   SBD labels (split ``train_aug`` only)
     ROOT/VOCdevkit/VOC2012/ImageSets/Segmentation/<split>.txt
 """
 from __future__ import annotations
 
+import re
 import urllib.error
 from pathlib import Path
 from typing import Callable, Sequence
@@ -17,17 +19,29 @@ from typing import Callable, Sequence
 import numpy as np
 import torch.utils.data
 
-from .errors import DataError, one_line
-from .image_files import IGNORE_INDEX, IMAGE_SUFFIXES, image_size, is_turned, read_label_png, read_rgb
+from .errors import DataError, one_line, shorten
+from .image_files import (
+    IGNORE_INDEX,
+    IMAGE_SUFFIXES,
+    ColourTable,
+    image_size,
+    is_turned,
+    read_label_png,
+    read_rgb,
+    voc_colour_table,
+)
 
 __all__ = [
+    "LABELMAP_FILE",
     "VOC_CLASSES",
     "VOC_URL",
     "VOCSegmentation",
     "download_voc",
     "find_image",
     "load_class_names",
+    "load_mask_colours",
     "read_class_names",
+    "read_labelmap",
     "read_text_lines",
     "split_file",
     "voc_dir",
@@ -38,6 +52,12 @@ VOC_CLASSES: tuple[str, ...] = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )
+#: CVAT's (Datumaro's) class list at the root of its "Segmentation mask" / PASCAL VOC export.
+LABELMAP_FILE = "labelmap.txt"
+# What each class file at the data root gives, for messages.
+_CLASS_FILES = {"classes.txt": "class names", LABELMAP_FILE: "class names and mask colours"}
+# A labelmap line: name, colour, then optional parts and actions (which segmentation does not use).
+_LABELMAP_LINE = re.compile(r"(?P<name>[^:]+):(?P<colour>[^:]*)(:[^:]*){0,2}")
 _HOW_TO_GET = (
     f"extract {VOC_URL} so that the folder VOCdevkit sits inside the data root (tools/train.py --download does that)"
 )
@@ -54,26 +74,47 @@ def split_file(root: str | Path, split: str) -> Path:
 
 
 def load_class_names(root: str | Path) -> list[str]:
-    """Class names from ``root/classes.txt`` (line i names class id i), else the 21 VOC classes; a missing ``root``
-    is a DataError (moved or mistyped), not VOC's classes."""
-    path = Path(root) / "classes.txt"
-    if not path.exists() and not path.is_symlink():
-        if not Path(root).is_dir():
-            raise _voc_dir_missing(Path(root))
-        _refuse_misplaced_classes_file(Path(root))
-        return list(VOC_CLASSES)
-    if not path.is_file():  # a folder (or a dangling link) there must not mean VOC's classes
-        raise DataError(f"{path}: is not a file; it must list the class names, one a line (line i = class id i)")
-    return read_class_names(path)
+    """Class names from ``root/classes.txt`` (line i names class id i), else from ``root/labelmap.txt``, else the 21
+    VOC classes; both files must agree. A missing ``root`` is a DataError (moved or mistyped), not VOC's classes."""
+    root = Path(root)
+    if not root.is_dir():
+        raise _voc_dir_missing(root)
+    classes, labelmap = _class_file(root, "classes.txt"), _class_file(root, LABELMAP_FILE)
+    names = read_class_names(classes) if classes else None
+    mapped = read_labelmap(labelmap)[0] if labelmap else None
+    if names and mapped and names != mapped:
+        raise DataError(f"{classes}: {_disagreement(names, mapped)} {labelmap}; keep one file, or make them agree")
+    return names or mapped or list(VOC_CLASSES)
 
 
-def _refuse_misplaced_classes_file(root: Path) -> None:
-    """Refuse a ``classes.txt`` put inside ``VOCdevkit`` or ``VOC2012`` instead of beside ``VOCdevkit``: read from
-    nowhere, it would leave VOC's 21 classes standing in for the user's, without a word."""
-    for misplaced in (root / "VOCdevkit" / "classes.txt", voc_dir(root) / "classes.txt"):
+def load_mask_colours(root: str | Path) -> ColourTable:
+    """The colours RGB masks under ``root`` use: ``root/labelmap.txt``'s when there is one, else the VOC palette."""
+    labelmap = _class_file(Path(root), LABELMAP_FILE)
+    return read_labelmap(labelmap)[1] if labelmap else voc_colour_table()
+
+
+def _class_file(root: Path, name: str) -> Path | None:
+    """``root/name`` when it is there, None when not; DataError when it is no file, or lies inside ``VOCdevkit`` or
+    ``VOC2012`` instead of beside ``VOCdevkit``: read from nowhere, VOC's classes would stand in for the user's."""
+    path = root / name
+    if path.exists() or path.is_symlink():
+        if not path.is_file():  # a folder (or a dangling link) there must not mean VOC's classes
+            raise DataError(f"{path}: is not a file; it must list the {_CLASS_FILES[name]}, one class a line "
+                            "(line i = class id i)")
+        return path
+    for misplaced in (root / "VOCdevkit" / name, voc_dir(root) / name):
         if misplaced.is_file():
-            raise DataError(f"{misplaced}: class names are read from {root / 'classes.txt'} (beside VOCdevkit), "
-                            "not from here; move the file there")
+            raise DataError(f"{misplaced}: {_CLASS_FILES[name]} are read from {path} (beside VOCdevkit), not from "
+                            "here; move the file there")
+    return None
+
+
+def _disagreement(names: list[str], mapped: list[str]) -> str:
+    """How two class lists differ, as the middle of a sentence naming the first file, then the second."""
+    if len(names) != len(mapped):
+        return f"names {len(names)} classes but {len(mapped)} in"
+    first = next(i for i, (a, b) in enumerate(zip(names, mapped)) if a != b)
+    return f"names class {first} {names[first]!r} but it is {mapped[first]!r} in"
 
 
 def read_class_names(path: str | Path) -> list[str]:
@@ -89,15 +130,60 @@ def read_class_names(path: str | Path) -> list[str]:
     if comments:  # taken as a class name, it would shift every class after it to the next id
         raise DataError(f"{path}: line {comments[0]} ({names[comments[0] - 1]!r}) reads as a comment; the file holds "
                         "class names only, line i = class id i")
+    _check_class_count(path, names)
+    if len(set(names)) != len(names):
+        raise DataError(f"{path}: class names repeat: {sorted({n for n in names if names.count(n) > 1})}")
+    return names
+
+
+def _check_class_count(path: Path, names: list[str]) -> None:
+    """Refuse a class list that segmentation cannot use: one class only, or more than uint8 masks hold."""
     if len(names) == 1:
         # One class gives a softmax of 1 everywhere: loss 0 and mIoU 1.0 whatever the model does.
         raise DataError(f"{path}: names one class ({names[0]}); segmentation needs at least two, e.g. background "
                         "and the object")
-    if len(set(names)) != len(names):
-        raise DataError(f"{path}: class names repeat: {sorted({n for n in names if names.count(n) > 1})}")
     if len(names) > IGNORE_INDEX:
         raise DataError(f"{path}: {len(names)} classes; at most {IGNORE_INDEX} fit uint8 masks with 255 = void")
-    return names
+
+
+def read_labelmap(path: str | Path) -> tuple[list[str], ColourTable]:
+    """Class names and RGB mask colours from a CVAT/Datumaro ``labelmap.txt``: after its ``#`` header, one
+    ``name:r,g,b:parts:actions`` line per class (parts and actions may be empty or left out), line order = class id."""
+    path = Path(path)
+    names: list[str] = []
+    colours: list[tuple[int, int, int]] = []
+    where: dict[object, int] = {}  # each name and colour -> the line that gave it
+    for number, line in enumerate(read_text_lines(path), 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        name, colour = _labelmap_entry(text, f"{path}: line {number}")
+        for key, what in ((name, f"class name {name!r}"), (colour, f"colour {colour} of {name!r}")):
+            if key in where:
+                raise DataError(f"{path}: line {number}: {what} is already on line {where[key]}; each class needs "
+                                "its own name and colour")
+            where[key] = number
+        names.append(name)
+        colours.append(colour)
+    if not names:
+        raise DataError(f"{path}: lists no classes; it needs one name:r,g,b:: line per class (line order = class id)")
+    _check_class_count(path, names)
+    return names, ColourTable(np.array(colours, np.uint8), np.arange(len(names), dtype=np.uint8), f"{path}'s colours")
+
+
+def _labelmap_entry(text: str, where: str) -> tuple[str, tuple[int, int, int]]:
+    """The name and colour of one labelmap line, or a DataError starting with ``where`` (the file and line)."""
+    match = _LABELMAP_LINE.fullmatch(text)
+    if match is None or not match["name"].strip():
+        raise DataError(f"{where} ({shorten(text, 60)!r}) is not name:r,g,b:parts:actions (e.g. cat:255,0,0::)")
+    parts = match["colour"].split(",")
+    if len(parts) != 3 or not all(part.strip().isdigit() for part in parts):
+        raise DataError(f"{where}: colour {match['colour']!r} of {match['name'].strip()!r} is not r,g,b (three whole "
+                        "numbers 0..255, e.g. 255,0,0)")
+    colour = tuple(int(part) for part in parts)
+    if max(colour) > 255:
+        raise DataError(f"{where}: colour {match['colour']!r} of {match['name'].strip()!r} has a component above 255")
+    return match["name"].strip(), colour
 
 
 class VOCSegmentation(torch.utils.data.Dataset):
@@ -105,7 +191,8 @@ class VOCSegmentation(torch.utils.data.Dataset):
 
     Items are ``(image, mask)``: uint8 HxWx3 RGB and uint8 HxW class ids, or what ``transform(image, mask)``
     returns. Every id's files are checked to exist up front; decoding, sizes and label values when loaded (or, for
-    the masks, by :meth:`mask_pixels`).
+    the masks, by :meth:`mask_pixels`). RGB masks are decoded by ``colours``: the root's labelmap.txt, else the VOC
+    palette.
     """
 
     def __init__(
@@ -120,6 +207,7 @@ class VOCSegmentation(torch.utils.data.Dataset):
         self.split = split
         self.transform = transform
         self.class_names = list(class_names) if class_names is not None else load_class_names(self.root)
+        self.colours = load_mask_colours(self.root)
         self.ids = _read_split(self.root, split)
         base = voc_dir(self.root)
         aug_dir = base / "SegmentationClassAug"
@@ -155,16 +243,20 @@ class VOCSegmentation(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         image = read_rgb(self._image_paths[i])
-        mask = read_label_png(self._mask_paths[i], self.num_classes)
+        mask = self.read_mask(i)
         self._check_size(i, mask.shape, image.shape[:2])
         if self.transform is None:
             return image, mask
         return self.transform(image, mask)
 
+    def read_mask(self, i: int) -> np.ndarray:
+        """Sample ``i``'s class ids (uint8 HxW), RGB masks decoded by the data's colours, labels checked."""
+        return read_label_png(self._mask_paths[i], self.num_classes, (self.colours,))
+
     def mask_pixels(self, i: int) -> np.ndarray:
         """Pixels of each class in mask ``i``, decoded and checked against its image's size (read from the header):
         counting a split this way finds a bad mask before a run trains, not when it first loads it."""
-        mask = read_label_png(self._mask_paths[i], self.num_classes)
+        mask = self.read_mask(i)
         self._check_size(i, mask.shape, self.image_size(i))
         return np.bincount(mask.ravel(), minlength=IGNORE_INDEX + 1)[: self.num_classes]
 

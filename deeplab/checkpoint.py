@@ -20,6 +20,7 @@ import torch
 from backbones.base import OUTPUT_STRIDES, without_wrapper_prefixes
 from datasets import IGNORE_INDEX
 from datasets.errors import shorten
+from datasets.voc import LABELMAP_FILE
 
 from .errors import UserError, error_behind, one_line, os_error_behind
 from .tool_args import is_stream
@@ -402,9 +403,12 @@ def match_class_names(
 
 
 def class_names_source(data_root: str | Path) -> str:
-    """Where a data root's class names come from, for messages: its ``classes.txt``, else VOC's (none there)."""
-    classes_file = Path(data_root) / "classes.txt"
-    return str(classes_file) if classes_file.is_file() else f"{data_root} (VOC's classes, no classes.txt)"
+    """Where a data root's class names come from, for messages: its ``classes.txt``, else its ``labelmap.txt``,
+    else VOC's (neither there)."""
+    for name in ("classes.txt", LABELMAP_FILE):
+        if (Path(data_root) / name).is_file():
+            return str(Path(data_root) / name)
+    return f"{data_root} (VOC's classes, no classes.txt)"
 
 
 def _names_beyond(data_names: Sequence[str], model_names: Sequence[str]) -> list[str]:

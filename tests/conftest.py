@@ -122,6 +122,28 @@ def make_voc_folder() -> Callable[..., Path]:
     return _make_voc_folder
 
 
+#: Classes and colours of the CVAT export :func:`make_cvat_folder` writes; "snow" is white, a grey colour.
+CVAT_LABELMAP = {"background": (0, 0, 0), "cat": (250, 50, 83), "snow": (255, 255, 255)}
+
+
+def _make_cvat_folder(root: Path, masks: dict[str, np.ndarray], split: str = "train") -> Path:
+    """A VOC-format folder as CVAT's "Segmentation mask 1.1" export holds it: ``labelmap.txt`` (its header, then
+    ``name:r,g,b::`` lines of :data:`CVAT_LABELMAP`) and the masks (ids 0..2) as RGB PNGs in its colours."""
+    base = _make_voc_folder(root, masks, split)
+    lines = ["# label:color_rgb:parts:actions", *(f"{name}:{r},{g},{b}::" for name, (r, g, b) in CVAT_LABELMAP.items())]
+    (root / "labelmap.txt").write_text("\n".join(lines) + "\n")
+    colours = np.array(list(CVAT_LABELMAP.values()), np.uint8)
+    for sample_id, mask in masks.items():
+        Image.fromarray(colours[mask]).save(base / "SegmentationClass" / f"{sample_id}.png")
+    return base
+
+
+@pytest.fixture(scope="session")
+def make_cvat_folder() -> Callable[..., Path]:
+    """``make_cvat_folder(root, {id: mask of ids 0..2}, split="train") -> VOCdevkit/VOC2012`` with labelmap.txt."""
+    return _make_cvat_folder
+
+
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The built-in demo dataset, generated once per session (tests add split files, never change images)."""

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from datasets import VOCSegmentation
-from datasets.image_files import IGNORE_INDEX, read_label_png
+from datasets.image_files import IGNORE_INDEX, read_label_png, voc_colour_table
 
 from ..checkpoint import write_atomically
 from ..errors import UserError
@@ -35,20 +35,22 @@ SUMMARY_LINES = (("miou", "mIoU"), ("mean_dice", "mean Dice"), ("fw_iou", "fw Io
 
 def score_prediction_dir(dataset: VOCSegmentation, pred_dir: str | Path) -> ConfusionMatrix:
     """One confusion matrix over every ground-truth mask of ``dataset`` and its saved prediction in ``pred_dir``
-    (void ignored): the VOC devkit's ``<id>.png`` or what ``predict.py`` writes (``<id>_mask.png``)."""
+    (void ignored): the VOC devkit's ``<id>.png`` or what ``predict.py`` writes (``<id>_mask.png``); RGB predictions
+    in the data's colours (its labelmap.txt) or the VOC palette's, as other projects colour them."""
     pred_dir = Path(pred_dir)
     if pred_dir.is_file():  # one mask given: the split says which images to score, the folder holds their masks
         raise UserError(f"{pred_dir}: is a file; --pred-dir names the folder of predicted masks")
     if not pred_dir.is_dir():
         raise UserError(f"{pred_dir}: prediction folder not found")
     matrix = ConfusionMatrix(dataset.num_classes)
+    prediction_colours = tuple(dict.fromkeys((dataset.colours, voc_colour_table())))
     for i in range(len(dataset)):
         gt_path, pred_path = dataset.mask_path(i), _prediction_path(pred_dir, dataset.image_path(i))
         if pred_path.samefile(gt_path):  # the ground-truth folder passed for the predictions: a perfect score
             raise UserError(f"{pred_path}: is the ground truth itself, not a prediction; --pred-dir names the folder "
                             "of predicted masks (predict.py's --out)")
-        target = read_label_png(gt_path, dataset.num_classes)
-        pred = read_label_png(pred_path, dataset.num_classes)
+        target = dataset.read_mask(i)
+        pred = read_label_png(pred_path, dataset.num_classes, prediction_colours)
         if pred.shape != target.shape:
             raise UserError(
                 f"{pred_path}: prediction is {pred.shape[1]}x{pred.shape[0]} but its ground truth "

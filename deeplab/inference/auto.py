@@ -48,7 +48,8 @@ import torch
 
 from datasets import DataError, read_label_png, read_rgb
 from datasets.errors import one_line
-from datasets.voc import find_image, voc_dir
+from datasets.image_files import ColourTable
+from datasets.voc import find_image, load_mask_colours, voc_dir
 
 from .cache import EngineCache, library_versions
 from .calibration import NAMED, Calibration, effective_max_size, split_ids, spread
@@ -104,15 +105,18 @@ class AutoChoice:
 
 @dataclass(frozen=True)
 class Verification:
-    """Images a choice is checked on, each one's mask (``None`` where it has none) and what they are."""
+    """Images a choice is checked on, each one's mask (``None`` where it has none), what they are, and the colours of
+    RGB masks (the data's labelmap.txt or the VOC palette; ``None`` without masks)."""
 
     images: tuple[Path, ...]
     masks: tuple[Path | None, ...]
     kind: str  # "validation" or "--calibration": how the printed line names them
+    colours: ColourTable | None = None
 
     def digest(self, max_size: int | None) -> str:
         """SHA-256 of the images' and masks' bytes and of the size limit they are shrunk to (if it shrinks any)."""
         digest = hashlib.sha256(f"{len(self.images)}:{effective_max_size(self.images, max_size)}".encode())
+        digest.update(self.colours.fingerprint().encode() if self.colours else b"no colours")
         for path in (*self.images, *self.masks):
             try:
                 digest.update(hashlib.sha256(path.read_bytes()).digest() if path else b"none")
@@ -135,7 +139,7 @@ class Verification:
             try:
                 if mask_path is not None:
                     height, width = image.shape[-2:]
-                    mask = read_label_png(mask_path, num_classes)
+                    mask = read_label_png(mask_path, num_classes, (self.colours,))
                     mask = torch.from_numpy(cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST))[None]
             except DataError:
                 mask = None
@@ -153,15 +157,25 @@ def verification_images(ckpt: dict[str, Any], calibration: Calibration | None) -
         images = {i: find_image(base / "JPEGImages", i) for i in spread(ids, VERIFY_IMAGES)}
         chosen = [i for i, image in images.items() if image.is_file()]
         if chosen:
-            masks = [base / "SegmentationClass" / f"{i}.png" for i in chosen]
-            return Verification(tuple(images[i] for i in chosen),
-                                tuple(m if m.is_file() else None for m in masks), "validation")
+            masks, colours = _validation_masks(root, chosen)
+            return Verification(tuple(images[i] for i in chosen), masks, "validation", colours)
     if calibration is not None and calibration.source == NAMED:
         paths = spread(list(calibration.paths), VERIFY_IMAGES)
         return Verification(paths, (None,) * len(paths), "--calibration")
     if not root:
         return "the checkpoint names no validation data (not written by train.py here)"
     return f"its validation split {split!r} under {root} is not on this machine"
+
+
+def _validation_masks(root: str, ids: Sequence[str]) -> tuple[tuple[Path | None, ...], ColourTable | None]:
+    """The masks of ``ids`` (``None`` where missing) and the colours of RGB ones; no masks where the data's
+    labelmap.txt cannot be read, as for unreadable masks."""
+    try:
+        colours = load_mask_colours(root)
+    except DataError:
+        return (None,) * len(ids), None
+    masks = [voc_dir(root) / "SegmentationClass" / f"{i}.png" for i in ids]
+    return tuple(m if m.is_file() else None for m in masks), colours
 
 
 def compare(predicted: Sequence[torch.Tensor], expected: Sequence[torch.Tensor],

@@ -1,5 +1,6 @@
 """Class pixel counts of a split: exact per image, each mask checked on the way, counted once, recounted when the
-split, a mask or an image changes, cached atomically, and still counted when the data folder is read-only."""
+split, a mask, an image or the mask colours (labelmap.txt) change, cached atomically, and still counted when the data
+folder is read-only."""
 from __future__ import annotations
 
 import os
@@ -47,6 +48,17 @@ def test_a_changed_mask_or_split_is_recounted(split):
     assert class_pixel_counts(VOCSegmentation(split, split="train")).tolist() == [[22, 3, 0, 0], [0, 0, 0, 16]]
     (base / "ImageSets" / "Segmentation" / "train.txt").write_text("b\n")
     assert class_pixel_counts(VOCSegmentation(split, split="train")).tolist() == [[0, 0, 0, 16]]
+
+
+def test_an_edited_labelmap_is_recounted(tmp_path, make_cvat_folder):
+    """The same RGB masks mean other classes once labelmap.txt gives their colours to other ids."""
+    mask = np.zeros((4, 5), np.uint8)
+    mask[0, :3], mask[1:, :] = 1, 2
+    make_cvat_folder(tmp_path, {"a": mask})
+    assert class_pixel_counts(VOCSegmentation(tmp_path)).tolist() == [[2, 3, 15]]
+    (tmp_path / "labelmap.txt").write_text("# label:color_rgb:parts:actions\nbackground:0,0,0::\n"
+                                           "cat:255,255,255::\nsnow:250,50,83::\n")  # cat and snow swap colours
+    assert class_pixel_counts(VOCSegmentation(tmp_path)).tolist() == [[2, 15, 3]]
 
 
 def test_counting_checks_each_mask_against_its_image_even_after_caching(split):

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from datasets import DataError, find_images, read_label_png, read_rgb, save_label_png, voc_palette
-from datasets.image_files import image_size
+from datasets.image_files import ColourTable, image_size
 
 
 def test_read_rgb_scales_16_bit_and_applies_exif(tmp_path: Path) -> None:
@@ -88,6 +88,76 @@ def test_label_png_keeps_ids_and_uses_the_voc_palette(tmp_path: Path) -> None:
     np.testing.assert_array_equal(read_label_png(tmp_path / "m.png", 21), mask)
     with pytest.raises(DataError, match=r"m.png: label values \[20\]"):
         read_label_png(tmp_path / "m.png", 20)
+
+
+def _voc_ids(shape: tuple[int, int] = (13, 17)) -> np.ndarray:
+    """VOC class ids with void and car (whose colour, (128, 128, 128), is grey) in them."""
+    mask = np.random.default_rng(0).integers(0, 21, shape).astype(np.uint8)
+    mask[0], mask[1, :4] = 255, 7
+    return mask
+
+
+def test_an_rgb_mask_in_voc_colours_reads_as_its_palette_pngs_ids(tmp_path: Path) -> None:
+    """VOC masks re-saved by OpenCV or an editor, or colourised predictions: the palette's colours as RGB."""
+    mask = _voc_ids()
+    save_label_png(tmp_path / "palette.png", mask)
+    Image.fromarray(voc_palette()[mask]).save(tmp_path / "rgb.png")
+    opaque = np.dstack([voc_palette()[mask], np.full(mask.shape, 255, np.uint8)])
+    Image.fromarray(opaque).save(tmp_path / "rgba.png")
+    expected = read_label_png(tmp_path / "palette.png", 21)
+    for name in ("rgb.png", "rgba.png"):
+        got = read_label_png(tmp_path / name, 21)
+        assert got.dtype == np.uint8 and np.array_equal(got, expected) and np.array_equal(got, mask)
+    with pytest.raises(DataError, match=r"rgb.png: label values \[20\]"):  # then checked like any mask
+        read_label_png(tmp_path / "rgb.png", 20)
+
+
+def test_greyscale_ids_saved_as_rgb_read_as_their_grey_values(tmp_path: Path) -> None:
+    mask = _voc_ids()
+    mask[1, :4] = 3
+    Image.fromarray(np.repeat(mask[..., None], 3, axis=2)).save(tmp_path / "grey.png")
+    np.testing.assert_array_equal(read_label_png(tmp_path / "grey.png", 21), mask)
+
+
+def test_an_rgb_mask_in_a_tables_colours_takes_its_ids_even_where_they_are_grey(tmp_path: Path) -> None:
+    """A labelmap's white class would read as void (255) by its grey value: the table's colours come first."""
+    table = ColourTable(np.array([[0, 0, 0], [255, 255, 255], [255, 0, 0]], np.uint8),
+                        np.arange(3, dtype=np.uint8), "labelmap.txt's colours")
+    mask = np.zeros((6, 7), np.uint8)
+    mask[1:3, 2:5], mask[4:, :2] = 1, 2
+    colours = table.colours[mask]
+    Image.fromarray(colours).save(tmp_path / "cvat.png")
+    np.testing.assert_array_equal(read_label_png(tmp_path / "cvat.png", 3, (table,)), mask)
+    colours[mask == 2] = 255  # background and white only: every pixel grey
+    Image.fromarray(colours).save(tmp_path / "grey_looking.png")
+    np.testing.assert_array_equal(read_label_png(tmp_path / "grey_looking.png", 3, (table,)), np.minimum(mask, 1))
+
+
+def test_colours_outside_the_table_are_one_line_with_counts_and_examples(tmp_path: Path) -> None:
+    colours = voc_palette()[_voc_ids()]
+    colours[2, :5] = (1, 2, 3)  # an editor's anti-aliased edge, say
+    colours[3, :2] = (250, 0, 0)
+    colours[4, :1] = (0, 0, 1)
+    colours[5, :6] = (1, 2, 3)
+    Image.fromarray(colours).save(tmp_path / "odd.png")
+    with pytest.raises(DataError) as exc:
+        read_label_png(tmp_path / "odd.png", 21)
+    assert str(exc.value) == (
+        f"{tmp_path / 'odd.png'}: 3 colours (14 pixels) not in the VOC palette, e.g. RGB (1, 2, 3), (250, 0, 0), "
+        "(0, 0, 1); a mask is a palette or greyscale PNG of class ids, or RGB in the VOC palette's colours or in those "
+        "of labelmap.txt at the data root")
+
+
+def test_see_through_rgba_and_other_colour_modes_are_refused(tmp_path: Path) -> None:
+    colours = np.dstack([voc_palette()[_voc_ids()], np.full((13, 17), 255, np.uint8)])
+    colours[0, 0, 3] = 128
+    Image.fromarray(colours).save(tmp_path / "rgba.png")
+    with pytest.raises(DataError, match=r"rgba.png: mask has 1 transparent or translucent pixels \(mode RGBA\); "
+                                        "save it opaque: a mask is a palette or greyscale PNG of class ids"):
+        read_label_png(tmp_path / "rgba.png", 21)
+    Image.fromarray(_voc_ids()).convert("LA").save(tmp_path / "la.png")
+    with pytest.raises(DataError, match="la.png: mask has mode LA; a mask is a palette or greyscale PNG"):
+        read_label_png(tmp_path / "la.png", 21)
 
 
 def test_voc_palette_matches_the_devkit_colours() -> None:

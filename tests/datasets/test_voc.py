@@ -1,6 +1,7 @@
 """VOC loading, custom VOC-format folders and their one-line errors naming the bad file."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 from PIL import Image
 
 from datasets import VOC_CLASSES, DataError, VOCSegmentation, download_voc, load_class_names, save_label_png
+from datasets.voc import read_labelmap
 
 
 def test_voc_mini_samples(voc_mini):
@@ -46,6 +48,72 @@ def test_load_class_names(tmp_path):
         (tmp_path / "classes.txt").write_text(bad)
         with pytest.raises(DataError, match="classes.txt"):
             load_class_names(tmp_path)
+
+
+def test_a_cvat_export_gives_class_names_and_the_colours_of_its_rgb_masks(tmp_path, make_cvat_folder):
+    mask = np.zeros((9, 11), np.uint8)
+    mask[2:5, 3:8], mask[6:, :4] = 1, 2
+    base = make_cvat_folder(tmp_path, {"a": mask, "b": np.full((9, 11), 2, np.uint8)})
+    with Image.open(base / "SegmentationClass" / "a.png") as png:
+        assert png.mode == "RGB"
+    ds = VOCSegmentation(tmp_path)
+    assert ds.class_names == load_class_names(tmp_path) == ["background", "cat", "snow"]
+    np.testing.assert_array_equal(ds[0][1], mask)
+    assert ds.mask_pixels(1).tolist() == [0, 0, 99]  # all white: the labelmap's snow, not void by its grey value
+
+
+def test_labelmap_lines_as_datumaro_writes_them(tmp_path):
+    (tmp_path / "labelmap.txt").write_text("\ufeff# label:color_rgb:parts:actions\r\nbackground:0,0,0::\r\n\r\n"
+                                           "person:192,128,128:head,hand,foot:jumping,running\r\ncar:128,128,128\r\n")
+    names, table = read_labelmap(tmp_path / "labelmap.txt")
+    assert names == ["background", "person", "car"]
+    assert table.colours.tolist() == [[0, 0, 0], [192, 128, 128], [128, 128, 128]] and table.ids.tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("background:0,0,0::\ncat\n", "line 2 ('cat') is not name:r,g,b:parts:actions (e.g. cat:255,0,0::)"),
+    ("background:0,0,0::\ncat:255,0::\n", "line 2: colour '255,0' of 'cat' is not r,g,b (three whole numbers "
+                                          "0..255, e.g. 255,0,0)"),
+    ("# label:color_rgb:parts:actions\nbackground:0,0,0::\ncat:256,0,0::\n",
+     "line 3: colour '256,0,0' of 'cat' has a component above 255"),
+    ("background:0,0,0::\ncat:0,0,0::\n", "line 2: colour (0, 0, 0) of 'cat' is already on line 1; each class "
+                                          "needs its own name and colour"),
+    ("cat:1,0,0::\n\ncat:2,0,0::\n", "line 3: class name 'cat' is already on line 1; each class needs its own "
+                                    "name and colour"),
+    ("background:0,0,0::\ncat:1,2,3:a:b:c\n", "line 2 ('cat:1,2,3:a:b:c') is not name:r,g,b:parts:actions"),
+    ("# label:color_rgb:parts:actions\n", "lists no classes"),
+    ("background:0,0,0::\n", "names one class (background); segmentation needs at least two"),
+])
+def test_a_bad_labelmap_line_is_one_line_naming_the_file_and_line(text, problem, tmp_path, make_voc_folder):
+    make_voc_folder(tmp_path, {"a": np.zeros((4, 4), np.uint8)})
+    (tmp_path / "labelmap.txt").write_text(text)
+    with pytest.raises(DataError) as exc:
+        VOCSegmentation(tmp_path)
+    _assert_one_line(exc, f"{tmp_path / 'labelmap.txt'}: {problem}")
+
+
+@pytest.mark.parametrize("classes, differs", [
+    ("background\ncat\n", "names 2 classes but 3 in"),
+    ("background\ncat\ndog\n", "names class 2 'dog' but it is 'snow' in"),
+])
+def test_classes_txt_and_labelmap_txt_that_disagree_are_one_line(classes, differs, tmp_path, make_cvat_folder):
+    make_cvat_folder(tmp_path, {"a": np.zeros((4, 4), np.uint8)})
+    (tmp_path / "classes.txt").write_text(classes)
+    expected = f"{tmp_path / 'classes.txt'}: {differs} {tmp_path / 'labelmap.txt'}; keep one file, or make them agree"
+    with pytest.raises(DataError, match=f"^{re.escape(expected)}$"):
+        load_class_names(tmp_path)
+    (tmp_path / "classes.txt").write_text("background\ncat\nsnow\n")
+    assert VOCSegmentation(tmp_path).class_names == ["background", "cat", "snow"]
+
+
+def test_a_labelmap_inside_the_voc_folder_is_refused_not_left_for_the_voc_palette(tmp_path, make_cvat_folder):
+    """CVAT's export unpacked into VOC2012 leaves labelmap.txt there, beside SegmentationClass."""
+    base = make_cvat_folder(tmp_path, {"a": np.zeros((4, 4), np.uint8)})
+    (tmp_path / "labelmap.txt").rename(base / "labelmap.txt")
+    with pytest.raises(DataError) as exc:
+        VOCSegmentation(tmp_path)
+    _assert_one_line(exc, f"{base / 'labelmap.txt'}: class names and mask colours are read from "
+                          f"{tmp_path / 'labelmap.txt'} (beside VOCdevkit), not from here; move the file there")
 
 
 def test_greyscale_jpeg_becomes_rgb(tmp_path, make_voc_folder):
@@ -167,12 +235,12 @@ def test_bad_label_values(tmp_path, make_voc_folder):
     assert VOCSegmentation(tmp_path)[0][1].max() == 255
 
 
-def test_colour_mask_rejected(tmp_path, make_voc_folder):
+def test_colour_mask_outside_the_voc_palette_rejected(tmp_path, make_voc_folder):
     base = make_voc_folder(tmp_path, {"a": np.zeros((6, 6), np.uint8)})
-    Image.fromarray(np.zeros((6, 6, 3), np.uint8)).save(base / "SegmentationClass" / "a.png")
+    Image.fromarray(np.full((6, 6, 3), (255, 0, 0), np.uint8)).save(base / "SegmentationClass" / "a.png")
     with pytest.raises(DataError) as exc:
         VOCSegmentation(tmp_path)[0]
-    _assert_one_line(exc, "a.png", "mode RGB")
+    _assert_one_line(exc, "a.png: 1 colour (36 pixels) not in the VOC palette, e.g. RGB (255, 0, 0)")
 
 
 def test_a_one_bit_mask_reads_as_class_ids_0_and_1(tmp_path, make_voc_folder):

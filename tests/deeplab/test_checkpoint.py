@@ -305,6 +305,9 @@ def test_class_names_of_checkpoint_and_data_must_agree(tmp_path: Path) -> None:
     (tmp_path / "classes.txt").write_text("a\nb\n")
     with pytest.raises(UserError, match=r"m.pt: the checkpoint predicts 3 classes \(a, b, c\) but .*classes.txt has 2"):
         match_class_names("m.pt", ckpt, ["a", "b"], data_root=tmp_path)
+    (tmp_path / "classes.txt").rename(tmp_path / "labelmap.txt")  # a CVAT export's names: said as their source
+    with pytest.raises(UserError, match=r"m.pt: the checkpoint predicts 3 classes \(a, b, c\) but .*labelmap.txt has 2"):
+        match_class_names("m.pt", ckpt, ["a", "b"], data_root=tmp_path)
     # The user says the ids agree: the data's names, then the checkpoint's beyond them.
     assert match_class_names("m.pt", ckpt, ["a", "x"], data_root=tmp_path, allow_mismatch=True) == ["a", "x", "c"]
     # A checkpoint's name beyond the data's that the data gives another id stays apart: scores are keyed by name.

@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from datasets import VOCSegmentation, build_eval_transform, save_label_png
+from datasets import VOCSegmentation, build_eval_transform, save_label_png, voc_palette
+from datasets.voc import read_labelmap
 from deeplab.inference import create_engine
 from tools import eval as eval_tool
 from tools import predict
@@ -253,6 +254,34 @@ def test_pred_dir_reads_what_predict_writes(tiny_voc, tmp_path: Path) -> None:
     # Scoring predict.py's masks is scoring the checkpoint: the same confusion matrix, pixel for pixel.
     np.testing.assert_array_equal(read_csv_matrix(tmp_path / "a_confusion.csv")[1],
                                   read_csv_matrix(tmp_path / "b_confusion.csv")[1])
+
+
+@pytest.mark.parametrize("classes_from", ["classes.txt", "labelmap.txt"])
+def test_pred_dir_of_rgb_colour_masks_scores_as_their_palette_pngs(classes_from, tiny_voc, make_cvat_folder,
+                                                                  tmp_path: Path) -> None:
+    """Other projects save predictions in colour (VainF's predict.py: the VOC palette); a CVAT-labelled set's may be
+    in its labelmap.txt's colours."""
+    root, _, _ = tiny_voc
+    colourings = {"palette": None, "voc_rgb": voc_palette()}
+    if classes_from == "labelmap.txt":
+        gt = VOCSegmentation(root, split="val")
+        make_cvat_folder(tmp_path / "cvat", {gt.ids[i]: np.minimum(gt[i][1], 2) for i in range(len(gt))}, split="val")
+        root = tmp_path / "cvat"
+        colourings["labelmap_rgb"] = read_labelmap(root / "labelmap.txt")[1].colours
+    data, rng = VOCSegmentation(root, split="val"), np.random.default_rng(1)
+    predictions = {data.ids[i]: rng.integers(0, 3, data.image_size(i)).astype(np.uint8) for i in range(len(data))}
+    matrices = []
+    for name, colours in colourings.items():
+        (tmp_path / name).mkdir()
+        for sample_id, pred in predictions.items():
+            if colours is None:
+                save_label_png(tmp_path / name / f"{sample_id}.png", pred)
+            else:
+                Image.fromarray(colours[pred]).save(tmp_path / name / f"{sample_id}.png")
+        assert eval_tool.main(["--pred-dir", str(tmp_path / name), "--data-root", str(root),
+                               "--json", str(tmp_path / f"{name}.json")]) == 0
+        matrices.append(read_csv_matrix(tmp_path / f"{name}_confusion.csv")[1])
+    assert all(np.array_equal(matrix, matrices[0]) for matrix in matrices) and matrices[0].sum() > 0
 
 
 def test_pred_dir_with_void_predictions_on_labelled_pixels_names_the_file(tmp_path: Path, voc_mini: Path,

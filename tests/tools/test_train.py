@@ -19,6 +19,7 @@ from deeplab import DeepLabV3Plus
 from deeplab.checkpoint import load_checkpoint, model_from_checkpoint
 from deeplab.engine import data as engine_data
 from deeplab.engine.losses import SegmentationLoss
+from tools import eval as eval_tool
 from tools import train as train_tool
 
 FAST = ["--crop-size", "32", "--batch-size", "2", "--workers", "0", "--no-progress", "--seed", "0"]
@@ -68,6 +69,25 @@ def test_voc_mini_trains_a_couple_of_steps(tmp_path, voc_mini):
     ckpt = load_checkpoint(out / "best.pt")
     assert ckpt["model_config"]["num_classes"] == 21 and len(ckpt["class_names"]) == 21
     assert 0.0 <= ckpt["scores"]["miou"] <= 1.0
+
+
+def test_a_cvat_export_with_rgb_masks_trains_and_evaluates(tmp_path, make_cvat_folder):
+    """CVAT's "Segmentation mask" export: labelmap.txt names the classes and gives the colours of its RGB masks."""
+    masks = {f"m{i}": np.zeros((36, 36), np.uint8) for i in range(3)}
+    for i, mask in enumerate(masks.values()):
+        mask[4 + i:20, 6:24], mask[26:, :] = 1, 2
+    make_cvat_folder(tmp_path / "data", masks)
+    split_file(tmp_path / "data", "val").write_text("m0\nm1\n")
+    out = tmp_path / "run"
+    assert train_tool.main(["--dataset", "voc", "--data-root", str(tmp_path / "data"), "--pretrained-backbone", "none",
+                            "--iters", "2", "--out", str(out), *FAST]) == 0
+    ckpt = load_checkpoint(out / "best.pt")
+    assert ckpt["class_names"] == ["background", "cat", "snow"] and ckpt["model_config"]["num_classes"] == 3
+    assert eval_tool.main(["--checkpoint", str(out / "best.pt"), "--data-root", str(tmp_path / "data"), "--engine",
+                           "torch", "--workers", "0", "--json", str(tmp_path / "val.json")]) == 0
+    scores = json.loads((tmp_path / "val.json").read_text())
+    assert scores["miou"] == pytest.approx(ckpt["scores"]["miou"])
+    assert list(scores["per_class_iou"]) == ckpt["class_names"]
 
 
 class SimulatedCrash(Exception):

@@ -170,6 +170,14 @@ def test_validation_images_of_any_type_are_found(checkpoint, tmp_path: Path) -> 
     assert found.kind == "validation" and [p.name for p in found.images] == ["v0.jpg", "v1.png", "v2.jpg"]
 
 
+def test_validation_masks_in_a_labelmaps_colours_are_read_as_its_class_ids(tmp_path: Path, make_cvat_folder) -> None:
+    masks = {f"v{i}": np.random.default_rng(i).integers(0, 3, (40, 52), dtype=np.uint8) for i in range(2)}
+    make_cvat_folder(tmp_path / "data", masks, split="val")
+    found = verification_images({"args": {"data_root": str(tmp_path / "data"), "val_split": "val"}}, None)
+    samples = found.load(lambda rgb: torch.tensor(rgb).permute(2, 0, 1)[None].float(), 3)
+    assert [mask[0].tolist() for _, mask in samples] == [mask.tolist() for mask in masks.values()]
+
+
 def test_named_calibration_images_stand_in_for_a_missing_validation_split(checkpoint, tmp_path: Path) -> None:
     path, _ = checkpoint
     named = Calibration(tuple(sorted((tmp_path / "data").rglob("*.jpg"))), NAMED)
