@@ -19,8 +19,8 @@ from typing import Iterable, Mapping, TextIO
 
 from .errors import UserError
 
-__all__ = ["check_bindable", "check_new_files", "check_ranges", "check_seed", "check_writable", "is_stream",
-           "report_stream"]
+__all__ = ["check_bindable", "check_file_name", "check_new_files", "check_ranges", "check_seed", "check_writable",
+           "is_stream", "report_stream"]
 
 #: Folders whose entries name this process's open streams (``/dev/stdout``, ``/dev/fd/1``, ``/proc/self/fd/1``).
 _STREAM_FOLDERS = ("/dev", "/dev/fd", "/proc/self/fd")
@@ -90,6 +90,13 @@ def check_writable(out_dir: str | Path, *, create: bool = True) -> Path:
     return out_dir
 
 
+def check_file_name(name: str, *, flag: str) -> None:
+    """Refuse an output file name ending in a slash (``--out exports/``): it names a folder, and Path would drop the
+    slash and write a file of that name."""
+    if name.endswith(_SEPARATORS):
+        raise UserError(f"{name}: names a folder (it ends in {name[-1]!r}); {flag} names the file to write")
+
+
 def check_new_files(paths: Iterable[str | Path], *, flag: str, overwrite: bool = False,
                     inputs: Iterable[tuple[str, str | Path]] = ()) -> None:
     """Refuse, before any work, output ``paths`` (named by ``flag``, e.g. ``--json``) that are folders, that are one
@@ -98,8 +105,8 @@ def check_new_files(paths: Iterable[str | Path], *, flag: str, overwrite: bool =
     created here). A name ending in a slash (``--out exports/``) names a folder, not the file Path would make of it."""
     paths = list(paths)
     for path in paths:
-        if isinstance(path, str) and path.endswith(_SEPARATORS):
-            raise UserError(f"{path}: names a folder (it ends in {path[-1]!r}); {flag} names the file to write")
+        if isinstance(path, str):
+            check_file_name(path, flag=flag)
     paths = [Path(path) for path in paths]
     inputs = [(input_flag, Path(source)) for input_flag, source in inputs if Path(source).exists()]
     for path in paths:

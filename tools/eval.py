@@ -16,7 +16,7 @@ from deeplab.errors import UserError, report_user_errors
 from deeplab.evaluation import (ConfusionMatrix, evaluate, format_scores, report_paths, score_prediction_dir,
                                  warn_repeated_ids, write_report)
 from deeplab.inference import ENGINES, Predictor
-from deeplab.tool_args import check_new_files
+from deeplab.tool_args import check_file_name, check_new_files
 
 #: Largest test scale: DeepLab's multi-scale evaluation goes up to 1.75, and each side's factor costs its square.
 MAX_SCALE = 4.0
@@ -124,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.workers < 0:
         raise UserError(f"--workers {args.workers}: must be 0 (load in this process) or more")
     if args.json:
+        check_file_name(args.json, flag="--json")  # before it becomes a Path, which drops a trailing slash
         check_new_files(report_paths(args.json).values(), flag="--json", overwrite=args.overwrite,
                         inputs=[("--checkpoint", args.checkpoint)] if args.checkpoint else [])
     matrix, class_names, settings = score_checkpoint(args) if args.checkpoint else score_predictions(args)

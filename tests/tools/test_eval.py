@@ -371,6 +371,15 @@ def test_more_bad_input_is_one_line(flag, named, tiny_voc, tmp_path: Path, capsy
     assert rc == 2 and len(err.splitlines()) == 1 and named in err, err
 
 
+def test_a_json_name_ending_in_a_slash_is_refused_as_a_folder(tiny_voc, tmp_path: Path, capsys) -> None:
+    root, ckpt, _ = tiny_voc
+    named = f"{tmp_path / 'reports'}/"
+    rc = eval_tool.main(["--checkpoint", str(ckpt), "--data-root", str(root), "--json", named])
+    expected = f"error: {named}: names a folder (it ends in '/'); --json names the file to write\n"
+    assert rc == 2 and capsys.readouterr().err == expected
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize(("sizes", "flag", "named"), [
     ([(20, 30), (2, 40)], [], "a 40x2 image: too small for this model, which needs at least 3 pixels a side"),
     ([(20, 30)], ["--scales", "0.1,1"], "--scales 0.1: shrinks a 30x20 image to 3x2 pixels (WxH), under the 3 a side "
