@@ -10,6 +10,7 @@ import pickletools
 import sys
 import tarfile
 import tempfile
+import traceback
 import zipfile
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Sequence
@@ -132,7 +133,14 @@ def write_atomically(path: str | Path, write: Callable[[BinaryIO], None], *, wha
         raise UserError(f"{path}: cannot write {what} ({exc.strerror or exc}){kept}") from None
     try:
         with os.fdopen(fd, "wb") as tmp:
-            write(tmp)
+            try:
+                write(tmp)
+            except BaseException as exc:
+                # A Ctrl-C inside torch.save leaves its zip writer alive in the traceback's frames; freed later, at
+                # exit, it would finish the archive into the closed file and abort the process. Freed here, it
+                # finishes into this temporary file, which is removed below.
+                traceback.clear_frames(exc.__traceback__)
+                raise
             tmp.flush()
             os.fsync(tmp.fileno())
         os.replace(tmp_name, path)

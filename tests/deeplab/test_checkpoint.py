@@ -5,6 +5,8 @@ import errno
 import io
 import os
 import pickle
+import subprocess
+import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -106,6 +108,30 @@ def test_ctrl_c_during_a_write_is_an_interrupt_and_keeps_the_previous_checkpoint
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(_state(), path)
     assert path.read_bytes() == before and not list(tmp_path.glob(".*.tmp"))
+
+
+CTRL_C_IN_TORCH_SAVE = """
+import sys, torch
+from deeplab import save_checkpoint
+def interrupted_save(obj, f):  # Ctrl-C between two records: torch.save's zip writer is left unfinished
+    writer = torch._C.PyTorchFileWriter(f, True, 64)
+    writer.write_record("archive/version", b"3", 1)
+    raise KeyboardInterrupt
+torch.save = interrupted_save
+try:
+    save_checkpoint({"model": {"w": torch.zeros(3)}}, sys.argv[1])
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+
+
+def test_ctrl_c_inside_torch_save_leaves_no_writer_to_abort_the_exit(tmp_path: Path, repo_root: Path) -> None:
+    """The unfinished zip writer is freed while its temporary file is open, not at exit into the closed file (a C++
+    terminate: exit status -6 instead of the tool's 130)."""
+    done = subprocess.run([sys.executable, "-c", CTRL_C_IN_TORCH_SAVE, str(tmp_path / "last.pt")], cwd=repo_root,
+                          capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout) == (0, "interrupted\n"), done.stderr
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("protocol", [0, 2])  # protocol 0 is plain ASCII text, yet still a pickle of code
