@@ -30,8 +30,8 @@ __all__ = ["Prediction", "Predictor", "check_model_size", "default_batch_size", 
            "shrunk_size", "upsample_argmax"]
 
 #: Images per engine call where batching paid: a GPU fills up with batches; on 2 CPU cores fp32 ONNX Runtime and
-#: eager torch measured no faster in batches, ONNX Runtime int8 faster on an AVX2 Zen 3, but not on the AVX-512 Zen 5
-#: of the README's engines table (58.8 img/s at batch 8 against 63 one at a time).
+#: eager torch measured no faster in batches; ONNX Runtime int8 about 1.3x in an earlier measurement, but not in the
+#: README's engines table on the AVX-512 Zen 5 (58.8 img/s at batch 8 against 63 one at a time).
 _BATCH_SIZES = {"cuda": 8, "int8": 4}
 
 
