@@ -108,14 +108,24 @@ def fit(
 
 @contextlib.contextmanager
 def _run_folder(c: TrainConfig, *, resume: dict[str, Any] | None, resume_path: str | Path | None) -> Iterator[Path]:
-    """The run's folder, claimed by rank 0 for the block; the other ranks learn which it is."""
+    """The run's folder, claimed by rank 0 for the block; the other ranks learn which it is, or why rank 0 refused
+    it (a folder holding another run), and stop with that line instead of a lost peer's traceback."""
     if not distributed.is_main_process():
-        yield Path(distributed.broadcast_object(None))
+        folder, refusal = distributed.broadcast_object(None)
+        if refusal is not None:
+            raise RunWideError(refusal)
+        yield Path(folder)
         return
     step = resume.get("step") if resume is not None else 0
-    with claim_run_dir(c.out, default=Path("runs") / f"{c.dataset}_{c.backbone}_os{c.output_stride}",
-                       resume_path=resume_path, resume_step=step if isinstance(step, int) else 0) as folder:
-        distributed.broadcast_object(str(folder))
+    with contextlib.ExitStack() as stack:
+        try:
+            folder = stack.enter_context(claim_run_dir(
+                c.out, default=Path("runs") / f"{c.dataset}_{c.backbone}_os{c.output_stride}",
+                resume_path=resume_path, resume_step=step if isinstance(step, int) else 0))
+        except UserError as exc:
+            distributed.broadcast_object((None, str(exc)))
+            raise
+        distributed.broadcast_object((str(folder), None))
         yield folder
 
 

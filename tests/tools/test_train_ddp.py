@@ -122,3 +122,15 @@ def test_a_silent_rank_ends_the_run_in_one_line_naming_the_last_good_checkpoint(
                     f"checkpoint; continue with --resume {out / 'last.pt'}"], result.stderr[-3000:]
     assert "[rank0]: Traceback" not in result.stderr
     assert load_checkpoint(out / "last.pt")["step"] == 3
+
+
+def test_a_taken_run_folder_is_one_line_from_rank_0_not_a_traceback_from_the_others(ddp_run) -> None:
+    data, out, _ = ddp_run
+    before = {path.name: path.stat().st_mtime_ns for path in out.iterdir()}
+    result = _torchrun(*TINY, "--data-root", str(data), "--iters", "3", "--out", str(out))
+    assert result.returncode != 0
+    ours = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert ours == [f"error: {out}: holds another run (last.pt, best.pt, metrics.jsonl, curves.png); continue it "
+                    f"with --resume {out / 'last.pt'}, or pass --out with a new folder"], result.stderr[-3000:]
+    assert "[rank1]" not in result.stderr
+    assert {path.name: path.stat().st_mtime_ns for path in out.iterdir()} == before
