@@ -71,8 +71,8 @@ def fit(
     world = distributed.get_world_size()
     if c.batch_size % world:
         raise UserError(f"--batch-size {c.batch_size}: the global batch must be divisible by the {world} processes")
-    if c.tensorboard and distributed.is_main_process():
-        require_tensorboard()  # before any data is read: the missing package is one line, at once
+    if c.tensorboard:  # before any data is read: the missing package is one line, at once
+        _require_tensorboard_on_every_rank()
     init = read_init_checkpoint(c.init_from, backbone=c.backbone) if c.init_from and resume is None else None
     saved_path = resume_path if resume is not None else c.init_from
     if resume is not None or init is not None:  # a model_config the model cannot take fails here, before any work
@@ -206,6 +206,15 @@ def _fit_in(
         run_args=dataclasses.asdict(c), progress=progress, criterion=criterion.to(device),
         tensorboard=c.tensorboard,
         history=Path(resume_path).parent / "metrics.jsonl" if resume_path is not None else None)
+
+
+def _require_tensorboard_on_every_rank() -> None:
+    """Check for TensorBoard in every process, not rank 0 alone: the others would otherwise go on and die waiting
+    for it with a lost peer's traceback. A missing package is missing alike for every rank of a machine."""
+    try:
+        require_tensorboard()
+    except UserError as exc:
+        raise RunWideError(str(exc)) from None
 
 
 def _checked_pixel_counts(dataset: VOCSegmentation, *, workers: int) -> np.ndarray:

@@ -134,3 +134,27 @@ def test_a_taken_run_folder_is_one_line_from_rank_0_not_a_traceback_from_the_oth
                     f"with --resume {out / 'last.pt'}, or pass --out with a new folder"], result.stderr[-3000:]
     assert "[rank1]" not in result.stderr
     assert {path.name: path.stat().st_mtime_ns for path in out.iterdir()} == before
+
+
+# tools/train.py in an environment without the tensorboard package.
+WITHOUT_TENSORBOARD = """
+import os, sys
+sys.path.insert(0, os.path.join(os.environ["PYTHONPATH"], "tools"))
+sys.modules["torch.utils.tensorboard"] = None  # its import fails as if the package were not installed
+import train
+sys.exit(train.main())
+"""
+
+
+def test_missing_tensorboard_stops_every_rank_with_one_line(ddp_run, tmp_path: Path) -> None:
+    data, _, _ = ddp_run
+    script = tmp_path / "train_without_tensorboard.py"
+    script.write_text(WITHOUT_TENSORBOARD)
+    result = _torchrun(*TINY, "--data-root", str(data), "--iters", "3", "--tensorboard", "--out",
+                       str(tmp_path / "run"), script=script)
+    assert result.returncode != 0
+    ours = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert ours == ["error: --tensorboard: the tensorboard package is not installed; pip install "
+                    '"deeplabv3plus-toolkit[tensorboard]" (or pip install tensorboard)'], result.stderr[-3000:]
+    assert "[rank1]" not in result.stderr
+    assert not (tmp_path / "run").exists()
