@@ -158,3 +158,33 @@ def test_missing_tensorboard_stops_every_rank_with_one_line(ddp_run, tmp_path: P
                     '"deeplabv3plus-toolkit[tensorboard]" (or pip install tensorboard)'], result.stderr[-3000:]
     assert "[rank1]" not in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+# tools/train.py whose rank 0 prepares the data for longer than --dist-timeout, as a download of VOC may.
+SLOW_DATA = """
+import importlib, os, sys, time
+sys.path.insert(0, os.path.join(os.environ["PYTHONPATH"], "tools"))
+import train
+fit = importlib.import_module("deeplab.engine.fit")
+
+if os.environ["RANK"] == "0":
+    prepare = fit._prepare_data
+
+    def slow(*args, **kwargs):
+        time.sleep(8)
+        return prepare(*args, **kwargs)
+
+    fit._prepare_data = slow
+sys.exit(train.main())
+"""
+
+
+def test_the_other_ranks_wait_for_rank_0_to_prepare_the_data_past_the_timeout(ddp_run, tmp_path: Path) -> None:
+    data, _, _ = ddp_run
+    script = tmp_path / "slow_data_train.py"
+    script.write_text(SLOW_DATA)
+    out = tmp_path / "run"
+    result = _torchrun(*TINY, "--data-root", str(data), "--iters", "1", "--dist-timeout", "4", "--out", str(out),
+                       script=script)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert load_checkpoint(out / "last.pt")["step"] == 1
