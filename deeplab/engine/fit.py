@@ -68,9 +68,7 @@ def fit(
     c = config
     device = distributed.setup_distributed(resolve_device(c.device), timeout_s=c.dist_timeout)
     amp_dtype = _run_amp(c.amp, device, resume=resume, resume_path=resume_path)  # before the data: fails at once
-    world = distributed.get_world_size()
-    if c.batch_size % world:
-        raise UserError(f"--batch-size {c.batch_size}: the global batch must be divisible by the {world} processes")
+    _check_batch_divides(c.batch_size, distributed.get_world_size(), resume=resume, resume_path=resume_path)
     if c.tensorboard:  # before any data is read: the missing package is one line, at once
         _require_tensorboard_on_every_rank()
     init = read_init_checkpoint(c.init_from, backbone=c.backbone) if c.init_from and resume is None else None
@@ -315,6 +313,19 @@ def _consumed_samples(ckpt: dict[str, Any], step: int, *, batch_size: int) -> in
         return samples
     saved_batch = ckpt.get("args", {}).get("batch_size")
     return step * (saved_batch if isinstance(saved_batch, int) else batch_size)
+
+
+def _check_batch_divides(batch_size: int, world: int, *, resume: dict[str, Any] | None,
+                         resume_path: str | Path | None) -> None:
+    """Refuse a global batch the processes cannot share evenly; one the resumed run set (not typed now) is named
+    as that run's, with the way out: a run resumes at any batch size."""
+    if batch_size % world == 0:
+        return
+    message = f"--batch-size {batch_size}: the global batch must be divisible by the {world} processes"
+    if resume is not None and resume.get("args", {}).get("batch_size") == batch_size:
+        message += (f"; it is the batch size {resume_path} was trained with: pass --batch-size with a multiple of "
+                    f"{world} (a run resumes at any batch size)")
+    raise UserError(message)
 
 
 def _check_resumable(ckpt: dict[str, Any], path: str | Path | None) -> None:
