@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import math
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +160,7 @@ def _fit_in(
     _check_labelled(train_pixels, train_set, flag="--split", purpose="train on")
     criterion, focus, paste = prepare_balance(c, train_pixels, class_names, announce=distributed.is_main_process())
     if c.epochs:
-        c.iters, c.epochs = c.epochs * math.ceil(len(train_set) / c.batch_size), None
+        c.iters, c.epochs = _epoch_steps(c.epochs, len(train_set), c.batch_size, resume=resume), None
     model = _build_model(c, num_classes=len(class_names), saved=resume or init, saved_path=saved_path)
     if init is not None:
         warm = load_init_weights(model, init, class_names, ignore_class_names=ignore_class_names)
@@ -302,6 +303,20 @@ def _run_amp(amp: str, device: torch.device, *, resume: dict[str, Any] | None,
         if resume is None or resume.get("args", {}).get("amp") != amp:
             raise
         raise UserError(f"{exc}; {resume_path} was trained with it: pass --amp off to resume it here") from None
+
+
+def _epoch_steps(epochs: int, num_images: int, batch_size: int, *, resume: dict[str, Any] | None) -> int:
+    """The step count of ``epochs`` passes over the split, an epoch being ``ceil(images / batch)`` steps; a resumed run
+    counts the epochs done at the batch size it trained with, so one resumed at another batch size (more or fewer
+    processes) still trains ``epochs`` in all, and one resumed at its own ends where it would have."""
+    per_epoch = math.ceil(num_images / batch_size)
+    if resume is None or not isinstance(resume.get("step"), int):  # a damaged one: restoring it says what is wrong
+        return epochs * per_epoch
+    saved = resume.get("args", {}).get("batch_size")
+    saved = saved if isinstance(saved, int) else batch_size
+    done = Fraction(_consumed_samples(resume, resume["step"], batch_size=batch_size),
+                    math.ceil(num_images / saved) * saved)
+    return resume["step"] + max(0, math.ceil((epochs - done) * per_epoch))
 
 
 def _consumed_samples(ckpt: dict[str, Any], step: int, *, batch_size: int) -> int:
