@@ -11,9 +11,11 @@ quarter of the scenes, so it covers about 0.1% of the labelled pixels (the imbal
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,11 @@ from .errors import DataError, one_line
 from .image_files import save_label_png
 from .voc import split_file, voc_dir
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: runs started together on a fresh demo folder are not kept apart
+    fcntl = None
+
 __all__ = ["DEMO_CLASSES", "DEMO_VARIANTS", "DemoVariant", "ensure_demo_dataset", "render_scene"]
 
 DEMO_CLASSES: tuple[str, ...] = ("background", "circle", "square", "triangle", "cross")
@@ -33,6 +40,7 @@ _RARE_COLOUR = np.array((170, 70, 215), dtype=np.float32)
 _VERSION = 1  # bump whenever the rendering changes, so old folders are told apart from new ones
 _SIZE = 128
 _MARKER = "demo_dataset.json"
+_LOCK = ".demo_dataset.lock"
 
 
 @dataclass(frozen=True)
@@ -155,22 +163,44 @@ def ensure_demo_dataset(root: str | Path, *, seed: int = 0, variant: str = "demo
               "splits": spec.splits, "complete": True}
     if variant != "demo":  # the plain demo's marker stays as it was, so existing folders stay current
         wanted["variant"] = variant
-    held = _read_marker(marker)
-    if held == wanted and all(split_file(root, s).is_file() for s in spec.splits):
+    if _is_current(root, spec, wanted):
         return root
-    _check_ours(root, marker, held, wanted)
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        # Marked before writing, so an interrupted run is recognised as ours and redone next time.
-        marker.write_text(json.dumps({**wanted, "complete": False}, sort_keys=True) + "\n", encoding="utf-8")
-        shutil.rmtree(root / "VOCdevkit", ignore_errors=True)
-        _write_scenes(root, seed, spec)
-        (root / "classes.txt").write_text("\n".join(spec.classes) + "\n", encoding="utf-8")
-        marker.write_text(json.dumps(wanted, sort_keys=True) + "\n", encoding="utf-8")
+        with _writing_lock(root):
+            if _is_current(root, spec, wanted):  # written meanwhile by a run started at the same time
+                return root
+            # Marked before writing, so an interrupted run is recognised as ours and redone next time.
+            marker.write_text(json.dumps({**wanted, "complete": False}, sort_keys=True) + "\n", encoding="utf-8")
+            shutil.rmtree(root / "VOCdevkit", ignore_errors=True)
+            _write_scenes(root, seed, spec)
+            (root / "classes.txt").write_text("\n".join(spec.classes) + "\n", encoding="utf-8")
+            marker.write_text(json.dumps(wanted, sort_keys=True) + "\n", encoding="utf-8")
     except OSError as exc:
         raise DataError(f"{root}: cannot write the demo data here ({exc.strerror or one_line(exc)}); "
                         "pass --data-root a writable folder") from None
     return root
+
+
+def _is_current(root: Path, spec: DemoVariant, wanted: dict) -> bool:
+    """Whether ``root`` holds the finished demo data ``wanted`` describes; DataError when it holds data not ours to
+    overwrite (see :func:`_check_ours`), False when it is to be written."""
+    marker = root / _MARKER
+    held = _read_marker(marker)
+    if held == wanted and all(split_file(root, s).is_file() for s in spec.splits):
+        return True
+    _check_ours(root, marker, held, wanted)
+    return False
+
+
+@contextlib.contextmanager
+def _writing_lock(root: Path) -> Iterator[None]:
+    """Hold ``root``'s lock for the block: a second process asking for the demo data meanwhile (two runs started
+    together) waits and then finds it written, instead of deleting the files the first one is writing."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / _LOCK, "a", encoding="utf-8") as handle:
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 def _read_marker(marker: Path) -> dict | None:

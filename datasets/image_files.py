@@ -140,10 +140,14 @@ def _named_like(folder: str | Path, suffixes: Sequence[str]) -> list[Path]:
     return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in suffixes and not p.name.startswith("."))
 
 
-def find_images(inputs: Sequence[str | Path], *, video_suffixes: Sequence[str] = ()) -> tuple[list[Path], list[str]]:
+def find_images(inputs: Sequence[str | Path] | str | Path, *, video_suffixes: Sequence[str] = ()
+                ) -> tuple[list[Path], list[str]]:
     """Image paths from files, folders (a folder's images, and videos by ``video_suffixes``, by name) and glob
     patterns that no file is named after (``photos/*.jpg``: shells on Windows do not expand them; ``**`` reaches into
-    subfolders), and one problem line per input that yields none, and per broken symbolic link that it holds."""
+    subfolders), and one problem line per input that yields none, and per broken symbolic link that it holds. A
+    single name is one input (a string is a sequence too, whose letters would be looked for one by one)."""
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]
     images, problems = [], []
     for name in inputs:
         path = Path(name)

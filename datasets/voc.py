@@ -206,6 +206,9 @@ class VOCSegmentation(torch.utils.data.Dataset):
         self.root = Path(root)
         self.split = split
         self.transform = transform
+        if isinstance(class_names, (str, Path)):  # list() of it would give one class per letter
+            raise TypeError(f"class_names: a sequence of names, not {class_names!r}; read a file of them with "
+                            "read_class_names(path)")
         self.class_names = list(class_names) if class_names is not None else load_class_names(self.root)
         self.colours = load_mask_colours(self.root)
         self.ids = _read_split(self.root, split)

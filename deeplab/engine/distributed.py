@@ -25,6 +25,7 @@ from ..evaluation import ConfusionMatrix
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
+    "PREPARATION_TIMEOUT_S",
     "ShardedSampler",
     "all_reduce_confusion_matrix",
     "broadcast_object",
@@ -45,6 +46,8 @@ __all__ = [
 
 #: Seconds a rank waits for the rendezvous or for a peer inside a collective before failing.
 DEFAULT_TIMEOUT_S = 600.0
+#: Seconds the other ranks wait for rank 0 to prepare the data (download, generate, count) in main_process_first.
+PREPARATION_TIMEOUT_S = 24 * 3600.0
 # How Gloo and NCCL word a collective that failed because a peer died or stayed silent (plain RuntimeErrors).
 _PEER_LOST = re.compile(r"timed out|timeout|connection (closed|reset) by peer|broken pipe|communicator was aborted",
                         re.IGNORECASE)
@@ -118,14 +121,24 @@ def teardown_distributed() -> None:
 
 @contextlib.contextmanager
 def main_process_first() -> Iterator[None]:
-    """Run the block on rank 0 before the other ranks, e.g. to download or generate data once and then read it."""
-    if not is_main_process():
-        dist.barrier()
-    try:
+    """Run the block on rank 0 before the other ranks, e.g. to download or generate data once and then read it.
+
+    The others wait up to :data:`PREPARATION_TIMEOUT_S`, not ``--dist-timeout``: a download or a first count of a
+    large split may take longer, and rank 0 is busy, not silent (one that dies closes its connections at once)."""
+    if not is_distributed():
         yield
+        return
+    group = dist.new_group(backend="gloo", timeout=timedelta(seconds=PREPARATION_TIMEOUT_S))
+    try:
+        if not is_main_process():
+            dist.barrier(group=group)
+        try:
+            yield
+        finally:
+            if is_main_process():
+                dist.barrier(group=group)
     finally:
-        if is_main_process() and is_distributed():
-            dist.barrier()
+        dist.destroy_process_group(group)
 
 
 class ShardedSampler(Sampler):

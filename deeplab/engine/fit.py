@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import math
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -68,11 +69,9 @@ def fit(
     c = config
     device = distributed.setup_distributed(resolve_device(c.device), timeout_s=c.dist_timeout)
     amp_dtype = _run_amp(c.amp, device, resume=resume, resume_path=resume_path)  # before the data: fails at once
-    world = distributed.get_world_size()
-    if c.batch_size % world:
-        raise UserError(f"--batch-size {c.batch_size}: the global batch must be divisible by the {world} processes")
-    if c.tensorboard and distributed.is_main_process():
-        require_tensorboard()  # before any data is read: the missing package is one line, at once
+    _check_batch_divides(c.batch_size, distributed.get_world_size(), resume=resume, resume_path=resume_path)
+    if c.tensorboard:  # before any data is read: the missing package is one line, at once
+        _require_tensorboard_on_every_rank()
     init = read_init_checkpoint(c.init_from, backbone=c.backbone) if c.init_from and resume is None else None
     saved_path = resume_path if resume is not None else c.init_from
     if resume is not None or init is not None:  # a model_config the model cannot take fails here, before any work
@@ -108,14 +107,24 @@ def fit(
 
 @contextlib.contextmanager
 def _run_folder(c: TrainConfig, *, resume: dict[str, Any] | None, resume_path: str | Path | None) -> Iterator[Path]:
-    """The run's folder, claimed by rank 0 for the block; the other ranks learn which it is."""
+    """The run's folder, claimed by rank 0 for the block; the other ranks learn which it is, or why rank 0 refused
+    it (a folder holding another run), and stop with that line instead of a lost peer's traceback."""
     if not distributed.is_main_process():
-        yield Path(distributed.broadcast_object(None))
+        folder, refusal = distributed.broadcast_object(None)
+        if refusal is not None:
+            raise RunWideError(refusal)
+        yield Path(folder)
         return
     step = resume.get("step") if resume is not None else 0
-    with claim_run_dir(c.out, default=Path("runs") / f"{c.dataset}_{c.backbone}_os{c.output_stride}",
-                       resume_path=resume_path, resume_step=step if isinstance(step, int) else 0) as folder:
-        distributed.broadcast_object(str(folder))
+    with contextlib.ExitStack() as stack:
+        try:
+            folder = stack.enter_context(claim_run_dir(
+                c.out, default=Path("runs") / f"{c.dataset}_{c.backbone}_os{c.output_stride}",
+                resume_path=resume_path, resume_step=step if isinstance(step, int) else 0))
+        except UserError as exc:
+            distributed.broadcast_object((None, str(exc)))
+            raise
+        distributed.broadcast_object((str(folder), None))
         yield folder
 
 
@@ -151,7 +160,7 @@ def _fit_in(
     _check_labelled(train_pixels, train_set, flag="--split", purpose="train on")
     criterion, focus, paste = prepare_balance(c, train_pixels, class_names, announce=distributed.is_main_process())
     if c.epochs:
-        c.iters, c.epochs = c.epochs * math.ceil(len(train_set) / c.batch_size), None
+        c.iters, c.epochs = _epoch_steps(c.epochs, len(train_set), c.batch_size, resume=resume), None
     model = _build_model(c, num_classes=len(class_names), saved=resume or init, saved_path=saved_path)
     if init is not None:
         warm = load_init_weights(model, init, class_names, ignore_class_names=ignore_class_names)
@@ -196,6 +205,15 @@ def _fit_in(
         run_args=dataclasses.asdict(c), progress=progress, criterion=criterion.to(device),
         tensorboard=c.tensorboard,
         history=Path(resume_path).parent / "metrics.jsonl" if resume_path is not None else None)
+
+
+def _require_tensorboard_on_every_rank() -> None:
+    """Check for TensorBoard in every process, not rank 0 alone: the others would otherwise go on and die waiting
+    for it with a lost peer's traceback. A missing package is missing alike for every rank of a machine."""
+    try:
+        require_tensorboard()
+    except UserError as exc:
+        raise RunWideError(str(exc)) from None
 
 
 def _checked_pixel_counts(dataset: VOCSegmentation, *, workers: int) -> np.ndarray:
@@ -287,6 +305,20 @@ def _run_amp(amp: str, device: torch.device, *, resume: dict[str, Any] | None,
         raise UserError(f"{exc}; {resume_path} was trained with it: pass --amp off to resume it here") from None
 
 
+def _epoch_steps(epochs: int, num_images: int, batch_size: int, *, resume: dict[str, Any] | None) -> int:
+    """The step count of ``epochs`` passes over the split, an epoch being ``ceil(images / batch)`` steps; a resumed run
+    counts the epochs done at the batch size it trained with, so one resumed at another batch size (more or fewer
+    processes) still trains ``epochs`` in all, and one resumed at its own ends where it would have."""
+    per_epoch = math.ceil(num_images / batch_size)
+    if resume is None or not isinstance(resume.get("step"), int):  # a damaged one: restoring it says what is wrong
+        return epochs * per_epoch
+    saved = resume.get("args", {}).get("batch_size")
+    saved = saved if isinstance(saved, int) else batch_size
+    done = Fraction(_consumed_samples(resume, resume["step"], batch_size=batch_size),
+                    math.ceil(num_images / saved) * saved)
+    return resume["step"] + max(0, math.ceil((epochs - done) * per_epoch))
+
+
 def _consumed_samples(ckpt: dict[str, Any], step: int, *, batch_size: int) -> int:
     """How far into the training stream checkpoint ``ckpt`` (at ``step``) is: a run resumed with another
     --batch-size goes on from there, instead of from step x the new batch (repeating or skipping samples). A
@@ -296,6 +328,19 @@ def _consumed_samples(ckpt: dict[str, Any], step: int, *, batch_size: int) -> in
         return samples
     saved_batch = ckpt.get("args", {}).get("batch_size")
     return step * (saved_batch if isinstance(saved_batch, int) else batch_size)
+
+
+def _check_batch_divides(batch_size: int, world: int, *, resume: dict[str, Any] | None,
+                         resume_path: str | Path | None) -> None:
+    """Refuse a global batch the processes cannot share evenly; one the resumed run set (not typed now) is named
+    as that run's, with the way out: a run resumes at any batch size."""
+    if batch_size % world == 0:
+        return
+    message = f"--batch-size {batch_size}: the global batch must be divisible by the {world} processes"
+    if resume is not None and resume.get("args", {}).get("batch_size") == batch_size:
+        message += (f"; it is the batch size {resume_path} was trained with: pass --batch-size with a multiple of "
+                    f"{world} (a run resumes at any batch size)")
+    raise UserError(message)
 
 
 def _check_resumable(ckpt: dict[str, Any], path: str | Path | None) -> None:

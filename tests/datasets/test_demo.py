@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from datasets import DEMO_CLASSES, DataError, VOCSegmentation, ensure_demo_dataset
+from datasets import DEMO_CLASSES, DataError, VOCSegmentation, demo, ensure_demo_dataset
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:
@@ -105,3 +106,30 @@ def test_an_unwritable_demo_root_is_one_line(tmp_path):
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(DataError, match=r"file/demo: cannot write the demo data here \(.*\); pass --data-root"):
         ensure_demo_dataset(tmp_path / "file" / "demo")
+
+
+def test_two_runs_asking_for_it_at_once_get_it_written_once(tmp_path, monkeypatch):
+    write, writing, calls, results = demo._write_scenes, threading.Event(), [], {}
+
+    def slow_write(*args) -> None:  # the first run is still writing when the second asks
+        calls.append(args)
+        writing.set()
+        time.sleep(0.5)
+        write(*args)
+
+    def run(name: str) -> None:
+        try:
+            results[name] = ensure_demo_dataset(tmp_path / "demo")
+        except DataError as exc:
+            results[name] = exc
+
+    monkeypatch.setattr(demo, "_write_scenes", slow_write)
+    first = threading.Thread(target=run, args=("first",))
+    first.start()
+    assert writing.wait(30)
+    second = threading.Thread(target=run, args=("second",))
+    second.start()
+    first.join()
+    second.join()
+    assert results == {"first": tmp_path / "demo", "second": tmp_path / "demo"} and len(calls) == 1
+    assert len(VOCSegmentation(tmp_path / "demo", split="train")) == 200

@@ -179,6 +179,12 @@ def test_find_images_lists_folders_and_reports_empty_or_missing_inputs(tmp_path:
     assert problems == [f"{tmp_path / 'empty'}: folder holds no images", f"{tmp_path / 'nope.jpg'}: no such file or folder"]
 
 
+def test_find_images_takes_a_single_name_as_one_input(tmp_path: Path) -> None:
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    assert find_images(str(tmp_path)) == find_images(tmp_path) == ([tmp_path / "a.jpg"], [])
+    assert find_images(str(tmp_path / "*.jpg")) == ([tmp_path / "a.jpg"], [])
+
+
 def test_find_images_names_broken_links_instead_of_skipping_them(tmp_path: Path) -> None:
     """Links into a drive that is not mounted: the photos behind them are missing from the results, so say so."""
     (tmp_path / "in").mkdir()

@@ -36,6 +36,8 @@ def test_custom_folder_with_classes_txt(tmp_path, make_voc_folder):
     image, got = ds[0]
     assert image.shape == (20, 30, 3) and np.array_equal(got, mask)
     assert VOCSegmentation(tmp_path, class_names=["x"] * 4).num_classes == 4
+    with pytest.raises(TypeError, match="class_names: a sequence of names, not 'classes.txt'; read a file"):
+        VOCSegmentation(tmp_path, class_names="classes.txt")
 
 
 def test_load_class_names(tmp_path):

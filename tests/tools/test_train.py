@@ -18,6 +18,7 @@ from datasets.voc import split_file
 from deeplab import DeepLabV3Plus
 from deeplab.checkpoint import load_checkpoint, model_from_checkpoint
 from deeplab.engine import data as engine_data
+from deeplab.engine import distributed
 from deeplab.engine.losses import SegmentationLoss
 from tools import eval as eval_tool
 from tools import train as train_tool
@@ -131,6 +132,18 @@ def test_a_run_resumed_with_another_batch_size_goes_on_where_its_data_stopped(de
     assert load_checkpoint(tmp_path / "broken" / "last.pt")["samples"] == 8
 
 
+def test_epochs_of_a_run_resumed_at_another_batch_size_count_the_epochs_it_did(demo, tmp_path):
+    split_file(demo, "train3").write_text("train_0000\ntrain_0001\ntrain_0002\n")
+    out = tmp_path / "run"
+    assert train_tool.main(demo_args(demo, out, "--split", "train3", "--epochs", "1")) == 0
+    assert load_checkpoint(out / "last.pt")["step"] == 2  # an epoch of 3 images at batch 2: 2 steps
+    resume = ["--resume", str(out / "last.pt"), "--epochs", "2", "--workers", "0", "--no-progress"]
+    assert train_tool.main([*resume, "--batch-size", "4", "--out", str(tmp_path / "batch4")]) == 0
+    assert load_checkpoint(tmp_path / "batch4" / "last.pt")["step"] == 3  # the second epoch: 1 step of 4
+    assert train_tool.main([*resume, "--out", str(tmp_path / "batch2")]) == 0
+    assert load_checkpoint(tmp_path / "batch2" / "last.pt")["step"] == 4  # as a run of 2 epochs at batch 2
+
+
 def test_resume_with_another_backbone_or_class_count_is_refused(demo, tmp_path, capsys, voc_mini):
     out = tmp_path / "run"
     assert train_tool.main(demo_args(demo, out, "--iters", "1")) == 0
@@ -171,6 +184,17 @@ def test_resume_of_a_finished_run_is_refused_and_leaves_no_folder(demo, tmp_path
     assert capsys.readouterr().err == (f"error: --iters/--epochs: 1 steps asked for, but {out / 'last.pt'} is at "
                                        "step 1 already; ask for more to continue it\n")
     assert not (tmp_path / "more").exists()
+
+
+def test_a_resumed_batch_size_the_processes_cannot_share_is_named_as_the_runs(demo, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    assert train_tool.main(demo_args(demo, out, "--iters", "1", "--batch-size", "3")) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(distributed, "get_world_size", lambda: 2)  # as under torchrun with two processes
+    assert train_tool.main(["--resume", str(out / "last.pt"), "--iters", "2", "--no-progress"]) == 2
+    assert capsys.readouterr().err == (f"error: --batch-size 3: the global batch must be divisible by the 2 "
+                                       f"processes; it is the batch size {out / 'last.pt'} was trained with: pass "
+                                       "--batch-size with a multiple of 2 (a run resumes at any batch size)\n")
 
 
 def test_a_run_resumed_into_a_new_folder_names_only_the_files_it_wrote(demo, tmp_path, capsys):

@@ -87,34 +87,43 @@ def test_freeze_bn_keeps_the_initial_statistics(ddp_run, tmp_path: Path) -> None
     assert all(int(v) == 0 for k, v in state.items() if k.endswith("num_batches_tracked"))
 
 
-# tools/train.py whose rank 1 stops answering at its fourth step, as a hung or stopped (SIGSTOP) process would.
-STALLING_RANK = """
-import os, sys, time
+# tools/train.py whose rank RANK sleeps SECONDS in call CALL of MODULE.NAME: a rank that hangs (or is stopped with
+# SIGSTOP) in a training step, or rank 0 preparing the data for long.
+DELAYED_RANK = """
+import importlib, os, sys, time
 sys.path.insert(0, os.path.join(os.environ["PYTHONPATH"], "tools"))
 import train
-from deeplab.engine import loop
+module = importlib.import_module("{module}")
 
-if os.environ["RANK"] == "1":
-    step, calls = loop.train_step, []
+if os.environ["RANK"] == "{rank}":
+    original, calls = module.{name}, []
 
-    def stalled(*args, **kwargs):
+    def delayed(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 4:
-            time.sleep(600)
-        return step(*args, **kwargs)
+        if len(calls) == {call}:
+            time.sleep({seconds})
+        return original(*args, **kwargs)
 
-    loop.train_step = stalled
+    module.{name} = delayed
 sys.exit(train.main())
 """
 
 
+def _torchrun_delayed(folder: Path, data: Path, *args: str, rank: int, function: str, call: int, seconds: float
+                      ) -> tuple[Path, subprocess.CompletedProcess]:
+    """The output folder (in ``folder``) and result of a 2-process run on ``data`` whose ``rank`` sleeps ``seconds``
+    in call ``call`` of ``function``."""
+    module, name = function.rsplit(".", 1)
+    script = folder / "delayed_train.py"
+    script.write_text(DELAYED_RANK.format(module=module, name=name, rank=rank, call=call, seconds=seconds))
+    out = folder / "run"
+    return out, _torchrun(*TINY, "--data-root", str(data), "--out", str(out), *args, script=script)
+
+
 def test_a_silent_rank_ends_the_run_in_one_line_naming_the_last_good_checkpoint(ddp_run, tmp_path: Path) -> None:
     data, _, _ = ddp_run
-    script = tmp_path / "stalling_train.py"
-    script.write_text(STALLING_RANK)
-    out = tmp_path / "run"
-    result = _torchrun(*TINY, "--data-root", str(data), "--iters", "6", "--dist-timeout", "5", "--out", str(out),
-                       script=script)
+    out, result = _torchrun_delayed(tmp_path, data, "--iters", "6", "--dist-timeout", "5", rank=1,
+                                    function="deeplab.engine.loop.train_step", call=4, seconds=600)
     assert result.returncode != 0
     ours = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert ours == [f"error: rank 0: another process of this run died or stayed silent past --dist-timeout 5 s "
@@ -122,3 +131,48 @@ def test_a_silent_rank_ends_the_run_in_one_line_naming_the_last_good_checkpoint(
                     f"checkpoint; continue with --resume {out / 'last.pt'}"], result.stderr[-3000:]
     assert "[rank0]: Traceback" not in result.stderr
     assert load_checkpoint(out / "last.pt")["step"] == 3
+
+
+def test_a_taken_run_folder_is_one_line_from_rank_0_not_a_traceback_from_the_others(ddp_run) -> None:
+    data, out, _ = ddp_run
+    before = {path.name: path.stat().st_mtime_ns for path in out.iterdir()}
+    result = _torchrun(*TINY, "--data-root", str(data), "--iters", "3", "--out", str(out))
+    assert result.returncode != 0
+    ours = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert ours == [f"error: {out}: holds another run (last.pt, best.pt, metrics.jsonl, curves.png); continue it "
+                    f"with --resume {out / 'last.pt'}, or pass --out with a new folder"], result.stderr[-3000:]
+    assert "[rank1]" not in result.stderr
+    assert {path.name: path.stat().st_mtime_ns for path in out.iterdir()} == before
+
+
+# tools/train.py in an environment without the tensorboard package.
+WITHOUT_TENSORBOARD = """
+import os, sys
+sys.path.insert(0, os.path.join(os.environ["PYTHONPATH"], "tools"))
+sys.modules["torch.utils.tensorboard"] = None  # its import fails as if the package were not installed
+import train
+sys.exit(train.main())
+"""
+
+
+def test_missing_tensorboard_stops_every_rank_with_one_line(ddp_run, tmp_path: Path) -> None:
+    data, _, _ = ddp_run
+    script = tmp_path / "train_without_tensorboard.py"
+    script.write_text(WITHOUT_TENSORBOARD)
+    result = _torchrun(*TINY, "--data-root", str(data), "--iters", "3", "--tensorboard", "--out",
+                       str(tmp_path / "run"), script=script)
+    assert result.returncode != 0
+    ours = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert ours == ["error: --tensorboard: the tensorboard package is not installed; pip install "
+                    '"deeplabv3plus-toolkit[tensorboard]" (or pip install tensorboard)'], result.stderr[-3000:]
+    assert "[rank1]" not in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_other_ranks_wait_for_rank_0_to_prepare_the_data_past_the_timeout(ddp_run, tmp_path: Path) -> None:
+    data, _, _ = ddp_run
+    # As a download of VOC may, rank 0 prepares the data for longer than --dist-timeout.
+    out, result = _torchrun_delayed(tmp_path, data, "--iters", "1", "--dist-timeout", "4", rank=0,
+                                    function="deeplab.engine.fit._prepare_data", call=1, seconds=8)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert load_checkpoint(out / "last.pt")["step"] == 1
