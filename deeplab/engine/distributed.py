@@ -31,6 +31,7 @@ __all__ = [
     "broadcast_object",
     "get_rank",
     "get_world_size",
+    "how_peer_was_lost",
     "is_distributed",
     "is_main_process",
     "main_process_first",
@@ -211,6 +212,14 @@ def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
     total = value.detach().clone()
     dist.all_reduce(total, op=dist.ReduceOp.SUM)
     return total / get_world_size()
+
+
+def how_peer_was_lost(exc: BaseException, timeout_s: float) -> str:
+    """In words, what :func:`peer_lost`'s ``exc`` says of the other process: silent past the timeout, or gone (its
+    connection closed: killed, crashed), which is said at once, long before any timeout."""
+    if re.search(r"timed out|timeout", str(exc), re.IGNORECASE):
+        return f"stayed silent past --dist-timeout {timeout_s:g} s"
+    return "died (its connection closed)"
 
 
 def peer_lost(exc: BaseException) -> bool:

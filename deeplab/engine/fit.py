@@ -100,8 +100,8 @@ def fit(
         except RuntimeError as exc:
             if not distributed.peer_lost(exc):
                 raise
-            raise UserError(f"rank {distributed.get_rank()}: another process of this run died or stayed silent "
-                            f"past --dist-timeout {c.dist_timeout:g} s ({one_line(exc, 160)}); "
+            raise UserError(f"rank {distributed.get_rank()}: another process of this run "
+                            f"{distributed.how_peer_was_lost(exc, c.dist_timeout)} ({one_line(exc, 160)}); "
                             f"{last_good_checkpoint(out_dir, resume_path=resume_path)}") from None
 
 

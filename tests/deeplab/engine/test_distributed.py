@@ -19,6 +19,7 @@ from deeplab.engine.distributed import (
     all_reduce_confusion_matrix,
     get_rank,
     get_world_size,
+    how_peer_was_lost,
     is_main_process,
     mean_over_ranks,
     setup_distributed,
@@ -196,3 +197,13 @@ def test_sync_batchnorm_conversion_keeps_checkpoint_keys() -> None:
     assert not any(type(m) is nn.BatchNorm2d for m in synced.modules())
     plain = build_model(backbone="mobilenetv2", num_classes=3, pretrained_backbone=False)
     plain.load_state_dict(synced.state_dict(), strict=True)
+
+
+@pytest.mark.parametrize(("message", "said"), [
+    ("[gloo/transport/tcp/unbound_buffer.cc:81] Timed out waiting 5000ms for recv operation to complete",
+     "stayed silent past --dist-timeout 5 s"),
+    ("[gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:40313", "died (its connection closed)"),
+])
+def test_a_lost_peer_is_called_silent_only_after_a_timeout(message: str, said: str) -> None:
+    """A killed rank closes its connection at once: 'past the timeout' would be untrue then."""
+    assert how_peer_was_lost(RuntimeError(message), 5.0) == said
