@@ -130,10 +130,23 @@ def read_class_names(path: str | Path) -> list[str]:
     if comments:  # taken as a class name, it would shift every class after it to the next id
         raise DataError(f"{path}: line {comments[0]} ({names[comments[0] - 1]!r}) reads as a comment; the file holds "
                         "class names only, line i = class id i")
+    _refuse_numbered_names(path, names)
     _check_class_count(path, names)
     if len(set(names)) != len(names):
         raise DataError(f"{path}: class names repeat: {sorted({n for n in names if names.count(n) > 1})}")
     return names
+
+
+def _refuse_numbered_names(path: Path, names: list[str]) -> None:
+    """Refuse names that each start with their own id (``0 background``, ``1: cat``, as other tools write class
+    lists): the numbers would become part of every name, which then matches no other tool's."""
+    numbers = [re.match(r"(\d+)[\s:,]+\S", name) for name in names]
+    if not all(numbers):
+        return
+    ids = [int(number.group(1)) for number in numbers]
+    if ids in (list(range(len(names))), list(range(1, len(names) + 1))):
+        raise DataError(f"{path}: every line starts with its id (line 1: {names[0]!r}); the file holds the names "
+                        "alone, line i = class id i")
 
 
 def _check_class_count(path: Path, names: list[str]) -> None:

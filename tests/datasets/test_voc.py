@@ -307,6 +307,16 @@ def test_a_comment_in_classes_txt_is_refused_not_taken_for_a_class(tmp_path):
         load_class_names(tmp_path)
 
 
+@pytest.mark.parametrize("lines", ["0 background\n1 cat\n2 dog\n", "1: background\n2: cat\n3: dog\n"])
+def test_class_names_numbered_with_their_ids_are_refused(lines: str, tmp_path):
+    (tmp_path / "classes.txt").write_text(lines)
+    first = lines.split("\n")[0]
+    with pytest.raises(DataError, match=rf"classes.txt: every line starts with its id \(line 1: '{first}'\)"):
+        load_class_names(tmp_path)
+    (tmp_path / "classes.txt").write_text("2 wheeler\ncar\n3 wheeler\n")  # names that merely start with a number
+    assert load_class_names(tmp_path) == ["2 wheeler", "car", "3 wheeler"]
+
+
 def test_classes_txt_in_latin1_or_with_one_class_is_one_line(tmp_path):
     (tmp_path / "classes.txt").write_bytes("background\ncaf\xe9\n".encode("latin-1"))
     with pytest.raises(DataError, match=r"classes.txt: not UTF-8 text \(byte 0xe9 at position 14\); save it as UTF-8"):
