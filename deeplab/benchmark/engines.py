@@ -24,8 +24,8 @@ from datasets import VOCSegmentation, build_eval_transform, load_class_names
 
 from ..checkpoint import load_checkpoint, match_class_names, model_from_checkpoint
 from ..errors import UserError
-from ..evaluation import ConfusionMatrix
 from ..inference import create_engine, resolve_engine
+from ..inference.auto import Agreement
 from ..inference.calibration import choose_calibration
 from ..inference.engines import SPECS
 from ..inference.predictor import prepare_image
@@ -112,19 +112,17 @@ class TrainedCheckpoint:
     def quality(self, engines: dict[str, Runner]) -> dict[str, dict[str, float]]:
         """Per engine: agreement with fp32 eager and mIoU on the validation split, one image at a time (VOC's 1449
         images and their class maps held at once would take gigabytes)."""
-        same = dict.fromkeys(engines, 0)
-        matrices = {name: ConfusionMatrix(len(self.class_names)) for name in engines}
-        pixels = 0
+        agreements = {name: Agreement(len(self.class_names)) for name in engines}
         with torch.inference_mode():
             for image, mask in self.val:
                 reference = self.model(image[None]).argmax(1)
-                pixels += reference.numel()
                 for name, run in engines.items():
-                    predicted = run(image[None]).argmax(1).cpu()
-                    same[name] += int((predicted == reference).sum())
-                    matrices[name].update(predicted, mask[None])
-        return {name: {f"agreement {self.label}": same[name] / max(pixels, 1),
-                       f"miou {self.label}": matrices[name].scores()["miou"]} for name in engines}
+                    agreements[name].update(run(image[None]).argmax(1), reference, mask[None])
+        scores = {}
+        for name, agreement in agreements.items():
+            share, miou = agreement.result()
+            scores[name] = {f"agreement {self.label}": share, f"miou {self.label}": miou}
+        return scores
 
 
 def _our_engines(model: nn.Module, calibration: list[torch.Tensor] | None) -> dict[str, Runner]:

@@ -57,7 +57,7 @@ from .engines import SPECS, resolve_engine
 from .tta import Engine, class_scores
 
 __all__ = [
-    "AUTO_CANDIDATES", "MAX_MIOU_LOSS", "MIN_AGREEMENT", "VERIFY_IMAGES", "AutoChoice", "Verification",
+    "AUTO_CANDIDATES", "MAX_MIOU_LOSS", "MIN_AGREEMENT", "VERIFY_IMAGES", "Agreement", "AutoChoice", "Verification",
     "choose_auto", "compare", "cpu_flags", "int8_pays", "verification_images",
 ]
 
@@ -178,20 +178,36 @@ def _validation_masks(root: str, ids: Sequence[str]) -> tuple[tuple[Path | None,
     return tuple(m if m.is_file() else None for m in masks), colours
 
 
+class Agreement:
+    """Running share of pixels where class maps equal the reference's, and their confusion with the true masks for
+    mIoU (``num_classes`` None: no masks): fed one image at a time, so a whole split need not be held at once."""
+
+    def __init__(self, num_classes: int | None) -> None:
+        from ..evaluation import ConfusionMatrix  # deferred: only a verification or the benchmark needs it
+
+        self.same = self.total = 0
+        self.matrix = ConfusionMatrix(num_classes) if num_classes is not None else None
+
+    def update(self, predicted: torch.Tensor, expected: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        """Add one class map ``predicted``, the reference's ``expected`` and (with masks) its true ``mask``."""
+        self.same += int((predicted.cpu() == expected.cpu()).sum())
+        self.total += expected.numel()
+        if self.matrix is not None:
+            self.matrix.update(predicted.cpu(), mask)
+
+    def result(self) -> tuple[float, float | None]:
+        """The share of agreeing pixels, and the mIoU (None without masks)."""
+        return self.same / max(self.total, 1), self.matrix.scores()["miou"] if self.matrix is not None else None
+
+
 def compare(predicted: Sequence[torch.Tensor], expected: Sequence[torch.Tensor],
             masks: Sequence[torch.Tensor] | None, num_classes: int) -> tuple[float, float | None]:
     """Share of pixels where ``predicted`` equals ``expected`` (class maps), and ``predicted``'s mIoU against
     ``masks`` (``None`` without masks)."""
-    same = sum(int((p.cpu() == e.cpu()).sum()) for p, e in zip(predicted, expected))
-    total = sum(e.numel() for e in expected)
-    if masks is None:
-        return same / max(total, 1), None
-    from ..evaluation import ConfusionMatrix  # deferred: only a verification needs it
-
-    matrix = ConfusionMatrix(num_classes)
-    for prediction, mask in zip(predicted, masks):
-        matrix.update(prediction.cpu(), mask)
-    return same / max(total, 1), matrix.scores()["miou"]
+    agreement = Agreement(num_classes if masks is not None else None)
+    for i, (p, e) in enumerate(zip(predicted, expected)):
+        agreement.update(p, e, masks[i] if masks is not None else None)
+    return agreement.result()
 
 
 def choose_auto(
