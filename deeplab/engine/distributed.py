@@ -49,8 +49,9 @@ __all__ = [
 DEFAULT_TIMEOUT_S = 600.0
 #: Seconds the other ranks wait for rank 0 to prepare the data (download, generate, count) in main_process_first.
 PREPARATION_TIMEOUT_S = 24 * 3600.0
-# How Gloo and NCCL word a collective that failed because a peer died or stayed silent (plain RuntimeErrors).
-_PEER_LOST = re.compile(r"timed out|timeout|connection (closed|reset) by peer|broken pipe|communicator was aborted",
+# How Gloo and NCCL word a collective that failed because a peer stayed silent, or died (plain RuntimeErrors).
+_TIMED_OUT = r"timed out|timeout"
+_PEER_LOST = re.compile(rf"{_TIMED_OUT}|connection (closed|reset) by peer|broken pipe|communicator was aborted",
                         re.IGNORECASE)
 _LAUNCH_VARS = ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -217,7 +218,7 @@ def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
 def how_peer_was_lost(exc: BaseException, timeout_s: float) -> str:
     """In words, what :func:`peer_lost`'s ``exc`` says of the other process: silent past the timeout, or gone (its
     connection closed: killed, crashed), which is said at once, long before any timeout."""
-    if re.search(r"timed out|timeout", str(exc), re.IGNORECASE):
+    if re.search(_TIMED_OUT, str(exc), re.IGNORECASE):
         return f"stayed silent past --dist-timeout {timeout_s:g} s"
     return "died (its connection closed)"
 

@@ -312,8 +312,7 @@ def _epoch_steps(epochs: int, num_images: int, batch_size: int, *, resume: dict[
     per_epoch = math.ceil(num_images / batch_size)
     if resume is None or not isinstance(resume.get("step"), int):  # a damaged one: restoring it says what is wrong
         return epochs * per_epoch
-    saved = resume.get("args", {}).get("batch_size")
-    saved = saved if isinstance(saved, int) else batch_size
+    saved = _saved_batch_size(resume, default=batch_size)
     done = Fraction(_consumed_samples(resume, resume["step"], batch_size=batch_size),
                     math.ceil(num_images / saved) * saved)
     return resume["step"] + max(0, math.ceil((epochs - done) * per_epoch))
@@ -324,10 +323,13 @@ def _consumed_samples(ckpt: dict[str, Any], step: int, *, batch_size: int) -> in
     --batch-size goes on from there, instead of from step x the new batch (repeating or skipping samples). A
     checkpoint that does not record it was trained at its saved batch size throughout."""
     samples = ckpt.get("samples")
-    if isinstance(samples, int):
-        return samples
-    saved_batch = ckpt.get("args", {}).get("batch_size")
-    return step * (saved_batch if isinstance(saved_batch, int) else batch_size)
+    return samples if isinstance(samples, int) else step * _saved_batch_size(ckpt, default=batch_size)
+
+
+def _saved_batch_size(ckpt: dict[str, Any], *, default: int) -> int:
+    """The batch size checkpoint ``ckpt``'s run trained with, ``default`` where it does not say."""
+    saved = ckpt.get("args", {}).get("batch_size")
+    return saved if isinstance(saved, int) else default
 
 
 def _check_batch_divides(batch_size: int, world: int, *, resume: dict[str, Any] | None,
