@@ -75,6 +75,7 @@ def build_train_transform(
     scale: tuple[float, float] = (0.5, 2.0),
     ignore_index: int = IGNORE_INDEX,
     color_jitter: float = 0.0,
+    any_orientation: bool = False,
 ) -> SegmentationTransform:
     """DeepLab training augmentation: random scale, pad (image with the mean, mask with ignore), crop, flip, normalise.
 
@@ -82,6 +83,8 @@ def build_train_transform(
     ``color_jitter`` is the probability per sample of a strong colour jitter of the image alone (hue anywhere on the
     colour wheel, saturation, brightness and contrast), so a class's colour stops being a reliable cue and the model
     has to learn its shape; 0 leaves the pipeline, and its random draws, exactly as without it.
+    ``any_orientation`` replaces the left-right mirror with one of all eight mirrors and quarter turns of the crop
+    (albumentations ``D4``), for images with no up or down (aerial, microscopy): more views of each rare object.
     """
     if crop_size < 1 or not 0 < scale[0] <= scale[1]:
         raise ValueError(f"need crop_size >= 1 and 0 < scale[0] <= scale[1], got {crop_size}, {scale}")
@@ -111,7 +114,7 @@ def build_train_transform(
             fill=fill, fill_mask=ignore_index,
         ),
         ClassFocusedCrop(height=crop_size, width=crop_size),
-        A.HorizontalFlip(p=0.5),
+        A.D4(p=1.0) if any_orientation else A.HorizontalFlip(p=0.5),  # after the crop, which is square
         A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0),
     ])
     return SegmentationTransform(pipeline)

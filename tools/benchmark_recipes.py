@@ -1,5 +1,5 @@
 """Measure every imbalance option (losses, class weights, hard-pixel mining, class-balanced crops, copy-paste,
-the rescaling range, the learning rate) and their combinations on the ``demo-rare`` data: the same budget
+the rescaling range, the learning rate, every orientation) and their combinations on the ``demo-rare`` data: the same budget
 (mobilenetv2 OS16 from scratch, 400 steps, batch 8, crop 128; lr 0.01 unless a row names another) and the same
 seeds for every row; prints rare-class IoU and mIoU per row.
 
@@ -25,7 +25,8 @@ from deeplab.errors import report_user_errors
 from deeplab.tool_args import check_new_files, check_ranges
 
 #: Suffix of the table's extra scores -> how their column is headed.
-_EXTRA_COLUMNS = {"_flip": "--flip", "_fresh": "fresh scenes", "_fresh_flip": "fresh scenes --flip"}
+_EXTRA_COLUMNS = {"_flip": "--flip", "_turned": "--any-orientation", "_fresh": "fresh scenes",
+                  "_fresh_flip": "fresh scenes --flip", "_fresh_turned": "fresh scenes --any-orientation"}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -43,6 +44,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2, help="torch threads per run (default 2)")
     p.add_argument("--flip", action="store_true",
                    help="also score each final model with mirrored inputs averaged in, as eval.py --flip")
+    p.add_argument("--any-orientation", action="store_true",
+                   help="also score each final model with its eight mirrors and quarter turns averaged, as eval.py "
+                   "--any-orientation")
     p.add_argument("--fresh", metavar="DIR",
                    help="also score each final model on all 300 fresh demo-rare scenes in DIR (written there with "
                         "another generator seed if missing): about 80 rare objects that no run trained on and no "
@@ -66,7 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     check_args(args)
     results = run_study(args.rows, args.seeds, out=args.out, data_root=args.data_root, threads=args.threads,
-                        jobs=args.jobs, iters=args.iters, flip=args.flip, fresh_root=args.fresh)
+                        jobs=args.jobs, iters=args.iters, flip=args.flip,
+                        any_orientation=args.any_orientation, fresh_root=args.fresh)
     table = recipe_table(results)
     print(markdown([{"setting": r["row"], "rare-class IoU": r["rare_iou"], "mIoU": r["miou"],
                      "rare IoU per seed": " / ".join(map(str, r["rare_iou_per_seed"])),

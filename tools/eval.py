@@ -21,7 +21,7 @@ from deeplab.tool_args import check_file_name, check_new_files
 #: Largest test scale: DeepLab's multi-scale evaluation goes up to 1.75, and each side's factor costs its square.
 MAX_SCALE = 4.0
 #: Flags that change how a model predicts; saved masks (--pred-dir) were predicted already.
-MODEL_FLAGS = ("scales", "flip", "engine", "output_stride")
+MODEL_FLAGS = ("scales", "flip", "any_orientation", "engine", "output_stride")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -41,6 +41,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scales", default="1.0",
                         help="comma-separated test scales, e.g. 0.5,0.75,1.0,1.25,1.5,1.75 (at most 4; default 1.0)")
     parser.add_argument("--flip", action="store_true", help="also average over horizontally mirrored inputs")
+    parser.add_argument("--any-orientation", action="store_true",
+                        help="average over all eight mirrors and quarter turns of each input (8x the time; for "
+                        "images with no up or down, e.g. a model trained with --any-orientation)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="default auto: CUDA when available")
     parser.add_argument("--engine", choices=ENGINES, default="auto",
@@ -81,7 +84,7 @@ def refuse_model_flags(args: argparse.Namespace, parser: argparse.ArgumentParser
 
 def score_checkpoint(args: argparse.Namespace) -> tuple[ConfusionMatrix, list[str], dict]:
     """Predict every image of the split at full resolution and accumulate one confusion matrix; also the settings
-    the report records (the engine that ran, the output stride it ran at, scales, flip)."""
+    the report records (the engine that ran, the output stride it ran at, scales, flip, any orientation)."""
     scales = parse_scales(args.scales)
     data_names = load_class_names(args.data_root)
     dataset = VOCSegmentation(args.data_root, split=args.split, class_names=data_names)  # a missing split first
@@ -98,11 +101,20 @@ def score_checkpoint(args: argparse.Namespace) -> tuple[ConfusionMatrix, list[st
     loader = build_val_loader(dataset, batch_size=1, workers=args.workers)
     stride = f", output stride {args.output_stride}" if args.output_stride else ""
     print(f"evaluating {args.checkpoint} on {len(dataset)} {args.split} images "
-          f"({predictor.device}, scales {scales}{', flip' if args.flip else ''}{stride})")
+          f"({predictor.device}, scales {scales}{_views(args)}{stride})")
     matrix = evaluate(predictor.engine, loader, num_classes=len(class_names), scales=scales, flip=args.flip,
+                      any_orientation=args.any_orientation,
                       min_side=predictor.min_side, image_paths=split_images)
-    return matrix, class_names, {"scales": scales, "flip": args.flip, "engine": predictor.engine_name,
+    return matrix, class_names, {"scales": scales, "flip": args.flip, "any_orientation": args.any_orientation,
+                                 "engine": predictor.engine_name,
                                  "output_stride": predictor.model_config.get("output_stride")}
+
+
+def _views(args: argparse.Namespace) -> str:
+    """The averaged views in words, for the line announcing the evaluation."""
+    if args.any_orientation:
+        return ", every mirror and quarter turn"
+    return ", flip" if args.flip else ""
 
 
 def score_predictions(args: argparse.Namespace) -> tuple[ConfusionMatrix, list[str], dict]:

@@ -99,6 +99,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="share of samples whose colours are jittered (any hue, some saturation, brightness and "
                    "contrast), so shape rather than colour must name a class; image only, masks untouched "
                    f"(default {d('color_jitter')})")
+    p.add_argument("--any-orientation", action="store_true", default=None,
+                   help="images have no up or down (aerial, microscopy): each crop is shown in one of its eight "
+                   "mirrors and quarter turns instead of only mirrored left-right")
     p.add_argument("--tensorboard", action="store_true", default=None,
                    help="also log to TensorBoard in <out>/tensorboard (pip install tensorboard)")
     p.add_argument("--seed", type=int, help=f"seed of initialisation, data order and augmentation (default {d('seed')})")

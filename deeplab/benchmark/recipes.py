@@ -3,7 +3,8 @@ same budget and seeds; the table of rare-class IoU and mIoU from which the ``imb
 
 Each (row, seed) is one :func:`~deeplab.engine.fit` run in its own folder; a finished run is read back from its
 ``last.pt`` and an interrupted one resumed, so the study can be stopped and continued at will. With ``flip``, each
-final model is also scored as ``eval.py --flip`` scores it (every image also seen mirrored, the two averaged).
+final model is also scored as ``eval.py --flip`` scores it (every image also seen mirrored, the two averaged), with
+``any_orientation`` as ``eval.py --any-orientation`` does (all eight mirrors and quarter turns averaged).
 
 The recipe is chosen on the validation split, whose 100 images hold only about 15 rare objects. With ``fresh_root``
 every final model is also scored on fresh scenes: the same generator with another seed, all 300 images, about 80
@@ -35,7 +36,7 @@ __all__ = ["FRESH_SEED", "RARE_CLASS", "ROWS", "ensure_fresh_scenes", "model_sco
 RARE_CLASS = "diamond"
 FRESH_SEED = 1  # the demo generator's seed for the fresh scenes; training and validation use seed 0
 _FRESH_SPLIT = "trainval"  # every fresh scene
-_EXTRA_SCORES = ("flip", "fresh", "fresh_flip")  # what a run's result may carry beside its validation scores
+_EXTRA_SCORES = ("flip", "turned", "fresh", "fresh_flip", "fresh_turned")  # what a run's result may carry beside its validation scores
 _BEST_LOSS_ROW = "ce+3*dice, crops + ohem 0.1"  # the best loss and sampling found; later rows add to it
 _BEST_LOSS = {"loss": "ce+3*dice", "balanced_crops": 0.5, "ohem": 0.1}
 _SCALE = {"min_scale": 0.75, "max_scale": 1.25}
@@ -103,6 +104,11 @@ ROWS: dict[str, dict[str, Any]] = {
        for loss in ("ce+4*dice", "ce+3*tversky")},
     "ce+3*dice, crops + ohem 0.1, scale 0.6-1.4, lr 0.04": {**_BEST_LOSS, "min_scale": 0.6, "max_scale": 1.4,
                                                             "lr": 0.04},
+    # Every orientation: the scenes have no up or down, so each crop may be shown in any of its eight mirrors and
+    # quarter turns (eight views of each of the 51 images that hold a diamond, against two).
+    "ce+3*dice, crops + ohem 0.1, scale 0.75-1.25, lr 0.04, any orientation": {**_BEST_LOSS, **_SCALE, "lr": 0.04,
+                                                                               "any_orientation": True},
+    "ce, lr 0.04, any orientation": {"lr": 0.04, "any_orientation": True},
 }
 
 
@@ -113,10 +119,11 @@ def run_folder(out: Path, row: str, seed: int) -> Path:
 
 
 def run_one(row: str, seed: int, *, out: Path, data_root: str, threads: int, iters: int | None,
-            flip: bool = False, fresh_root: str | None = None) -> dict[str, Any]:
+            flip: bool = False, any_orientation: bool = False, fresh_root: str | None = None) -> dict[str, Any]:
     """Train (or finish, or just read) one run; returns its final validation scores, with ``flip`` also those
-    with mirrored inputs averaged in (under ``"flip"``), with ``fresh_root`` also those on every fresh scene there
-    (under ``"fresh"``, and ``"fresh_flip"`` with ``flip``)."""
+    with mirrored inputs averaged in (under ``"flip"``), with ``any_orientation`` those of all eight mirrors and
+    quarter turns averaged (``"turned"``), with ``fresh_root`` also those on every fresh scene there (under
+    ``"fresh"``, and ``"fresh_flip"`` / ``"fresh_turned"``)."""
     torch.set_num_threads(threads)
     folder = run_folder(out, row, seed)
     flags = {"dataset": "demo-rare", "data_root": data_root, "seed": seed, "out": str(folder), "workers": 0,
@@ -127,22 +134,28 @@ def run_one(row: str, seed: int, *, out: Path, data_root: str, threads: int, ite
     if resumed is None or resumed["step"] < config.iters:
         fit(config, resume=resumed, resume_path=last if resumed else None, progress=False)
         resumed = load_checkpoint(last)
-    result = dict(resumed["scores"])
-    for key, root, split, mirrored in (("flip", config.data_root, config.val_split, True),
-                                       ("fresh", fresh_root, _FRESH_SPLIT, False),
-                                       ("fresh_flip", fresh_root, _FRESH_SPLIT, True)):
-        if root is not None and (flip or not mirrored):
-            result[key] = model_scores(last, split=split, data_root=root, flip=mirrored)
+    result = dict(resumed["scores"])  # the plain validation scores: those the run computed
+    views = {"": {}, **({"flip": {"flip": True}} if flip else {}),
+             **({"turned": {"any_orientation": True}} if any_orientation else {})}
+    for name, view in views.items():
+        if name:
+            result[name] = model_scores(last, split=config.val_split, data_root=config.data_root, **view)
+        if fresh_root is not None:
+            result["_".join(filter(None, ("fresh", name)))] = model_scores(last, split=_FRESH_SPLIT,
+                                                                           data_root=fresh_root, **view)
     return result
 
 
-def model_scores(checkpoint: Path, *, split: str, data_root: str, flip: bool = False) -> dict[str, Any]:
+def model_scores(checkpoint: Path, *, split: str, data_root: str, flip: bool = False,
+                 any_orientation: bool = False) -> dict[str, Any]:
     """Scores of ``checkpoint`` on ``split`` of ``data_root`` in exact fp32, with ``flip`` every image also
-    predicted mirrored and the two averaged (as ``eval.py --flip``)."""
+    predicted mirrored and the two averaged (as ``eval.py --flip``), with ``any_orientation`` the eight mirrors
+    and quarter turns averaged (as ``eval.py --any-orientation``)."""
     predictor = Predictor.from_checkpoint(checkpoint, engine="torch", device="cpu")
     dataset = VOCSegmentation(data_root, split=split, class_names=predictor.class_names,
                               transform=build_eval_transform(mean=predictor.mean, std=predictor.std))
-    matrix = evaluate(predictor.engine, build_val_loader(dataset), num_classes=len(predictor.class_names), flip=flip)
+    matrix = evaluate(predictor.engine, build_val_loader(dataset), num_classes=len(predictor.class_names), flip=flip,
+                      any_orientation=any_orientation)
     return matrix.scores(predictor.class_names)
 
 
@@ -152,7 +165,7 @@ def ensure_fresh_scenes(root: str | Path) -> Path:
 
 
 def run_study(rows: Sequence[str], seeds: Sequence[int], *, out: str | Path, data_root: str, threads: int = 1,
-              jobs: int = 1, iters: int | None = None, flip: bool = False,
+              jobs: int = 1, iters: int | None = None, flip: bool = False, any_orientation: bool = False,
               fresh_root: str | None = None) -> dict[tuple[str, int], dict[str, Any]]:
     """Every distinct (row, seed), ``jobs`` at a time in separate processes; returns each run's final scores (see
     :func:`run_one`; the fresh scenes are written once, before any run)."""
@@ -167,7 +180,7 @@ def run_study(rows: Sequence[str], seeds: Sequence[int], *, out: str | Path, dat
         ensure_fresh_scenes(fresh_root)
     tasks = list(dict.fromkeys((row, seed) for row in rows for seed in seeds))  # a repeat would train twice at once
     kwargs = {"out": out, "data_root": data_root, "threads": threads, "iters": iters, "flip": flip,
-              "fresh_root": fresh_root}
+              "any_orientation": any_orientation, "fresh_root": fresh_root}
     if jobs <= 1:
         return {task: run_one(*task, **kwargs) for task in tasks}
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
@@ -178,7 +191,8 @@ def run_study(rows: Sequence[str], seeds: Sequence[int], *, out: str | Path, dat
 def recipe_table(results: dict[tuple[str, int], dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per study row: rare-class IoU and mIoU, mean over seeds and each seed's value, and the rare class's
     mean precision and recall (None where no seed's model predicted it, so precision is undefined). Where every
-    seed's run also carries mirrored (``flip``), fresh-scene (``fresh``) or both (``fresh_flip``) scores, their
+    seed's run also carries mirrored (``flip``), turned (``turned``), fresh-scene (``fresh``) or both (``fresh_flip``,
+    ``fresh_turned``) scores, their
     means and per-seed values too, under the same names with that suffix (``rare_iou_flip``, ``miou_fresh``...)."""
     table = []
     for row in dict.fromkeys(row for row, _ in results):

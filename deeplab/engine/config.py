@@ -69,6 +69,7 @@ class TrainConfig:
     ohem: float | None = None
     balanced_crops: float = 0.0
     color_jitter: float = 0.0
+    any_orientation: bool = False  # images have no up or down: train on every mirror and quarter turn
     copy_paste: float = 0.0
     recipe: str | None = None
     out: str | None = None

@@ -183,7 +183,8 @@ def _fit_in(
     wrapped = distributed.wrap_model(model, device, sync_bn=c.sync_bn and not frozen)
     train_loader = build_train_loader(
         train_set, transform=build_train_transform(crop_size=c.crop_size, mean=model.mean, std=model.std,
-                                                     scale=(c.min_scale, c.max_scale), color_jitter=c.color_jitter),
+                                                     scale=(c.min_scale, c.max_scale), color_jitter=c.color_jitter,
+                                                     any_orientation=c.any_orientation),
         batch_size=c.batch_size, workers=c.workers, seed=c.seed, start_sample=start_sample, focus=focus,
         paste=paste)
     val_set = VOCSegmentation(root, split=c.val_split, class_names=class_names,

@@ -1,4 +1,4 @@
-"""Whole-split evaluation: single- or multi-scale (+ flip) predictions accumulated into one confusion matrix."""
+"""Whole-split evaluation: predictions (multi-scale, mirrored or turned ones averaged in) in one confusion matrix."""
 from __future__ import annotations
 
 import collections
@@ -23,6 +23,7 @@ def evaluate(
     num_classes: int,
     scales: Sequence[float] = (1.0,),
     flip: bool = False,
+    any_orientation: bool = False,
     ignore_index: int = IGNORE_INDEX,
     min_side: int = 1,
     image_paths: Sequence[Path] | None = None,
@@ -35,7 +36,8 @@ def evaluate(
     with torch.inference_mode():
         for images, masks in batches:
             try:
-                pred = class_scores(engine, images, scales=scales, flip=flip, min_side=min_side).argmax(dim=1)
+                pred = class_scores(engine, images, scales=scales, flip=flip, any_orientation=any_orientation,
+                                    min_side=min_side).argmax(dim=1)
             except UserError as error:
                 if image_paths is None:
                     raise

@@ -150,12 +150,15 @@ class Predictor:
         DataError when it is too small for the model."""
         return prepare_image(image, mean=self.mean, std=self.std, max_size=self.max_size, min_side=self.min_side)
 
-    def predict(self, image: np.ndarray, *, scales: Sequence[float] = (1.0,), flip: bool = False) -> Prediction:
-        """Class-id mask of one uint8 RGB image at its own size (scores upsampled back when it was shrunk)."""
-        return self.predict_batch([image], scales=scales, flip=flip)[0]
+    def predict(self, image: np.ndarray, *, scales: Sequence[float] = (1.0,), flip: bool = False,
+                any_orientation: bool = False) -> Prediction:
+        """Class-id mask of one uint8 RGB image at its own size (scores upsampled back when it was shrunk); see
+        :func:`~deeplab.inference.tta.predict_probabilities` for the averaged views."""
+        return self.predict_batch([image], scales=scales, flip=flip, any_orientation=any_orientation)[0]
 
     def predict_batch(
-        self, images: Sequence[np.ndarray], *, scales: Sequence[float] = (1.0,), flip: bool = False
+        self, images: Sequence[np.ndarray], *, scales: Sequence[float] = (1.0,), flip: bool = False,
+        any_orientation: bool = False
     ) -> list[Prediction]:
         """:meth:`predict` of each image, in order; images of one model size go through the engine as one batch.
 
@@ -169,7 +172,7 @@ class Predictor:
         with torch.inference_mode():
             for size, indices in by_size.items():
                 scores = class_scores(self.engine, torch.cat([inputs[i] for i in indices]), scales=scales, flip=flip,
-                                      min_side=self.min_side)
+                                      any_orientation=any_orientation, min_side=self.min_side)
                 for row, index in enumerate(indices):
                     mask = upsample_argmax(scores[row : row + 1], images[index].shape[:2])
                     predictions[index] = Prediction(mask=mask.cpu().numpy(), model_size=size)

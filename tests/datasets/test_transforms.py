@@ -60,6 +60,22 @@ def test_flip_keeps_image_and_mask_aligned():
     assert orientations == {True, False}
 
 
+def test_any_orientation_shows_all_eight_turns_and_mirrors_with_the_mask_aligned():
+    rng = np.random.default_rng(4)
+    mask = rng.integers(0, 6, (40, 40)).astype(np.uint8)  # no symmetry: each orientation is told apart
+    image = np.repeat(mask[..., None] * 40, 3, axis=2).astype(np.uint8)
+    square = [np.rot90(m, k) for m in (mask, mask.T) for k in range(4)]  # the eight orientations of the square
+    transform = build_train_transform(crop_size=40, mean=(0, 0, 0), std=(1, 1, 1), scale=(1.0, 1.0),
+                                      any_orientation=True)
+    transform.set_seed(0)
+    seen = set()
+    for _ in range(80):
+        x, y = transform(image, mask)
+        assert torch.allclose(x[0] * 255, y.float() * 40, atol=1e-3)
+        seen.add(next(k for k, m in enumerate(square) if np.array_equal(y.numpy(), m)))
+    assert seen == set(range(8))
+
+
 def _samples(transform, image, mask, seed: int = 3, count: int = 8) -> list[tuple[torch.Tensor, torch.Tensor]]:
     transform.set_seed(seed)
     return [transform(image, mask) for _ in range(count)]

@@ -25,7 +25,8 @@ def test_fresh_scores_get_their_column_and_reach_the_json(tmp_path, monkeypatch,
     out = tmp_path / "table.json"
     assert benchmark_recipes.main(["--out", str(tmp_path / "runs"), "--rows", "ce", "--fresh", str(tmp_path / "f"),
                                    "--json", str(out)]) == 0
-    assert calls["fresh_root"] == str(tmp_path / "f") and calls["flip"] is False and calls["seeds"] == [0, 1]
+    assert calls["fresh_root"] == str(tmp_path / "f") and calls["seeds"] == [0, 1]
+    assert calls["flip"] is False and calls["any_orientation"] is False
     printed = capsys.readouterr().out
     header = next(line for line in printed.splitlines() if line.startswith("| setting"))
     assert "fresh scenes" in header and "--flip" not in header

@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from datasets import VOCSegmentation, build_eval_transform, save_label_png, voc_palette
+from datasets import VOCSegmentation, build_eval_transform, read_rgb, save_label_png, voc_palette
 from datasets.voc import read_labelmap
-from deeplab.inference import create_engine
+from deeplab.inference import Predictor, create_engine
 from tools import eval as eval_tool
 from tools import predict
 
@@ -315,7 +315,33 @@ def test_the_ground_truth_folder_given_as_predictions_is_refused(tiny_voc, capsy
                                        "--pred-dir names the folder of predicted masks (predict.py's --out)\n")
 
 
+def test_any_orientation_scores_the_masks_the_predictor_gives_with_it(tiny_voc, tmp_path: Path, make_checkpoint,
+                                                                      capsys) -> None:
+    """Every image is scored as the eight-view average that ``Predictor.predict(any_orientation=True)`` returns,
+    which differs from the plain and the mirrored average on this model, and the report records it."""
+    root, _, _ = tiny_voc
+    ckpt = tmp_path / "varied.pt"
+    make_checkpoint(ckpt, TINY_CLASSES, num_classes=3, varied=True)
+    out = tmp_path / "d4.json"
+    assert eval_tool.main(["--checkpoint", str(ckpt), "--data-root", str(root), "--json", str(out), "--workers", "0",
+                           "--device", "cpu", "--engine", "torch", "--any-orientation"]) == 0
+    assert "(cpu, scales [1.0], every mirror and quarter turn)" in capsys.readouterr().out
+    assert json.loads(out.read_text())["any_orientation"] is True
+    _, matrix = read_csv_matrix(tmp_path / "d4_confusion.csv")
+    predictor = Predictor.from_checkpoint(ckpt, device="cpu", engine="torch")
+    expected, plain, mirrored = (np.zeros((3, 3), np.int64) for _ in range(3))
+    base = root / "VOCdevkit" / "VOC2012"
+    for path in sorted((base / "JPEGImages").glob("*.jpg")):
+        image, target = read_rgb(path), np.asarray(Image.open(base / "SegmentationClass" / f"{path.stem}.png"))
+        for counts, kwargs in ((expected, {"any_orientation": True}), (plain, {}), (mirrored, {"flip": True})):
+            mask = predictor.predict(image, **kwargs).mask
+            np.add.at(counts, (target[target != 255], mask[target != 255]), 1)
+    np.testing.assert_array_equal(matrix, expected)
+    assert not np.array_equal(expected, plain) and not np.array_equal(expected, mirrored)
+
+
 @pytest.mark.parametrize(("flags", "named"), [(["--flip"], "--flip"),
+                                              (["--flip", "--any-orientation"], "--flip, --any-orientation"),
                                               (["--scales", "0.5,1.0", "--output-stride", "8"],
                                                "--scales, --output-stride"),
                                               (["--engine", "int8"], "--engine")])

@@ -47,12 +47,12 @@ def weights_file(tmp_path: Path) -> str:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("options", [
-    lambda tmp: ["--recipe", "imbalanced", "--class-weights", "auto"],  # + ce+3*dice, mining, crops, scale range
+    lambda tmp: ["--recipe", "imbalanced", "--class-weights", "auto", "--any-orientation"],  # + the recipe's settings
     lambda tmp: ["--loss", "focal+lovasz", "--class-weights", weights_file(tmp), "--balanced-crops", "1.0",
                  "--copy-paste", "0.5"],
     lambda tmp: ["--loss", "ce+tversky+jaccard", "--ohem", "0.5", "--color-jitter", "0.5", "--tensorboard",
                  "--min-scale", "0.75", "--max-scale", "1.25"],
-], ids=["recipe", "focal+lovasz-file-crops-paste", "tversky-ohem-jitter-tensorboard-scale"])
+], ids=["recipe-any-orientation", "focal+lovasz-file-crops-paste", "tversky-ohem-jitter-tensorboard-scale"])
 def test_resume_with_each_option_equals_an_uninterrupted_run(rare_root, tmp_path, failing_train_step, options):
     common = ("--iters", "6", "--val-every", "3", "--lr", "0.02", "--warmup-iters", "2", *options(tmp_path))
     full, broken = tmp_path / "full", tmp_path / "broken"
@@ -74,6 +74,7 @@ def test_resume_with_each_option_equals_an_uninterrupted_run(rare_root, tmp_path
     for flag, name in option_names.items():
         if flag in common:
             assert str(a["args"][name]) == common[common.index(flag) + 1]
+    assert a["args"]["any_orientation"] is ("--any-orientation" in common)
 
 
 def test_resume_keeps_the_stored_weights_of_an_edited_weights_file(rare_root, tmp_path, failing_train_step,

@@ -70,21 +70,44 @@ def test_flipped_and_fresh_scores_join_the_table_only_when_every_seed_has_them()
     assert "rare_iou_fresh_flip" not in table["r"]
 
 
-def test_flip_scores_are_what_eval_py_reports_with_flip(tmp_path, make_voc_folder, make_checkpoint):
+@pytest.mark.parametrize("view, flag", [({"flip": True}, "--flip"), ({"any_orientation": True}, "--any-orientation")])
+def test_view_scores_are_what_eval_py_reports_with_its_flag(view, flag, tmp_path, make_voc_folder, make_checkpoint):
     names = ["background", "a", RARE_CLASS]
     rng = np.random.default_rng(0)
     make_voc_folder(tmp_path, {f"v{i}": rng.integers(0, 3, (40, 52)).astype(np.uint8) for i in range(3)},
                     split="val", classes=names)
     make_checkpoint(tmp_path / "m.pt", names, num_classes=3, varied=True)
-    ours = model_scores(tmp_path / "m.pt", split="val", data_root=str(tmp_path), flip=True)
+    ours = model_scores(tmp_path / "m.pt", split="val", data_root=str(tmp_path), **view)
     reports = {}
-    for flag in ([], ["--flip"]):
+    for flag in ([], [flag]):
         out = tmp_path / f"eval{len(flag)}.json"
         assert eval_tool.main(["--checkpoint", str(tmp_path / "m.pt"), "--data-root", str(tmp_path), "--json",
                                str(out), "--workers", "0", "--engine", "torch", *flag]) == 0
         reports[bool(flag)] = json.loads(out.read_text())
     assert ours["per_class_iou"] == pytest.approx(reports[True]["per_class_iou"])
-    assert ours["per_class_iou"] != pytest.approx(reports[False]["per_class_iou"])  # mirroring did change masks
+    assert ours["per_class_iou"] != pytest.approx(reports[False]["per_class_iou"])  # the views did change masks
+
+
+def test_each_view_asked_for_is_scored_on_val_and_on_the_fresh_scenes(tmp_path, monkeypatch):
+    """A finished run is read back and scored once per (split, view) asked for, under the names the table reads."""
+    folder = recipes.run_folder(tmp_path, "ce", 0)
+    folder.mkdir()
+    (folder / "last.pt").touch()
+    monkeypatch.setattr(recipes, "load_checkpoint", lambda path: {"step": 400, "args": {}, "scores": scores(0.1, 0.5)})
+    calls = {}
+
+    def scored(checkpoint, *, split, data_root, **view):
+        calls[data_root, tuple(sorted(view))] = split
+        return scores(0.2, 0.6)
+
+    monkeypatch.setattr(recipes, "model_scores", scored)
+    rare = str(tmp_path / "rare")
+    result = recipes.run_one("ce", 0, out=tmp_path, data_root=rare, threads=1, iters=None, flip=True,
+                             any_orientation=True, fresh_root="fresh")
+    assert sorted(result) == sorted(["flip", "turned", "fresh", "fresh_flip", "fresh_turned", *scores(0.1, 0.5)])
+    assert result["miou"] == 0.5  # the run's own validation scores
+    assert calls == {(rare, ("flip",)): "val", (rare, ("any_orientation",)): "val", ("fresh", ()): "trainval",
+                     ("fresh", ("flip",)): "trainval", ("fresh", ("any_orientation",)): "trainval"}
 
 
 def test_fresh_scenes_are_the_demo_rare_scenes_of_another_seed(tmp_path):
