@@ -26,14 +26,15 @@ def predict_probabilities(
     size = images.shape[-2:]
     total = None
     for scale in scales:
-        scaled_size = [math.floor(side * scale) for side in size]  # what interpolate's scale_factor gives
+        scaled_size = [math.floor(side * scale) for side in size]
         if min(scaled_size) < min_side:
             needs = "" if min_side == 1 else f", under the {min_side} a side this model needs"
             raise UserError(f"--scales {scale:g}: shrinks a {size[1]}x{size[0]} image to {scaled_size[1]}x"
                             f"{scaled_size[0]} pixels (WxH){needs}; use larger scales")
-        scaled = images if scale == 1.0 else F.interpolate(
-            images, scale_factor=scale, mode="bilinear", align_corners=False
-        )
+        # By size, not scale_factor: with a factor, the floor(side * scale) pixels sample only floor(side * scale) /
+        # scale of an odd side, and scaling the logits back to the full side shifted them up to a pixel.
+        scaled = images if scale == 1.0 else F.interpolate(images, size=scaled_size, mode="bilinear",
+                                                           align_corners=False)
         views = [(scaled, False)] + ([(scaled.flip(-1), True)] if flip else [])
         for view, mirrored in views:
             logits = engine(view).float()
