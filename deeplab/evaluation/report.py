@@ -49,7 +49,7 @@ def score_prediction_dir(dataset: VOCSegmentation, pred_dir: str | Path) -> Conf
         if pred_path.samefile(gt_path):  # the ground-truth folder passed for the predictions: a perfect score
             raise UserError(f"{pred_path}: is the ground truth itself, not a prediction; --pred-dir names the folder "
                             "of predicted masks (predict.py's --out)")
-        target = dataset.read_mask(i)
+        target = dataset.read_sized_mask(i)
         pred = read_label_png(pred_path, dataset.num_classes, prediction_colours)
         if pred.shape != target.shape:
             raise UserError(
