@@ -31,8 +31,8 @@ def predict_probabilities(
             needs = "" if min_side == 1 else f", under the {min_side} a side this model needs"
             raise UserError(f"--scales {scale:g}: shrinks a {size[1]}x{size[0]} image to {scaled_size[1]}x"
                             f"{scaled_size[0]} pixels (WxH){needs}; use larger scales")
-        # By size, not scale_factor: with a factor, the floor(side * scale) pixels sample only floor(side * scale) /
-        # scale of an odd side, and scaling the logits back to the full side shifted them up to a pixel.
+        # By size: with scale_factor, the floor(side * scale) pixels would sample only floor(side * scale) / scale
+        # of a side the scale does not divide, and the logits scaled back to the full side would sit up to a pixel off.
         scaled = images if scale == 1.0 else F.interpolate(images, size=scaled_size, mode="bilinear",
                                                            align_corners=False)
         views = [(scaled, False)] + ([(scaled.flip(-1), True)] if flip else [])
