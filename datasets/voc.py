@@ -269,12 +269,17 @@ class VOCSegmentation(torch.utils.data.Dataset):
         """Sample ``i``'s class ids (uint8 HxW), RGB masks decoded by the data's colours, labels checked."""
         return read_label_png(self._mask_paths[i], self.num_classes, (self.colours,))
 
-    def mask_pixels(self, i: int) -> np.ndarray:
-        """Pixels of each class in mask ``i``, decoded and checked against its image's size (read from the header):
-        counting a split this way finds a bad mask before a run trains, not when it first loads it."""
+    def read_sized_mask(self, i: int) -> np.ndarray:
+        """:meth:`read_mask`, checked against its image's size read from the header (no image decoded): a mask
+        that does not fit its image is named as such, not blamed on what it is compared with."""
         mask = self.read_mask(i)
         self._check_size(i, mask.shape, self.image_size(i))
-        return np.bincount(mask.ravel(), minlength=IGNORE_INDEX + 1)[: self.num_classes]
+        return mask
+
+    def mask_pixels(self, i: int) -> np.ndarray:
+        """Pixels of each class in mask ``i``, checked against its image's size: counting a split this way finds a
+        bad mask before a run trains, not when it first loads it."""
+        return np.bincount(self.read_sized_mask(i).ravel(), minlength=IGNORE_INDEX + 1)[: self.num_classes]
 
     def _check_size(self, i: int, mask_size: tuple[int, ...], image_size: tuple[int, ...]) -> None:
         """Raise DataError naming sample ``i``'s mask when it is not its image's ``(height, width)``."""

@@ -49,7 +49,7 @@ def score_prediction_dir(dataset: VOCSegmentation, pred_dir: str | Path) -> Conf
         if pred_path.samefile(gt_path):  # the ground-truth folder passed for the predictions: a perfect score
             raise UserError(f"{pred_path}: is the ground truth itself, not a prediction; --pred-dir names the folder "
                             "of predicted masks (predict.py's --out)")
-        target = dataset.read_mask(i)
+        target = dataset.read_sized_mask(i)
         pred = read_label_png(pred_path, dataset.num_classes, prediction_colours)
         if pred.shape != target.shape:
             raise UserError(
@@ -158,7 +158,8 @@ def plot_confusion_matrix(matrix: torch.Tensor | np.ndarray, class_names: Sequen
 
 
 def plot_per_class_scores(scores: dict[str, Any], path: str | Path | BinaryIO) -> None:
-    """Save grouped bars of each class's IoU, Dice, precision and recall (undefined ones left out) as a PNG."""
+    """Save grouped bars of each class's IoU, Dice, precision and recall as a PNG; an undefined score is marked
+    ``-`` as in the table, since a score of 0 draws no bar either."""
     from matplotlib.figure import Figure  # deferred: only reports need matplotlib
 
     names = list(scores["per_class_iou"])
@@ -168,12 +169,15 @@ def plot_per_class_scores(scores: dict[str, Any], path: str | Path | BinaryIO) -
     ax = fig.subplots()
     for k, (key, head) in enumerate(columns):
         values = [scores[key][name] for name in names]
-        ax.bar([i + (k - (len(columns) - 1) / 2) * width for i in range(n)],
-               [np.nan if v is None else v for v in values], width=width, label=head)
+        positions = [i + (k - (len(columns) - 1) / 2) * width for i in range(n)]
+        ax.bar(positions, [np.nan if v is None else v for v in values], width=width, label=head)
+        for x in (x for x, v in zip(positions, values) if v is None):
+            ax.text(x, 0.01, "-", ha="center", va="bottom", color="grey")
     ax.set_xticks(range(n), names, rotation=90 if n > 8 else 0, parse_math=False)
+    ax.set_xlim(-0.5, n - 0.5)  # bars of undefined scores, last class's included, claim no room of their own
     ax.set_ylim(0.0, 1.0)
     ax.set_ylabel("score")
     ax.set_title(f"per-class scores (mIoU {scores['miou']:.3f})")
-    ax.legend(loc="lower right", fontsize="small")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")  # beside the bars, hiding none
     fig.tight_layout()
     fig.savefig(path, dpi=100, format="png")

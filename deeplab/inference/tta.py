@@ -31,14 +31,15 @@ def predict_probabilities(
     views = tta_views(flip=flip, any_orientation=any_orientation)
     total = None
     for scale in scales:
-        scaled_size = [math.floor(side * scale) for side in size]  # what interpolate's scale_factor gives
+        scaled_size = [math.floor(side * scale) for side in size]
         if min(scaled_size) < min_side:
             needs = "" if min_side == 1 else f", under the {min_side} a side this model needs"
             raise UserError(f"--scales {scale:g}: shrinks a {size[1]}x{size[0]} image to {scaled_size[1]}x"
                             f"{scaled_size[0]} pixels (WxH){needs}; use larger scales")
-        scaled = images if scale == 1.0 else F.interpolate(
-            images, scale_factor=scale, mode="bilinear", align_corners=False
-        )
+        # By size: with scale_factor, the floor(side * scale) pixels would sample only floor(side * scale) / scale
+        # of a side the scale does not divide, and the logits scaled back to the full side would sit up to a pixel off.
+        scaled = images if scale == 1.0 else F.interpolate(images, size=scaled_size, mode="bilinear",
+                                                           align_corners=False)
         for view in views:
             logits = view.undo(engine(view.apply(scaled)).float())
             if logits.shape[-2:] != size:

@@ -242,6 +242,24 @@ def test_pred_dir_bad_prediction_names_file(damage: str, tmp_path: Path, capsys:
     assert ("missing" if damage == "missing" else "513x512") in err
 
 
+@pytest.mark.parametrize("predicted_at", ["image", "mask"])
+def test_pred_dir_names_a_ground_truth_mask_of_another_size_than_its_image(predicted_at: str, tiny_voc,
+                                                                          tmp_path: Path, capsys) -> None:
+    """A prediction at its image's size is not to blame for a mask one row short, and one at the mask's size
+    (another tool's) is no score of that image: either way the mask is named, as --checkpoint names it."""
+    root = tmp_path / "data"
+    shutil.copytree(tiny_voc[0], root, ignore=shutil.ignore_patterns("*.pt"))
+    masks, preds = root / "VOCdevkit" / "VOC2012" / "SegmentationClass", tmp_path / "preds"
+    shutil.copytree(masks, preds)
+    short = np.asarray(Image.open(masks / "img1.png"))[:-1]
+    save_label_png(masks / "img1.png", short)
+    if predicted_at == "mask":
+        save_label_png(preds / "img1.png", short)
+    assert eval_tool.main(["--pred-dir", str(preds), "--data-root", str(root)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {masks / 'img1.png'}: mask is 43x40 but its image img1.jpg is 43x41 (WxH)"
+
+
 def test_pred_dir_reads_what_predict_writes(tiny_voc, tmp_path: Path) -> None:
     root, ckpt, _ = tiny_voc
     images = root / "VOCdevkit" / "VOC2012" / "JPEGImages"

@@ -45,6 +45,24 @@ def test_score_table_lists_classes_and_absent_ones() -> None:
     assert lines[-1].split() == ["pixel", "acc", f"{12 / 15:.4f}"]
 
 
+def test_per_class_chart_marks_undefined_scores_apart_from_zero(tmp_path: Path, monkeypatch) -> None:
+    """Neither a score of 0 nor an undefined one draws a bar: the undefined ones carry the table's '-'."""
+    from matplotlib.figure import Figure
+
+    drawn = []
+    monkeypatch.setattr(Figure, "savefig", lambda figure, *args, **kwargs: drawn.append(figure))
+    # sky found; road never predicted (IoU 0, precision undefined); boat in neither (all four undefined).
+    scores = segmentation_scores(torch.tensor([[5, 0, 0], [2, 0, 0], [0, 0, 0]]), ["sky", "road", "boat"])
+    report.plot_per_class_scores(scores, tmp_path / "bars.png")
+    ax = drawn[0].axes[0]
+    marks = [(round(text.get_position()[0], 3), text.get_text()) for text in ax.texts]
+    width = 0.8 / 4  # IoU, Dice, precision, recall side by side around each class's tick
+    expected = [(round(2 + (k - 1.5) * width, 3), "-") for k in range(4)] + [(round(1 + 0.5 * width, 3), "-")]
+    assert sorted(marks) == sorted(expected)
+    low, high = ax.get_xlim()  # the last class's marks inside the plot too, though it has no bar
+    assert all(low < x < high for x, _ in marks)
+
+
 def test_report_writes_json_csv_and_both_pictures(tmp_path: Path) -> None:
     matrix = torch.tensor([[5, 1, 0], [2, 7, 0], [0, 0, 0]])
     scores = segmentation_scores(matrix, ["sky", "road", "boat"])

@@ -167,6 +167,16 @@ def test_no_scales_or_unusable_ones_are_one_line(tiny_model: nn.Module, batch: t
         class_scores(create_engine(tiny_model, engine="torch"), batch, scales=scales)
 
 
+@pytest.mark.parametrize("scale", [0.5, 0.75])
+def test_test_time_scales_keep_an_odd_side_aligned(scale: float) -> None:
+    """floor(97 * scale) pixels cover the whole 97-pixel side: with a model that returns its input as class scores,
+    a class edge near the far border stays in its column (a scale_factor resize moved it one pixel right)."""
+    scores = torch.zeros(1, 2, 9, 97)
+    scores[:, 0, :, :90], scores[:, 1, :, 90:] = 5.0, 5.0
+    pred = class_scores(lambda view: view.clone(), scores, scales=(scale,)).argmax(1)
+    assert torch.equal(pred, scores.argmax(1))
+
+
 def test_unknown_engine_raises(tiny_model: nn.Module) -> None:
     with pytest.raises(ValueError, match="unknown engine 'tensorrt'"):
         create_engine(tiny_model, engine="tensorrt")
