@@ -42,6 +42,7 @@ __all__ = [
     "load_mask_colours",
     "read_class_names",
     "read_labelmap",
+    "read_split_ids",
     "read_text_lines",
     "split_file",
     "voc_dir",
@@ -295,7 +296,7 @@ def _read_split(root: Path, split: str) -> list[str]:
     path = split_file(root, split)
     if not path.is_file():
         raise DataError(f"{path}: split file not found; {_split_hint(path.parent, split)}")
-    ids = [line.strip() for line in read_text_lines(path) if line.strip()]
+    ids = read_split_ids(path)
     if not ids:
         raise DataError(f"{path}: split list is empty")
     return ids
@@ -328,6 +329,12 @@ def _layout_hint(root: Path) -> str:
             return f"the data root is the folder holding VOCdevkit: pass --data-root {root.parent.parent}"
         return f"move JPEGImages, SegmentationClass and ImageSets into {voc_dir(root)}"
     return _HOW_TO_GET
+
+
+def read_split_ids(path: Path) -> list[str]:
+    """The ids a split file lists, in order and with repeats: one a line, blank lines and surrounding spaces (a
+    Windows editor's CRLF and byte-order mark too) dropped; DataError when it cannot be read."""
+    return [line.strip() for line in read_text_lines(path) if line.strip()]
 
 
 def read_text_lines(path: Path) -> list[str]:
