@@ -138,8 +138,10 @@ def resolve_config(flags: Mapping[str, Any], resumed: Mapping[str, Any] | None =
     recipe = given.get("recipe")
     if recipe is not None and recipe not in RECIPES:
         raise UserError(f"--recipe {recipe}: choose one of {', '.join(sorted(RECIPES))}")
-    recipe_settings = _recipe_settings(recipe, {**PRESETS[dataset], **inherited}, given)
+    recipe_settings = RECIPES[recipe] if recipe is not None else {}
     config = TrainConfig(**{**PRESETS[dataset], **inherited, **recipe_settings, **given, "dataset": dataset})
+    if "ohem" not in given and "ce" not in parse_loss(config.loss):
+        config.ohem = None  # a recipe's or a resumed run's mining selects cross-entropy pixels; this loss has none
     if config.class_weights != inherited.get("class_weights"):  # stored values belong to the saved setting only
         config.class_weight_values = None
     if config.data_root is not None and ("data_root" in given or "data_root" not in inherited):
@@ -183,18 +185,6 @@ def _plain_setting(key: str, value: Any) -> Any:
         return [float(v) for v in value]
     wanted = " or ".join(sorted(kind.__name__ for kind in kinds))
     raise UserError(f"--{key.replace('_', '-')} {value!r}: expected {wanted}, not {type(value).__name__}")
-
-
-def _recipe_settings(recipe: str | None, under: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
-    """The settings of ``recipe`` that apply over ``under`` and beneath the flags ``given``: its hard-pixel mining
-    only when the run's loss has a cross-entropy term, the only term mining selects pixels for."""
-    if recipe is None:
-        return {}
-    settings = dict(RECIPES[recipe])
-    loss = {**under, **settings, **given}.get("loss", TrainConfig.loss)
-    if "ohem" not in given and "ce" not in parse_loss(loss):
-        settings.pop("ohem", None)
-    return settings
 
 
 def _check_ranges(config: TrainConfig) -> None:

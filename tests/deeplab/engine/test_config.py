@@ -99,6 +99,12 @@ def test_the_recipes_mining_applies_only_to_a_loss_with_cross_entropy():
         resolve_config({"dataset": "demo", "recipe": "imbalanced", "loss": "focal+dice", "ohem": 1.0})
 
 
+def test_a_resumed_runs_mining_is_dropped_with_a_loss_without_cross_entropy():
+    saved = dataclasses.asdict(resolve_config({"dataset": "demo", "recipe": "imbalanced"}))
+    assert resolve_config({"loss": "focal+dice"}, saved).ohem is None  # else refused, and no flag turns it off
+    assert resolve_config({"loss": "ce+dice"}, saved).ohem == saved["ohem"]
+
+
 @pytest.mark.parametrize("output_stride", [8, 16, 32])
 def test_a_crop_no_larger_than_the_output_stride_is_refused(output_stride):
     flags = {"dataset": "demo", "output_stride": output_stride, "batch_size": 1}
