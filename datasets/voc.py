@@ -11,6 +11,7 @@ Layout under a data root ``ROOT``::
 """
 from __future__ import annotations
 
+import glob
 import re
 import urllib.error
 from pathlib import Path
@@ -362,15 +363,25 @@ def find_image(folder: Path, sample_id: str) -> Path:
 
 
 def _check_files_exist(paths: list[Path], kind: str) -> None:
-    """Raise DataError naming the first missing file (and how many are missing) before training starts; an id
-    listed with its image's extension is told to drop it."""
+    """Raise DataError naming the first missing file (and how many are missing) and how to fix it, before training
+    starts."""
     missing = [p for p in paths if not p.is_file()]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        sample_id = Path(missing[0].stem)
-        hint = (f"; list ids without their extension ({sample_id.stem}, not {sample_id})"
-                if sample_id.suffix.lower() in IMAGE_SUFFIXES else "")
+        hint = _missing_hint(missing[0], kind)
         raise DataError(f"{missing[0]}: {kind} file listed in the split is missing{more}{hint}")
+
+
+def _missing_hint(path: Path, kind: str) -> str:
+    """How to fix a missing file: an id listed with its image's extension drops it; a mask saved under another
+    suffix (``a.PNG`` from a Windows folder, ``a.jpg``) is named, as masks are read from ``<id>.png`` alone."""
+    sample_id = Path(path.stem)
+    if sample_id.suffix.lower() in IMAGE_SUFFIXES:
+        return f"; list ids without their extension ({sample_id.stem}, not {sample_id})"
+    others = sorted(p.name for p in path.parent.glob(f"{glob.escape(path.stem)}.*")) if kind == "mask" else []
+    if others:
+        return f"; the folder holds {others[0]}, but masks are read from PNG files named <id>.png"
+    return ""
 
 
 def download_voc(root: str | Path) -> None:

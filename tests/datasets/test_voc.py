@@ -197,6 +197,16 @@ def test_ids_listed_with_their_extension_are_told_to_drop_it(tmp_path, make_voc_
                      "more); list ids without their extension (a, not a.jpg)")
 
 
+@pytest.mark.parametrize("saved_as", ["a.PNG", "a.jpg"])
+def test_a_mask_saved_under_another_suffix_is_named(tmp_path, make_voc_folder, saved_as):
+    base = make_voc_folder(tmp_path, {"a": np.zeros((4, 4), np.uint8)})
+    (base / "SegmentationClass" / "a.png").rename(base / "SegmentationClass" / saved_as)
+    with pytest.raises(DataError) as exc:
+        VOCSegmentation(tmp_path)
+    _assert_one_line(exc, f"{base / 'SegmentationClass' / 'a.png'}: mask file listed in the split is missing; the "
+                     f"folder holds {saved_as}, but masks are read from PNG files named <id>.png")
+
+
 def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
