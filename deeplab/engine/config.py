@@ -208,9 +208,13 @@ def _check_crop_size(config: TrainConfig) -> None:
 
 
 def _check_imbalance_settings(config: TrainConfig) -> None:
-    """Refuse an unknown loss, a rescaling range that runs backwards, or shares outside [0, 1], before any data
-    is read."""
-    check_loss(config.loss, config.ohem)
+    """Refuse an unknown loss, class weights it has no term to apply to, a rescaling range that runs backwards, or
+    shares outside [0, 1], before any data is read."""
+    terms = check_loss(config.loss, config.ohem)
+    if config.class_weights != "none" and not {"ce", "focal"} & set(terms):
+        # The region losses count every class once already; the weights would be printed and saved, yet unused.
+        raise UserError(f"--class-weights {config.class_weights}: weights scale the pixel terms (ce, focal), and "
+                        f"--loss {config.loss} has neither; add one (e.g. ce+dice) or pass --class-weights none")
     if config.min_scale > config.max_scale:
         raise UserError(f"--min-scale {config.min_scale} is above --max-scale {config.max_scale}")
     for key, what in (("balanced_crops", "class-focused crops"), ("copy_paste", "samples given a pasted object"),

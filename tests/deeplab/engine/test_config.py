@@ -139,6 +139,7 @@ def test_the_imbalanced_recipe_is_a_measured_row():
     ({"loss": "cross_entropy"}, r"--loss cross_entropy: unknown term 'cross_entropy'; choose one of ce, focal"),
     ({"ohem": 0.0}, r"--ohem 0.0: .*\(0, 1\]"),
     ({"loss": "dice", "ohem": 0.25}, r"--ohem 0.25: .*'ce' term"),
+    ({"loss": "dice+lovasz", "class_weights": "auto"}, r"^--class-weights auto: .*--loss dice\+lovasz has neither"),
     ({"balanced_crops": 1.5}, r"--balanced-crops 1.5: .*\[0, 1\]"),
     ({"color_jitter": -0.5}, r"--color-jitter -0.5: .*\[0, 1\]"),
     ({"copy_paste": float("nan")}, r"--copy-paste nan: .*\[0, 1\]"),
