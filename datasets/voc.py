@@ -373,15 +373,16 @@ def _check_files_exist(paths: list[Path], kind: str) -> None:
 
 
 def _missing_hint(path: Path, kind: str) -> str:
-    """How to fix a missing file: an id listed with its image's extension drops it; a mask saved under another
-    suffix (``a.PNG`` from a Windows folder, ``a.jpg``) is named, as masks are read from ``<id>.png`` alone."""
+    """How to fix a missing file: an id listed with its image's extension drops it; a file of that id that is not
+    read (a mask saved as ``a.PNG`` or ``a.jpg``, a phone's ``a.HEIC`` photo) is named, with what is read instead."""
     sample_id = Path(path.stem)
     if sample_id.suffix.lower() in IMAGE_SUFFIXES:
         return f"; list ids without their extension ({sample_id.stem}, not {sample_id})"
-    others = sorted(p.name for p in path.parent.glob(f"{glob.escape(path.stem)}.*")) if kind == "mask" else []
-    if others:
-        return f"; the folder holds {others[0]}, but masks are read from PNG files named <id>.png"
-    return ""
+    others = sorted(p.name for p in path.parent.glob(f"{glob.escape(path.stem)}.*"))
+    if not others:
+        return ""
+    read = "PNG files named <id>.png" if kind == "mask" else f"<id> with one of {', '.join(IMAGE_SUFFIXES)}"
+    return f"; the folder holds {others[0]}, but {kind}s are read from {read}"
 
 
 def download_voc(root: str | Path) -> None:

@@ -207,6 +207,16 @@ def test_a_mask_saved_under_another_suffix_is_named(tmp_path, make_voc_folder, s
                      f"folder holds {saved_as}, but masks are read from PNG files named <id>.png")
 
 
+def test_a_photo_of_a_type_not_read_is_named(tmp_path, make_voc_folder):
+    base = make_voc_folder(tmp_path, {"a": np.zeros((4, 4), np.uint8)})
+    (base / "JPEGImages" / "a.jpg").rename(base / "JPEGImages" / "a.HEIC")  # an iPhone's photo
+    with pytest.raises(DataError) as exc:
+        VOCSegmentation(tmp_path)
+    _assert_one_line(exc, f"{base / 'JPEGImages' / 'a.jpg'}: image file listed in the split is missing; the folder "
+                     "holds a.HEIC, but images are read from <id> with one of .jpg, .jpeg, .png, .bmp, .tif, .tiff, "
+                     ".webp, .gif, .ppm, .pgm")
+
+
 def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
