@@ -126,8 +126,11 @@ def read_class_names(path: str | Path) -> list[str]:
     names = [line.strip() for line in read_text_lines(path)]
     while names and not names[-1]:
         names.pop()
-    if not names or "" in names:
-        raise DataError(f"{path}: needs one non-empty class name per line (line i = class id i)")
+    if not names:
+        raise DataError(f"{path}: names no class; it needs one class name per line (line i = class id i)")
+    if "" in names:  # skipped, it would shift every class after it to the previous id
+        raise DataError(f"{path}: line {names.index('') + 1} is blank; the file needs one class name on each line "
+                        "(line i = class id i), blank lines only at its end")
     comments = [n for n, name in enumerate(names, 1) if name.startswith("#")]
     if comments:  # taken as a class name, it would shift every class after it to the next id
         raise DataError(f"{path}: line {comments[0]} ({names[comments[0] - 1]!r}) reads as a comment; the file holds "

@@ -321,6 +321,14 @@ def test_a_classes_txt_inside_the_voc_folders_is_refused_not_left_for_voc_classe
     assert VOCSegmentation(tmp_path).class_names == ["bg", "cat"]
 
 
+def test_a_class_appended_after_blank_lines_names_the_blank_line(tmp_path):
+    (tmp_path / "classes.txt").write_bytes(b"\xef\xbb\xbfbackground\r\ncat\r\n\r\n\r\ndog\r\n")  # added below the blanks
+    with pytest.raises(DataError) as exc:
+        load_class_names(tmp_path)
+    _assert_one_line(exc, f"{tmp_path / 'classes.txt'}: line 3 is blank; the file needs one class name on each line "
+                          "(line i = class id i), blank lines only at its end")
+
+
 def test_a_comment_in_classes_txt_is_refused_not_taken_for_a_class(tmp_path):
     (tmp_path / "classes.txt").write_text("background\n# vehicles\ncar\n")
     with pytest.raises(DataError, match=r"classes.txt: line 2 \('# vehicles'\) reads as a comment; .*class id i"):
