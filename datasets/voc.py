@@ -14,7 +14,7 @@ from __future__ import annotations
 import glob
 import re
 import urllib.error
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Callable, Sequence
 
 import numpy as np
@@ -72,7 +72,12 @@ def voc_dir(root: str | Path) -> Path:
 
 def split_file(root: str | Path, split: str) -> Path:
     """The id list of ``split`` under a data root."""
-    return voc_dir(root) / "ImageSets" / "Segmentation" / f"{split}.txt"
+    return _splits_dir(root) / f"{split}.txt"
+
+
+def _splits_dir(root: str | Path) -> Path:
+    """The folder of the split files under a data root."""
+    return voc_dir(root) / "ImageSets" / "Segmentation"
 
 
 def load_class_names(root: str | Path) -> list[str]:
@@ -299,7 +304,7 @@ def _read_split(root: Path, split: str) -> list[str]:
         raise _voc_dir_missing(root)
     path = split_file(root, split)
     if not path.is_file():
-        raise DataError(f"{path}: split file not found; {_split_hint(path.parent, split)}")
+        raise DataError(f"{path}: split file not found; {_split_hint(_splits_dir(root), split)}")
     ids = read_split_ids(path)
     if not ids:
         raise DataError(f"{path}: split list is empty")
@@ -307,10 +312,13 @@ def _read_split(root: Path, split: str) -> list[str]:
 
 
 def _split_hint(folder: Path, split: str) -> str:
-    """How to get a missing split: SBD's conversion, the splits there are (a custom folder lacks VOC's val), else
-    VOC's download."""
+    """How to get a missing split: SBD's conversion, its name where its file's name or path was given, the splits
+    there are (a custom folder lacks VOC's val), else VOC's download."""
     if split == "train_aug":
         return "run tools/convert_sbd.py to make it"
+    if PureWindowsPath(split).name != split or split.endswith(".txt"):  # the split's file named, or its path
+        return (f"--split and --val-split take a split's name, the stem of its file in {folder} (--split "
+                f"{PureWindowsPath(split).stem})")
     present = sorted(p.stem for p in folder.glob("*.txt")) if folder.is_dir() else []
     if not present:
         return _HOW_TO_GET

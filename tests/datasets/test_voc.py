@@ -146,6 +146,16 @@ def test_missing_folder_and_split(tmp_path, make_voc_folder):
     _assert_one_line(exc, "train_aug.txt", "convert_sbd")
 
 
+@pytest.mark.parametrize("given", ["train.txt", "VOCdevkit/VOC2012/ImageSets/Segmentation/train.txt",
+                                   r"ImageSets\Segmentation\train"])
+def test_a_split_given_as_its_file_is_told_to_name_it(tmp_path, make_voc_folder, given):
+    base = make_voc_folder(tmp_path, {"a": np.zeros((4, 4), np.uint8)})
+    with pytest.raises(DataError) as exc:
+        VOCSegmentation(tmp_path, split=given)
+    _assert_one_line(exc, f"split file not found; --split and --val-split take a split's name, the stem of its file "
+                     f"in {base / 'ImageSets' / 'Segmentation'} (--split train)")
+
+
 def test_a_data_root_a_level_too_deep_names_the_right_one(tmp_path, make_voc_folder):
     base = make_voc_folder(tmp_path / "mine", {"a": np.zeros((4, 4), np.uint8)})
     for given in (base, base.parent):
