@@ -142,8 +142,10 @@ def resolve_config(flags: Mapping[str, Any], resumed: Mapping[str, Any] | None =
     config = TrainConfig(**{**PRESETS[dataset], **inherited, **recipe_settings, **given, "dataset": dataset})
     if "ohem" not in given and "ce" not in parse_loss(config.loss):
         config.ohem = None  # a recipe's or a resumed run's mining selects cross-entropy pixels; this loss has none
-    if config.class_weights != inherited.get("class_weights"):  # stored values belong to the saved setting only
+    if not _same_weights(config.class_weights, inherited.get("class_weights")):  # stored values are the saved one's
         config.class_weight_values = None
+    if "class_weights" in given and config.class_weights not in ("auto", "none"):
+        config.class_weights = os.path.abspath(config.class_weights)  # a file saved absolute: resumable from anywhere
     if config.data_root is not None and ("data_root" in given or "data_root" not in inherited):
         config.data_root = os.path.abspath(config.data_root)  # saved absolute: resumable from anywhere
     if config.backbone not in list_backbones():
@@ -161,6 +163,14 @@ def resolve_config(flags: Mapping[str, Any], resumed: Mapping[str, Any] | None =
     _check_crop_size(config)
     _check_imbalance_settings(config)
     return config
+
+
+def _same_weights(setting: str, saved: str | None) -> bool:
+    """Whether ``--class-weights`` ``setting`` is the resumed run's ``saved`` one: the same word, or the same file
+    (named relative here, or absolute as a run saves it)."""
+    if saved is None or {setting, saved} & {"auto", "none"}:
+        return setting == saved
+    return os.path.abspath(setting) == os.path.abspath(saved)
 
 
 def _plain_setting(key: str, value: Any) -> Any:

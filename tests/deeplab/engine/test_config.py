@@ -131,6 +131,17 @@ def test_stored_class_weights_follow_only_their_own_setting():
     assert resolve_config({"class_weights": "other.txt"}, saved).class_weight_values is None
 
 
+def test_a_weights_file_is_saved_absolute_so_a_resume_reads_it_from_anywhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = resolve_config({"dataset": "demo", "class_weights": "w.txt"})
+    assert config.class_weights == str(tmp_path / "w.txt")
+    saved = {**dataclasses.asdict(config), "class_weight_values": [1.0, 2.0]}
+    monkeypatch.chdir(tmp_path.parent)
+    assert resolve_config({}, saved).class_weights == str(tmp_path / "w.txt")
+    assert resolve_config({"class_weights": str(tmp_path / "w.txt")}, saved).class_weight_values == [1.0, 2.0]
+    assert resolve_config({"class_weights": "auto"}, saved).class_weight_values is None
+
+
 def test_the_imbalanced_recipe_is_a_measured_row():
     assert RECIPES["imbalanced"] in ROWS.values()
 
