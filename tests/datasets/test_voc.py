@@ -207,24 +207,19 @@ def test_ids_listed_with_their_extension_are_told_to_drop_it(tmp_path, make_voc_
                      "more); list ids without their extension (a, not a.jpg)")
 
 
-@pytest.mark.parametrize("saved_as", ["a.PNG", "a.jpg"])
-def test_a_mask_saved_under_another_suffix_is_named(tmp_path, make_voc_folder, saved_as):
-    base = make_voc_folder(tmp_path, {"a": np.zeros((4, 4), np.uint8)})
-    (base / "SegmentationClass" / "a.png").rename(base / "SegmentationClass" / saved_as)
-    with pytest.raises(DataError) as exc:
+@pytest.mark.parametrize("folder, saved_as, kind, read", [
+    ("SegmentationClass", "a.PNG", "mask", "masks are read from PNG files named <id>.png"),
+    ("SegmentationClass", "a.jpg", "mask", "masks are read from PNG files named <id>.png"),
+    ("JPEGImages", "a.HEIC", "image", "images are read from <id> with one of .jpg, .jpeg, .png, .bmp, .tif, .tiff, "
+                                      ".webp, .gif, .ppm, .pgm"),  # an iPhone's photo
+])
+def test_a_file_of_the_id_that_is_not_read_is_named(tmp_path, make_voc_folder, folder, saved_as, kind, read):
+    stored = next((make_voc_folder(tmp_path, {"a": np.zeros((4, 4), np.uint8)}) / folder).iterdir())
+    stored.rename(stored.with_name(saved_as))
+    expected = (f"{stored.with_suffix('.jpg' if kind == 'image' else '.png')}: {kind} file listed in the split is "
+                f"missing; the folder holds {saved_as}, but {read}")
+    with pytest.raises(DataError, match=f"^{re.escape(expected)}$"):
         VOCSegmentation(tmp_path)
-    _assert_one_line(exc, f"{base / 'SegmentationClass' / 'a.png'}: mask file listed in the split is missing; the "
-                     f"folder holds {saved_as}, but masks are read from PNG files named <id>.png")
-
-
-def test_a_photo_of_a_type_not_read_is_named(tmp_path, make_voc_folder):
-    base = make_voc_folder(tmp_path, {"a": np.zeros((4, 4), np.uint8)})
-    (base / "JPEGImages" / "a.jpg").rename(base / "JPEGImages" / "a.HEIC")  # an iPhone's photo
-    with pytest.raises(DataError) as exc:
-        VOCSegmentation(tmp_path)
-    _assert_one_line(exc, f"{base / 'JPEGImages' / 'a.jpg'}: image file listed in the split is missing; the folder "
-                     "holds a.HEIC, but images are read from <id> with one of .jpg, .jpeg, .png, .bmp, .tif, .tiff, "
-                     ".webp, .gif, .ppm, .pgm")
 
 
 def _truncate(path: Path) -> None:
