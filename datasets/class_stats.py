@@ -3,9 +3,10 @@ crops, counted once (each mask checked against its image on the way, so a run fi
 and cached beside the data (``<root>/class_pixels_<split>.json``).
 
 The cache is keyed by the split's id list, the class count, the colours RGB masks are decoded with (``labelmap.txt``
-or the VOC palette) and the size and modification time of each mask and image file, so editing the split, the
-labelmap or any of its files recounts it. It is written atomically; a read-only data folder is only
-counted, never cached.
+or the VOC palette) and the size, modification time and change time of each mask and image file, so editing the
+split, the labelmap or any of its files recounts it (the change time, which no tool sets back, also catches an edit
+that kept the size and had its modification time restored). It is written atomically; a read-only data folder is
+only counted, never cached.
 """
 from __future__ import annotations
 
@@ -60,13 +61,14 @@ class _MaskCounts(torch.utils.data.Dataset):
 
 def _split_key(dataset: VOCSegmentation) -> str:
     """A digest of what the counts (and the checks made while counting) depend on: the ids, the class count, the
-    mask colours, the size and mtime of every mask and image."""
+    mask colours, the size, mtime and ctime of every mask and image."""
     digest = hashlib.sha256(f"{_FORMAT}\n{dataset.split}\n{dataset.num_classes}\n{dataset.colours.fingerprint()}\n"
                             .encode())
     for i in range(len(dataset)):
         for path in (dataset.mask_path(i), dataset.image_path(i)):
             stat = path.stat()
-            digest.update(f"{dataset.ids[i]}\t{path.name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+            digest.update(f"{dataset.ids[i]}\t{path.name}\t{stat.st_size}\t{stat.st_mtime_ns}\t{stat.st_ctime_ns}\n"
+                          .encode())
     return digest.hexdigest()
 
 

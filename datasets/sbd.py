@@ -17,7 +17,7 @@ from PIL import Image
 
 from .errors import DataError, one_line
 from .image_files import check_labels, save_label_png
-from .voc import VOC_CLASSES, read_text_lines, split_file, voc_dir
+from .voc import VOC_CLASSES, read_split_ids, split_file, voc_dir
 
 __all__ = ["SbdPlan", "convert_sbd", "plan_sbd", "read_sbd_mat"]
 
@@ -46,7 +46,7 @@ def _read_ids(path: Path, what: str) -> list[str]:
     """Read an id list, raising DataError naming the file if it is missing or not UTF-8 text."""
     if not path.is_file():
         raise DataError(f"{path}: {what} id list not found")
-    return [line.strip() for line in read_text_lines(path) if line.strip()]
+    return read_split_ids(path)
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,10 @@ Layout under a data root ``ROOT``::
 """
 from __future__ import annotations
 
+import glob
 import re
 import urllib.error
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Callable, Sequence
 
 import numpy as np
@@ -42,6 +43,7 @@ __all__ = [
     "load_mask_colours",
     "read_class_names",
     "read_labelmap",
+    "read_split_ids",
     "read_text_lines",
     "split_file",
     "voc_dir",
@@ -70,7 +72,12 @@ def voc_dir(root: str | Path) -> Path:
 
 def split_file(root: str | Path, split: str) -> Path:
     """The id list of ``split`` under a data root."""
-    return voc_dir(root) / "ImageSets" / "Segmentation" / f"{split}.txt"
+    return _splits_dir(root) / f"{split}.txt"
+
+
+def _splits_dir(root: str | Path) -> Path:
+    """The folder of the split files under a data root."""
+    return voc_dir(root) / "ImageSets" / "Segmentation"
 
 
 def load_class_names(root: str | Path) -> list[str]:
@@ -124,8 +131,11 @@ def read_class_names(path: str | Path) -> list[str]:
     names = [line.strip() for line in read_text_lines(path)]
     while names and not names[-1]:
         names.pop()
-    if not names or "" in names:
-        raise DataError(f"{path}: needs one non-empty class name per line (line i = class id i)")
+    if not names:
+        raise DataError(f"{path}: names no class; it needs one class name per line (line i = class id i)")
+    if "" in names:  # skipped, it would shift every class after it to the previous id
+        raise DataError(f"{path}: line {names.index('') + 1} is blank; the file needs one class name on each line "
+                        "(line i = class id i), blank lines only at its end")
     comments = [n for n, name in enumerate(names, 1) if name.startswith("#")]
     if comments:  # taken as a class name, it would shift every class after it to the next id
         raise DataError(f"{path}: line {comments[0]} ({names[comments[0] - 1]!r}) reads as a comment; the file holds "
@@ -299,18 +309,21 @@ def _read_split(root: Path, split: str) -> list[str]:
         raise _voc_dir_missing(root)
     path = split_file(root, split)
     if not path.is_file():
-        raise DataError(f"{path}: split file not found; {_split_hint(path.parent, split)}")
-    ids = [line.strip() for line in read_text_lines(path) if line.strip()]
+        raise DataError(f"{path}: split file not found; {_split_hint(_splits_dir(root), split)}")
+    ids = read_split_ids(path)
     if not ids:
         raise DataError(f"{path}: split list is empty")
     return ids
 
 
 def _split_hint(folder: Path, split: str) -> str:
-    """How to get a missing split: SBD's conversion, the splits there are (a custom folder lacks VOC's val), else
-    VOC's download."""
+    """How to get a missing split: SBD's conversion, its name where its file's name or path was given, the splits
+    there are (a custom folder lacks VOC's val), else VOC's download."""
     if split == "train_aug":
         return "run tools/convert_sbd.py to make it"
+    if PureWindowsPath(split).name != split or split.endswith(".txt"):  # the split's file named, or its path
+        return (f"--split and --val-split take a split's name, the stem of its file in {folder} (--split "
+                f"{PureWindowsPath(split).stem})")
     present = sorted(p.stem for p in folder.glob("*.txt")) if folder.is_dir() else []
     if not present:
         return _HOW_TO_GET
@@ -333,6 +346,12 @@ def _layout_hint(root: Path) -> str:
             return f"the data root is the folder holding VOCdevkit: pass --data-root {root.parent.parent}"
         return f"move JPEGImages, SegmentationClass and ImageSets into {voc_dir(root)}"
     return _HOW_TO_GET
+
+
+def read_split_ids(path: Path) -> list[str]:
+    """The ids a split file lists, in order and with repeats: one a line, blank lines and surrounding spaces (a
+    Windows editor's CRLF and byte-order mark too) dropped; DataError when it cannot be read."""
+    return [line.strip() for line in read_text_lines(path) if line.strip()]
 
 
 def read_text_lines(path: Path) -> list[str]:
@@ -360,15 +379,26 @@ def find_image(folder: Path, sample_id: str) -> Path:
 
 
 def _check_files_exist(paths: list[Path], kind: str) -> None:
-    """Raise DataError naming the first missing file (and how many are missing) before training starts; an id
-    listed with its image's extension is told to drop it."""
+    """Raise DataError naming the first missing file (and how many are missing) and how to fix it, before training
+    starts."""
     missing = [p for p in paths if not p.is_file()]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        sample_id = Path(missing[0].stem)
-        hint = (f"; list ids without their extension ({sample_id.stem}, not {sample_id})"
-                if sample_id.suffix.lower() in IMAGE_SUFFIXES else "")
+        hint = _missing_hint(missing[0], kind)
         raise DataError(f"{missing[0]}: {kind} file listed in the split is missing{more}{hint}")
+
+
+def _missing_hint(path: Path, kind: str) -> str:
+    """How to fix a missing file: an id listed with its image's extension drops it; a file of that id that is not
+    read (a mask saved as ``a.PNG`` or ``a.jpg``, a phone's ``a.HEIC`` photo) is named, with what is read instead."""
+    sample_id = Path(path.stem)
+    if sample_id.suffix.lower() in IMAGE_SUFFIXES:
+        return f"; list ids without their extension ({sample_id.stem}, not {sample_id})"
+    others = sorted(p.name for p in path.parent.glob(f"{glob.escape(path.stem)}.*"))
+    if not others:
+        return ""
+    read = "PNG files named <id>.png" if kind == "mask" else f"<id> with one of {', '.join(IMAGE_SUFFIXES)}"
+    return f"; the folder holds {others[0]}, but {kind}s are read from {read}"
 
 
 def download_voc(root: str | Path) -> None:

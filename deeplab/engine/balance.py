@@ -11,7 +11,7 @@ from ..errors import UserError
 from .class_weights import WEIGHT_BOUND, describe_weights, read_class_weights, resolve_class_weights
 from .config import TrainConfig
 from .data import RarityDraw
-from .losses import SegmentationLoss, build_loss, parse_loss
+from .losses import SegmentationLoss, build_loss
 
 __all__ = ["prepare_balance", "read_weights_file_first"]
 
@@ -62,9 +62,10 @@ def _class_weights(config: TrainConfig, *, num_classes: int, pixels: np.ndarray 
 
 def _check_weights_reach_the_split(config: TrainConfig, weights: np.ndarray | None, pixels: np.ndarray,
                                    class_names: Sequence[str]) -> None:
-    """Refuse weights of 0 for every class the split holds when the loss has a weighted pixel term: it would be 0
-    (or only push down classes no image shows) at every pixel, and the run would learn nothing from it."""
-    if weights is None or not {"ce", "focal"} & set(parse_loss(config.loss)) or weights[pixels > 0].any():
+    """Refuse weights of 0 for every class the split holds (the loss has a weighted pixel term, or the settings
+    refused them): it would be 0 (or only push down classes no image shows) at every pixel, and the run would learn
+    nothing from it."""
+    if weights is None or weights[pixels > 0].any():
         return
     held = ", ".join(name for name, count in zip(class_names, pixels) if count)
     raise UserError(f"--class-weights {config.class_weights}: every class split {config.split} holds ({held}) "

@@ -139,10 +139,14 @@ def resolve_config(flags: Mapping[str, Any], resumed: Mapping[str, Any] | None =
     recipe = given.get("recipe")
     if recipe is not None and recipe not in RECIPES:
         raise UserError(f"--recipe {recipe}: choose one of {', '.join(sorted(RECIPES))}")
-    recipe_settings = _recipe_settings(recipe, {**PRESETS[dataset], **inherited}, given)
+    recipe_settings = RECIPES[recipe] if recipe is not None else {}
     config = TrainConfig(**{**PRESETS[dataset], **inherited, **recipe_settings, **given, "dataset": dataset})
-    if config.class_weights != inherited.get("class_weights"):  # stored values belong to the saved setting only
+    if "ohem" not in given and "ce" not in parse_loss(config.loss):
+        config.ohem = None  # a recipe's or a resumed run's mining selects cross-entropy pixels; this loss has none
+    if not _same_weights(config.class_weights, inherited.get("class_weights")):  # stored values are the saved one's
         config.class_weight_values = None
+    if "class_weights" in given and config.class_weights not in ("auto", "none"):
+        config.class_weights = os.path.abspath(config.class_weights)  # a file saved absolute: resumable from anywhere
     if config.data_root is not None and ("data_root" in given or "data_root" not in inherited):
         config.data_root = os.path.abspath(config.data_root)  # saved absolute: resumable from anywhere
     if config.backbone not in list_backbones():
@@ -160,6 +164,14 @@ def resolve_config(flags: Mapping[str, Any], resumed: Mapping[str, Any] | None =
     _check_crop_size(config)
     _check_imbalance_settings(config)
     return config
+
+
+def _same_weights(setting: str, saved: str | None) -> bool:
+    """Whether ``--class-weights`` ``setting`` is the resumed run's ``saved`` one: the same word, or the same file
+    (named relative here, or absolute as a run saves it)."""
+    if saved is None or {setting, saved} & {"auto", "none"}:
+        return setting == saved
+    return os.path.abspath(setting) == os.path.abspath(saved)
 
 
 def _plain_setting(key: str, value: Any) -> Any:
@@ -186,18 +198,6 @@ def _plain_setting(key: str, value: Any) -> Any:
     raise UserError(f"--{key.replace('_', '-')} {value!r}: expected {wanted}, not {type(value).__name__}")
 
 
-def _recipe_settings(recipe: str | None, under: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
-    """The settings of ``recipe`` that apply over ``under`` and beneath the flags ``given``: its hard-pixel mining
-    only when the run's loss has a cross-entropy term, the only term mining selects pixels for."""
-    if recipe is None:
-        return {}
-    settings = dict(RECIPES[recipe])
-    loss = {**under, **settings, **given}.get("loss", TrainConfig.loss)
-    if "ohem" not in given and "ce" not in parse_loss(loss):
-        settings.pop("ohem", None)
-    return settings
-
-
 def _check_ranges(config: TrainConfig) -> None:
     """Refuse numbers no run can use (a negative learning rate or worker count, NaN), naming the flag."""
     def flag(key: str) -> str:
@@ -219,9 +219,13 @@ def _check_crop_size(config: TrainConfig) -> None:
 
 
 def _check_imbalance_settings(config: TrainConfig) -> None:
-    """Refuse an unknown loss, a rescaling range that runs backwards, or shares outside [0, 1], before any data
-    is read."""
-    check_loss(config.loss, config.ohem)
+    """Refuse an unknown loss, class weights it has no term to apply to, a rescaling range that runs backwards, or
+    shares outside [0, 1], before any data is read."""
+    terms = check_loss(config.loss, config.ohem)
+    if config.class_weights != "none" and not {"ce", "focal"} & set(terms):
+        # The region losses count every class once already; the weights would be printed and saved, yet unused.
+        raise UserError(f"--class-weights {config.class_weights}: weights scale the pixel terms (ce, focal), and "
+                        f"--loss {config.loss} has neither; add one (e.g. ce+dice) or pass --class-weights none")
     if config.min_scale > config.max_scale:
         raise UserError(f"--min-scale {config.min_scale} is above --max-scale {config.max_scale}")
     for key, what in (("balanced_crops", "class-focused crops"), ("copy_paste", "samples given a pasted object"),

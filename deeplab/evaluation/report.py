@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import unicodedata
 from pathlib import Path
 from typing import Any, BinaryIO, Sequence
 
@@ -79,15 +80,22 @@ def _prediction_path(pred_dir: Path, image_path: Path) -> Path:
 def format_scores(scores: dict[str, Any]) -> str:
     """A per-class table (IoU, Dice, precision, recall; ``-`` where undefined) and the summary scores."""
     names = list(scores["per_class_iou"])
-    width = max([len("class"), len("mean Dice")] + [len(name) for name in names])
+    width = max([len("class"), len("mean Dice")] + [_columns(name) for name in names])
     columns = [(key, head) for key, head in PER_CLASS_COLUMNS if key in scores]
     lines = [f"{'class':<{width}}" + "".join(f"  {head:>9}" for _, head in columns),
              "-" * width + "  ---------" * len(columns)]
     for name in names:
         cells = [scores[key][name] for key, _ in columns]
-        lines.append(f"{name:<{width}}" + "".join(f"  {'-' if v is None else f'{v:.4f}':>9}" for v in cells))
+        lines.append(name + " " * (width - _columns(name))
+                     + "".join(f"  {'-' if v is None else f'{v:.4f}':>9}" for v in cells))
     lines += [f"{label:<{width}}  {scores[key]:>9.4f}" for key, label in SUMMARY_LINES if key in scores]
     return "\n".join(lines)
+
+
+def _columns(text: str) -> int:
+    """Terminal columns ``text`` takes: two for each wide character (Chinese, Japanese, Korean), none for a combining
+    accent, one otherwise; ``len`` would leave the score columns misaligned after such class names."""
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
 def report_paths(json_path: str | Path) -> dict[str, Path]:

@@ -18,7 +18,7 @@ import torch
 
 from datasets import DataError, read_rgb
 from datasets.image_files import image_size
-from datasets.voc import find_image, split_file, voc_dir
+from datasets.voc import find_image, read_split_ids, split_file, voc_dir
 
 __all__ = [
     "CALIBRATION_IMAGES", "NAMED", "Calibration", "checkpoint_images", "choose_calibration", "effective_max_size",
@@ -81,8 +81,8 @@ def spread(paths: Sequence[Path], count: int = CALIBRATION_IMAGES) -> tuple[Path
 def split_ids(root: str | Path, split: str) -> list[str] | None:
     """The ids listed by a VOC-format split under ``root``; ``None`` when its list cannot be read here."""
     try:
-        return [line.strip() for line in split_file(root, split).read_text().splitlines() if line.strip()]
-    except (OSError, UnicodeDecodeError):
+        return read_split_ids(split_file(root, split))
+    except DataError:
         return None
 
 

@@ -4,6 +4,7 @@ folder is read-only."""
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -48,6 +49,19 @@ def test_a_changed_mask_or_split_is_recounted(split):
     assert class_pixel_counts(VOCSegmentation(split, split="train")).tolist() == [[22, 3, 0, 0], [0, 0, 0, 16]]
     (base / "ImageSets" / "Segmentation" / "train.txt").write_text("b\n")
     assert class_pixel_counts(VOCSegmentation(split, split="train")).tolist() == [[0, 0, 0, 16]]
+
+
+def test_an_edit_that_keeps_size_and_mtime_is_recounted(split):
+    """Uncompressed masks keep their size whatever they hold, and a tool may set the mtime back."""
+    mask = split / "VOCdevkit" / "VOC2012" / "SegmentationClass" / "b.png"
+    Image.fromarray(np.full((4, 4), 2, np.uint8)).save(mask, compress_level=0)
+    assert class_pixel_counts(VOCSegmentation(split, split="train"))[1].tolist() == [0, 0, 16, 0]
+    before = mask.stat()
+    time.sleep(0.05)  # file times tick with the kernel's coarse clock (a few milliseconds)
+    Image.fromarray(np.full((4, 4), 3, np.uint8)).save(mask, compress_level=0)
+    os.utime(mask, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert mask.stat().st_size == before.st_size
+    assert class_pixel_counts(VOCSegmentation(split, split="train"))[1].tolist() == [0, 0, 0, 16]
 
 
 def test_an_edited_labelmap_is_recounted(tmp_path, make_cvat_folder):

@@ -146,6 +146,16 @@ def test_missing_folder_and_split(tmp_path, make_voc_folder):
     _assert_one_line(exc, "train_aug.txt", "convert_sbd")
 
 
+@pytest.mark.parametrize("given", ["train.txt", "VOCdevkit/VOC2012/ImageSets/Segmentation/train.txt",
+                                   r"ImageSets\Segmentation\train"])
+def test_a_split_given_as_its_file_is_told_to_name_it(tmp_path, make_voc_folder, given):
+    base = make_voc_folder(tmp_path, {"a": np.zeros((4, 4), np.uint8)})
+    with pytest.raises(DataError) as exc:
+        VOCSegmentation(tmp_path, split=given)
+    _assert_one_line(exc, f"split file not found; --split and --val-split take a split's name, the stem of its file "
+                     f"in {base / 'ImageSets' / 'Segmentation'} (--split train)")
+
+
 def test_a_data_root_a_level_too_deep_names_the_right_one(tmp_path, make_voc_folder):
     base = make_voc_folder(tmp_path / "mine", {"a": np.zeros((4, 4), np.uint8)})
     for given in (base, base.parent):
@@ -195,6 +205,21 @@ def test_ids_listed_with_their_extension_are_told_to_drop_it(tmp_path, make_voc_
         VOCSegmentation(tmp_path)
     _assert_one_line(exc, f"{base / 'JPEGImages' / 'a.jpg.jpg'}: image file listed in the split is missing (and 1 "
                      "more); list ids without their extension (a, not a.jpg)")
+
+
+@pytest.mark.parametrize("folder, saved_as, kind, read", [
+    ("SegmentationClass", "a.PNG", "mask", "masks are read from PNG files named <id>.png"),
+    ("SegmentationClass", "a.jpg", "mask", "masks are read from PNG files named <id>.png"),
+    ("JPEGImages", "a.HEIC", "image", "images are read from <id> with one of .jpg, .jpeg, .png, .bmp, .tif, .tiff, "
+                                      ".webp, .gif, .ppm, .pgm"),  # an iPhone's photo
+])
+def test_a_file_of_the_id_that_is_not_read_is_named(tmp_path, make_voc_folder, folder, saved_as, kind, read):
+    stored = next((make_voc_folder(tmp_path, {"a": np.zeros((4, 4), np.uint8)}) / folder).iterdir())
+    stored.rename(stored.with_name(saved_as))
+    expected = (f"{stored.with_suffix('.jpg' if kind == 'image' else '.png')}: {kind} file listed in the split is "
+                f"missing; the folder holds {saved_as}, but {read}")
+    with pytest.raises(DataError, match=f"^{re.escape(expected)}$"):
+        VOCSegmentation(tmp_path)
 
 
 def _truncate(path: Path) -> None:
@@ -299,6 +324,14 @@ def test_a_classes_txt_inside_the_voc_folders_is_refused_not_left_for_voc_classe
                           f"{tmp_path / 'classes.txt'} (beside VOCdevkit), not from here; move the file there")
     (tmp_path / inside / "classes.txt").rename(tmp_path / "classes.txt")
     assert VOCSegmentation(tmp_path).class_names == ["bg", "cat"]
+
+
+def test_a_class_appended_after_blank_lines_names_the_blank_line(tmp_path):
+    (tmp_path / "classes.txt").write_bytes(b"\xef\xbb\xbfbackground\r\ncat\r\n\r\n\r\ndog\r\n")  # added below the blanks
+    with pytest.raises(DataError) as exc:
+        load_class_names(tmp_path)
+    _assert_one_line(exc, f"{tmp_path / 'classes.txt'}: line 3 is blank; the file needs one class name on each line "
+                          "(line i = class id i), blank lines only at its end")
 
 
 def test_a_comment_in_classes_txt_is_refused_not_taken_for_a_class(tmp_path):

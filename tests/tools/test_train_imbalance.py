@@ -133,7 +133,7 @@ def test_tensorboard_missing_is_one_line_saying_how_to_install(rare_root, tmp_pa
     (["--class-weights", "WEIGHTS:1\n2\n"], "weights.txt: 2 weights, but the data has 6 classes"),
     (["--class-weights", "WEIGHTS:1\n1\n-1\n1\n1\n1\n"], "weights.txt: line 3: '-1' is not a non-negative number"),
     (["--class-weights", "WEIGHTS:1\n1\nmany\n1\n1\n1\n"], "weights.txt: line 3: 'many' is not a non-negative"),
-    (["--class-weights", "missing.txt"], "--class-weights missing.txt: cannot read"),
+    (["--class-weights", "missing.txt"], f"{Path.cwd() / 'missing.txt'}: cannot read (No such file"),
 ])
 def test_bad_imbalance_input_is_one_line(rare_root, tmp_path, capsys, monkeypatch, extra, message):
     if extra[-1].startswith("WEIGHTS:"):

@@ -99,6 +99,12 @@ def test_the_recipes_mining_applies_only_to_a_loss_with_cross_entropy():
         resolve_config({"dataset": "demo", "recipe": "imbalanced", "loss": "focal+dice", "ohem": 1.0})
 
 
+def test_a_resumed_runs_mining_is_dropped_with_a_loss_without_cross_entropy():
+    saved = dataclasses.asdict(resolve_config({"dataset": "demo", "recipe": "imbalanced"}))
+    assert resolve_config({"loss": "focal+dice"}, saved).ohem is None  # else refused, and no flag turns it off
+    assert resolve_config({"loss": "ce+dice"}, saved).ohem == saved["ohem"]
+
+
 @pytest.mark.parametrize("output_stride", [8, 16, 32])
 def test_a_crop_no_larger_than_the_output_stride_is_refused(output_stride):
     flags = {"dataset": "demo", "output_stride": output_stride, "batch_size": 1}
@@ -125,6 +131,17 @@ def test_stored_class_weights_follow_only_their_own_setting():
     assert resolve_config({"class_weights": "other.txt"}, saved).class_weight_values is None
 
 
+def test_a_weights_file_is_saved_absolute_so_a_resume_reads_it_from_anywhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = resolve_config({"dataset": "demo", "class_weights": "w.txt"})
+    assert config.class_weights == str(tmp_path / "w.txt")
+    saved = {**dataclasses.asdict(config), "class_weight_values": [1.0, 2.0]}
+    monkeypatch.chdir(tmp_path.parent)
+    assert resolve_config({}, saved).class_weights == str(tmp_path / "w.txt")
+    assert resolve_config({"class_weights": str(tmp_path / "w.txt")}, saved).class_weight_values == [1.0, 2.0]
+    assert resolve_config({"class_weights": "auto"}, saved).class_weight_values is None
+
+
 def test_the_imbalanced_recipe_is_a_measured_row():
     assert RECIPES["imbalanced"] in ROWS.values()
 
@@ -133,6 +150,7 @@ def test_the_imbalanced_recipe_is_a_measured_row():
     ({"loss": "cross_entropy"}, r"--loss cross_entropy: unknown term 'cross_entropy'; choose one of ce, focal"),
     ({"ohem": 0.0}, r"--ohem 0.0: .*\(0, 1\]"),
     ({"loss": "dice", "ohem": 0.25}, r"--ohem 0.25: .*'ce' term"),
+    ({"loss": "dice+lovasz", "class_weights": "auto"}, r"^--class-weights auto: .*--loss dice\+lovasz has neither"),
     ({"balanced_crops": 1.5}, r"--balanced-crops 1.5: .*\[0, 1\]"),
     ({"color_jitter": -0.5}, r"--color-jitter -0.5: .*\[0, 1\]"),
     ({"copy_paste": float("nan")}, r"--copy-paste nan: .*\[0, 1\]"),

@@ -63,6 +63,15 @@ def test_per_class_chart_marks_undefined_scores_apart_from_zero(tmp_path: Path, 
     assert all(low < x < high for x, _ in marks)
 
 
+def test_score_table_columns_line_up_after_wide_class_names() -> None:
+    names = ["背景", "猫", "cafe\u0301", "sky"]  # Chinese (two columns each), a combining accent (none)
+    table = format_scores(segmentation_scores(torch.eye(4, dtype=torch.int64), names))
+    cells = "".join(f"  {1.0:>9.4f}" for _ in range(4))
+    # padded to "mean Dice", the widest label: 9 terminal columns
+    assert [line for line in table.splitlines() if line.endswith(cells)][:4] == [
+        "背景" + " " * 5 + cells, "猫" + " " * 7 + cells, "cafe\u0301" + " " * 5 + cells, "sky" + " " * 6 + cells]
+
+
 def test_report_writes_json_csv_and_both_pictures(tmp_path: Path) -> None:
     matrix = torch.tensor([[5, 1, 0], [2, 7, 0], [0, 0, 0]])
     scores = segmentation_scores(matrix, ["sky", "road", "boat"])

@@ -31,6 +31,14 @@ def test_checkpoint_names_its_training_images(tmp_path: Path, make_voc_folder) -
     assert checkpoint_images({}) == ()
 
 
+def test_split_from_a_windows_editor_names_all_its_images(tmp_path: Path, make_voc_folder) -> None:
+    masks = {f"s{i}": np.zeros((8, 8), np.uint8) for i in range(3)}
+    base = make_voc_folder(tmp_path / "data", masks, split="train")
+    (base / "ImageSets" / "Segmentation" / "train.txt").write_bytes(b"\xef\xbb\xbfs0\r\ns1\r\n\r\ns2\r\n")
+    ckpt = {"args": {"data_root": str(tmp_path / "data"), "split": "train"}}
+    assert [p.name for p in checkpoint_images(ckpt)] == ["s0.jpg", "s1.jpg", "s2.jpg"]
+
+
 def test_choice_order_named_then_checkpoint_then_inputs(tmp_path: Path, make_voc_folder) -> None:
     make_voc_folder(tmp_path / "data", {"s0": np.zeros((8, 8), np.uint8)}, split="train")
     ckpt = {"args": {"data_root": str(tmp_path / "data"), "split": "train"}}
