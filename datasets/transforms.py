@@ -46,18 +46,31 @@ class SegmentationTransform:
     """Apply an albumentations pipeline to (image, mask), return (float32 3xHxW, int64 HxW); picklable.
 
     ``focus_class`` reaches the pipeline's crop: a class id centres the crop on one of that class's pixels,
-    -1 (no focus) leaves it random.
+    -1 (no focus) leaves it random. In a DataLoader worker it draws from the worker's seed (new every epoch) unless
+    :meth:`set_seed` seeds it.
     """
 
     def __init__(self, pipeline: A.Compose) -> None:
         self.pipeline = pipeline
+        self._seed_source: int | str | None = None  # "set_seed", or the DataLoader worker seed it follows
 
     def set_seed(self, seed: int) -> None:
         """Reseed the random augmentations, so a sample's augmentation can depend on (seed, step) alone."""
         self.pipeline.set_random_seed(seed)
+        self._seed_source = "set_seed"
+
+    def _follow_worker_seed(self) -> None:
+        """Reseed from the DataLoader worker's seed when it is new: the pipeline's random state lives outside the
+        global RNGs that PyTorch seeds per worker, so forked workers would each repeat the parent's draws, the same
+        augmentations in every worker and every epoch."""
+        worker = torch.utils.data.get_worker_info()
+        if worker is not None and self._seed_source not in ("set_seed", worker.seed):
+            self.pipeline.set_random_seed(worker.seed)
+            self._seed_source = worker.seed
 
     def __call__(self, image: np.ndarray, mask: np.ndarray, focus_class: int = -1
                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        self._follow_worker_seed()
         out = self.pipeline(image=image, mask=mask, focus_class=focus_class)
         image_t = torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1), dtype=np.float32))
         mask_t = torch.from_numpy(np.ascontiguousarray(out["mask"]).astype(np.int64))

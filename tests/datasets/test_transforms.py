@@ -105,6 +105,46 @@ def test_transforms_pickle_and_dataloader_with_workers(voc_mini):
         assert x.shape == (4, 3, 64, 64) and y.shape == (4, 64, 64) and y.dtype == torch.int64
 
 
+class _OneImage(torch.utils.data.Dataset):
+    """The same image and mask four times, through ``transform`` (reseeded with ``seed`` before each when given):
+    only the augmentation tells the items apart."""
+
+    def __init__(self, transform, seed: int | None = None) -> None:
+        self.transform, self.seed = transform, seed
+        rng = np.random.default_rng(4)
+        self.image, self.mask = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8), np.ones((40, 50), np.uint8)
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.seed is not None:
+            self.transform.set_seed(self.seed)
+        return self.transform(self.image, self.mask)
+
+
+def test_dataloader_workers_draw_their_own_augmentations_every_epoch():
+    """A plain DataLoader with workers: each worker and each epoch augments anew, and a seeded run repeats."""
+    dataset = _OneImage(build_train_transform(crop_size=32, mean=MEAN, std=STD))
+
+    def epochs(seed: int) -> list[torch.Tensor]:
+        loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=2,
+                                             generator=torch.Generator().manual_seed(seed))
+        return [x[0] for _ in range(2) for x, _ in loader]
+
+    samples = epochs(0)
+    assert len({tuple(x.flatten().tolist()) for x in samples}) == len(samples)
+    assert all(torch.equal(a, b) for a, b in zip(samples, epochs(0)))
+
+
+def test_set_seed_wins_over_the_worker_seed():
+    dataset = _OneImage(build_train_transform(crop_size=32, mean=MEAN, std=STD), seed=5)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=2)
+    expected = _samples(build_train_transform(crop_size=32, mean=MEAN, std=STD), dataset.image, dataset.mask,
+                        seed=5, count=1)[0][0]
+    assert all(torch.equal(x[0], expected) for x, _ in loader)
+
+
 def test_normalize_image_equals_albumentations_normalize():
     """Prediction normalises without albumentations; it must give what training's pipeline gives."""
     import albumentations as A
