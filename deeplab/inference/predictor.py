@@ -247,6 +247,9 @@ def upsample_argmax(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     Masks are 8-bit PNGs with 255 = void, so ids are uint8 (at most 255 classes), which also keeps the
     full-resolution buffers of a large photo small.
     """
+    if scores.ndim != 4 or scores.shape[0] != 1:  # another image of a batch would be dropped without a word
+        raise ValueError(f"expected the (1, C, h, w) scores of one image, got shape {tuple(scores.shape)}; pass "
+                         "scores[i : i + 1] for image i of a batch")
     if scores.shape[1] > MAX_CLASSES:
         raise ValueError(f"at most {MAX_CLASSES} classes fit uint8 masks, got {scores.shape[1]}")
     if tuple(scores.shape[-2:]) == tuple(size):

@@ -22,6 +22,14 @@ def test_upsample_argmax_equals_full_interpolation() -> None:
     np.testing.assert_array_equal(upsample_argmax(scores, (30, 41)).numpy(), full.numpy())
 
 
+@pytest.mark.parametrize("shape", [(2, 5, 7, 9), (5, 7, 9)])
+def test_upsample_argmax_refuses_anything_but_one_images_scores(shape: tuple[int, ...]) -> None:
+    """A batch's scores gave the first image's mask alone, and (C, h, w) scores a row of garbage."""
+    for size in [(7, 9), (30, 41)]:
+        with pytest.raises(ValueError, match=r"\(1, C, h, w\) scores of one image"):
+            upsample_argmax(torch.randn(shape), size)
+
+
 def test_predict_is_the_engine_argmax_after_eval_normalisation(tmp_path: Path, make_checkpoint) -> None:
     model = make_checkpoint(tmp_path / "m.pt", ["a", "b", "c"], num_classes=3)
     predictor = Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="torch")
