@@ -2,8 +2,9 @@
 for evaluation and prediction. Mean and std always come from the model, never from a global constant."""
 from __future__ import annotations
 
+import math
 import os
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
@@ -14,11 +15,32 @@ if TYPE_CHECKING:
     import albumentations as A
 
 __all__ = ["COLOR_JITTER", "NormalizeTransform", "SegmentationTransform", "build_eval_transform",
-           "build_train_transform", "normalize_image"]
+           "build_train_transform", "check_normalisation", "normalize_image"]
 
 #: Strengths of the training colour jitter (albumentations ``ColorJitter``): any hue, so colour alone cannot name a
 #: class, and moderate saturation, brightness and contrast changes that keep shapes visible.
 COLOR_JITTER = {"brightness": 0.25, "contrast": 0.25, "saturation": 0.4, "hue": 0.5}
+
+
+def check_normalisation(mean: Any, std: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``mean`` and ``std`` as three floats each; ValueError unless finite, with a positive std and a mean of pixels
+    scaled to [0, 1]: mmsegmentation's 0..255 values (mean 123.675...) made every input nearly constant, and every
+    mask one class, without a word."""
+    checked = []
+    for name, values in (("mean", mean), ("std", std)):
+        try:
+            floats = () if isinstance(values, (str, bytes)) else tuple(float(v) for v in values)
+        except (TypeError, ValueError):
+            floats = ()
+        if len(floats) != 3 or not all(math.isfinite(v) for v in floats):
+            raise ValueError(f"{name} needs three finite numbers, one per RGB channel, got {values!r}")
+        checked.append(floats)
+    if min(checked[1]) <= 0:
+        raise ValueError(f"std must be positive, got {list(checked[1])}")
+    if not all(0.0 <= v <= 1.0 for v in checked[0]):
+        raise ValueError(f"mean {list(checked[0])} is not of pixels scaled to [0, 1]: divide a mean and std given "
+                         "for 0..255 pixels by 255")
+    return checked[0], checked[1]
 
 
 def normalize_image(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import codecs
 import io
 import json
-import math
 import os
 import pickletools
 import sys
@@ -21,6 +20,7 @@ import torch
 from backbones.base import OUTPUT_STRIDES, without_wrapper_prefixes
 from datasets import IGNORE_INDEX
 from datasets.errors import shorten
+from datasets.transforms import check_normalisation
 from datasets.voc import LABELMAP_FILE
 
 from .errors import UserError, error_behind, one_line, os_error_behind
@@ -41,6 +41,8 @@ REQUIRED_KEYS = ("model", "model_config")
 _PLAIN_TYPES = (str, bytes, bool, int, float, complex, type(None), torch.Tensor, torch.dtype, torch.device, torch.Size)
 #: Masks are 8-bit PNGs whose 255 means void, so a model may predict at most 255 classes (ids 0..254).
 MAX_CLASSES = IGNORE_INDEX
+#: Input normalisation that changes nothing, for checks of a checkpoint that saves only one of its mean and std.
+_NEUTRAL = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
 # Starts of files that people pass for a checkpoint by mistake; a checkpoint is a zip (or a legacy pickle).
 _SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
                (b"\x1f\x8b", "a gzip archive; unpack it first"))
@@ -320,14 +322,10 @@ def _content_problem(ckpt: dict[str, Any]) -> str | None:
     num_classes = ckpt["model_config"].get("num_classes")
     if names and isinstance(num_classes, int) and len(names) != num_classes:
         return f"'class_names' has {len(names)} names, but its 'model_config' predicts {num_classes} classes"
-    for key in ("mean", "std"):
-        value = ckpt.get(key)
-        if value is None:
-            continue
-        numbers = isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) for v in value)
-        if not numbers or len(value) != 3 or not all(math.isfinite(v) for v in value) or (
-                key == "std" and min(value) <= 0):
-            return f"'{key}' is {_kind(value)}, not three finite numbers (one per RGB channel{', positive' if key == 'std' else ''})"
+    try:  # one not saved stands in as neutral: the model's config gives it
+        check_normalisation(*(ckpt[key] if ckpt.get(key) is not None else neutral for key, neutral in _NEUTRAL.items()))
+    except ValueError as exc:
+        return str(exc)
     return None
 
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from datasets import DataError
-from datasets.transforms import normalize_image
+from datasets.transforms import check_normalisation, normalize_image
 
 from ..checkpoint import (
     MAX_CLASSES, check_class_name_list, load_checkpoint, min_input_side, model_from_checkpoint, read_checkpoint_bytes,
@@ -77,8 +77,9 @@ class Predictor:
         #: For ``engine="auto"`` on the CPU: one line naming the engine chosen and why (tools print it).
         self.engine_choice = engine_choice
         self.model_config = dict(model_config or {})
+        check_class_name_list(class_names, flag="class_names")
         self.class_names = list(class_names)
-        self.mean, self.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+        self.mean, self.std = check_normalisation(mean, std)
         self.device = device
         self.max_size = _checked_max_size(max_size)
         #: The fewest pixels a side of the model's input may have (see :func:`~deeplab.checkpoint.min_input_side`).

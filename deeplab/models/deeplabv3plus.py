@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from backbones import build_backbone
+from datasets.transforms import check_normalisation
 
 from .aspp import ASPP, default_atrous_rates
 from .decoder import Decoder
@@ -74,10 +75,8 @@ class DeepLabV3Plus(nn.Module):
             align_corners=align_corners,
             dropouts=dropouts,
         )
-        self.mean = _three_floats("mean", mean if mean is not None else self.backbone.mean)
-        self.std = _three_floats("std", std if std is not None else self.backbone.std)
-        if min(self.std) <= 0:
-            raise ValueError(f"std must be positive, got {list(self.std)}")
+        self.mean, self.std = check_normalisation(mean if mean is not None else self.backbone.mean,
+                                                  std if std is not None else self.backbone.std)
         self.align_corners = align_corners
         self.config: dict[str, Any] = {
             "backbone": backbone,
@@ -123,13 +122,6 @@ def _atrous_rates(rates: Sequence[int]) -> tuple[int, ...]:
             isinstance(rate, numbers.Integral) and not isinstance(rate, bool) and rate >= 1 for rate in rates):
         raise ValueError(f"atrous_rates must be positive integers, got {rates!r}")
     return tuple(int(rate) for rate in rates)
-
-
-def _three_floats(name: str, values: Sequence[float]) -> tuple[float, float, float]:
-    values = tuple(float(v) for v in values)
-    if len(values) != 3:
-        raise ValueError(f"{name} needs one value per RGB channel, got {list(values)}")
-    return values
 
 
 def build_model(backbone: str = "mobilenetv2", **kwargs: Any) -> DeepLabV3Plus:

@@ -304,8 +304,9 @@ def test_a_truncated_checkpoint_message_ends_on_a_whole_word(tmp_path: Path) -> 
 @pytest.mark.parametrize(("key", "value", "words"), [
     ("model", torch.zeros(3), "'model' is a Tensor, not a dict of named tensors"),
     ("model", {"w": "not a tensor"}, "'model' holds str 'not a tensor' under 'w', not a tensor"),
-    ("mean", "0.5", "'mean' is str '0.5', not three finite numbers"),
-    ("std", [0.2, 0.0, 0.2], "'std' is list [0.2, 0.0, 0.2], not three finite numbers (one per RGB channel, positive)"),
+    ("mean", "0.5", "mean needs three finite numbers, one per RGB channel, got '0.5'"),
+    ("std", [0.2, 0.0, 0.2], "std must be positive, got [0.2, 0.0, 0.2]"),
+    ("mean", [123.675, 116.28, 103.53], "mean [123.675, 116.28, 103.53] is not of pixels scaled to [0, 1]"),
     ("class_names", "abc", "'class_names' is str 'abc', not a list of names"),
     ("class_names", ["a", "b"], "'class_names' has 2 names, but its 'model_config' predicts 3 classes"),
     ("args", [1], "'args' is list [1], not a dict of training settings"),

@@ -59,8 +59,8 @@ def test_a_model_in_training_mode_is_refused_as_an_engine() -> None:
     """Its masks changed from call to call (dropout) and each call moved its BatchNorm running statistics."""
     model = build_model(num_classes=3, width_mult=0.25)
     with pytest.raises(ValueError, match=r"^engine: a model in training mode.*pass model.eval\(\)"):
-        Predictor(model, class_names="abc", mean=model.mean, std=model.std, device=torch.device("cpu"))
-    predictor = Predictor(model.eval(), class_names="abc", mean=model.mean, std=model.std, device=torch.device("cpu"))
+        Predictor(model, class_names=list("abc"), mean=model.mean, std=model.std, device=torch.device("cpu"))
+    predictor = Predictor(model.eval(), class_names=list("abc"), mean=model.mean, std=model.std, device=torch.device("cpu"))
     image = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
     np.testing.assert_array_equal(predictor.predict(image).mask, predictor.predict(image).mask)
 
@@ -70,8 +70,23 @@ def test_a_model_of_half_precision_weights_is_refused_as_an_engine() -> None:
     model = build_model(num_classes=3, width_mult=0.25).eval()
     for dtype in (torch.float16, torch.bfloat16):
         with pytest.raises(ValueError, match=rf"^engine: a model with {dtype} weights.*pass model\.float\(\)"):
-            Predictor(model.to(dtype), class_names="abc", mean=model.mean, std=model.std, device=torch.device("cpu"))
-    Predictor(model.float(), class_names="abc", mean=model.mean, std=model.std, device=torch.device("cpu"))
+            Predictor(model.to(dtype), class_names=list("abc"), mean=model.mean, std=model.std, device=torch.device("cpu"))
+    Predictor(model.float(), class_names=list("abc"), mean=model.mean, std=model.std, device=torch.device("cpu"))
+
+
+@pytest.mark.parametrize(("given", "words"), [
+    ({"mean": (123.675, 116.28, 103.53), "std": (58.395, 57.12, 57.375)}, "mean .* is not of pixels scaled to"),
+    ({"std": (0.2, 0.0, 0.2)}, "std must be positive"),
+    ({"mean": (0.5, 0.5)}, "mean needs three finite numbers"),
+    ({"class_names": "abc"}, "class_names abc: takes a list of class names, not a string"),
+])
+def test_normalisation_and_names_the_predictor_cannot_use_are_refused_when_built(given: dict, words: str) -> None:
+    """mmsegmentation's 0..255 mean gave a mask of one class, a zero std a message about diverged weights, and a
+    string its letters as class names."""
+    model = build_model(num_classes=3, width_mult=0.25).eval()
+    arguments = {"class_names": list("abc"), "mean": model.mean, "std": model.std, **given}
+    with pytest.raises((ValueError, UserError), match=words):
+        Predictor(model, device=torch.device("cpu"), **arguments)
 
 
 def test_normalisation_saved_in_the_checkpoint_wins(tmp_path: Path, make_checkpoint) -> None:
