@@ -210,6 +210,8 @@ def create_engine(
     engine = resolve_engine(engine, device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device} requested but CUDA is not available")
+    # torch.compile's wrapper: the ONNX export refuses to trace it, and the folded copy would compile anew (a minute).
+    model = getattr(model, "_orig_mod", model)
     if SPECS[engine].runtime != "torch":
         with tempfile.TemporaryDirectory(prefix="deeplab-engine-") as tmp:
             write_artefacts(model, engine, Path(tmp), calibration)

@@ -136,6 +136,15 @@ def test_the_torch_engine_leaves_a_model_in_training_mode_training(tiny_model: n
     assert all(module.training for module in model.modules())
 
 
+def test_a_compiled_model_makes_the_engines_of_the_model_it_wraps(tiny_model: nn.Module, batch: torch.Tensor) -> None:
+    """The ONNX export refused to trace torch.compile's wrapper; the torch engine compiled a copy for a minute."""
+    compiled = torch.compile(tiny_model)
+    with torch.inference_mode():
+        expected = tiny_model(batch)
+    for engine in ("onnxruntime", "torch"):
+        assert torch.allclose(create_engine(compiled, engine=engine)(batch), expected, atol=1e-4, rtol=0)
+
+
 def test_folding_refuses_a_conv_output_read_twice(randomise_batchnorm) -> None:
     class Shortcut(nn.Module):
         def __init__(self) -> None:
