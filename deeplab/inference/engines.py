@@ -231,7 +231,8 @@ def _torch_engine(model: nn.Module, device: torch.device, *, bf16: bool) -> Engi
 
     @torch.inference_mode()
     def run(batch: torch.Tensor) -> torch.Tensor:
-        batch = batch.to(device, memory_format=torch.channels_last)
+        # float32 as the other runtimes take it: a float64 batch (normalised in numpy) failed in the first conv.
+        batch = batch.to(device, torch.float32, memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
             with _without_tf32_convs() if exact else contextlib.nullcontext():
                 return prepared(batch).float()

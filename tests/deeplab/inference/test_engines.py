@@ -65,6 +65,7 @@ def test_engine_matches_fp32_eager(tiny_model: nn.Module, batch: torch.Tensor, e
     max_rel, max_disagreement = TOLERANCES[engine]
     assert float((got.cpu() - expected).abs().max()) <= max_rel * logit_range
     assert float((got.cpu().argmax(1) != expected.argmax(1)).float().mean()) <= max_disagreement
+    assert torch.equal(run(batch.double()), got)  # normalised in numpy: float64, as every runtime takes it
 
 
 @pytest.mark.slow  # NNCF's import and calibration
