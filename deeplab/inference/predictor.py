@@ -24,7 +24,7 @@ from ..errors import UserError
 from ..tool_args import check_ranges
 from .calibration import choose_calibration
 from .prepared import checkpoint_engine
-from .tta import Engine, class_scores
+from .tta import Engine, check_engine, class_scores
 
 __all__ = ["Prediction", "Predictor", "check_model_size", "default_batch_size", "prepare_image", "shrink_to",
            "shrunk_size", "upsample_argmax"]
@@ -63,15 +63,7 @@ class Predictor:
         engine_choice: str | None = None,
         min_side: int = 1,
     ) -> None:
-        if isinstance(engine, torch.nn.Module) and engine.training:
-            raise ValueError("engine: a model in training mode, whose masks would change from call to call (dropout, "
-                             "BatchNorm on each batch's statistics, updating its running ones); pass model.eval() or "
-                             "deeplab.inference.create_engine(model)")
-        dtype = _weights_dtype(engine)
-        if dtype not in (None, torch.float32):  # images arrive as float32: a conv of other weights fails on the first
-            raise ValueError(f"engine: a model with {dtype} weights, but images arrive as float32; pass model.float() "
-                             "(create_engine(model.float(), engine='torch-bf16') runs it in bfloat16 where the CPU "
-                             "has it)")
+        check_engine(engine)
         self.engine = engine
         self.engine_name = engine_name
         #: For ``engine="auto"`` on the CPU: one line naming the engine chosen and why (tools print it).
@@ -208,13 +200,6 @@ def check_model_size(image: np.ndarray, *, max_size: int | None, min_side: int, 
         shrunk = "" if (height, width) == image.shape[:2] else f", {width}x{height} once shrunk for the model"
         raise DataError(f"{name}: {image.shape[1]}x{image.shape[0]} pixels{shrunk}: too small for this model, "
                         f"which needs at least {min_side} pixels a side")
-
-
-def _weights_dtype(engine: Engine) -> torch.dtype | None:
-    """The dtype of a model engine's first floating-point weight, None for other engines (an ONNX session...)."""
-    if not isinstance(engine, torch.nn.Module):
-        return None
-    return next((p.dtype for p in engine.parameters() if p.is_floating_point()), None)
 
 
 def _checked_max_size(max_size: int | None) -> int | None:
