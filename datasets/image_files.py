@@ -15,7 +15,7 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -27,6 +27,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "ColourTable",
     "check_labels",
+    "check_rgb_array",
     "find_images",
     "image_size",
     "is_turned",
@@ -68,6 +69,18 @@ def open_image(path: str | Path) -> Iterator[Image.Image]:
         image = Image.open(path)
     with image:
         yield image
+
+
+def check_rgb_array(image: Any) -> None:
+    """ValueError unless ``image`` is a uint8 ``HxWx3`` RGB numpy array, as :func:`read_rgb` gives (a float image in
+    [0, 1] would be read as nearly black, a greyscale or RGBA one fail inside OpenCV or torch)."""
+    if not isinstance(image, np.ndarray):  # a PIL image or a tensor has no dtype, or a torch one that reads alike
+        kind = f"{type(image).__module__}.{type(image).__qualname__}"
+        raise ValueError(f"expected a uint8 H x W x 3 RGB numpy array, got a {kind}: pass np.asarray(image) of a "
+                         "PIL image converted to RGB, or tensor.permute(1, 2, 0).numpy() of a 3 x H x W uint8 tensor")
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected a uint8 H x W x 3 RGB image, got {image.dtype} of shape {image.shape} "
+                         "(datasets.read_rgb decodes any image file to one)")
 
 
 def read_rgb(path: str | Path) -> np.ndarray:

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from datasets import DataError
+from datasets.image_files import check_rgb_array
 from datasets.transforms import check_normalisation, normalize_image
 
 from ..checkpoint import (
@@ -179,15 +180,9 @@ def default_batch_size(engine: str, device: str | torch.device = "cpu") -> int:
 def prepare_image(image: np.ndarray, *, mean: Sequence[float], std: Sequence[float],
                   max_size: int | None, min_side: int = 1) -> torch.Tensor:
     """One uint8 RGB image as a model input: shrunk to ``max_size`` if larger, normalised, a batch of one;
-    DataError when a side of it is then shorter than ``min_side``; ValueError for any other array (a float image in
-    [0, 1] would be read as nearly black, without a word)."""
-    if not isinstance(image, np.ndarray):  # a PIL image or a tensor has no dtype, or a torch one that reads alike
-        kind = f"{type(image).__module__}.{type(image).__qualname__}"
-        raise ValueError(f"expected a uint8 H x W x 3 RGB numpy array, got a {kind}: pass np.asarray(image) of a "
-                         "PIL image converted to RGB, or tensor.permute(1, 2, 0).numpy() of a 3 x H x W uint8 tensor")
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"expected a uint8 H x W x 3 RGB image, got {image.dtype} of shape {image.shape} "
-                         "(datasets.read_rgb decodes any image file to one)")
+    DataError when a side of it is then shorter than ``min_side``; ValueError for any other array (see
+    :func:`datasets.image_files.check_rgb_array`)."""
+    check_rgb_array(image)
     check_model_size(image, max_size=max_size, min_side=min_side)
     return normalize_image(shrink_to(image, max_size), mean, std)[None]
 
