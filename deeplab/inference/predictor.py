@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -104,6 +105,8 @@ class Predictor:
         """
         _checked_max_size(max_size)  # before the model is rebuilt and its engine prepared
         check_class_name_list(class_names, flag="class_names")
+        named = _image_files(calibration, "calibration")
+        fallback = _image_files(fallback_calibration, "fallback_calibration")
         data = read_checkpoint_bytes(path)  # the engine cache's key hashes exactly the bytes loaded
         ckpt = load_checkpoint(path, data=data)
         # Hashed only by engines that use the cache (not the PyTorch ones); the bytes go when this call returns.
@@ -120,8 +123,7 @@ class Predictor:
         mean = tuple(float(v) for v in (ckpt["mean"] if "mean" in ckpt else model().mean))
         std = tuple(float(v) for v in (ckpt["std"] if "std" in ckpt else model().std))
         resolved = resolve_device(device)
-        fallback = [] if engine == "auto" else [Path(p) for p in fallback_calibration]
-        images = choose_calibration([Path(p) for p in calibration or ()], ckpt, fallback)
+        images = choose_calibration(named, ckpt, [] if engine == "auto" else fallback)
         min_side = min_input_side(config)
         prepare = functools.partial(prepare_image, mean=mean, std=std, max_size=max_size, min_side=min_side)
         prepared = checkpoint_engine(path, ckpt, sha256, model, engine=engine, device=resolved, calibration=images,
@@ -195,6 +197,14 @@ def check_model_size(image: np.ndarray, *, max_size: int | None, min_side: int, 
         shrunk = "" if (height, width) == image.shape[:2] else f", {width}x{height} once shrunk for the model"
         raise DataError(f"{name}: {image.shape[1]}x{image.shape[0]} pixels{shrunk}: too small for this model, "
                         f"which needs at least {min_side} pixels a side")
+
+
+def _image_files(paths: Sequence[str | Path] | None, name: str) -> list[Path]:
+    """``paths`` as paths; one string or path is refused: its letters were taken for files ('/: is a folder')."""
+    if isinstance(paths, (str, os.PathLike)):
+        raise UserError(f"{name} {paths}: takes a list of image files, not one path; datasets.list_images(folder) "
+                        "lists a folder's")
+    return [Path(p) for p in paths or ()]
 
 
 def _checked_max_size(max_size: int | None) -> int | None:

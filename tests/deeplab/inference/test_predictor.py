@@ -151,6 +151,10 @@ def test_int8_calibrates_on_the_named_images_only(tmp_path: Path, make_checkpoin
     assert read == ["named.png", "input.png"]  # the checkpoint names no training data: the inputs calibrate
     with pytest.raises(UserError, match="--engine int8: needs calibration images; pass --calibration DIR"):
         Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="int8")
+    for name, one in (("calibration", str(tmp_path)), ("fallback_calibration", tmp_path / "input.png")):
+        # Its letters were taken for files: '/: is a folder, not an image'.
+        with pytest.raises(UserError, match=rf"^{name} .*: takes a list of image files, not one path"):
+            Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="int8", **{name: one})
 
 
 def test_same_size_argmax_keeps_the_lowest_id_on_ties() -> None:
