@@ -43,22 +43,28 @@ _ASKED_BYTES = re.compile(r"allocate (\d+) bytes")
 def export_onnx(
     model: nn.Module, out: str | Path | io.BytesIO, *, input_size: Sequence[int] | None = None, batch_size: int = 1
 ) -> None:
-    """Export ``model`` (eval) to ONNX: dynamic batch, and dynamic height/width unless ``input_size=(H, W)`` fixes them."""
+    """Export ``model`` in eval mode to ONNX: dynamic batch, and dynamic height/width unless ``input_size=(H, W)``
+    fixes them. A model in training mode is back in it afterwards, and the global RNG is left as it was (a model
+    exported mid-training trains on as it would have)."""
     height, width = input_size if input_size is not None else (64, 64)
-    example = torch.randn(batch_size, 3, height, width)
+    example = torch.randn(batch_size, 3, height, width, generator=torch.Generator().manual_seed(0))
     axes = {0: "batch"} if input_size is not None else {0: "batch", 2: "height", 3: "width"}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice; see the module docstring
-        torch.onnx.export(
-            model.eval(),
-            (example,),
-            out if isinstance(out, io.BytesIO) else str(out),
-            dynamo=False,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            opset_version=OPSET,
-            dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
-        )
+    was_training = model.training
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice; see the module docstring
+            torch.onnx.export(
+                model.eval(),
+                (example,),
+                out if isinstance(out, io.BytesIO) else str(out),
+                dynamo=False,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                opset_version=OPSET,
+                dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
+            )
+    finally:
+        model.train(was_training)
 
 
 def export_checkpoint(

@@ -37,6 +37,18 @@ def test_fixed_size_export_declares_its_size(tiny_model: torch.nn.Module) -> Non
     assert parity_check(tiny_model, session, torch.randn(3, 3, 40, 56)).max_abs_diff < 1e-4
 
 
+def test_a_model_exported_mid_training_trains_on_as_before() -> None:
+    """export_onnx left a training model in eval mode (BatchNorm frozen, no dropout for the steps after) and drew
+    its example input from the global RNG, so a seeded run that exported drew other batches."""
+    model = build_model(num_classes=3, width_mult=0.25).train()
+    torch.manual_seed(1)
+    expected = torch.rand(3)
+    torch.manual_seed(1)
+    export_onnx(model, io.BytesIO())
+    assert all(module.training for module in model.modules())
+    assert torch.equal(torch.rand(3), expected)
+
+
 def test_int8_scales_are_finite_behind_size_keeping_max_pools() -> None:
     """BlazeNet's shortcuts pad odd maps before a 2x2 max-pool; int8 calibration records the padded map's range."""
     import onnx
