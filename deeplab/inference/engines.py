@@ -223,7 +223,8 @@ def _torch_engine(model: nn.Module, device: torch.device, *, bf16: bool) -> Engi
     """BatchNorm-folded eval copy on ``device`` in channels_last (the layout oneDNN/cuDNN convs prefer)."""
     from .fuse import fold_batchnorm
 
-    example = torch.randn(1, 3, 64, 64, device=next(model.parameters()).device)
+    # Its own generator: an engine made mid-training leaves the run's random stream as it was.
+    example = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)).to(next(model.parameters()).device)
     prepared = fold_batchnorm(model, example).to(device, memory_format=torch.channels_last)
     autocast_dtype = (torch.float16 if device.type == "cuda" else torch.bfloat16) if bf16 else None
 

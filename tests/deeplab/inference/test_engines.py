@@ -133,8 +133,12 @@ def test_the_torch_engine_leaves_a_model_in_training_mode_training(tiny_model: n
     """Predictor's advice for a model in training mode is create_engine(model): mid-training, that must not switch
     the model's BatchNorm and dropout to eval for the steps that follow."""
     model = copy.deepcopy(tiny_model).train()
+    torch.manual_seed(1)
+    expected = torch.rand(3)
+    torch.manual_seed(1)
     create_engine(model, engine="torch")
     assert all(module.training for module in model.modules())
+    assert torch.equal(torch.rand(3), expected)  # nor moves the run's random stream
 
 
 def test_a_compiled_model_makes_the_engines_of_the_model_it_wraps(tiny_model: nn.Module, batch: torch.Tensor) -> None:
