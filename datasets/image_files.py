@@ -215,8 +215,16 @@ def voc_palette(num_colors: int = 256) -> np.ndarray:
 
 
 def label_image(mask: np.ndarray) -> Image.Image:
-    """A uint8 HxW class-id mask as a VOC palette image (pixel values stay the class ids, shown in VOC colours)."""
-    image = Image.fromarray(np.asarray(mask, dtype=np.uint8), mode="P")
+    """A uint8 HxW class-id mask as a VOC palette image (pixel values stay the class ids, shown in VOC colours).
+    Other integer (or bool) masks are taken when their ids fit 0..255; anything else is a ValueError: a cast wrapped
+    id 300 to 44 and an ignore label of -100 to class 156, and truncated float scores, without a word."""
+    mask = np.asarray(mask)
+    if mask.dtype != bool and not np.issubdtype(mask.dtype, np.integer):
+        raise ValueError(f"mask: expected integer class ids, got {mask.dtype}")
+    if mask.dtype != np.uint8 and mask.size and (mask.min() < 0 or mask.max() > IGNORE_INDEX):
+        raise ValueError(f"mask: class ids {mask.min()}..{mask.max()} do not fit an 8-bit PNG (0..254, "
+                         f"{IGNORE_INDEX} = void); map an ignore label such as -1 or -100 to {IGNORE_INDEX}")
+    image = Image.fromarray(mask.astype(np.uint8, copy=False), mode="P")
     image.putpalette(voc_palette().tobytes())
     return image
 
