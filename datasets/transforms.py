@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import torch
 
-from .image_files import IGNORE_INDEX
+from .image_files import IGNORE_INDEX, check_rgb_array
 
 if TYPE_CHECKING:
     import albumentations as A
@@ -44,7 +44,9 @@ def check_normalisation(mean: Any, std: Any) -> tuple[tuple[float, ...], tuple[f
 
 
 def normalize_image(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 ``HxWx3`` RGB -> float32 ``3xHxW`` holding ``(x / 255 - mean) / std``, the model's input."""
+    """uint8 ``HxWx3`` RGB -> float32 ``3xHxW`` holding ``(x / 255 - mean) / std``, the model's input; ValueError for
+    any other array (see :func:`~datasets.image_files.check_rgb_array`)."""
+    check_rgb_array(image)
     scale = 1.0 / (255.0 * np.asarray(std, dtype=np.float32))
     offset = np.asarray(mean, dtype=np.float32) / np.asarray(std, dtype=np.float32)
     out = image.astype(np.float32) * scale - offset

@@ -152,3 +152,5 @@ def test_normalize_image_equals_albumentations_normalize():
     image = np.random.default_rng(3).integers(0, 256, (17, 23, 3), dtype=np.uint8)
     expected = A.Normalize(mean=MEAN, std=STD, max_pixel_value=255.0)(image=image)["image"].transpose(2, 0, 1)
     np.testing.assert_allclose(normalize_image(image, MEAN, STD).numpy(), expected, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="expected a uint8 H x W x 3 RGB image, got float64"):
+        normalize_image(image / 255.0, MEAN, STD)  # a float image in [0, 1] became nearly constant, without a word
