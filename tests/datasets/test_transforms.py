@@ -27,6 +27,8 @@ def test_train_transform_shapes_and_nearest_masks():
             assert set(y.unique().tolist()) <= {0, 3, 7, 255}
             padded |= bool((y == 255).any())
     assert padded
+    with pytest.raises(ValueError, match="expected a uint8 H x W x 3 RGB image, got float64"):
+        transform(image / 255.0, mask)  # normalised as 0..255 pixels, it trained on a near-constant input
 
 
 def _expected(value: float) -> torch.Tensor:
