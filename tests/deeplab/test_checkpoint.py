@@ -204,6 +204,20 @@ def test_files_that_are_no_checkpoint_are_named_for_what_they_are(tmp_path: Path
     assert str(refused.value) == f"{path}: not a PyTorch checkpoint ({kind})"
 
 
+def test_our_models_bare_state_dict_says_how_to_save_a_checkpoint(tmp_path: Path) -> None:
+    """torch.save(model.state_dict()), PyTorch's habit, was told to convert a VainF or bubbliiiing file."""
+    model = build_model(num_classes=3, width_mult=0.25)
+    for prefix in ("", "_orig_mod."):
+        torch.save({prefix + key: value for key, value in model.state_dict().items()}, tmp_path / "weights.pt")
+        with pytest.raises(UserError) as refused:
+            load_checkpoint(tmp_path / "weights.pt")
+        assert str(refused.value).startswith(f"{tmp_path / 'weights.pt'}: the weights of this project's own "
+                                             "DeepLabV3+ without the model_config that rebuilds it, so the model "
+                                             "cannot be rebuilt; load them into the model they came from and save "
+                                             "it with deeplab.save_checkpoint({'model': model.state_dict(), "
+                                             "'model_config': model.config}, PATH)")
+
+
 def test_a_model_with_more_classes_than_masks_hold_is_refused(tmp_path: Path) -> None:
     for num_classes in (255, 256):
         model = build_model(num_classes=num_classes, width_mult=0.35)
