@@ -1,6 +1,7 @@
 """ONNX export: dynamic batch and odd spatial sizes match PyTorch under ONNX Runtime."""
 from __future__ import annotations
 
+import concurrent.futures
 import io
 import logging
 
@@ -47,6 +48,17 @@ def test_a_model_exported_mid_training_trains_on_as_before() -> None:
     export_onnx(model, io.BytesIO())
     assert all(module.training for module in model.modules())
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_exports_on_threads_at_once_all_succeed(tiny_model: torch.nn.Module) -> None:
+    """torch.onnx.export keeps global state: engines prepared on parallel threads failed with
+    'GLOBALS.in_onnx_export must be False'."""
+    buffers = [io.BytesIO() for _ in range(3)]
+    with concurrent.futures.ThreadPoolExecutor(len(buffers)) as pool:
+        for done in [pool.submit(export_onnx, tiny_model, buffer) for buffer in buffers]:
+            done.result()
+    assert all(parity_check(tiny_model, onnx_session(b.getvalue()), torch.randn(1, 3, 20, 30)).max_abs_diff < 1e-4
+               for b in buffers)
 
 
 def test_int8_scales_are_finite_behind_size_keeping_max_pools() -> None:
