@@ -166,10 +166,18 @@ class Predictor:
             for size, indices in by_size.items():
                 scores = class_scores(self.engine, torch.cat([inputs[i] for i in indices]), scales=scales, flip=flip,
                                       min_side=self.min_side)
+                self._check_class_count(scores.shape[1])
                 for row, index in enumerate(indices):
                     mask = upsample_argmax(scores[row : row + 1], images[index].shape[:2])
                     predictions[index] = Prediction(mask=mask.cpu().numpy(), model_size=size)
         return predictions
+
+
+    def _check_class_count(self, scored: int) -> None:
+        """ValueError when the engine scores another number of classes than :attr:`class_names` names: the masks'
+        ids would be shown and reported under other classes' names (VOC's 21 given for a 5-class model)."""
+        if scored != len(self.class_names):
+            raise ValueError(f"class_names: {len(self.class_names)} names, but the engine scores {scored} classes")
 
 
 def default_batch_size(engine: str, device: str | torch.device = "cpu") -> int:

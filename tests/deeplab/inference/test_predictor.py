@@ -89,6 +89,14 @@ def test_normalisation_and_names_the_predictor_cannot_use_are_refused_when_built
         Predictor(model, device=torch.device("cpu"), **arguments)
 
 
+def test_names_of_another_class_count_than_the_engine_scores_are_refused() -> None:
+    """VOC's 21 names given for a 3-class model named its masks' ids after aeroplane and bicycle, without a word."""
+    model = build_model(num_classes=3, width_mult=0.25).eval()
+    predictor = Predictor(model, class_names=list("abcd"), mean=model.mean, std=model.std, device=torch.device("cpu"))
+    with pytest.raises(ValueError, match="class_names: 4 names, but the engine scores 3 classes"):
+        predictor.predict(np.zeros((9, 11, 3), np.uint8))
+
+
 def test_normalisation_saved_in_the_checkpoint_wins(tmp_path: Path, make_checkpoint) -> None:
     model = make_checkpoint(tmp_path / "m.pt", num_classes=2)
     ckpt = torch.load(tmp_path / "m.pt", weights_only=True)
