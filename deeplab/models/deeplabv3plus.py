@@ -5,6 +5,7 @@ import numbers
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -52,6 +53,8 @@ class DeepLabV3Plus(nn.Module):
         if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
         num_classes = int(num_classes)  # a numpy integer (mask.max() + 1) would make config no plain data
+        separable, low_level_first, align_corners = (_flag(name, value) for name, value in (
+            ("separable", separable), ("low_level_first", low_level_first), ("align_corners", align_corners)))
         self.backbone = build_backbone(
             backbone, output_stride=output_stride, pretrained=pretrained_backbone, **backbone_kwargs
         )
@@ -113,6 +116,14 @@ def config_at_output_stride(config: dict[str, Any], output_stride: int) -> dict[
     if any(rate != int(rate) or rate < 1 for rate in scaled):
         raise ValueError(f"atrous rates {list(rates)} at output stride {old} do not scale to {output_stride}")
     return {**config, "output_stride": output_stride, "atrous_rates": [int(rate) for rate in scaled]}
+
+
+def _flag(name: str, value: Any) -> bool:
+    """``value`` as a bool, refused unless it is one: the string "false" of a config file is true, and built the
+    other architecture."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 def _atrous_rates(rates: Sequence[int]) -> tuple[int, ...]:
