@@ -71,26 +71,26 @@ class SegmentationTransform:
 
     ``focus_class`` reaches the pipeline's crop: a class id centres the crop on one of that class's pixels,
     -1 (no focus) leaves it random. In a DataLoader worker it draws from the worker's seed (new every epoch) unless
-    :meth:`set_seed` seeds it.
+    :meth:`set_seed` seeds it in that worker.
     """
 
     def __init__(self, pipeline: A.Compose) -> None:
         self.pipeline = pipeline
-        self._seed_source: int | str | None = None  # "set_seed", or the DataLoader worker seed it follows
+        self._seeded_in: int | None = None  # the seed of the DataLoader worker whose draws the state follows
 
     def set_seed(self, seed: int) -> None:
         """Reseed the random augmentations, so a sample's augmentation can depend on (seed, step) alone."""
         self.pipeline.set_random_seed(seed)
-        self._seed_source = "set_seed"
+        self._seeded_in = _worker_seed()
 
     def _follow_worker_seed(self) -> None:
-        """Reseed from the DataLoader worker's seed when it is new: the pipeline's random state lives outside the
-        global RNGs that PyTorch seeds per worker, so forked workers would each repeat the parent's draws, the same
-        augmentations in every worker and every epoch."""
-        worker = torch.utils.data.get_worker_info()
-        if worker is not None and self._seed_source not in ("set_seed", worker.seed):
-            self.pipeline.set_random_seed(worker.seed)
-            self._seed_source = worker.seed
+        """Reseed from the DataLoader worker's seed unless seeded in this worker: the pipeline's random state lives
+        outside the global RNGs that PyTorch seeds per worker, so forked workers would each repeat the parent's
+        draws, the same augmentations in every worker and every epoch."""
+        seed = _worker_seed()
+        if seed is not None and seed != self._seeded_in:
+            self.pipeline.set_random_seed(seed)
+            self._seeded_in = seed
 
     def __call__(self, image: np.ndarray, mask: np.ndarray, focus_class: int = -1
                  ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,6 +103,12 @@ class SegmentationTransform:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.pipeline!r})"
+
+
+def _worker_seed() -> int | None:
+    """The seed PyTorch gave this DataLoader worker (a new one every epoch), None outside a worker."""
+    worker = torch.utils.data.get_worker_info()
+    return None if worker is None else worker.seed
 
 
 def build_train_transform(

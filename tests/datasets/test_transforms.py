@@ -137,9 +137,11 @@ def test_dataloader_workers_draw_their_own_augmentations_every_epoch():
     samples = epochs(0)
     assert len({tuple(x.flatten().tolist()) for x in samples}) == len(samples)
     assert all(torch.equal(a, b) for a, b in zip(samples, epochs(0)))
+    dataset.transform.set_seed(7)  # seeded in the main process: the workers still draw apart
+    assert len({tuple(x.flatten().tolist()) for x in epochs(0)}) == len(samples)
 
 
-def test_set_seed_wins_over_the_worker_seed():
+def test_set_seed_in_the_worker_wins_over_the_worker_seed():
     dataset = _OneImage(build_train_transform(crop_size=32, mean=MEAN, std=STD), seed=5)
     loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=2)
     expected = _samples(build_train_transform(crop_size=32, mean=MEAN, std=STD), dataset.image, dataset.mask,
