@@ -185,8 +185,12 @@ def segment_video(
     ``on_frame`` is called after each frame is written (a progress bar). A stream that ends before its declared
     frame count raises :class:`VideoError` naming the first missing frame, after closing the overlay file so
     the frames before it stay playable; so do frames too small for the codec, before anything is written. The
-    file's extension picks the codec (``.mp4``, ``.webm``, ``.avi``).
+    file's extension picks the codec (``.mp4``, ``.webm``, ``.avi``). An ``overlay_path`` that is ``path`` itself is a
+    UserError: the overlay would replace the video.
     """
+    if Path(overlay_path).resolve() == Path(path).resolve():  # video.with_suffix(".mp4") of an .mp4
+        raise UserError(f"{overlay_path}: is the video to segment, which its overlay would replace; write the overlay "
+                        "to another file")
     capture, info = open_video(path)
     frames = prefetch(_numbered_frames(capture), 2 * batch_size)
     try:
