@@ -219,7 +219,7 @@ def test_an_overlay_path_that_is_the_video_itself_is_refused(predictor: Predicto
     clip = make_clip(tmp_path / "clip.mp4", 2)
     before = clip.read_bytes()
     for same in (clip, tmp_path / "." / "clip.mp4"):
-        with pytest.raises(UserError, match="clip.mp4: is the video to segment, which its overlay would replace"):
+        with pytest.raises(UserError, match="clip.mp4: is the video file; overlay_path names a new file to write"):
             segment_video(predictor, clip, same)
     assert clip.read_bytes() == before
 
