@@ -170,6 +170,10 @@ def _finite_calibration(model: nn.Module, calibration: Iterable[torch.Tensor]) -
     """The calibration batches as float CPU tensors, once the fp32 model's scores on them are finite: ranges
     measured on NaN make ONNX Runtime's quantiser assert and NNCF's a finite model of nothing."""
     batches = [batch.float().cpu() for batch in calibration]
+    odd = next((batch for batch in batches if batch.ndim != 4), None)
+    if odd is not None:  # one batch given alone is iterated into its images, on which the model fails
+        raise ValueError(f"calibration: expected (N, 3, H, W) batches, got one of shape {tuple(odd.shape)}; pass "
+                         "[batch] for a single batch")
     with torch.inference_mode():
         for batch in batches:
             require_finite(model(batch))

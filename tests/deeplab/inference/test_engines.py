@@ -191,6 +191,9 @@ def test_int8_needs_calibration(tiny_model: nn.Module, engine: str) -> None:
     skip_if_missing(engine)
     with pytest.raises(ValueError, match="calibration"):
         create_engine(tiny_model, engine=engine)
+    with pytest.raises(ValueError, match=r"expected \(N, 3, H, W\) batches, got one of shape \(3, 32, 32\); pass "
+                                          r"\[batch\]"):  # the model's 'expected 4D input' named no argument
+        create_engine(tiny_model, engine=engine, calibration=torch.randn(2, 3, 32, 32))
 
 
 def test_auto_and_device_guards() -> None:
