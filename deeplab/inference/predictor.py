@@ -232,9 +232,9 @@ def shrink_to(image: np.ndarray, max_size: int | None) -> np.ndarray:
 
 def shrunk_size(size: tuple[int, int], max_size: int | None) -> tuple[int, int]:
     """``(height, width)`` scaled down so the long side is at most ``max_size`` (no side under 1); unchanged if
-    smaller."""
+    smaller; a negative ``max_size`` is a UserError."""
     height, width = size
-    if not max_size or max(height, width) <= max_size:
+    if not _checked_max_size(max_size) or max(height, width) <= max_size:
         return height, width
     scale = max_size / max(height, width)
     return max(1, round(height * scale)), max(1, round(width * scale))

@@ -116,6 +116,8 @@ def test_large_image_is_shrunk_for_the_model_only(tmp_path: Path, make_checkpoin
     assert shrink_to(image, None) is image and shrink_to(image, 300) is image
     with pytest.raises(UserError, match=r"^max_size: must be 0 or more, got -64$"):  # shrank every image to 1x1
         Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="torch", max_size=-64)
+    with pytest.raises(UserError, match=r"^max_size: must be 0 or more, got -64$"):
+        shrink_to(image, -64)  # public too: it gave a 1x1 image
 
 
 @pytest.mark.parametrize("stride", [12, "8"])
