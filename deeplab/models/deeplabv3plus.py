@@ -50,9 +50,10 @@ class DeepLabV3Plus(nn.Module):
         **backbone_kwargs: Any,
     ) -> None:
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-        num_classes = int(num_classes)  # a numpy integer (mask.max() + 1) would make config no plain data
+        # A numpy integer (mask.max() + 1) would make config no plain data; aspp_channels=0 built and failed at the
+        # first forward pass inside a convolution.
+        num_classes, aspp_channels, decoder_convs = (_positive_int(name, value) for name, value in (
+            ("num_classes", num_classes), ("aspp_channels", aspp_channels), ("decoder_convs", decoder_convs)))
         separable, low_level_first, align_corners = (_flag(name, value) for name, value in (
             ("separable", separable), ("low_level_first", low_level_first), ("align_corners", align_corners)))
         self.backbone = build_backbone(
@@ -116,6 +117,13 @@ def config_at_output_stride(config: dict[str, Any], output_stride: int) -> dict[
     if any(rate != int(rate) or rate < 1 for rate in scaled):
         raise ValueError(f"atrous rates {list(rates)} at output stride {old} do not scale to {output_stride}")
     return {**config, "output_stride": output_stride, "atrous_rates": [int(rate) for rate in scaled]}
+
+
+def _positive_int(name: str, value: Any) -> int:
+    """``value`` as an int, refused unless a positive integer (a bool, a float or a string of one included)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 def _flag(name: str, value: Any) -> bool:
