@@ -129,6 +129,7 @@ def build_train_transform(
     """
     if crop_size < 1 or not 0 < scale[0] <= scale[1]:
         raise ValueError(f"need crop_size >= 1 and 0 < scale[0] <= scale[1], got {crop_size}, {scale}")
+    mean, std = check_normalisation(mean, std)
     if not 0.0 <= color_jitter <= 1.0:
         raise ValueError(f"need 0 <= color_jitter <= 1, got {color_jitter}")
     # albumentations otherwise asks PyPI for a newer version on import; we never touch the network.
@@ -162,5 +163,6 @@ def build_train_transform(
 
 
 def build_eval_transform(*, mean: Sequence[float], std: Sequence[float]) -> NormalizeTransform:
-    """Evaluation transform: the full image, only normalised."""
-    return NormalizeTransform(mean, std)
+    """Evaluation transform: the full image, only normalised (``mean`` and ``std`` checked by
+    :func:`check_normalisation`)."""
+    return NormalizeTransform(*check_normalisation(mean, std))

@@ -93,6 +93,15 @@ def test_no_colour_jitter_is_the_plain_pipeline_and_bad_shares_are_refused():
         build_train_transform(crop_size=48, mean=MEAN, std=STD, color_jitter=1.5)
 
 
+
+def test_a_mean_and_std_for_0_to_255_pixels_are_refused_by_both_transforms():
+    """mmsegmentation's values made every training and evaluation input nearly constant, without a word."""
+    mean, std = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
+    for build in (build_eval_transform, lambda **kw: build_train_transform(crop_size=48, **kw)):
+        with pytest.raises(ValueError, match=r"mean \[123.675, 116.28, 103.53\] is not of pixels scaled to \[0, 1\]"):
+            build(mean=mean, std=std)
+
+
 def test_transforms_pickle_and_dataloader_with_workers(voc_mini):
     train = build_train_transform(crop_size=64, mean=MEAN, std=STD)
     evaluation = build_eval_transform(mean=MEAN, std=STD)
