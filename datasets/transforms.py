@@ -94,7 +94,7 @@ class SegmentationTransform:
 
     def __call__(self, image: np.ndarray, mask: np.ndarray, focus_class: int = -1
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-        check_rgb_array(image)  # Normalize divides by 255: a float image in [0, 1] would train on a near-constant
+        check_rgb_array(image)  # Normalize divides by 255: float pixels in [0, 1] would all but vanish
         self._follow_worker_seed()
         out = self.pipeline(image=image, mask=mask, focus_class=focus_class)
         image_t = torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1), dtype=np.float32))

@@ -60,7 +60,8 @@ def test_a_model_in_training_mode_is_refused_as_an_engine() -> None:
     model = build_model(num_classes=3, width_mult=0.25)
     with pytest.raises(ValueError, match=r"^engine: a model in training mode.*pass model.eval\(\)"):
         Predictor(model, class_names=list("abc"), mean=model.mean, std=model.std, device=torch.device("cpu"))
-    predictor = Predictor(model.eval(), class_names=list("abc"), mean=model.mean, std=model.std, device=torch.device("cpu"))
+    predictor = Predictor(model.eval(), class_names=list("abc"), mean=model.mean, std=model.std,
+                          device=torch.device("cpu"))
     image = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
     np.testing.assert_array_equal(predictor.predict(image).mask, predictor.predict(image).mask)
 
@@ -70,7 +71,8 @@ def test_a_model_of_half_precision_weights_is_refused_as_an_engine() -> None:
     model = build_model(num_classes=3, width_mult=0.25).eval()
     for dtype in (torch.float16, torch.bfloat16):
         with pytest.raises(ValueError, match=rf"^engine: a model with {dtype} weights.*pass model\.float\(\)"):
-            Predictor(model.to(dtype), class_names=list("abc"), mean=model.mean, std=model.std, device=torch.device("cpu"))
+            Predictor(model.to(dtype), class_names=list("abc"), mean=model.mean, std=model.std,
+                      device=torch.device("cpu"))
     Predictor(model.float(), class_names=list("abc"), mean=model.mean, std=model.std, device=torch.device("cpu"))
 
 
