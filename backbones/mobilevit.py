@@ -12,7 +12,7 @@ resizes unconditionally while tracing (a bilinear resize to the same size is exa
 """
 from __future__ import annotations
 
-import types
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +42,8 @@ class MobileViTBackbone(TimmBackbone):
 
         for block in model.modules():
             if isinstance(block, MobileVitBlock):
-                block.forward = types.MethodType(_forward_any_size, block)
+                # A partial of a module-level function, unlike a bound method, pickles (torch.save(model)).
+                block.forward = functools.partial(_forward_any_size, block)
         self.stem, self.stages, self.final_conv = model.stem, model.stages, model.final_conv
         channels = {info["module"]: info["num_chs"] for info in model.feature_info}
         self.feature_info = {

@@ -15,7 +15,7 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -27,6 +27,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "ColourTable",
     "check_labels",
+    "check_rgb_array",
     "find_images",
     "image_size",
     "is_turned",
@@ -68,6 +69,18 @@ def open_image(path: str | Path) -> Iterator[Image.Image]:
         image = Image.open(path)
     with image:
         yield image
+
+
+def check_rgb_array(image: Any) -> None:
+    """ValueError unless ``image`` is a uint8 ``HxWx3`` RGB numpy array, as :func:`read_rgb` gives (a float image in
+    [0, 1] would be read as nearly black, a greyscale or RGBA one fail inside OpenCV or torch)."""
+    if not isinstance(image, np.ndarray):  # a PIL image or a tensor has no dtype, or a torch one that reads alike
+        kind = f"{type(image).__module__}.{type(image).__qualname__}"
+        raise ValueError(f"expected a uint8 H x W x 3 RGB numpy array, got a {kind}: pass np.asarray(image) of a "
+                         "PIL image converted to RGB, or tensor.permute(1, 2, 0).numpy() of a 3 x H x W uint8 tensor")
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected a uint8 H x W x 3 RGB image, got {image.dtype} of shape {image.shape} "
+                         "(datasets.read_rgb decodes any image file to one)")
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
@@ -202,8 +215,16 @@ def voc_palette(num_colors: int = 256) -> np.ndarray:
 
 
 def label_image(mask: np.ndarray) -> Image.Image:
-    """A uint8 HxW class-id mask as a VOC palette image (pixel values stay the class ids, shown in VOC colours)."""
-    image = Image.fromarray(np.asarray(mask, dtype=np.uint8), mode="P")
+    """A uint8 HxW class-id mask as a VOC palette image (pixel values stay the class ids, shown in VOC colours).
+    Other integer (or bool) masks are taken when their ids fit 0..255; anything else is a ValueError: a cast wrapped
+    id 300 to 44 and an ignore label of -100 to class 156, and truncated float scores, without a word."""
+    mask = np.asarray(mask)
+    if mask.dtype != bool and not np.issubdtype(mask.dtype, np.integer):
+        raise ValueError(f"mask: expected integer class ids, got {mask.dtype}")
+    if mask.dtype != np.uint8 and mask.size and (mask.min() < 0 or mask.max() > IGNORE_INDEX):
+        raise ValueError(f"mask: class ids {mask.min()}..{mask.max()} do not fit an 8-bit PNG (0..254, "
+                         f"{IGNORE_INDEX} = void); map an ignore label such as -1 or -100 to {IGNORE_INDEX}")
+    image = Image.fromarray(mask.astype(np.uint8, copy=False), mode="P")
     image.putpalette(voc_palette().tobytes())
     return image
 

@@ -44,6 +44,11 @@ __all__ = [
 ]
 
 
+def __dir__() -> list[str]:
+    """The module's names with the lazy ones, so a notebook's completion offers them before first use."""
+    return sorted(set(globals()) | set(__all__))
+
+
 def __getattr__(name: str):
     if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

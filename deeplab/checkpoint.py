@@ -4,7 +4,6 @@ from __future__ import annotations
 import codecs
 import io
 import json
-import math
 import os
 import pickletools
 import sys
@@ -21,6 +20,7 @@ import torch
 from backbones.base import OUTPUT_STRIDES, without_wrapper_prefixes
 from datasets import IGNORE_INDEX
 from datasets.errors import shorten
+from datasets.transforms import check_normalisation
 from datasets.voc import LABELMAP_FILE
 
 from .errors import UserError, error_behind, one_line, os_error_behind
@@ -30,17 +30,21 @@ if TYPE_CHECKING:
     from .models import DeepLabV3Plus
 
 __all__ = [
-    "MAX_CLASSES", "check_class_name_list", "check_output_stride", "class_names_source", "is_safetensors",
-    "load_checkpoint", "match_class_names", "min_input_side", "model_from_checkpoint", "model_from_config",
-    "newest_checkpoint", "plain_data", "read_checkpoint_bytes", "read_plain_data", "save_checkpoint", "temporary_beside",
-    "too_many_classes", "write_atomically", "write_json",
+    "MAX_CLASSES", "bare_state_dict_message", "check_class_name_list", "check_output_stride", "class_names_source",
+    "is_bare_state_dict", "is_safetensors", "load_checkpoint", "match_class_names", "min_input_side",
+    "model_from_checkpoint", "model_from_config", "newest_checkpoint", "plain_data", "read_checkpoint_bytes",
+    "read_plain_data", "save_checkpoint", "temporary_beside", "too_many_classes", "write_atomically", "write_json",
 ]
 
 REQUIRED_KEYS = ("model", "model_config")
+#: The top-level modules of our DeepLabV3Plus: a bare state dict of it has keys under exactly these.
+_OUR_MODULES = {"backbone", "aspp", "decoder"}
 # What torch.load(weights_only=True) reads back as it was saved.
 _PLAIN_TYPES = (str, bytes, bool, int, float, complex, type(None), torch.Tensor, torch.dtype, torch.device, torch.Size)
 #: Masks are 8-bit PNGs whose 255 means void, so a model may predict at most 255 classes (ids 0..254).
 MAX_CLASSES = IGNORE_INDEX
+#: Input normalisation that changes nothing, for checks of a checkpoint that saves only one of its mean and std.
+_NEUTRAL = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
 # Starts of files that people pass for a checkpoint by mistake; a checkpoint is a zip (or a legacy pickle).
 _SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
                (b"\x1f\x8b", "a gzip archive; unpack it first"))
@@ -274,6 +278,8 @@ def load_checkpoint(path: str | Path, *, data: bytes | None = None) -> dict[str,
     """Read a checkpoint with ``weights_only=True`` (never runs code) and check it holds a model and its config;
     ``data``: the file's bytes, read already by :func:`read_checkpoint_bytes`."""
     ckpt = read_plain_data(path, data=data)
+    if is_bare_state_dict(ckpt):  # torch.save(model.state_dict()), PyTorch's habit
+        raise UserError(bare_state_dict_message(path, "so the model cannot be rebuilt"))
     if not isinstance(ckpt, dict) or any(key not in ckpt for key in REQUIRED_KEYS):
         raise UserError(f"{path}: not a checkpoint of this project (needs the keys {', '.join(REQUIRED_KEYS)}; "
                         "convert a VainF or bubbliiiing DeepLabV3+ file with tools/import_checkpoint.py)")
@@ -285,6 +291,21 @@ def load_checkpoint(path: str | Path, *, data: bytes | None = None) -> dict[str,
     if too_many:
         raise UserError(f"{path}: its model {too_many}")
     return ckpt
+
+
+def is_bare_state_dict(state: Any) -> bool:
+    """Whether ``state`` is this project's DeepLabV3+ weights alone (``model.state_dict()``, of a wrapped model too),
+    keyed under exactly the model's top-level modules."""
+    return (isinstance(state, dict) and bool(state) and all(isinstance(value, torch.Tensor) for value in state.values())
+            and {key.split(".", 1)[0] for key in without_wrapper_prefixes(state)} == _OUR_MODULES)
+
+
+def bare_state_dict_message(path: str | Path, consequence: str) -> str:
+    """The one line for a file of :func:`is_bare_state_dict` weights: what it lacks and how to save a checkpoint."""
+    return (f"{path}: the weights of this project's own DeepLabV3+ without the model_config that rebuilds it, "
+            f"{consequence}; load them into the model they came from and save it with deeplab.save_checkpoint("
+            "{'model': model.state_dict(), 'model_config': model.config}, PATH), or use the best.pt or last.pt "
+            "train.py writes")
 
 
 def min_input_side(config: dict[str, Any]) -> int:
@@ -320,14 +341,10 @@ def _content_problem(ckpt: dict[str, Any]) -> str | None:
     num_classes = ckpt["model_config"].get("num_classes")
     if names and isinstance(num_classes, int) and len(names) != num_classes:
         return f"'class_names' has {len(names)} names, but its 'model_config' predicts {num_classes} classes"
-    for key in ("mean", "std"):
-        value = ckpt.get(key)
-        if value is None:
-            continue
-        numbers = isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) for v in value)
-        if not numbers or len(value) != 3 or not all(math.isfinite(v) for v in value) or (
-                key == "std" and min(value) <= 0):
-            return f"'{key}' is {_kind(value)}, not three finite numbers (one per RGB channel{', positive' if key == 'std' else ''})"
+    try:  # one not saved stands in as neutral: the model's config gives it
+        check_normalisation(*(ckpt[key] if ckpt.get(key) is not None else neutral for key, neutral in _NEUTRAL.items()))
+    except ValueError as exc:
+        return str(exc)
     return None
 
 

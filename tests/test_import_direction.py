@@ -3,6 +3,8 @@ imports upward fails here before it creates a cycle."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,3 +55,10 @@ def test_library_never_imports_tools() -> None:
         for path in sorted((REPO_ROOT / top).rglob("*.py")):
             names = imported_modules(path, package_of(path))
             assert not any(n.split(".")[0] in ("tools", "_checkout") for n in names), path
+
+
+def test_the_lazy_public_names_are_listed_before_first_use() -> None:
+    """``dir(deeplab)`` (a notebook's completion) lacked Predictor, build_model... until they were first used."""
+    code = "import deeplab, sys; print(set(deeplab.__all__) - set(dir(deeplab)), 'deeplab.models' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["set()", "False"]  # listed, and still not imported

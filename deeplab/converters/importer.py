@@ -15,7 +15,10 @@ import torch
 
 from datasets import VOC_CLASSES
 
-from ..checkpoint import check_class_name_list, check_output_stride, save_checkpoint, too_many_classes
+from ..checkpoint import (
+    bare_state_dict_message, check_class_name_list, check_output_stride, is_bare_state_dict, save_checkpoint,
+    too_many_classes,
+)
 from ..errors import UserError
 from ..tool_args import check_new_files
 from ..models import DeepLabV3Plus
@@ -30,8 +33,6 @@ CITYSCAPES_CLASSES: tuple[str, ...] = (
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
     "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
 )
-#: The top-level modules of our DeepLabV3Plus: a bare state dict of it has keys under exactly these.
-OUR_MODULES = {"backbone", "aspp", "decoder"}
 _DEFAULT_NAMES = {len(VOC_CLASSES): ("VOC", VOC_CLASSES), len(CITYSCAPES_CLASSES): ("Cityscapes", CITYSCAPES_CLASSES)}
 
 
@@ -70,11 +71,8 @@ def import_checkpoint(
     if isinstance(loaded, dict) and "model_config" in loaded:
         raise UserError(f"{path}: already a checkpoint of this project; use it as it is")
     state = find_state_dict(loaded, path)
-    if source is None and {key.split(".", 1)[0] for key in state} == OUR_MODULES:
-        raise UserError(f"{path}: the weights of this project's own DeepLabV3+ without the model_config that "
-                        "rebuilds it, so there is nothing to convert; load them into the model they came from and "
-                        "save it with deeplab.save_checkpoint({'model': ..., 'model_config': model.config}, PATH), "
-                        "or use the best.pt or last.pt train.py writes")
+    if source is None and is_bare_state_dict(state):
+        raise UserError(bare_state_dict_message(path, "so there is nothing to convert"))
     project = detect_project(state, path, forced=source)
     try:
         found = project.num_classes(state)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from datasets.image_files import IGNORE_INDEX
@@ -18,10 +19,15 @@ class ConfusionMatrix:
         self.ignore_index = ignore_index
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
 
-    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        """Add a batch of predicted and ground-truth class-id maps of the same shape."""
+    def update(self, pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> None:
+        """Add a batch of predicted and ground-truth class-id maps of the same shape (tensors, or numpy arrays such
+        as a :class:`~deeplab.inference.Prediction`'s mask and a dataset's)."""
+        pred, target = _as_tensor(pred), _as_tensor(target)
         if pred.shape != target.shape:
             raise ValueError(f"prediction shape {tuple(pred.shape)} differs from target shape {tuple(target.shape)}")
+        floating = next((t.dtype for t in (pred, target) if t.is_floating_point()), None)
+        if floating is not None:  # scores or probabilities would be truncated to ids without a word
+            raise ValueError(f"class ids must be integers, got {floating}; take the argmax of scores first")
         n = self.num_classes
         pred, target = pred.reshape(-1).long().cpu(), target.reshape(-1).long().cpu()
         keep = target != self.ignore_index
@@ -33,6 +39,11 @@ class ConfusionMatrix:
     def scores(self, class_names: Sequence[str] | None = None) -> dict:
         """Every score of :func:`segmentation_scores` for everything added so far."""
         return segmentation_scores(self.matrix, class_names)
+
+
+def _as_tensor(values: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """``values`` as a tensor; a numpy array is copied (a read-only one, as PIL gives, cannot be shared)."""
+    return torch.from_numpy(np.array(values)) if isinstance(values, np.ndarray) else values
 
 
 def segmentation_scores(matrix: torch.Tensor, class_names: Sequence[str] | None = None) -> dict:

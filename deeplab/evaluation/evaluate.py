@@ -10,7 +10,7 @@ import torch
 from datasets.image_files import IGNORE_INDEX
 
 from ..errors import UserError
-from ..inference.tta import Engine, class_scores
+from ..inference.tta import Engine, check_engine, class_scores
 from .confusion import ConfusionMatrix
 
 __all__ = ["evaluate", "first_ids", "warn_repeated_ids"]
@@ -31,6 +31,7 @@ def evaluate(
     """Run ``engine`` over ``(images, masks)`` batches; it must accept CPU batches (an engine moves them). An image
     (or scale of one) with a side under ``min_side``, the model's smallest input, is a UserError; with the batches'
     ``image_paths`` in order, such an error starts with the file of its batch's first image."""
+    check_engine(engine)  # a model still in training mode scored batch statistics and changed its running ones
     matrix = ConfusionMatrix(num_classes, ignore_index=ignore_index)
     seen = 0
     with torch.inference_mode():

@@ -61,7 +61,7 @@ def score_prediction_dir(dataset: VOCSegmentation, pred_dir: str | Path) -> Conf
         if unscored:
             raise UserError(f"{pred_path}: {unscored} labelled pixels are predicted as {IGNORE_INDEX} (void); a "
                             f"prediction gives every pixel a class 0..{dataset.num_classes - 1}")
-        matrix.update(torch.tensor(pred), torch.tensor(target))  # copies: PIL arrays are read-only
+        matrix.update(pred, target)
     return matrix
 
 

@@ -170,6 +170,10 @@ def _finite_calibration(model: nn.Module, calibration: Iterable[torch.Tensor]) -
     """The calibration batches as float CPU tensors, once the fp32 model's scores on them are finite: ranges
     measured on NaN make ONNX Runtime's quantiser assert and NNCF's a finite model of nothing."""
     batches = [batch.float().cpu() for batch in calibration]
+    odd = next((batch for batch in batches if batch.ndim != 4), None)
+    if odd is not None:  # one batch given alone is iterated into its images, on which the model fails
+        raise ValueError(f"calibration: expected (N, 3, H, W) batches, got one of shape {tuple(odd.shape)}; pass "
+                         "[batch] for a single batch")
     with torch.inference_mode():
         for batch in batches:
             require_finite(model(batch))
@@ -210,6 +214,8 @@ def create_engine(
     engine = resolve_engine(engine, device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device} requested but CUDA is not available")
+    # torch.compile's wrapper: the ONNX export refuses to trace it, and the folded copy would compile anew (a minute).
+    model = getattr(model, "_orig_mod", model)
     if SPECS[engine].runtime != "torch":
         with tempfile.TemporaryDirectory(prefix="deeplab-engine-") as tmp:
             write_artefacts(model, engine, Path(tmp), calibration)
@@ -221,7 +227,8 @@ def _torch_engine(model: nn.Module, device: torch.device, *, bf16: bool) -> Engi
     """BatchNorm-folded eval copy on ``device`` in channels_last (the layout oneDNN/cuDNN convs prefer)."""
     from .fuse import fold_batchnorm
 
-    example = torch.randn(1, 3, 64, 64, device=next(model.parameters()).device)
+    # Its own generator: an engine made mid-training leaves the run's random stream as it was.
+    example = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)).to(next(model.parameters()).device)
     prepared = fold_batchnorm(model, example).to(device, memory_format=torch.channels_last)
     autocast_dtype = (torch.float16 if device.type == "cuda" else torch.bfloat16) if bf16 else None
 
@@ -229,7 +236,8 @@ def _torch_engine(model: nn.Module, device: torch.device, *, bf16: bool) -> Engi
 
     @torch.inference_mode()
     def run(batch: torch.Tensor) -> torch.Tensor:
-        batch = batch.to(device, memory_format=torch.channels_last)
+        # float32 as the other runtimes take it: a float64 batch (normalised in numpy) failed in the first conv.
+        batch = batch.to(device, torch.float32, memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
             with _without_tf32_convs() if exact else contextlib.nullcontext():
                 return prepared(batch).float()

@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import tempfile
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,27 +39,36 @@ DYNAMIC_PARITY_SIZE = (97, 131)
 # How PyTorch's CPU allocator, CUDA and ONNX Runtime say that an allocation failed, and how many bytes it asked for.
 _OUT_OF_MEMORY = re.compile(r"(can't|failed to) allocate memory|out of memory", re.IGNORECASE)
 _ASKED_BYTES = re.compile(r"allocate (\d+) bytes")
+#: torch.onnx.export keeps its state in globals: two exports at once on threads (engines prepared in parallel)
+#: failed with "GLOBALS.in_onnx_export must be False". warnings.catch_warnings is process-wide too.
+_EXPORTING = threading.Lock()
 
 
 def export_onnx(
     model: nn.Module, out: str | Path | io.BytesIO, *, input_size: Sequence[int] | None = None, batch_size: int = 1
 ) -> None:
-    """Export ``model`` (eval) to ONNX: dynamic batch, and dynamic height/width unless ``input_size=(H, W)`` fixes them."""
+    """Export ``model`` in eval mode to ONNX: dynamic batch, and dynamic height/width unless ``input_size=(H, W)``
+    fixes them. A model in training mode is back in it afterwards, and the global RNG is left as it was (a model
+    exported mid-training trains on as it would have)."""
     height, width = input_size if input_size is not None else (64, 64)
-    example = torch.randn(batch_size, 3, height, width)
+    example = torch.randn(batch_size, 3, height, width, generator=torch.Generator().manual_seed(0))
     axes = {0: "batch"} if input_size is not None else {0: "batch", 2: "height", 3: "width"}
-    with warnings.catch_warnings():
+    with _EXPORTING, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice; see the module docstring
-        torch.onnx.export(
-            model.eval(),
-            (example,),
-            out if isinstance(out, io.BytesIO) else str(out),
-            dynamo=False,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            opset_version=OPSET,
-            dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
-        )
+        was_training = model.training
+        try:
+            torch.onnx.export(
+                model.eval(),
+                (example,),
+                out if isinstance(out, io.BytesIO) else str(out),
+                dynamo=False,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                opset_version=OPSET,
+                dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
+            )
+        finally:
+            model.train(was_training)
 
 
 def export_checkpoint(

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from datasets.image_files import voc_palette
+from datasets.image_files import check_rgb_array, voc_palette
 
 __all__ = ["class_label", "overlay"]
 
@@ -28,11 +28,14 @@ def overlay(
 
     The result has the image's size; legend entries are named from ``class_names`` where given, else by id.
     """
+    check_rgb_array(image)
+    mask = np.asarray(mask)
     if image.shape[:2] != mask.shape:
         raise ValueError(f"image {image.shape[:2]} and mask {mask.shape} differ in size")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-    palette = voc_palette() if palette is None else palette
+    palette = voc_palette() if palette is None else np.asarray(palette, dtype=np.uint8)
+    _check_class_ids(mask, len(palette))
     # cv2 blends uint8 to uint8 directly: no float copies of large photos.
     blended = cv2.addWeighted(np.ascontiguousarray(image), 1.0 - alpha, palette[mask], alpha, 0.0)
     canvas = Image.fromarray(blended)
@@ -40,6 +43,15 @@ def overlay(
     names = [class_label(class_names, i) for i in present]
     _draw_legend(canvas, [tuple(int(c) for c in palette[i]) for i in present], names)
     return np.asarray(canvas)
+
+
+def _check_class_ids(mask: np.ndarray, colours: int) -> None:
+    """ValueError unless ``mask`` holds integer class ids that ``colours`` palette entries colour (numpy's indexing
+    errors name no mask, and a float mask of scores would have no classes)."""
+    if not np.issubdtype(mask.dtype, np.integer):
+        raise ValueError(f"mask: expected integer class ids, got {mask.dtype}; take the argmax of scores first")
+    if mask.size and (mask.min() < 0 or mask.max() >= colours):
+        raise ValueError(f"mask: class ids {mask.min()}..{mask.max()}, but the palette colours 0..{colours - 1}")
 
 
 def _draw_legend(canvas: Image.Image, colours: list[tuple[int, ...]], names: list[str]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -14,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from datasets import DataError
-from datasets.transforms import normalize_image
+from datasets.image_files import check_rgb_array
+from datasets.transforms import check_normalisation, normalize_image
 
 from ..checkpoint import (
     MAX_CLASSES, check_class_name_list, load_checkpoint, min_input_side, model_from_checkpoint, read_checkpoint_bytes,
@@ -24,7 +26,7 @@ from ..errors import UserError
 from ..tool_args import check_ranges
 from .calibration import choose_calibration
 from .prepared import checkpoint_engine
-from .tta import Engine, class_scores
+from .tta import Engine, check_engine, class_scores
 
 __all__ = ["Prediction", "Predictor", "check_model_size", "default_batch_size", "prepare_image", "shrink_to",
            "shrunk_size", "upsample_argmax"]
@@ -63,22 +65,15 @@ class Predictor:
         engine_choice: str | None = None,
         min_side: int = 1,
     ) -> None:
-        if isinstance(engine, torch.nn.Module) and engine.training:
-            raise ValueError("engine: a model in training mode, whose masks would change from call to call (dropout, "
-                             "BatchNorm on each batch's statistics, updating its running ones); pass model.eval() or "
-                             "deeplab.inference.create_engine(model)")
-        dtype = _weights_dtype(engine)
-        if dtype not in (None, torch.float32):  # images arrive as float32: a conv of other weights fails on the first
-            raise ValueError(f"engine: a model with {dtype} weights, but images arrive as float32; pass model.float() "
-                             "(create_engine(model.float(), engine='torch-bf16') runs it in bfloat16 where the CPU "
-                             "has it)")
+        check_engine(engine)
         self.engine = engine
         self.engine_name = engine_name
         #: For ``engine="auto"`` on the CPU: one line naming the engine chosen and why (tools print it).
         self.engine_choice = engine_choice
         self.model_config = dict(model_config or {})
+        check_class_name_list(class_names, flag="class_names")
         self.class_names = list(class_names)
-        self.mean, self.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+        self.mean, self.std = check_normalisation(mean, std)
         self.device = device
         self.max_size = _checked_max_size(max_size)
         #: The fewest pixels a side of the model's input may have (see :func:`~deeplab.checkpoint.min_input_side`).
@@ -110,6 +105,8 @@ class Predictor:
         """
         _checked_max_size(max_size)  # before the model is rebuilt and its engine prepared
         check_class_name_list(class_names, flag="class_names")
+        named = _image_files(calibration, "calibration")
+        fallback = _image_files(fallback_calibration, "fallback_calibration")
         data = read_checkpoint_bytes(path)  # the engine cache's key hashes exactly the bytes loaded
         ckpt = load_checkpoint(path, data=data)
         # Hashed only by engines that use the cache (not the PyTorch ones); the bytes go when this call returns.
@@ -126,8 +123,7 @@ class Predictor:
         mean = tuple(float(v) for v in (ckpt["mean"] if "mean" in ckpt else model().mean))
         std = tuple(float(v) for v in (ckpt["std"] if "std" in ckpt else model().std))
         resolved = resolve_device(device)
-        fallback = [] if engine == "auto" else [Path(p) for p in fallback_calibration]
-        images = choose_calibration([Path(p) for p in calibration or ()], ckpt, fallback)
+        images = choose_calibration(named, ckpt, [] if engine == "auto" else fallback)
         min_side = min_input_side(config)
         prepare = functools.partial(prepare_image, mean=mean, std=std, max_size=max_size, min_side=min_side)
         prepared = checkpoint_engine(path, ckpt, sha256, model, engine=engine, device=resolved, calibration=images,
@@ -173,10 +169,17 @@ class Predictor:
             for size, indices in by_size.items():
                 scores = class_scores(self.engine, torch.cat([inputs[i] for i in indices]), scales=scales, flip=flip,
                                       any_orientation=any_orientation, min_side=self.min_side)
+                self._check_class_count(scores.shape[1])
                 for row, index in enumerate(indices):
                     mask = upsample_argmax(scores[row : row + 1], images[index].shape[:2])
                     predictions[index] = Prediction(mask=mask.cpu().numpy(), model_size=size)
         return predictions
+
+    def _check_class_count(self, scored: int) -> None:
+        """ValueError when the engine scores another number of classes than :attr:`class_names` names: the masks'
+        ids would be shown and reported under other classes' names (VOC's 21 given for a 5-class model)."""
+        if scored != len(self.class_names):
+            raise ValueError(f"class_names: {len(self.class_names)} names, but the engine scores {scored} classes")
 
 
 def default_batch_size(engine: str, device: str | torch.device = "cpu") -> int:
@@ -189,15 +192,9 @@ def default_batch_size(engine: str, device: str | torch.device = "cpu") -> int:
 def prepare_image(image: np.ndarray, *, mean: Sequence[float], std: Sequence[float],
                   max_size: int | None, min_side: int = 1) -> torch.Tensor:
     """One uint8 RGB image as a model input: shrunk to ``max_size`` if larger, normalised, a batch of one;
-    DataError when a side of it is then shorter than ``min_side``; ValueError for any other array (a float image in
-    [0, 1] would be read as nearly black, without a word)."""
-    if not isinstance(image, np.ndarray):  # a PIL image or a tensor has no dtype, or a torch one that reads alike
-        kind = f"{type(image).__module__}.{type(image).__qualname__}"
-        raise ValueError(f"expected a uint8 H x W x 3 RGB numpy array, got a {kind}: pass np.asarray(image) of a "
-                         "PIL image converted to RGB, or tensor.permute(1, 2, 0).numpy() of a 3 x H x W uint8 tensor")
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"expected a uint8 H x W x 3 RGB image, got {image.dtype} of shape {image.shape} "
-                         "(datasets.read_rgb decodes any image file to one)")
+    DataError when a side of it is then shorter than ``min_side``; ValueError for any other array (see
+    :func:`datasets.image_files.check_rgb_array`)."""
+    check_rgb_array(image)
     check_model_size(image, max_size=max_size, min_side=min_side)
     return normalize_image(shrink_to(image, max_size), mean, std)[None]
 
@@ -212,11 +209,12 @@ def check_model_size(image: np.ndarray, *, max_size: int | None, min_side: int, 
                         f"which needs at least {min_side} pixels a side")
 
 
-def _weights_dtype(engine: Engine) -> torch.dtype | None:
-    """The dtype of a model engine's first floating-point weight, None for other engines (an ONNX session...)."""
-    if not isinstance(engine, torch.nn.Module):
-        return None
-    return next((p.dtype for p in engine.parameters() if p.is_floating_point()), None)
+def _image_files(paths: Sequence[str | Path] | None, name: str) -> list[Path]:
+    """``paths`` as paths; one string or path is refused: its letters were taken for files ('/: is a folder')."""
+    if isinstance(paths, (str, os.PathLike)):
+        raise UserError(f"{name} {paths}: takes a list of image files, not one path; datasets.list_images(folder) "
+                        "lists a folder's")
+    return [Path(p) for p in paths or ()]
 
 
 def _checked_max_size(max_size: int | None) -> int | None:
@@ -236,9 +234,9 @@ def shrink_to(image: np.ndarray, max_size: int | None) -> np.ndarray:
 
 def shrunk_size(size: tuple[int, int], max_size: int | None) -> tuple[int, int]:
     """``(height, width)`` scaled down so the long side is at most ``max_size`` (no side under 1); unchanged if
-    smaller."""
+    smaller; a negative ``max_size`` is a UserError."""
     height, width = size
-    if not max_size or max(height, width) <= max_size:
+    if not _checked_max_size(max_size) or max(height, width) <= max_size:
         return height, width
     scale = max_size / max(height, width)
     return max(1, round(height * scale)), max(1, round(width * scale))
@@ -250,6 +248,9 @@ def upsample_argmax(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     Masks are 8-bit PNGs with 255 = void, so ids are uint8 (at most 255 classes), which also keeps the
     full-resolution buffers of a large photo small.
     """
+    if scores.ndim != 4 or scores.shape[0] != 1:  # another image of a batch would be dropped without a word
+        raise ValueError(f"expected the (1, C, h, w) scores of one image, got shape {tuple(scores.shape)}; pass "
+                         "scores[i : i + 1] for image i of a batch")
     if scores.shape[1] > MAX_CLASSES:
         raise ValueError(f"at most {MAX_CLASSES} classes fit uint8 masks, got {scores.shape[1]}")
     if tuple(scores.shape[-2:]) == tuple(size):

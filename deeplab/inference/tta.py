@@ -11,10 +11,27 @@ import torch.nn.functional as F
 
 from ..errors import UserError
 
-__all__ = ["Engine", "ScoresNotFinite", "View", "class_scores", "predict_probabilities", "require_finite", "tta_views"]
+__all__ = ["Engine", "ScoresNotFinite", "View", "check_engine", "class_scores", "predict_probabilities",
+           "require_finite", "tta_views"]
 
 #: A prepared model: normalised ``(N, 3, H, W)`` float batch -> ``(N, C, H, W)`` float32 logits.
 Engine = Callable[[torch.Tensor], torch.Tensor]
+
+
+def check_engine(engine: Engine) -> None:
+    """ValueError for a model given as an engine that cannot predict: one in training mode, whose masks change from
+    call to call and whose BatchNorm running statistics each call updates, or one whose weights are not float32."""
+    if not isinstance(engine, torch.nn.Module):
+        return
+    if engine.training:
+        raise ValueError("engine: a model in training mode, whose masks would change from call to call (dropout, "
+                         "BatchNorm on each batch's statistics, updating its running ones); pass model.eval() or "
+                         "deeplab.inference.create_engine(model)")
+    dtype = next((p.dtype for p in engine.parameters() if p.is_floating_point()), None)
+    if dtype not in (None, torch.float32):  # images arrive as float32: a conv of other weights fails on the first
+        raise ValueError(f"engine: a model with {dtype} weights, but images arrive as float32; pass model.float() "
+                         "(create_engine(model.float(), engine='torch-bf16') runs it in bfloat16 where the CPU "
+                         "has it)")
 
 
 def predict_probabilities(

@@ -24,6 +24,7 @@ from datasets import DataError
 
 from ..checkpoint import temporary_beside
 from ..errors import UserError
+from ..tool_args import check_new_files
 from .outputs import VIDEO_SUFFIXES, claim_new_file, is_prediction_file, save_frame_mask
 from .overlay import overlay
 from .pipeline import prefetch, segment_stream
@@ -185,8 +186,11 @@ def segment_video(
     ``on_frame`` is called after each frame is written (a progress bar). A stream that ends before its declared
     frame count raises :class:`VideoError` naming the first missing frame, after closing the overlay file so
     the frames before it stay playable; so do frames too small for the codec, before anything is written. The
-    file's extension picks the codec (``.mp4``, ``.webm``, ``.avi``).
+    file's extension picks the codec (``.mp4``, ``.webm``, ``.avi``). An ``overlay_path`` that is ``path`` itself, or
+    a folder, is a UserError.
     """
+    # clip.with_suffix(".mp4") of an .mp4: its overlay would replace it.
+    check_new_files([overlay_path], flag="overlay_path", overwrite=True, inputs=[("video", path)])
     capture, info = open_video(path)
     frames = prefetch(_numbered_frames(capture), 2 * batch_size)
     try:

@@ -5,11 +5,13 @@ import numbers
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from backbones import build_backbone
+from datasets.transforms import check_normalisation
 
 from .aspp import ASPP, default_atrous_rates
 from .decoder import Decoder
@@ -48,9 +50,12 @@ class DeepLabV3Plus(nn.Module):
         **backbone_kwargs: Any,
     ) -> None:
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-        num_classes = int(num_classes)  # a numpy integer (mask.max() + 1) would make config no plain data
+        # A numpy integer (mask.max() + 1) would make config no plain data; aspp_channels=0 built and failed at the
+        # first forward pass inside a convolution.
+        num_classes, aspp_channels, decoder_convs = (_positive_int(name, value) for name, value in (
+            ("num_classes", num_classes), ("aspp_channels", aspp_channels), ("decoder_convs", decoder_convs)))
+        separable, low_level_first, align_corners = (_flag(name, value) for name, value in (
+            ("separable", separable), ("low_level_first", low_level_first), ("align_corners", align_corners)))
         self.backbone = build_backbone(
             backbone, output_stride=output_stride, pretrained=pretrained_backbone, **backbone_kwargs
         )
@@ -74,10 +79,8 @@ class DeepLabV3Plus(nn.Module):
             align_corners=align_corners,
             dropouts=dropouts,
         )
-        self.mean = _three_floats("mean", mean if mean is not None else self.backbone.mean)
-        self.std = _three_floats("std", std if std is not None else self.backbone.std)
-        if min(self.std) <= 0:
-            raise ValueError(f"std must be positive, got {list(self.std)}")
+        self.mean, self.std = check_normalisation(mean if mean is not None else self.backbone.mean,
+                                                  std if std is not None else self.backbone.std)
         self.align_corners = align_corners
         self.config: dict[str, Any] = {
             "backbone": backbone,
@@ -116,6 +119,21 @@ def config_at_output_stride(config: dict[str, Any], output_stride: int) -> dict[
     return {**config, "output_stride": output_stride, "atrous_rates": [int(rate) for rate in scaled]}
 
 
+def _positive_int(name: str, value: Any) -> int:
+    """``value`` as an int, refused unless a positive integer (a bool, a float or a string of one included)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _flag(name: str, value: Any) -> bool:
+    """``value`` as a bool, refused unless it is one: the string "false" of a config file is true, and built the
+    other architecture."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def _atrous_rates(rates: Sequence[int]) -> tuple[int, ...]:
     """``rates`` as ints, refused unless positive integers: a string or a 0 would otherwise build, be saved in
     checkpoints, and fail at the first forward pass inside a convolution."""
@@ -123,13 +141,6 @@ def _atrous_rates(rates: Sequence[int]) -> tuple[int, ...]:
             isinstance(rate, numbers.Integral) and not isinstance(rate, bool) and rate >= 1 for rate in rates):
         raise ValueError(f"atrous_rates must be positive integers, got {rates!r}")
     return tuple(int(rate) for rate in rates)
-
-
-def _three_floats(name: str, values: Sequence[float]) -> tuple[float, float, float]:
-    values = tuple(float(v) for v in values)
-    if len(values) != 3:
-        raise ValueError(f"{name} needs one value per RGB channel, got {list(values)}")
-    return values
 
 
 def build_model(backbone: str = "mobilenetv2", **kwargs: Any) -> DeepLabV3Plus:

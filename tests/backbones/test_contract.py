@@ -1,6 +1,7 @@
 """Every registered backbone keeps the contract at every output stride: declared features == measured ones."""
 from __future__ import annotations
 
+import io
 import math
 
 import pytest
@@ -84,6 +85,17 @@ def test_output_stride_keeps_parameter_shapes(built: tuple[str, dict[int, Backbo
 def test_backbone_declares_normalisation(built: tuple[str, dict[int, Backbone]]) -> None:
     backbone = built[1][16]
     assert len(backbone.mean) == 3 and len(backbone.std) == 3 and min(backbone.std) > 0
+
+
+def test_backbone_saved_whole_loads_and_computes_the_same(built: tuple[str, dict[int, Backbone]]) -> None:
+    """torch.save(model) pickles the modules themselves (spawned DataLoader or DDP processes do too)."""
+    backbone, x = built[1][16], torch.randn(1, 3, 21, 27)
+    buffer = io.BytesIO()
+    torch.save(backbone, buffer)
+    buffer.seek(0)
+    restored = torch.load(buffer, weights_only=False)
+    with torch.no_grad():
+        assert all(torch.equal(restored(x)[key], value) for key, value in backbone(x).items())
 
 
 def test_unknown_name_lists_choices() -> None:

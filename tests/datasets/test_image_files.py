@@ -97,6 +97,20 @@ def _voc_ids(shape: tuple[int, int] = (13, 17)) -> np.ndarray:
     return mask
 
 
+def test_masks_of_ids_that_do_not_fit_a_png_are_refused_not_wrapped(tmp_path: Path) -> None:
+    """int64 ids were cast to uint8: 300 became class 44, an ignore label of -100 class 156, 2.5 class 2."""
+    ids = np.array([[0, 1], [2, 255]])
+    save_label_png(tmp_path / "wide.png", ids.astype(np.int64))
+    save_label_png(tmp_path / "bool.png", ids > 1)
+    assert read_label_png(tmp_path / "wide.png", 3).tolist() == ids.tolist()
+    assert read_label_png(tmp_path / "bool.png", 2).tolist() == [[0, 0], [1, 1]]
+    for wrong, words in ((ids + 45, r"class ids 45..300 do not fit"), (ids - 101, r"class ids -101..154 do not fit"),
+                         (ids + 0.5, "expected integer class ids, got float64")):
+        with pytest.raises(ValueError, match=words):
+            save_label_png(tmp_path / "wrong.png", wrong)
+    assert not (tmp_path / "wrong.png").exists()
+
+
 def test_an_rgb_mask_in_voc_colours_reads_as_its_palette_pngs_ids(tmp_path: Path) -> None:
     """VOC masks re-saved by OpenCV or an editor, or colourised predictions: the palette's colours as RGB."""
     mask = _voc_ids()

@@ -27,6 +27,8 @@ def test_train_transform_shapes_and_nearest_masks():
             assert set(y.unique().tolist()) <= {0, 3, 7, 255}
             padded |= bool((y == 255).any())
     assert padded
+    with pytest.raises(ValueError, match="expected a uint8 H x W x 3 RGB image, got float64"):
+        transform(image / 255.0, mask)  # normalised as 0..255 pixels, it trained on a near-constant input
 
 
 def _expected(value: float) -> torch.Tensor:
@@ -107,6 +109,15 @@ def test_no_colour_jitter_is_the_plain_pipeline_and_bad_shares_are_refused():
         build_train_transform(crop_size=48, mean=MEAN, std=STD, color_jitter=1.5)
 
 
+
+def test_a_mean_and_std_for_0_to_255_pixels_are_refused_by_both_transforms():
+    """mmsegmentation's values made every training and evaluation input nearly constant, without a word."""
+    mean, std = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
+    for build in (build_eval_transform, lambda **kw: build_train_transform(crop_size=48, **kw)):
+        with pytest.raises(ValueError, match=r"mean \[123.675, 116.28, 103.53\] is not of pixels scaled to \[0, 1\]"):
+            build(mean=mean, std=std)
+
+
 def test_transforms_pickle_and_dataloader_with_workers(voc_mini):
     train = build_train_transform(crop_size=64, mean=MEAN, std=STD)
     evaluation = build_eval_transform(mean=MEAN, std=STD)
@@ -121,6 +132,48 @@ def test_transforms_pickle_and_dataloader_with_workers(voc_mini):
         assert x.shape == (4, 3, 64, 64) and y.shape == (4, 64, 64) and y.dtype == torch.int64
 
 
+class _OneImage(torch.utils.data.Dataset):
+    """The same image and mask four times, through ``transform`` (reseeded with ``seed`` before each when given):
+    only the augmentation tells the items apart."""
+
+    def __init__(self, transform, seed: int | None = None) -> None:
+        self.transform, self.seed = transform, seed
+        rng = np.random.default_rng(4)
+        self.image, self.mask = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8), np.ones((40, 50), np.uint8)
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.seed is not None:
+            self.transform.set_seed(self.seed)
+        return self.transform(self.image, self.mask)
+
+
+def test_dataloader_workers_draw_their_own_augmentations_every_epoch():
+    """A plain DataLoader with workers: each worker and each epoch augments anew, and a seeded run repeats."""
+    dataset = _OneImage(build_train_transform(crop_size=32, mean=MEAN, std=STD))
+
+    def epochs(seed: int) -> list[torch.Tensor]:
+        loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=2,
+                                             generator=torch.Generator().manual_seed(seed))
+        return [x[0] for _ in range(2) for x, _ in loader]
+
+    samples = epochs(0)
+    assert len({tuple(x.flatten().tolist()) for x in samples}) == len(samples)
+    assert all(torch.equal(a, b) for a, b in zip(samples, epochs(0)))
+    dataset.transform.set_seed(7)  # seeded in the main process: the workers still draw apart
+    assert len({tuple(x.flatten().tolist()) for x in epochs(0)}) == len(samples)
+
+
+def test_set_seed_in_the_worker_wins_over_the_worker_seed():
+    dataset = _OneImage(build_train_transform(crop_size=32, mean=MEAN, std=STD), seed=5)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=2)
+    expected = _samples(build_train_transform(crop_size=32, mean=MEAN, std=STD), dataset.image, dataset.mask,
+                        seed=5, count=1)[0][0]
+    assert all(torch.equal(x[0], expected) for x, _ in loader)
+
+
 def test_normalize_image_equals_albumentations_normalize():
     """Prediction normalises without albumentations; it must give what training's pipeline gives."""
     import albumentations as A
@@ -128,3 +181,5 @@ def test_normalize_image_equals_albumentations_normalize():
     image = np.random.default_rng(3).integers(0, 256, (17, 23, 3), dtype=np.uint8)
     expected = A.Normalize(mean=MEAN, std=STD, max_pixel_value=255.0)(image=image)["image"].transpose(2, 0, 1)
     np.testing.assert_allclose(normalize_image(image, MEAN, STD).numpy(), expected, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="expected a uint8 H x W x 3 RGB image, got float64"):
+        normalize_image(image / 255.0, MEAN, STD)  # a float image in [0, 1] became nearly constant, without a word

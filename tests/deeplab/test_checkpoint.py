@@ -204,6 +204,20 @@ def test_files_that_are_no_checkpoint_are_named_for_what_they_are(tmp_path: Path
     assert str(refused.value) == f"{path}: not a PyTorch checkpoint ({kind})"
 
 
+def test_our_models_bare_state_dict_says_how_to_save_a_checkpoint(tmp_path: Path) -> None:
+    """torch.save(model.state_dict()), PyTorch's habit, was told to convert a VainF or bubbliiiing file."""
+    model = build_model(num_classes=3, width_mult=0.25)
+    for prefix in ("", "_orig_mod."):
+        torch.save({prefix + key: value for key, value in model.state_dict().items()}, tmp_path / "weights.pt")
+        with pytest.raises(UserError) as refused:
+            load_checkpoint(tmp_path / "weights.pt")
+        assert str(refused.value).startswith(f"{tmp_path / 'weights.pt'}: the weights of this project's own "
+                                             "DeepLabV3+ without the model_config that rebuilds it, so the model "
+                                             "cannot be rebuilt; load them into the model they came from and save "
+                                             "it with deeplab.save_checkpoint({'model': model.state_dict(), "
+                                             "'model_config': model.config}, PATH)")
+
+
 def test_a_model_with_more_classes_than_masks_hold_is_refused(tmp_path: Path) -> None:
     for num_classes in (255, 256):
         model = build_model(num_classes=num_classes, width_mult=0.35)
@@ -304,8 +318,9 @@ def test_a_truncated_checkpoint_message_ends_on_a_whole_word(tmp_path: Path) -> 
 @pytest.mark.parametrize(("key", "value", "words"), [
     ("model", torch.zeros(3), "'model' is a Tensor, not a dict of named tensors"),
     ("model", {"w": "not a tensor"}, "'model' holds str 'not a tensor' under 'w', not a tensor"),
-    ("mean", "0.5", "'mean' is str '0.5', not three finite numbers"),
-    ("std", [0.2, 0.0, 0.2], "'std' is list [0.2, 0.0, 0.2], not three finite numbers (one per RGB channel, positive)"),
+    ("mean", "0.5", "mean needs three finite numbers, one per RGB channel, got '0.5'"),
+    ("std", [0.2, 0.0, 0.2], "std must be positive, got [0.2, 0.0, 0.2]"),
+    ("mean", [123.675, 116.28, 103.53], "mean [123.675, 116.28, 103.53] is not of pixels scaled to [0, 1]"),
     ("class_names", "abc", "'class_names' is str 'abc', not a list of names"),
     ("class_names", ["a", "b"], "'class_names' has 2 names, but its 'model_config' predicts 3 classes"),
     ("args", [1], "'args' is list [1], not a dict of training settings"),

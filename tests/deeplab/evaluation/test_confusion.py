@@ -87,7 +87,19 @@ def test_ignore_label_and_bad_ids() -> None:
     with pytest.raises(ValueError, match=r"\[0, 3\)"):
         matrix.update(torch.tensor([3]), torch.tensor([0]))
     with pytest.raises(ValueError, match="shape"):
-        matrix.update(torch.zeros(2, 2), torch.zeros(4))
+        matrix.update(torch.zeros(2, 2, dtype=torch.int64), torch.zeros(4, dtype=torch.int64))
+
+
+def test_numpy_masks_count_and_scores_are_refused_as_ids() -> None:
+    """A Prediction's mask and a dataset's are numpy arrays (they raised AttributeError); float scores or
+    probabilities were truncated to class 0 without a word."""
+    matrix = ConfusionMatrix(3)
+    target = np.array([[0, 2], [2, 255]], np.uint8)
+    target.setflags(write=False)  # as np.asarray of a PIL image
+    matrix.update(np.array([[0, 2], [1, 1]], np.uint8), target)
+    assert matrix.matrix.tolist() == [[1, 0, 0], [0, 0, 0], [0, 1, 1]]
+    with pytest.raises(ValueError, match="class ids must be integers, got torch.float32; take the argmax"):
+        matrix.update(torch.full((2, 2), 0.7), torch.ones(2, 2, dtype=torch.int64))
 
 
 def test_names_must_match_classes() -> None:

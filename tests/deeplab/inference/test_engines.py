@@ -65,6 +65,7 @@ def test_engine_matches_fp32_eager(tiny_model: nn.Module, batch: torch.Tensor, e
     max_rel, max_disagreement = TOLERANCES[engine]
     assert float((got.cpu() - expected).abs().max()) <= max_rel * logit_range
     assert float((got.cpu().argmax(1) != expected.argmax(1)).float().mean()) <= max_disagreement
+    assert torch.equal(run(batch.double()), got)  # normalised in numpy: float64, as every runtime takes it
 
 
 @pytest.mark.slow  # NNCF's import and calibration
@@ -132,8 +133,21 @@ def test_the_torch_engine_leaves_a_model_in_training_mode_training(tiny_model: n
     """Predictor's advice for a model in training mode is create_engine(model): mid-training, that must not switch
     the model's BatchNorm and dropout to eval for the steps that follow."""
     model = copy.deepcopy(tiny_model).train()
+    torch.manual_seed(1)
+    expected = torch.rand(3)
+    torch.manual_seed(1)
     create_engine(model, engine="torch")
     assert all(module.training for module in model.modules())
+    assert torch.equal(torch.rand(3), expected)  # nor moves the run's random stream
+
+
+def test_a_compiled_model_makes_the_engines_of_the_model_it_wraps(tiny_model: nn.Module, batch: torch.Tensor) -> None:
+    """The ONNX export refused to trace torch.compile's wrapper; the torch engine compiled a copy for a minute."""
+    compiled = torch.compile(tiny_model)
+    with torch.inference_mode():
+        expected = tiny_model(batch)
+    for engine in ("onnxruntime", "torch"):
+        assert torch.allclose(create_engine(compiled, engine=engine)(batch), expected, atol=1e-4, rtol=0)
 
 
 def test_folding_refuses_a_conv_output_read_twice(randomise_batchnorm) -> None:
@@ -187,6 +201,9 @@ def test_int8_needs_calibration(tiny_model: nn.Module, engine: str) -> None:
     skip_if_missing(engine)
     with pytest.raises(ValueError, match="calibration"):
         create_engine(tiny_model, engine=engine)
+    with pytest.raises(ValueError, match=r"expected \(N, 3, H, W\) batches, got one of shape \(3, 32, 32\); pass "
+                                          r"\[batch\]"):  # the model's 'expected 4D input' named no argument
+        create_engine(tiny_model, engine=engine, calibration=torch.randn(2, 3, 32, 32))
 
 
 def test_auto_and_device_guards() -> None:

@@ -1,6 +1,7 @@
 """ONNX export: dynamic batch and odd spatial sizes match PyTorch under ONNX Runtime."""
 from __future__ import annotations
 
+import concurrent.futures
 import io
 import logging
 
@@ -35,6 +36,29 @@ def test_fixed_size_export_declares_its_size(tiny_model: torch.nn.Module) -> Non
     session = onnx_session(buffer.getvalue())
     assert session.get_inputs()[0].shape[1:] == [3, 40, 56]
     assert parity_check(tiny_model, session, torch.randn(3, 3, 40, 56)).max_abs_diff < 1e-4
+
+
+def test_a_model_exported_mid_training_trains_on_as_before() -> None:
+    """export_onnx left a training model in eval mode (BatchNorm frozen, no dropout for the steps after) and drew
+    its example input from the global RNG, so a seeded run that exported drew other batches."""
+    model = build_model(num_classes=3, width_mult=0.25).train()
+    torch.manual_seed(1)
+    expected = torch.rand(3)
+    torch.manual_seed(1)
+    export_onnx(model, io.BytesIO())
+    assert all(module.training for module in model.modules())
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_exports_on_threads_at_once_all_succeed(tiny_model: torch.nn.Module) -> None:
+    """torch.onnx.export keeps global state: engines prepared on parallel threads failed with
+    'GLOBALS.in_onnx_export must be False'."""
+    buffers = [io.BytesIO() for _ in range(3)]
+    with concurrent.futures.ThreadPoolExecutor(len(buffers)) as pool:
+        for done in [pool.submit(export_onnx, tiny_model, buffer) for buffer in buffers]:
+            done.result()
+    assert all(parity_check(tiny_model, onnx_session(b.getvalue()), torch.randn(1, 3, 20, 30)).max_abs_diff < 1e-4
+               for b in buffers)
 
 
 def test_int8_scales_are_finite_behind_size_keeping_max_pools() -> None:

@@ -43,6 +43,23 @@ def test_overlay_rejects_mismatched_sizes() -> None:
         overlay(np.zeros((10, 10, 3), np.uint8), np.zeros((10, 11), np.uint8))
 
 
+def test_images_and_masks_overlay_cannot_draw_are_named() -> None:
+    """Greyscale, RGBA or float images failed inside OpenCV, and float, bool or out-of-palette masks in numpy's
+    indexing, with messages that named neither argument."""
+    image, mask = np.zeros((10, 10, 3), np.uint8), np.zeros((10, 10), np.uint8)
+    for wrong in (image[..., 0], np.dstack([image, mask]), image / 255.0):
+        with pytest.raises(ValueError, match="expected a uint8 H x W x 3 RGB image"):
+            overlay(wrong, mask)
+    for wrong in (mask.astype(np.float32), mask.astype(bool)):
+        with pytest.raises(ValueError, match="mask: expected integer class ids"):
+            overlay(image, wrong)
+    with pytest.raises(ValueError, match=r"mask: class ids 0..300, but the palette colours 0..255"):
+        overlay(image, np.where(np.eye(10, dtype=bool), 300, 0))
+    with pytest.raises(ValueError, match=r"class ids 0..2, but the palette colours 0..1"):
+        overlay(image, np.where(np.eye(10, dtype=bool), 2, 0), palette=[[0, 0, 0], [255, 0, 0]])
+    assert overlay(image, mask + 1, palette=[[0, 0, 0], [255, 0, 0]]).shape == image.shape  # a list is a palette
+
+
 def legend(names: list[str]) -> np.ndarray:
     """The top-left corner of an overlay whose mask holds every class of ``names``."""
     mask = np.repeat(np.arange(len(names), dtype=np.uint8), 120 * 160 // len(names))[: 120 * 160].reshape(120, 160)

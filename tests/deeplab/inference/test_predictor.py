@@ -22,6 +22,14 @@ def test_upsample_argmax_equals_full_interpolation() -> None:
     np.testing.assert_array_equal(upsample_argmax(scores, (30, 41)).numpy(), full.numpy())
 
 
+@pytest.mark.parametrize("shape", [(2, 5, 7, 9), (5, 7, 9)])
+def test_upsample_argmax_refuses_anything_but_one_images_scores(shape: tuple[int, ...]) -> None:
+    """A batch's scores gave the first image's mask alone, and (C, h, w) scores a row of garbage."""
+    for size in [(7, 9), (30, 41)]:
+        with pytest.raises(ValueError, match=r"\(1, C, h, w\) scores of one image"):
+            upsample_argmax(torch.randn(shape), size)
+
+
 def test_predict_is_the_engine_argmax_after_eval_normalisation(tmp_path: Path, make_checkpoint) -> None:
     model = make_checkpoint(tmp_path / "m.pt", ["a", "b", "c"], num_classes=3)
     predictor = Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="torch")
@@ -51,8 +59,9 @@ def test_a_model_in_training_mode_is_refused_as_an_engine() -> None:
     """Its masks changed from call to call (dropout) and each call moved its BatchNorm running statistics."""
     model = build_model(num_classes=3, width_mult=0.25)
     with pytest.raises(ValueError, match=r"^engine: a model in training mode.*pass model.eval\(\)"):
-        Predictor(model, class_names="abc", mean=model.mean, std=model.std, device=torch.device("cpu"))
-    predictor = Predictor(model.eval(), class_names="abc", mean=model.mean, std=model.std, device=torch.device("cpu"))
+        Predictor(model, class_names=list("abc"), mean=model.mean, std=model.std, device=torch.device("cpu"))
+    predictor = Predictor(model.eval(), class_names=list("abc"), mean=model.mean, std=model.std,
+                          device=torch.device("cpu"))
     image = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
     np.testing.assert_array_equal(predictor.predict(image).mask, predictor.predict(image).mask)
 
@@ -62,8 +71,32 @@ def test_a_model_of_half_precision_weights_is_refused_as_an_engine() -> None:
     model = build_model(num_classes=3, width_mult=0.25).eval()
     for dtype in (torch.float16, torch.bfloat16):
         with pytest.raises(ValueError, match=rf"^engine: a model with {dtype} weights.*pass model\.float\(\)"):
-            Predictor(model.to(dtype), class_names="abc", mean=model.mean, std=model.std, device=torch.device("cpu"))
-    Predictor(model.float(), class_names="abc", mean=model.mean, std=model.std, device=torch.device("cpu"))
+            Predictor(model.to(dtype), class_names=list("abc"), mean=model.mean, std=model.std,
+                      device=torch.device("cpu"))
+    Predictor(model.float(), class_names=list("abc"), mean=model.mean, std=model.std, device=torch.device("cpu"))
+
+
+@pytest.mark.parametrize(("given", "words"), [
+    ({"mean": (123.675, 116.28, 103.53), "std": (58.395, 57.12, 57.375)}, "mean .* is not of pixels scaled to"),
+    ({"std": (0.2, 0.0, 0.2)}, "std must be positive"),
+    ({"mean": (0.5, 0.5)}, "mean needs three finite numbers"),
+    ({"class_names": "abc"}, "class_names abc: takes a list of class names, not a string"),
+])
+def test_normalisation_and_names_the_predictor_cannot_use_are_refused_when_built(given: dict, words: str) -> None:
+    """mmsegmentation's 0..255 mean gave a mask of one class, a zero std a message about diverged weights, and a
+    string its letters as class names."""
+    model = build_model(num_classes=3, width_mult=0.25).eval()
+    arguments = {"class_names": list("abc"), "mean": model.mean, "std": model.std, **given}
+    with pytest.raises((ValueError, UserError), match=words):
+        Predictor(model, device=torch.device("cpu"), **arguments)
+
+
+def test_names_of_another_class_count_than_the_engine_scores_are_refused() -> None:
+    """VOC's 21 names given for a 3-class model named its masks' ids after aeroplane and bicycle, without a word."""
+    model = build_model(num_classes=3, width_mult=0.25).eval()
+    predictor = Predictor(model, class_names=list("abcd"), mean=model.mean, std=model.std, device=torch.device("cpu"))
+    with pytest.raises(ValueError, match="class_names: 4 names, but the engine scores 3 classes"):
+        predictor.predict(np.zeros((9, 11, 3), np.uint8))
 
 
 def test_normalisation_saved_in_the_checkpoint_wins(tmp_path: Path, make_checkpoint) -> None:
@@ -85,6 +118,8 @@ def test_large_image_is_shrunk_for_the_model_only(tmp_path: Path, make_checkpoin
     assert shrink_to(image, None) is image and shrink_to(image, 300) is image
     with pytest.raises(UserError, match=r"^max_size: must be 0 or more, got -64$"):  # shrank every image to 1x1
         Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="torch", max_size=-64)
+    with pytest.raises(UserError, match=r"^max_size: must be 0 or more, got -64$"):
+        shrink_to(image, -64)  # public too: it gave a 1x1 image
 
 
 @pytest.mark.parametrize("stride", [12, "8"])
@@ -128,6 +163,10 @@ def test_int8_calibrates_on_the_named_images_only(tmp_path: Path, make_checkpoin
     assert read == ["named.png", "input.png"]  # the checkpoint names no training data: the inputs calibrate
     with pytest.raises(UserError, match="--engine int8: needs calibration images; pass --calibration DIR"):
         Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="int8")
+    for name, one in (("calibration", str(tmp_path)), ("fallback_calibration", tmp_path / "input.png")):
+        # Its letters were taken for files: '/: is a folder, not an image'.
+        with pytest.raises(UserError, match=rf"^{name} .*: takes a list of image files, not one path"):
+            Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="int8", **{name: one})
 
 
 def test_same_size_argmax_keeps_the_lowest_id_on_ties() -> None:

@@ -214,6 +214,16 @@ def test_exclusive_never_replaces_a_file_that_appeared_meanwhile(predictor: Pred
     assert segment_video(predictor, clip, tmp_path / "new.mp4", masks_dir=tmp_path / "new", exclusive=True).frames == 2
 
 
+def test_an_overlay_path_that_is_the_video_itself_is_refused(predictor: Predictor, tmp_path: Path) -> None:
+    """clip.with_suffix(".mp4") of an .mp4 replaced the video with its overlay, even through another spelling."""
+    clip = make_clip(tmp_path / "clip.mp4", 2)
+    before = clip.read_bytes()
+    for same in (clip, tmp_path / "." / "clip.mp4"):
+        with pytest.raises(UserError, match="clip.mp4: is the video file; overlay_path names a new file to write"):
+            segment_video(predictor, clip, same)
+    assert clip.read_bytes() == before
+
+
 @pytest.mark.parametrize("exclusive", [False, True])
 def test_an_interrupted_video_leaves_no_partial_overlay(predictor: Predictor, tmp_path: Path, exclusive: bool) -> None:
     """Ctrl-C after a frame: no overlay of the first frames under the final name, an earlier one intact."""

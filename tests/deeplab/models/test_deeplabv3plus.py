@@ -113,6 +113,23 @@ def test_bad_atrous_rates_are_refused_when_built(rates) -> None:
         build_model(num_classes=3, atrous_rates=rates, width_mult=0.25)
 
 
+@pytest.mark.parametrize("option", ["separable", "low_level_first", "align_corners"])
+def test_switches_that_are_not_bools_are_refused_when_built(option: str) -> None:
+    """The string "false" of a config file is true: it built the other architecture and saved "false" in config."""
+    with pytest.raises(ValueError, match=rf"^{option} must be True or False, got 'false'$"):
+        build_model(num_classes=3, width_mult=0.25, **{option: "false"})
+    assert build_model(num_classes=3, width_mult=0.25, **{option: np.bool_(False)}).config[option] is False
+
+
+@pytest.mark.parametrize(("option", "value"), [("aspp_channels", 0), ("aspp_channels", "256"),
+                                               ("decoder_convs", 2.0)])
+def test_channel_and_conv_counts_that_are_not_positive_integers_are_refused_when_built(option: str, value) -> None:
+    """aspp_channels=0 built, and failed at the first forward pass inside a convolution; a string or float failed
+    inside torch with a message that named no argument."""
+    with pytest.raises(ValueError, match=rf"^{option} must be a positive integer, got {re.escape(repr(value))}$"):
+        build_model(num_classes=3, width_mult=0.25, **{option: value})
+
+
 def test_model_built_directly_records_its_config() -> None:
     model = DeepLabV3Plus("mobilenetv3_small", num_classes=4, output_stride=8, separable=False)
     assert model.config["backbone"] == "mobilenetv3_small" and model.config["atrous_rates"] == [12, 24, 36]

@@ -79,6 +79,8 @@ def test_one_decoder_conv_and_dropouts_in_training_only() -> None:
         build_model(**SMALL, decoder_convs=2, decoder_dropouts=[0.1])
     with pytest.raises(ValueError, match="std must be positive"):
         build_model(**SMALL, std=[1.0, 0.0, 1.0])
+    with pytest.raises(ValueError, match="not of pixels scaled to \\[0, 1\\]: divide"):
+        build_model(**SMALL, mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375])
 
 
 @pytest.mark.parametrize(("rates", "old", "new", "expected"), [
