@@ -1,7 +1,7 @@
 """Measure every imbalance option (losses, class weights, hard-pixel mining, class-balanced crops, copy-paste,
-the rescaling range, the learning rate, every orientation) and their combinations on the ``demo-rare`` data: the same budget
-(mobilenetv2 OS16 from scratch, 400 steps, batch 8, crop 128; lr 0.01 unless a row names another) and the same
-seeds for every row; prints rare-class IoU and mIoU per row.
+the rescaling range, the learning rate, every orientation) and their combinations on the ``demo-rare`` data: the
+same budget (mobilenetv2 OS16 from scratch, 400 steps, batch 8, crop 128; lr 0.01 unless a row names another) and
+the same seeds for every row; prints rare-class IoU and mIoU per row.
 
     python tools/benchmark_recipes.py --out /tmp/recipes                       # every row, seeds 0 and 1
     python tools/benchmark_recipes.py --out /tmp/recipes --rows ce "ce+3*dice, crops + ohem 0.1" --jobs 2

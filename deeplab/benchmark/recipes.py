@@ -36,7 +36,8 @@ __all__ = ["FRESH_SEED", "RARE_CLASS", "ROWS", "ensure_fresh_scenes", "model_sco
 RARE_CLASS = "diamond"
 FRESH_SEED = 1  # the demo generator's seed for the fresh scenes; training and validation use seed 0
 _FRESH_SPLIT = "trainval"  # every fresh scene
-_EXTRA_SCORES = ("flip", "turned", "fresh", "fresh_flip", "fresh_turned")  # what a run's result may carry beside its validation scores
+#: What a run's result may carry beside its validation scores.
+_EXTRA_SCORES = ("flip", "turned", "fresh", "fresh_flip", "fresh_turned")
 _BEST_LOSS_ROW = "ce+3*dice, crops + ohem 0.1"  # the best loss and sampling found; later rows add to it
 _BEST_LOSS = {"loss": "ce+3*dice", "balanced_crops": 0.5, "ohem": 0.1}
 _SCALE = {"min_scale": 0.75, "max_scale": 1.25}
@@ -106,8 +107,9 @@ ROWS: dict[str, dict[str, Any]] = {
                                                             "lr": 0.04},
     # Every orientation: the scenes have no up or down, so each crop may be shown in any of its eight mirrors and
     # quarter turns (eight views of each of the 51 images that hold a diamond, against two).
-    "ce+3*dice, crops + ohem 0.1, scale 0.75-1.25, lr 0.04, any orientation": {**_BEST_LOSS, **_SCALE, "lr": 0.04,
-                                                                               "any_orientation": True},
+    **{f"ce+3*dice, crops + ohem 0.1, scale 0.75-1.25, lr {lr:g}, any orientation": {**_BEST_LOSS, **_SCALE, "lr": lr,
+                                                                                       "any_orientation": True}
+       for lr in (0.01, 0.04)},
     "ce, lr 0.04, any orientation": {"lr": 0.04, "any_orientation": True},
 }
 

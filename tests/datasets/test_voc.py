@@ -327,7 +327,8 @@ def test_a_classes_txt_inside_the_voc_folders_is_refused_not_left_for_voc_classe
 
 
 def test_a_class_appended_after_blank_lines_names_the_blank_line(tmp_path):
-    (tmp_path / "classes.txt").write_bytes(b"\xef\xbb\xbfbackground\r\ncat\r\n\r\n\r\ndog\r\n")  # added below the blanks
+    # dog added below the blank lines at the end
+    (tmp_path / "classes.txt").write_bytes(b"\xef\xbb\xbfbackground\r\ncat\r\n\r\n\r\ndog\r\n")
     with pytest.raises(DataError) as exc:
         load_class_names(tmp_path)
     _assert_one_line(exc, f"{tmp_path / 'classes.txt'}: line 3 is blank; the file needs one class name on each line "
