@@ -1,5 +1,5 @@
-"""Flags that predict.py and app.py share: how far images are shrunk for the model, how the overlay blends, and
-which images calibrate the int8 engines."""
+"""Flags that predict.py and app.py share: how far images are shrunk for the model, how the overlay blends, the
+test-time views averaged, and which images calibrate the int8 engines."""
 from __future__ import annotations
 
 import argparse
@@ -13,11 +13,17 @@ __all__ = ["add_image_flags", "calibration_images", "check_image_flags"]
 
 
 def add_image_flags(parser: argparse.ArgumentParser, *, alpha_help: str, calibration_default: str) -> None:
-    """``--alpha`` (the colour mask's weight in the overlay), ``--max-size`` (the long side the model sees) and
-    ``--calibration`` (int8's images; ``calibration_default`` says what they are without it)."""
+    """``--alpha`` (the colour mask's weight in the overlay), ``--max-size`` (the long side the model sees),
+    ``--flip`` and ``--any-orientation`` (the views averaged) and ``--calibration`` (int8's images;
+    ``calibration_default`` says what they are without it)."""
     parser.add_argument("--alpha", type=float, default=0.5, help=f"{alpha_help} (default 0.5)")
     parser.add_argument("--max-size", type=int, default=1024,
                         help="shrink images whose long side is larger before segmenting (default 1024; 0: never)")
+    parser.add_argument("--flip", action="store_true",
+                        help="also segment each image mirrored and average the two (twice the time)")
+    parser.add_argument("--any-orientation", action="store_true",
+                        help="average over all eight mirrors and quarter turns of each image (8x the time; for images "
+                        "with no up or down, e.g. a model trained with --any-orientation)")
     parser.add_argument("--calibration", metavar="DIR",
                         help=f"int8 engines: calibrate on the images in DIR (default: {calibration_default}); auto "
                              "also checks its choice on them when the checkpoint's validation images are not here")

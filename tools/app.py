@@ -63,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with interrupt_on_signals():
         predictor = Predictor.from_checkpoint(checkpoint, device=args.device, engine=args.engine,
                                               max_size=args.max_size or None, output_stride=args.output_stride,
-                                              calibration=calibration_images(args))
+                                              calibration=calibration_images(args),
+                                              flip=args.flip, any_orientation=args.any_orientation)
         if predictor.engine_choice:
             print(predictor.engine_choice)
         limits = AppLimits(max_upload_mb=args.max_upload_mb, max_video_frames=args.max_video_frames)

@@ -87,7 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"using the newest checkpoint under runs/: {checkpoint}")
     predictor = Predictor.from_checkpoint(checkpoint, device=args.device, engine=args.engine,
                                           max_size=args.max_size or None, calibration=calibration_images(args),
-                                          fallback_calibration=images, output_stride=args.output_stride)
+                                          fallback_calibration=images, output_stride=args.output_stride,
+                                          flip=args.flip, any_orientation=args.any_orientation)
     if predictor.engine_choice:
         print(predictor.engine_choice)
     check_writable(writer.folder)

@@ -64,6 +64,8 @@ class Predictor:
         model_config: dict | None = None,
         engine_choice: str | None = None,
         min_side: int = 1,
+        flip: bool = False,
+        any_orientation: bool = False,
     ) -> None:
         check_engine(engine)
         self.engine = engine
@@ -78,6 +80,9 @@ class Predictor:
         self.max_size = _checked_max_size(max_size)
         #: The fewest pixels a side of the model's input may have (see :func:`~deeplab.checkpoint.min_input_side`).
         self.min_side = min_side
+        #: The test-time views :meth:`predict` averages unless told otherwise (see
+        #: :func:`~deeplab.inference.tta.predict_probabilities`).
+        self.flip, self.any_orientation = flip, any_orientation
 
     @classmethod
     def from_checkpoint(
@@ -91,6 +96,8 @@ class Predictor:
         calibration: Sequence[str | Path] | None = None,
         fallback_calibration: Sequence[str | Path] = (),
         output_stride: int | None = None,
+        flip: bool = False,
+        any_orientation: bool = False,
     ) -> Predictor:
         """Rebuild the model of checkpoint ``path`` alone; names from the checkpoint, else ``class_names``, else ids.
 
@@ -101,7 +108,8 @@ class Predictor:
         ``fallback_calibration`` (the images to predict; never for ``auto``, whose choice would then depend on
         them). ``auto`` on the CPU is the fastest engine verified to keep the answer on the checkpoint's validation
         images (:mod:`deeplab.inference.auto`); :attr:`engine_choice` says which and why.
-        ``output_stride`` runs the weights at another stride.
+        ``output_stride`` runs the weights at another stride; ``flip`` and ``any_orientation`` are the test-time
+        views :meth:`predict` averages by default.
         """
         _checked_max_size(max_size)  # before the model is rebuilt and its engine prepared
         check_class_name_list(class_names, flag="class_names")
@@ -129,7 +137,8 @@ class Predictor:
         prepared = checkpoint_engine(path, ckpt, sha256, model, engine=engine, device=resolved, calibration=images,
                                      prepare=prepare, max_size=max_size, variant=variant)
         return cls(prepared.run, class_names=names, mean=mean, std=std, device=resolved, max_size=max_size,
-                   engine_name=prepared.name, model_config=config, engine_choice=prepared.choice, min_side=min_side)
+                   engine_name=prepared.name, model_config=config, engine_choice=prepared.choice, min_side=min_side,
+                   flip=flip, any_orientation=any_orientation)
 
     @property
     def batch_size(self) -> int:
@@ -146,20 +155,23 @@ class Predictor:
         DataError when it is too small for the model."""
         return prepare_image(image, mean=self.mean, std=self.std, max_size=self.max_size, min_side=self.min_side)
 
-    def predict(self, image: np.ndarray, *, scales: Sequence[float] = (1.0,), flip: bool = False,
-                any_orientation: bool = False) -> Prediction:
-        """Class-id mask of one uint8 RGB image at its own size (scores upsampled back when it was shrunk); see
-        :func:`~deeplab.inference.tta.predict_probabilities` for the averaged views."""
+    def predict(self, image: np.ndarray, *, scales: Sequence[float] = (1.0,), flip: bool | None = None,
+                any_orientation: bool | None = None) -> Prediction:
+        """Class-id mask of one uint8 RGB image at its own size (scores upsampled back when it was shrunk); ``flip``
+        and ``any_orientation`` choose the averaged views (see :func:`~deeplab.inference.tta.predict_probabilities`),
+        None the predictor's own."""
         return self.predict_batch([image], scales=scales, flip=flip, any_orientation=any_orientation)[0]
 
     def predict_batch(
-        self, images: Sequence[np.ndarray], *, scales: Sequence[float] = (1.0,), flip: bool = False,
-        any_orientation: bool = False
+        self, images: Sequence[np.ndarray], *, scales: Sequence[float] = (1.0,), flip: bool | None = None,
+        any_orientation: bool | None = None
     ) -> list[Prediction]:
         """:meth:`predict` of each image, in order; images of one model size go through the engine as one batch.
 
         Images of different sizes are never padded to a common one: padding would change the masks near borders.
         """
+        flip = self.flip if flip is None else flip
+        any_orientation = self.any_orientation if any_orientation is None else any_orientation
         inputs = [self.prepare(image) for image in images]
         by_size: dict[tuple[int, int], list[int]] = {}
         for index, tensor in enumerate(inputs):

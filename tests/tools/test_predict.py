@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from datasets import build_eval_transform
-from deeplab.inference import create_engine
+from deeplab.inference import Predictor, create_engine
 from tools import predict
 
 CLASSES = ["background", "red", "green", "blue"]
@@ -48,6 +48,24 @@ def test_mask_is_argmax_at_original_size(checkpoint, tmp_path: Path, capsys) -> 
     expected = create_engine(model, engine="torch")(tensor[None]).argmax(1)[0].numpy()
     np.testing.assert_array_equal(np.asarray(mask), expected)
     assert Image.open(tmp_path / "out" / "photo_overlay.png").size == (45, 37)
+
+
+@pytest.mark.parametrize("flag, view", [("--flip", {"flip": True}), ("--any-orientation", {"any_orientation": True})])
+def test_test_time_views_give_the_predictors_averaged_masks(flag, view, tmp_path: Path, make_checkpoint,
+                                                           capsys) -> None:
+    """Each image's mask averages the views asked for, as ``Predictor.predict`` does with them; the plain mask
+    differs on this model, so the flag did reach the model."""
+    path = tmp_path / "varied.pt"
+    make_checkpoint(path, CLASSES, num_classes=len(CLASSES), varied=True)
+    image = random_rgb(37, 45, seed=3)
+    Image.fromarray(image).save(tmp_path / "photo.png")
+    rc, _, _ = run([str(tmp_path / "photo.png"), "--checkpoint", str(path), "--out", str(tmp_path / "out"), flag],
+                   capsys)
+    assert rc == 0
+    mask = np.asarray(Image.open(tmp_path / "out" / "photo_mask.png"))
+    predictor = Predictor.from_checkpoint(path, device="cpu", engine="torch")
+    np.testing.assert_array_equal(mask, predictor.predict(image, **view).mask)
+    assert not np.array_equal(mask, predictor.predict(image).mask)
 
 
 def save_awkward_inputs(folder: Path) -> dict[str, tuple[int, int]]:

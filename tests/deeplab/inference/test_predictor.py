@@ -41,6 +41,18 @@ def test_predict_is_the_engine_argmax_after_eval_normalisation(tmp_path: Path, m
     assert prediction.model_size == (37, 45) and predictor.class_names == ["a", "b", "c"]
 
 
+def test_the_predictors_views_are_the_default_and_a_call_can_override_them(tmp_path: Path, make_checkpoint) -> None:
+    make_checkpoint(tmp_path / "m.pt", ["a", "b", "c"], num_classes=3, varied=True)
+    plain = Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="torch")
+    turned = Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="torch", any_orientation=True)
+    image = np.random.default_rng(1).integers(0, 256, (29, 41, 3), dtype=np.uint8)
+    averaged = plain.predict(image, any_orientation=True).mask
+    assert not np.array_equal(averaged, plain.predict(image).mask)
+    np.testing.assert_array_equal(turned.predict(image).mask, averaged)
+    np.testing.assert_array_equal(turned.predict_batch([image, image])[1].mask, averaged)
+    np.testing.assert_array_equal(turned.predict(image, any_orientation=False).mask, plain.predict(image).mask)
+
+
 def test_anything_but_a_uint8_rgb_array_is_refused(tmp_path: Path, make_checkpoint) -> None:
     """A float image in [0, 1] (skimage, torchvision) used to be segmented as a nearly black picture."""
     make_checkpoint(tmp_path / "m.pt", num_classes=2)
