@@ -258,14 +258,40 @@ def voc_colour_table() -> ColourTable:
 def read_label_png(path: Path, num_classes: int, colours: Sequence[ColourTable] | None = None) -> np.ndarray:
     """Read a class-id mask (uint8 HxW): a palette or greyscale PNG of ids, or an RGB one decoded by the first of
     ``colours`` (default: the VOC palette) that holds all its colours; DataError on anything else."""
-    pixels = _read_mask_pixels(path)
-    mask = pixels if pixels.ndim == 2 else _colour_ids(pixels, colours or (voc_colour_table(),), path)
+    tables = colours or (voc_colour_table(),)
+    pixels, palette = _read_mask_pixels(path)
+    if pixels.ndim == 3:
+        mask = _colour_ids(pixels, tables, path)
+    else:
+        mask = pixels if palette is None else _palette_ids(pixels, palette, tables)
     check_labels(mask, num_classes, path)
     return mask.astype(np.uint8, copy=False)
 
 
-def _read_mask_pixels(path: Path) -> np.ndarray:
-    """A mask's stored values: HxW ids, or HxWx3 RGB from an RGB or fully opaque RGBA PNG; DataError otherwise."""
+def _palette_ids(indices: np.ndarray, palette: np.ndarray, tables: Sequence[ColourTable]) -> np.ndarray:
+    """Class ids of a palette mask: its indices, unless its palette gives the indices it uses other classes' colours,
+    each its own, all in the first table holding them; such a mask (an RGB colour mask re-saved as a palette image,
+    whose indices come in any order) is read by colour, as it shows."""
+    used = np.flatnonzero(np.bincount(indices.ravel(), minlength=256))  # sorted, and cheaper than np.unique
+    if used[-1] >= len(palette):
+        return indices
+    codes = _packed(palette[used])
+    if np.unique(codes).size != used.size:  # colours shared by several indices name no class apiece
+        return indices
+    for table in tables:
+        found, ids = _look_up(codes, table)
+        if found.all():
+            if np.array_equal(ids, used):
+                return indices
+            lookup = np.zeros(256, np.uint8)
+            lookup[used] = ids
+            return lookup[indices]
+    return indices
+
+
+def _read_mask_pixels(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """A mask's stored values: HxW ids, or HxWx3 RGB from an RGB or fully opaque RGBA PNG, and a palette image's
+    colours (``N x 3``, else None); DataError otherwise."""
     try:
         with open_image(path) as image:
             image.load()
@@ -275,6 +301,7 @@ def _read_mask_pixels(path: Path) -> np.ndarray:
             if image.mode not in _MASK_MODES | _COLOUR_MODES:
                 raise DataError(f"{path}: mask has mode {image.mode}; {_WHAT_MASKS_ARE}")
             pixels = np.asarray(image)
+            palette = image.getpalette("RGB") if image.mode == "P" else None
     except FileNotFoundError:
         raise DataError(f"{path}: mask file is missing") from None
     except Image.DecompressionBombError as exc:
@@ -287,7 +314,7 @@ def _read_mask_pixels(path: Path) -> np.ndarray:
             raise DataError(f"{path}: mask has {see_through} transparent or translucent pixels (mode RGBA); save it "
                             f"opaque: {_WHAT_MASKS_ARE}")
         pixels = pixels[..., :3]
-    return pixels
+    return pixels, None if palette is None else np.asarray(palette, np.uint8).reshape(-1, 3)
 
 
 def _colour_ids(rgb: np.ndarray, tables: Sequence[ColourTable], path: Path) -> np.ndarray:

@@ -126,6 +126,22 @@ def test_an_rgb_mask_in_voc_colours_reads_as_its_palette_pngs_ids(tmp_path: Path
         read_label_png(tmp_path / "rgb.png", 20)
 
 
+def test_a_colour_mask_resaved_as_a_palette_image_in_another_order_reads_by_its_colours(tmp_path: Path) -> None:
+    """Image.quantize() (and editors that save RGB masks as palette PNGs) put the class colours at indices of their
+    own choosing: read by index, the ids came out silently wrong."""
+    mask = _voc_ids()
+    quantized = Image.fromarray(voc_palette()[mask]).quantize()
+    quantized.save(tmp_path / "quantized.png")
+    indices = np.asarray(quantized)
+    assert not np.array_equal(indices, mask)  # the indices are not the ids
+    np.testing.assert_array_equal(read_label_png(tmp_path / "quantized.png", 21), mask)
+    # A palette that shares one colour among indices, or holds other colours, still gives its indices as ids.
+    for palette in ([0, 0, 0] * 256, [value for i in range(256) for value in (i, i, 255 - i)]):
+        quantized.putpalette(palette)
+        quantized.save(tmp_path / "own.png")
+        np.testing.assert_array_equal(read_label_png(tmp_path / "own.png", 256), indices)
+
+
 def test_greyscale_ids_saved_as_rgb_read_as_their_grey_values(tmp_path: Path) -> None:
     mask = _voc_ids()
     mask[1, :4] = 3
