@@ -15,12 +15,13 @@ beside the entries, written atomically; one that cannot be parsed is redone.
 
 Entries live beside the checkpoint (``best.pt`` -> ``best.engines/``), or in the user cache folder
 (``$XDG_CACHE_HOME/deeplab/engines/<checkpoint hash>/``, default ``~/.cache``) when the checkpoint's folder
-cannot be written (or holds a damaged entry that cannot be removed); with neither usable the engine is built in a
-temporary folder and not kept.
+cannot be written, is on a full disk (or holds a damaged entry that cannot be removed); with neither usable the
+engine is built in a temporary folder and not kept.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -46,6 +47,8 @@ _TMP_PREFIX = ".tmp-"
 _TMP_MAX_AGE_S = 3600  # a temporary folder older than this belongs to a run that died
 #: What reading a damaged or foreign manifest may raise.
 _BAD_MANIFEST = (OSError, ValueError, KeyError, TypeError, AttributeError)
+#: How writing to a full disk (or a user over quota) fails.
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -166,30 +169,29 @@ class EngineCache:
         Where no cache folder can take the entry, the artefacts live in a temporary folder for the ``with`` block
         only (``kept`` is then False).
         """
-        root = next((r for r in self.roots if _writable(r) and _room_for(r / key.entry_name, key)), None)
-        if root is None:
-            print(f"warning: cannot write a prepared-engine cache in {' or '.join(map(str, self.roots))}; "
-                  "the engine is rebuilt on every run", file=sys.stderr)
-            with tempfile.TemporaryDirectory(prefix="deeplab-engine-") as tmp:
-                write(Path(tmp), False)
-                yield Path(tmp)
+        for root in self.roots:
+            if not (_writable(root) and _room_for(root / key.entry_name, key)):
+                continue
+            tmp = _built_in(root, key, write, self.checkpoint_name)
+            if tmp is None:  # that disk is full: the next root may be on another
+                continue
+            try:  # once renamed into place, tmp is gone and its removal below a no-op
+                entry = root / key.entry_name
+                if _place(tmp, entry, key):
+                    _fsync_dir(root)
+                    self._prune(root, key, entry)
+                else:
+                    print(f"warning: {entry}: cannot store the engine there; it is not cached", file=sys.stderr)
+                    entry = tmp
+                yield entry
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
             return
-        _remove_abandoned(root)
-        tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=root))
-        try:  # once renamed into place, tmp is gone and its removal below a no-op
-            tmp.chmod(0o755)  # mkdtemp's 0700 would hide the entry from other users of the checkpoint
-            write(tmp, True)
-            _write_manifest(tmp, key, self.checkpoint_name)
-            entry = root / key.entry_name
-            if _place(tmp, entry, key):
-                _fsync_dir(root)
-                self._prune(root, key, entry)
-            else:
-                print(f"warning: {entry}: cannot store the engine there; it is not cached", file=sys.stderr)
-                entry = tmp
-            yield entry
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        print(f"warning: cannot write a prepared-engine cache in {' or '.join(map(str, self.roots))}; "
+              "the engine is rebuilt on every run", file=sys.stderr)
+        with tempfile.TemporaryDirectory(prefix="deeplab-engine-") as tmp:
+            write(Path(tmp), False)
+            yield Path(tmp)
 
     def _prune(self, root: Path, key: CacheKey, entry: Path) -> None:
         """Remove the entries of ``root`` that ``key`` outdates for this checkpoint file (see the module docstring)."""
@@ -200,6 +202,25 @@ class EngineCache:
                 manifest = json.loads((other / MANIFEST).read_text())
                 if manifest.get("checkpoint") == self.checkpoint_name and key.outdates(manifest["key"]):
                     _discard(other)
+
+
+def _built_in(root: Path, key: CacheKey, write: Callable[[Path, bool], None], checkpoint: str) -> Path | None:
+    """A temporary folder in ``root`` holding ``write``'s artefacts and their manifest; ``None`` (reported, nothing
+    left behind) when the disk filled up meanwhile: a cache is worth no failed prediction."""
+    _remove_abandoned(root)
+    tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=root))
+    try:
+        tmp.chmod(0o755)  # mkdtemp's 0700 would hide the entry from other users of the checkpoint
+        write(tmp, True)
+        _write_manifest(tmp, key, checkpoint)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (isinstance(exc, OSError) and exc.errno in _NO_ROOM):
+            raise
+        print(f"warning: {root}: no room for the prepared engine ({exc.strerror}); not caching it there",
+              file=sys.stderr)
+        return None
+    return tmp
 
 
 def _entry_problem(entry: Path, key: CacheKey) -> str | None:

@@ -316,3 +316,19 @@ def test_calibration_message_says_whether_the_result_is_kept(tmp_path: Path, mak
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="int8", calibration=[tmp_path / "a.png"])
     assert "(on every run: it cannot be cached)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("full", [["m.engines"], ["m.engines", "xdg"]])
+def test_a_full_disk_moves_the_entry_on_instead_of_failing(full: list[str], tmp_path: Path, user_cache,
+                                                           capsys) -> None:
+    cache, key = EngineCache(tmp_path / "m.pt", "ab" * 32), int8_key()
+
+    def write(folder: Path, kept: bool) -> None:
+        (folder / "model.xml").write_text("built")
+        if any(tmp_path / name in folder.parents for name in full):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder / "model.xml"))
+
+    with cache.build(key, write) as entry:
+        assert (entry / "model.xml").read_text() == "built"
+    assert cache.find(key) == (None if "xdg" in full else entry)
+    assert not list(tmp_path.glob("**/.tmp-*")) and f"{tmp_path / 'm.engines'}: no room" in capsys.readouterr().err
