@@ -9,9 +9,10 @@ checkpoint or library version looks in another folder (a miss); an entry whose m
 is corrupt and rebuilt, never trusted. Entries are built in a temporary folder beside their final place and
 renamed into it, so a crash never leaves a half-written entry under the final name. Storing an entry removes the
 ones it outdates: built from an earlier version of the same checkpoint file (the manifest names the file), or by
-other library versions or cache format, for the same engine, shape policy, calibration and variant; entries of
-other variants, calibrations or checkpoint files stay. Small JSON records (the verified choice of ``auto``) live
-beside the entries, written atomically; one that cannot be parsed is redone.
+other library versions or cache format, for the same engine, shape policy, calibration and variant, and the
+entry calibrated on the images an earlier run predicted; entries of other variants, calibrations or checkpoint files
+stay. Small JSON records (the verified choice of ``auto``) live beside the entries, written atomically; one that
+cannot be parsed is redone.
 
 Entries live beside the checkpoint (``best.pt`` -> ``best.engines/``), or in the user cache folder
 (``$XDG_CACHE_HOME/deeplab/engines/<checkpoint hash>/``, default ``~/.cache``) when the checkpoint's folder
@@ -38,7 +39,7 @@ from ..checkpoint import _fsync_dir, write_json
 from ..tool_args import check_writable
 from ..errors import UserError
 
-__all__ = ["CACHE_FORMAT", "CacheKey", "EngineCache", "file_sha256", "library_versions", "user_cache_dir"]
+__all__ = ["CACHE_FORMAT", "PER_RUN_CALIBRATION", "CacheKey", "EngineCache", "file_sha256", "library_versions", "user_cache_dir"]
 
 #: Bumped whenever the code that writes artefacts changes what it writes: older entries then miss.
 CACHE_FORMAT = 1
@@ -47,6 +48,9 @@ _TMP_PREFIX = ".tmp-"
 _TMP_MAX_AGE_S = 3600  # a temporary folder older than this belongs to a run that died
 #: What reading a damaged or foreign manifest may raise.
 _BAD_MANIFEST = (OSError, ValueError, KeyError, TypeError, AttributeError)
+#: Starts a key's calibration digest when the images were the ones a run predicts: an entry calibrated on them
+#: outdates the earlier such entry, which a later run, predicting other images, would never ask for again.
+PER_RUN_CALIBRATION = "inputs:"
 #: How writing to a full disk (or a user over quota) fails.
 _NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
 
@@ -102,8 +106,9 @@ class CacheKey:
         """Whether an entry keyed ``other`` (a manifest's key) is this key's older build: the same engine, shape
         policy, calibration and variant from other checkpoint bytes, library versions or cache format."""
         new = json.loads(json.dumps(self.as_dict()))
-        same = ("engine", "precision", "shape_policy", "calibration", "variant")
-        return other != new and all(other.get(name) == new[name] for name in same)
+        same = ("engine", "precision", "shape_policy", "variant")
+        return (other != new and all(other.get(name) == new[name] for name in same)
+                and _calibration_slot(other.get("calibration")) == _calibration_slot(new["calibration"]))
 
     @property
     def entry_name(self) -> str:
@@ -221,6 +226,13 @@ def _built_in(root: Path, key: CacheKey, write: Callable[[Path, bool], None], ch
               file=sys.stderr)
         return None
     return tmp
+
+
+def _calibration_slot(calibration: str | None) -> str | None:
+    """The calibrations an entry stands beside: each its own, but one for all per-run images."""
+    if isinstance(calibration, str) and calibration.startswith(PER_RUN_CALIBRATION):
+        return PER_RUN_CALIBRATION
+    return calibration
 
 
 def _entry_problem(entry: Path, key: CacheKey) -> str | None:

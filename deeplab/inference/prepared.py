@@ -16,8 +16,8 @@ import torch
 
 from ..errors import UserError
 from .auto import choose_auto
-from .cache import CacheKey, EngineCache
-from .calibration import Calibration
+from .cache import PER_RUN_CALIBRATION, CacheKey, EngineCache
+from .calibration import INPUTS, Calibration
 from .engines import SPECS, artefact_versions, create_engine, load_artefacts, resolve_engine, write_artefacts
 from .tta import Engine
 
@@ -83,7 +83,7 @@ def _prepared(cache: Callable[[], EngineCache], sha256: Callable[[], str], model
         raise UserError(f"--engine {engine}: needs calibration images; pass --calibration DIR (the checkpoint's "
                         "training data is not on this machine)")
     key = CacheKey(sha256(), engine, spec.precision, SHAPE_POLICY, artefact_versions(engine),
-                   calibration.digest(max_size) if spec.calibrated else None, variant)
+                   _calibration_key(calibration, max_size) if spec.calibrated else None, variant)
     entry = cache().find(key)
     if entry is not None:
         return load_artefacts(engine, entry)
@@ -100,3 +100,10 @@ def _prepared(cache: Callable[[], EngineCache], sha256: Callable[[], str], model
 
     with cache().build(key, write) as entry:
         return load_artefacts(engine, entry)
+
+
+def _calibration_key(calibration: Calibration, max_size: int | None) -> str:
+    """The cache key's calibration: the images' digest, marked when they are the ones this run predicts (see
+    :data:`.cache.PER_RUN_CALIBRATION`)."""
+    digest = calibration.digest(max_size)
+    return PER_RUN_CALIBRATION + digest if calibration.source == INPUTS else digest

@@ -17,7 +17,7 @@ from PIL import Image
 from deeplab import save_checkpoint
 from deeplab.inference import Predictor, prepared
 from deeplab.inference import predictor as predictor_module
-from deeplab.inference.cache import MANIFEST, CacheKey, EngineCache
+from deeplab.inference.cache import MANIFEST, PER_RUN_CALIBRATION, CacheKey, EngineCache
 
 IMAGE = np.random.default_rng(0).integers(0, 256, (33, 47, 3), dtype=np.uint8)
 
@@ -332,3 +332,20 @@ def test_a_full_disk_moves_the_entry_on_instead_of_failing(full: list[str], tmp_
         assert (entry / "model.xml").read_text() == "built"
     assert cache.find(key) == (None if "xdg" in full else entry)
     assert not list(tmp_path.glob("**/.tmp-*")) and f"{tmp_path / 'm.engines'}: no room" in capsys.readouterr().err
+
+
+def test_an_engine_calibrated_on_the_images_to_predict_replaces_the_previous_one(
+        tmp_path: Path, make_checkpoint, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_checkpoint(tmp_path / "m.pt", num_classes=3)
+    monkeypatch.setattr(prepared, "write_artefacts",
+                        lambda model, engine, folder, batches: (folder / "model.onnx").write_bytes(b"int8"))
+    monkeypatch.setattr(prepared, "load_artefacts", lambda engine, folder: lambda batch: torch.zeros(len(batch), 3))
+    for name in ("named.png", "a.png", "b.png"):
+        Image.fromarray(np.random.default_rng(len(name) + ord(name[0])).integers(0, 256, (24, 28, 3), dtype=np.uint8)
+                        ).save(tmp_path / name)
+    Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="int8", calibration=[tmp_path / "named.png"])
+    for name in ("a.png", "b.png"):  # one predict.py run per photo, each calibrated on its own
+        Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="int8", fallback_calibration=[tmp_path / name])
+    calibrated = [json.loads((entry / MANIFEST).read_text())["key"]["calibration"]
+                  for entry in entries(tmp_path / "m.engines")]
+    assert sorted(c.startswith(PER_RUN_CALIBRATION) for c in calibrated) == [False, True]
