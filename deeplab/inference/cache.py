@@ -3,8 +3,8 @@
 An entry is a folder of artefacts (ONNX or OpenVINO IR files) plus ``manifest.json`` holding the entry's full
 key and each file's size and SHA-256. The key names everything the artefacts depend on: the checkpoint's
 content hash, the engine and its precision, the input-shape policy, the calibration images' digest (int8), how
-the model differs from the checkpoint's config (another output stride) and the versions of the libraries that
-wrote them. The folder name carries a digest of the key, so a changed
+the model differs from the checkpoint's config (another output stride), the versions of the libraries that
+wrote them and a digest of this toolkit's model and export code. The folder name carries a digest of the key, so a changed
 checkpoint or library version looks in another folder (a miss); an entry whose manifest or files do not match
 is corrupt and rebuilt, never trusted. Entries are built in a temporary folder beside their final place and
 renamed into it, so a crash never leaves a half-written entry under the final name. Storing an entry removes the
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -39,7 +40,8 @@ from ..checkpoint import _fsync_dir, write_json
 from ..tool_args import check_writable
 from ..errors import UserError
 
-__all__ = ["CACHE_FORMAT", "PER_RUN_CALIBRATION", "CacheKey", "EngineCache", "file_sha256", "library_versions", "user_cache_dir"]
+__all__ = ["CACHE_FORMAT", "PER_RUN_CALIBRATION", "CacheKey", "EngineCache", "code_digest", "file_sha256",
+           "library_versions", "user_cache_dir"]
 
 #: Bumped whenever the code that writes artefacts changes what it writes: older entries then miss.
 CACHE_FORMAT = 1
@@ -48,6 +50,8 @@ _TMP_PREFIX = ".tmp-"
 _TMP_MAX_AGE_S = 3600  # a temporary folder older than this belongs to a run that died
 #: What reading a damaged or foreign manifest may raise.
 _BAD_MANIFEST = (OSError, ValueError, KeyError, TypeError, AttributeError)
+#: The toolkit's code an engine's artefacts depend on: the model, how a checkpoint rebuilds it and how it is exported.
+_CODE = ("backbones", "deeplab/models", "deeplab/inference", "deeplab/checkpoint.py")
 #: Starts a key's calibration digest when the images were the ones a run predicts: an entry calibrated on them
 #: outdates the earlier such entry, which a later run, predicting other images, would never ask for again.
 PER_RUN_CALIBRATION = "inputs:"
@@ -73,6 +77,20 @@ def library_versions(*packages: str) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             found[package] = "missing"
     return found
+
+
+@functools.cache
+def code_digest() -> str:
+    """SHA-256 (16 hex digits) of this toolkit's source that shapes an engine (:data:`_CODE`): an update that changes
+    the model or its export misses the entries written before it, though the package's version number stays."""
+    top = Path(__file__).resolve().parents[2]
+    digest = hashlib.sha256()
+    for part in _CODE:
+        path = top / part
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path] if path.is_file() else []:
+            digest.update(f"{file.relative_to(top).as_posix()}\0".encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def user_cache_dir() -> Path:

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from deeplab import save_checkpoint
-from deeplab.inference import Predictor, prepared
+from deeplab.inference import Predictor, engines, prepared
 from deeplab.inference import predictor as predictor_module
 from deeplab.inference.cache import MANIFEST, PER_RUN_CALIBRATION, CacheKey, EngineCache
 
@@ -134,6 +134,19 @@ def test_new_library_version_is_a_miss(tmp_path: Path, make_checkpoint, builds,
     assert builds == ["onnxruntime", "onnxruntime"]
     [entry] = entries(tmp_path / "m.engines")
     assert json.loads((entry / MANIFEST).read_text())["key"]["versions"]["onnxruntime"] == "9.9"
+
+
+def test_an_update_of_the_model_or_export_code_is_a_miss(tmp_path: Path, make_checkpoint, builds,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    make_checkpoint(tmp_path / "m.pt", num_classes=3)
+    predict(tmp_path / "m.pt")
+    # e.g. max-pools padded another way: the same checkpoint and libraries, another graph
+    monkeypatch.setattr(engines, "code_digest", lambda: "updated")
+    predict(tmp_path / "m.pt")
+    predict(tmp_path / "m.pt")
+    assert builds == ["onnxruntime", "onnxruntime"]
+    [entry] = entries(tmp_path / "m.engines")
+    assert json.loads((entry / MANIFEST).read_text())["key"]["versions"]["deeplab-code"] == "updated"
 
 
 @pytest.mark.slow
