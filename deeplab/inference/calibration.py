@@ -21,8 +21,8 @@ from datasets.image_files import image_size
 from datasets.voc import find_image, read_split_ids, split_file, voc_dir
 
 __all__ = [
-    "CALIBRATION_IMAGES", "INPUTS", "NAMED", "Calibration", "checkpoint_images", "choose_calibration", "effective_max_size",
-    "split_ids", "spread",
+    "CALIBRATION_IMAGES", "INPUTS", "NAMED", "Calibration", "checkpoint_images", "choose_calibration",
+    "effective_max_size", "split_ids", "spread",
 ]
 
 #: The source of images the user named (``--calibration DIR``).

@@ -94,8 +94,7 @@ def _prepared(cache: Callable[[], EngineCache], sha256: Callable[[], str], model
         if spec.calibrated:
             batches = calibration.batches(prepare)
             print(f"calibrating {engine} on {len(batches)} images from {calibration.source} "
-                  f"({'once: the result is cached' if kept else 'on every run: it cannot be cached'})",
-                  file=sys.stderr)
+                  f"({_kept(calibration, kept)})", file=sys.stderr)
         write_artefacts(network, engine, folder, batches)
 
     with cache().build(key, write) as entry:
@@ -107,3 +106,10 @@ def _calibration_key(calibration: Calibration, max_size: int | None) -> str:
     :data:`.cache.PER_RUN_CALIBRATION`)."""
     digest = calibration.digest(max_size)
     return PER_RUN_CALIBRATION + digest if calibration.source == INPUTS else digest
+
+
+def _kept(calibration: Calibration, kept: bool) -> str:
+    """How long a calibration made now serves: an entry calibrated on the images to predict gives way to the next."""
+    if not kept:
+        return "on every run: it cannot be cached"
+    return "cached for these images only" if calibration.source == INPUTS else "once: the result is cached"

@@ -323,6 +323,8 @@ def test_calibration_message_says_whether_the_result_is_kept(tmp_path: Path, mak
     monkeypatch.setattr(prepared, "load_artefacts", lambda engine, folder: lambda batch: torch.zeros(len(batch), 3))
     Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="int8", calibration=[tmp_path / "a.png"])
     assert "(once: the result is cached)" in capsys.readouterr().err
+    Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="int8", fallback_calibration=[tmp_path / "a.png"])
+    assert "from the images to predict (cached for these images only)" in capsys.readouterr().err
     shutil.rmtree(tmp_path / "m.engines")
     (tmp_path / "m.engines").write_text("")  # files where the cache folders would go: unwritable, even for root
     (tmp_path / "xdg").write_text("")
@@ -358,7 +360,8 @@ def test_an_engine_calibrated_on_the_images_to_predict_replaces_the_previous_one
                         ).save(tmp_path / name)
     Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="int8", calibration=[tmp_path / "named.png"])
     for name in ("a.png", "b.png"):  # one predict.py run per photo, each calibrated on its own
-        Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="int8", fallback_calibration=[tmp_path / name])
+        Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="int8",
+                                  fallback_calibration=[tmp_path / name])
     calibrated = [json.loads((entry / MANIFEST).read_text())["key"]["calibration"]
                   for entry in entries(tmp_path / "m.engines")]
     assert sorted(c.startswith(PER_RUN_CALIBRATION) for c in calibrated) == [False, True]
