@@ -1,18 +1,17 @@
 """Prepared engines on disk, so a prediction with a known checkpoint skips the export, conversion and calibration.
 
-An entry is a folder of artefacts (ONNX or OpenVINO IR files) plus ``manifest.json`` holding the entry's full
-key and each file's size and SHA-256. The key names everything the artefacts depend on: the checkpoint's
-content hash, the engine and its precision, the input-shape policy, the calibration images' digest (int8), how
-the model differs from the checkpoint's config (another output stride), the versions of the libraries that
-wrote them and a digest of this toolkit's model and export code. The folder name carries a digest of the key, so
-a changed checkpoint, library version or model code looks in another folder (a miss); an entry whose manifest or
-files do not match is corrupt and rebuilt, never trusted. Entries are built in a temporary folder beside their final place and
-renamed into it, so a crash never leaves a half-written entry under the final name. Storing an entry removes the
-ones it outdates: built from an earlier version of the same checkpoint file (the manifest names the file), or by
-other library versions or cache format, for the same engine, shape policy, calibration and variant, and the
-entry calibrated on the images an earlier run predicted; entries of other variants, calibrations or checkpoint files
-stay. Small JSON records (the verified choice of ``auto``) live beside the entries, written atomically; one that
-cannot be parsed is redone.
+An entry is a folder of artefacts (ONNX or OpenVINO IR files) plus ``manifest.json`` holding the entry's full key
+and each file's size and SHA-256. The key names everything the artefacts depend on: the checkpoint's content hash,
+the engine and its precision, the input-shape policy, the calibration images' digest (int8), how the model differs
+from the checkpoint's config (another output stride), the versions of the libraries that wrote them and a digest of
+this toolkit's model and export code. The folder name carries a digest of the key, so a changed checkpoint, library
+version or model code looks in another folder (a miss); an entry whose manifest or files do not match is corrupt and
+rebuilt, never trusted. Entries are built in a temporary folder beside their final place and renamed into it, so a
+crash never leaves a half-written entry under the final name. Storing an entry removes the ones it outdates: built
+from an earlier version of the same checkpoint file (the manifest names the file), or by other library versions or
+cache format, for the same engine, shape policy, calibration and variant, and the entry calibrated on the images an
+earlier run predicted; entries of other variants, calibrations or checkpoint files stay. Small JSON records (the
+verified choice of ``auto``) live beside the entries, written atomically; one that cannot be parsed is redone.
 
 Entries live beside the checkpoint (``best.pt`` -> ``best.engines/``), or in the user cache folder
 (``$XDG_CACHE_HOME/deeplab/engines/<checkpoint hash>/``, default ``~/.cache``) when the checkpoint's folder
