@@ -91,7 +91,7 @@ def export_checkpoint(
     with memory_failures_as(too_large):
         export_onnx(model, buffer, input_size=input_size)
         metadata = input_metadata(model, ckpt.get("class_names"))
-        onnx_model = _with_metadata(buffer.getvalue(), metadata)
+        onnx_model = _with_metadata(buffer.getvalue(), metadata, int(model.config["num_classes"]))
         batch = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(seed))
         parity = parity_check(model, onnx_session(onnx_model), batch)
     write_atomically(out, lambda file: file.write(onnx_model), what="the ONNX file")
@@ -105,12 +105,18 @@ def input_metadata(model: nn.Module, class_names: Sequence[str] | None) -> dict[
             "class_names": json.dumps(list(class_names or []))}
 
 
-def _with_metadata(onnx_model: bytes, metadata: dict[str, str]) -> bytes:
+def _with_metadata(onnx_model: bytes, metadata: dict[str, str], num_classes: int) -> bytes:
     """``onnx_model`` with ``metadata`` stored as its ``metadata_props`` (read by ONNX Runtime's
-    ``get_modelmeta().custom_metadata_map``)."""
+    ``get_modelmeta().custom_metadata_map``), and its logits declared as ``num_classes`` channels at the input's
+    height and width: the exporter names those after an inner resize (``Resizelogits_dim_1``), which hid the class
+    count and a fixed size from the graph's signature."""
     import onnx
 
     proto = onnx.load_from_string(onnx_model)
+    logits, image = (value.type.tensor_type.shape.dim for value in (proto.graph.output[0], proto.graph.input[0]))
+    logits[1].dim_value = num_classes
+    for axis in (2, 3):
+        logits[axis].CopyFrom(image[axis])
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
