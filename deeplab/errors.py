@@ -21,8 +21,8 @@ from backbones import WeightsError
 from datasets.errors import DataError, one_line
 
 __all__ = ["EXIT_BROKEN_PIPE", "EXIT_INTERRUPTED", "EXIT_USER_ERROR", "USER_ERRORS", "Interrupted", "RunWideError",
-           "UserError", "error_behind", "interrupt_on_signals", "one_line", "os_error_behind", "raise_if_interrupted",
-           "report_user_errors"]
+           "UserError", "error_behind", "interrupt_on_signals", "memory_failures_as", "one_line", "os_error_behind",
+           "raise_if_interrupted", "report_user_errors"]
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a program stopped by Ctrl-C
@@ -86,6 +86,9 @@ USER_ERRORS = (UserError, DataError, WeightsError)
 _DEAD_WORKER = re.compile(r"DataLoader worker \(pid\(?s?\)? ?([\d, ]+)\) (is killed by signal: [^.]+|exited unexpectedly)")
 # Errors from a full or read-only disk, which torch's writers wrap in a RuntimeError.
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+# How PyTorch's CPU allocator, CUDA and ONNX Runtime say that an allocation failed, and how many bytes it asked for.
+_OUT_OF_MEMORY = re.compile(r"(can't|failed to) allocate memory|out of memory", re.IGNORECASE)
+_ASKED_BYTES = re.compile(r"allocate (\d+) bytes")
 
 
 def report_user_errors(main: Callable[..., int]) -> Callable[..., int]:
@@ -168,6 +171,20 @@ def _system_line(exc: BaseException) -> str | None:
     if failed is not None and failed.errno in _DISK_ERRNOS:
         return f"{failed.filename + ': ' if failed.filename else ''}cannot write ({failed.strerror})"
     return None
+
+
+@contextmanager
+def memory_failures_as(message: str) -> Iterator[None]:
+    """A failed allocation of PyTorch, CUDA or ONNX Runtime inside the block (a size too large for this machine) as
+    a UserError: ``message``, its ``{failed}`` replaced by how much was asked for when the error says."""
+    try:
+        yield
+    except Exception as exc:
+        if not isinstance(exc, MemoryError) and not _OUT_OF_MEMORY.search(str(exc)):
+            raise
+        asked = _ASKED_BYTES.search(str(exc))
+        failed = f" (an allocation of {int(asked.group(1)) / 2**30:.1f} GiB failed)" if asked else ""
+        raise UserError(message.format(failed=failed)) from None
 
 
 def error_behind(exc: BaseException, kind: type[BaseException]) -> BaseException | None:

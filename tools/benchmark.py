@@ -26,7 +26,7 @@ from deeplab.benchmark.core import core_rows
 from deeplab.benchmark.engines import engine_rows, load_trained
 from deeplab.benchmark.prediction import prediction_rows
 from deeplab.checkpoint import load_checkpoint
-from deeplab.errors import UserError, report_user_errors
+from deeplab.errors import UserError, memory_failures_as, report_user_errors
 from deeplab.inference import ENGINES, resolve_engine
 from deeplab.tool_args import check_new_files, check_ranges, report_stream
 
@@ -121,7 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"CPU: {flags}", file=report)
     results = {}
     for section in chosen:
-        results[section] = sections[section]()
+        with memory_failures_as(f"--size {args.size}: the {section} section does not fit in memory{{failed}}; "
+                                "choose a smaller size"):
+            results[section] = sections[section]()
         print(f"\n## {section} ({args.size}x{args.size}, {args.threads} threads)\n\n{markdown(results[section])}",
               file=report, flush=True)
     if args.json:

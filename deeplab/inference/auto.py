@@ -51,7 +51,7 @@ from datasets.errors import one_line
 from datasets.image_files import ColourTable
 from datasets.voc import find_image, load_mask_colours, voc_dir
 
-from .cache import EngineCache, library_versions
+from .cache import EngineCache, code_digest, library_versions
 from .calibration import NAMED, Calibration, effective_max_size, split_ids, spread
 from .engines import SPECS, resolve_engine
 from .tta import Engine, class_scores
@@ -233,7 +233,7 @@ def choose_auto(
     key = {
         "format": _FORMAT, "checkpoint_sha256": checkpoint_sha256, "variant": variant,
         "rule": {"candidates": AUTO_CANDIDATES, "min_agreement": MIN_AGREEMENT, "max_miou_loss": MAX_MIOU_LOSS},
-        "versions": library_versions("torch", "onnxruntime", "openvino", "nncf"),
+        "versions": {**library_versions("torch", "onnxruntime", "openvino", "nncf"), "deeplab-code": code_digest()},
         "cpu_flags": sorted(flags & _KEY_FLAGS),
         "images": verification.digest(max_size),
         "calibration": calibration.digest(max_size) if calibration is not None and int8_pays(flags) else None,

@@ -1,26 +1,28 @@
 """Prepared engines on disk, so a prediction with a known checkpoint skips the export, conversion and calibration.
 
-An entry is a folder of artefacts (ONNX or OpenVINO IR files) plus ``manifest.json`` holding the entry's full
-key and each file's size and SHA-256. The key names everything the artefacts depend on: the checkpoint's
-content hash, the engine and its precision, the input-shape policy, the calibration images' digest (int8), how
-the model differs from the checkpoint's config (another output stride) and the versions of the libraries that
-wrote them. The folder name carries a digest of the key, so a changed
-checkpoint or library version looks in another folder (a miss); an entry whose manifest or files do not match
-is corrupt and rebuilt, never trusted. Entries are built in a temporary folder beside their final place and
-renamed into it, so a crash never leaves a half-written entry under the final name. Storing an entry removes the
-ones it outdates: built from an earlier version of the same checkpoint file (the manifest names the file), or by
-other library versions or cache format, for the same engine, shape policy, calibration and variant; entries of
-other variants, calibrations or checkpoint files stay. Small JSON records (the verified choice of ``auto``) live
-beside the entries, written atomically; one that cannot be parsed is redone.
+An entry is a folder of artefacts (ONNX or OpenVINO IR files) plus ``manifest.json`` holding the entry's full key
+and each file's size and SHA-256. The key names everything the artefacts depend on: the checkpoint's content hash,
+the engine and its precision, the input-shape policy, the calibration images' digest (int8), how the model differs
+from the checkpoint's config (another output stride), the versions of the libraries that wrote them and a digest of
+this toolkit's model and export code. The folder name carries a digest of the key, so a changed checkpoint, library
+version or model code looks in another folder (a miss); an entry whose manifest or files do not match is corrupt and
+rebuilt, never trusted. Entries are built in a temporary folder beside their final place and renamed into it, so a
+crash never leaves a half-written entry under the final name. Storing an entry removes the ones it outdates: built
+from an earlier version of the same checkpoint file (the manifest names the file), or by other library versions or
+cache format, for the same engine, shape policy, calibration and variant, and the entry calibrated on the images an
+earlier run predicted; entries of other variants, calibrations or checkpoint files stay. Small JSON records (the
+verified choice of ``auto``) live beside the entries, written atomically; one that cannot be parsed is redone.
 
 Entries live beside the checkpoint (``best.pt`` -> ``best.engines/``), or in the user cache folder
 (``$XDG_CACHE_HOME/deeplab/engines/<checkpoint hash>/``, default ``~/.cache``) when the checkpoint's folder
-cannot be written (or holds a damaged entry that cannot be removed); with neither usable the engine is built in a
-temporary folder and not kept.
+cannot be written, is on a full disk (or holds a damaged entry that cannot be removed); with neither usable the
+engine is built in a temporary folder and not kept.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import hashlib
 import json
 import os
@@ -37,7 +39,8 @@ from ..checkpoint import _fsync_dir, write_json
 from ..tool_args import check_writable
 from ..errors import UserError
 
-__all__ = ["CACHE_FORMAT", "CacheKey", "EngineCache", "file_sha256", "library_versions", "user_cache_dir"]
+__all__ = ["CACHE_FORMAT", "PER_RUN_CALIBRATION", "CacheKey", "EngineCache", "code_digest", "file_sha256",
+           "library_versions", "user_cache_dir"]
 
 #: Bumped whenever the code that writes artefacts changes what it writes: older entries then miss.
 CACHE_FORMAT = 1
@@ -46,6 +49,13 @@ _TMP_PREFIX = ".tmp-"
 _TMP_MAX_AGE_S = 3600  # a temporary folder older than this belongs to a run that died
 #: What reading a damaged or foreign manifest may raise.
 _BAD_MANIFEST = (OSError, ValueError, KeyError, TypeError, AttributeError)
+#: The toolkit's code an engine's artefacts depend on: the model, how a checkpoint rebuilds it and how it is exported.
+_CODE = ("backbones", "deeplab/models", "deeplab/inference", "deeplab/checkpoint.py")
+#: Starts a key's calibration digest when the images were the ones a run predicts: an entry calibrated on them
+#: outdates the earlier such entry, which a later run, predicting other images, would never ask for again.
+PER_RUN_CALIBRATION = "inputs:"
+#: How writing to a full disk (or a user over quota) fails.
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -66,6 +76,20 @@ def library_versions(*packages: str) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             found[package] = "missing"
     return found
+
+
+@functools.cache
+def code_digest() -> str:
+    """SHA-256 (16 hex digits) of this toolkit's source that shapes an engine (:data:`_CODE`): an update that changes
+    the model or its export misses the entries written before it, though the package's version number stays."""
+    top = Path(__file__).resolve().parents[2]
+    digest = hashlib.sha256()
+    for part in _CODE:
+        path = top / part
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path] if path.is_file() else []:
+            digest.update(f"{file.relative_to(top).as_posix()}\0".encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def user_cache_dir() -> Path:
@@ -99,8 +123,9 @@ class CacheKey:
         """Whether an entry keyed ``other`` (a manifest's key) is this key's older build: the same engine, shape
         policy, calibration and variant from other checkpoint bytes, library versions or cache format."""
         new = json.loads(json.dumps(self.as_dict()))
-        same = ("engine", "precision", "shape_policy", "calibration", "variant")
-        return other != new and all(other.get(name) == new[name] for name in same)
+        same = ("engine", "precision", "shape_policy", "variant")
+        return (other != new and all(other.get(name) == new[name] for name in same)
+                and _calibration_slot(other.get("calibration")) == _calibration_slot(new["calibration"]))
 
     @property
     def entry_name(self) -> str:
@@ -166,30 +191,29 @@ class EngineCache:
         Where no cache folder can take the entry, the artefacts live in a temporary folder for the ``with`` block
         only (``kept`` is then False).
         """
-        root = next((r for r in self.roots if _writable(r) and _room_for(r / key.entry_name, key)), None)
-        if root is None:
-            print(f"warning: cannot write a prepared-engine cache in {' or '.join(map(str, self.roots))}; "
-                  "the engine is rebuilt on every run", file=sys.stderr)
-            with tempfile.TemporaryDirectory(prefix="deeplab-engine-") as tmp:
-                write(Path(tmp), False)
-                yield Path(tmp)
+        for root in self.roots:
+            if not (_writable(root) and _room_for(root / key.entry_name, key)):
+                continue
+            tmp = _built_in(root, key, write, self.checkpoint_name)
+            if tmp is None:  # that disk is full: the next root may be on another
+                continue
+            try:  # once renamed into place, tmp is gone and its removal below a no-op
+                entry = root / key.entry_name
+                if _place(tmp, entry, key):
+                    _fsync_dir(root)
+                    self._prune(root, key, entry)
+                else:
+                    print(f"warning: {entry}: cannot store the engine there; it is not cached", file=sys.stderr)
+                    entry = tmp
+                yield entry
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
             return
-        _remove_abandoned(root)
-        tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=root))
-        try:  # once renamed into place, tmp is gone and its removal below a no-op
-            tmp.chmod(0o755)  # mkdtemp's 0700 would hide the entry from other users of the checkpoint
-            write(tmp, True)
-            _write_manifest(tmp, key, self.checkpoint_name)
-            entry = root / key.entry_name
-            if _place(tmp, entry, key):
-                _fsync_dir(root)
-                self._prune(root, key, entry)
-            else:
-                print(f"warning: {entry}: cannot store the engine there; it is not cached", file=sys.stderr)
-                entry = tmp
-            yield entry
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        print(f"warning: cannot write a prepared-engine cache in {' or '.join(map(str, self.roots))}; "
+              "the engine is rebuilt on every run", file=sys.stderr)
+        with tempfile.TemporaryDirectory(prefix="deeplab-engine-") as tmp:
+            write(Path(tmp), False)
+            yield Path(tmp)
 
     def _prune(self, root: Path, key: CacheKey, entry: Path) -> None:
         """Remove the entries of ``root`` that ``key`` outdates for this checkpoint file (see the module docstring)."""
@@ -200,6 +224,32 @@ class EngineCache:
                 manifest = json.loads((other / MANIFEST).read_text())
                 if manifest.get("checkpoint") == self.checkpoint_name and key.outdates(manifest["key"]):
                     _discard(other)
+
+
+def _built_in(root: Path, key: CacheKey, write: Callable[[Path, bool], None], checkpoint: str) -> Path | None:
+    """A temporary folder in ``root`` holding ``write``'s artefacts and their manifest; ``None`` (reported, nothing
+    left behind) when the disk filled up meanwhile: a cache is worth no failed prediction."""
+    _remove_abandoned(root)
+    tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=root))
+    try:
+        tmp.chmod(0o755)  # mkdtemp's 0700 would hide the entry from other users of the checkpoint
+        write(tmp, True)
+        _write_manifest(tmp, key, checkpoint)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (isinstance(exc, OSError) and exc.errno in _NO_ROOM):
+            raise
+        print(f"warning: {root}: no room for the prepared engine ({exc.strerror}); not caching it there",
+              file=sys.stderr)
+        return None
+    return tmp
+
+
+def _calibration_slot(calibration: str | None) -> str | None:
+    """The calibrations an entry stands beside: each its own, but one for all per-run images."""
+    if isinstance(calibration, str) and calibration.startswith(PER_RUN_CALIBRATION):
+        return PER_RUN_CALIBRATION
+    return calibration
 
 
 def _entry_problem(entry: Path, key: CacheKey) -> str | None:

@@ -21,12 +21,14 @@ from datasets.image_files import image_size
 from datasets.voc import find_image, read_split_ids, split_file, voc_dir
 
 __all__ = [
-    "CALIBRATION_IMAGES", "NAMED", "Calibration", "checkpoint_images", "choose_calibration", "effective_max_size",
-    "split_ids", "spread",
+    "CALIBRATION_IMAGES", "INPUTS", "NAMED", "Calibration", "checkpoint_images", "choose_calibration",
+    "effective_max_size", "split_ids", "spread",
 ]
 
 #: The source of images the user named (``--calibration DIR``).
 NAMED = "--calibration"
+#: The source of the images a run predicts: they change from run to run.
+INPUTS = "the images to predict"
 #: int8 calibrates on at most this many images: enough for stable activation ranges, about a minute of NNCF.
 CALIBRATION_IMAGES = 16
 
@@ -108,5 +110,5 @@ def choose_calibration(
         args = ckpt["args"]
         return Calibration(found, f"the checkpoint's training data ({args['data_root']}, split {args.get('split')})")
     if fallback:
-        return Calibration(spread(list(fallback)), "the images to predict")
+        return Calibration(spread(list(fallback)), INPUTS)
     return None

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 
 import torch
 
-from .cache import library_versions
+from .cache import code_digest, library_versions
 from .tta import Engine, require_finite
 
 if TYPE_CHECKING:
@@ -136,10 +136,11 @@ def _auto_engine(device: torch.device) -> str:
 
 
 def artefact_versions(engine: str) -> dict[str, str]:
-    """Versions of the libraries that write ``engine``'s artefacts: a cached artefact is valid for these only."""
+    """Versions of the libraries and of this toolkit's code that write ``engine``'s artefacts: a cached artefact is
+    valid for these only."""
     spec = SPECS[engine]
     packages = ["torch", spec.package] + (["nncf"] if engine == "openvino-int8" else [])
-    return library_versions(*packages)
+    return {**library_versions(*packages), "deeplab-code": code_digest()}
 
 
 def write_artefacts(model: nn.Module, engine: str, folder: Path,

@@ -11,7 +11,6 @@ import io
 import json
 import logging
 import os
-import re
 import tempfile
 import threading
 import warnings
@@ -24,7 +23,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import load_checkpoint, min_input_side, model_from_checkpoint, write_atomically
-from ..errors import UserError
+from ..errors import UserError, memory_failures_as
 
 __all__ = ["INPUT_DESCRIPTION", "Parity", "export_checkpoint", "export_onnx", "input_metadata",
            "onnx_session", "parity_check", "quantize_int8"]
@@ -36,9 +35,6 @@ INPUT_DESCRIPTION = ("float32 N x 3 x H x W: RGB / 255, then (x - mean) / std pe
 OPSET = 17
 # Odd and unequal, unlike any export size, so a resize baked to one size would show up in the parity check.
 DYNAMIC_PARITY_SIZE = (97, 131)
-# How PyTorch's CPU allocator, CUDA and ONNX Runtime say that an allocation failed, and how many bytes it asked for.
-_OUT_OF_MEMORY = re.compile(r"(can't|failed to) allocate memory|out of memory", re.IGNORECASE)
-_ASKED_BYTES = re.compile(r"allocate (\d+) bytes")
 #: torch.onnx.export keeps its state in globals: two exports at once on threads (engines prepared in parallel)
 #: failed with "GLOBALS.in_onnx_export must be False". warnings.catch_warnings is process-wide too.
 _EXPORTING = threading.Lock()
@@ -89,10 +85,13 @@ def export_checkpoint(
     model = model_from_checkpoint(ckpt, checkpoint, output_stride=output_stride).eval()
     buffer = io.BytesIO()
     height, width = input_size or DYNAMIC_PARITY_SIZE
-    with _within_memory(input_size):
+    too_large = ("the export does not fit in memory{failed}; free some memory" if input_size is None else
+                 f"--input-size {input_size[0]} {input_size[1]}: does not fit in memory{{failed}}; choose a smaller "
+                 "size")
+    with memory_failures_as(too_large):
         export_onnx(model, buffer, input_size=input_size)
         metadata = input_metadata(model, ckpt.get("class_names"))
-        onnx_model = _with_metadata(buffer.getvalue(), metadata)
+        onnx_model = _with_metadata(buffer.getvalue(), metadata, int(model.config["num_classes"]))
         batch = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(seed))
         parity = parity_check(model, onnx_session(onnx_model), batch)
     write_atomically(out, lambda file: file.write(onnx_model), what="the ONNX file")
@@ -106,32 +105,22 @@ def input_metadata(model: nn.Module, class_names: Sequence[str] | None) -> dict[
             "class_names": json.dumps(list(class_names or []))}
 
 
-def _with_metadata(onnx_model: bytes, metadata: dict[str, str]) -> bytes:
+def _with_metadata(onnx_model: bytes, metadata: dict[str, str], num_classes: int) -> bytes:
     """``onnx_model`` with ``metadata`` stored as its ``metadata_props`` (read by ONNX Runtime's
-    ``get_modelmeta().custom_metadata_map``)."""
+    ``get_modelmeta().custom_metadata_map``), and its logits declared as ``num_classes`` channels at the input's
+    height and width: the exporter names those after an inner resize (``Resizelogits_dim_1``), which hid the class
+    count and a fixed size from the graph's signature."""
     import onnx
 
     proto = onnx.load_from_string(onnx_model)
+    logits, image = (value.type.tensor_type.shape.dim for value in (proto.graph.output[0], proto.graph.input[0]))
+    logits[1].dim_value = num_classes
+    for axis in (2, 3):
+        logits[axis].CopyFrom(image[axis])
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     return proto.SerializeToString()
-
-
-@contextlib.contextmanager
-def _within_memory(input_size: Sequence[int] | None) -> Iterator[None]:
-    """A failed allocation of PyTorch or ONNX Runtime (an input size too large for this machine) as one line."""
-    try:
-        yield
-    except Exception as exc:
-        if not isinstance(exc, MemoryError) and not _OUT_OF_MEMORY.search(str(exc)):
-            raise
-        asked = _ASKED_BYTES.search(str(exc))
-        size = f" (an allocation of {int(asked.group(1)) / 2**30:.1f} GiB failed)" if asked else ""
-        if input_size is None:
-            raise UserError(f"the export does not fit in memory{size}; free some memory") from None
-        raise UserError(f"--input-size {input_size[0]} {input_size[1]}: does not fit in memory{size}; choose a "
-                        "smaller size") from None
 
 
 def onnx_session(model: str | Path | bytes, *, threads: int | None = None):

@@ -8,7 +8,10 @@ and the compiled model is asked back which precision it took.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import os
+import shutil
 import sys
 import threading
 from pathlib import Path
@@ -48,8 +51,13 @@ def onnx_to_ir(onnx_path: str | Path, xml_path: str | Path, *, calibration: Iter
     model = ov.convert_model(str(onnx_path))
     if calibration is not None:
         model = _quantize(model, calibration)
-    # save_model compresses weights to fp16 by default: a silent precision change we do not want.
-    ov.save_model(model, str(xml_path), compress_to_fp16=False)
+    try:  # save_model compresses weights to fp16 by default: a silent precision change we do not want.
+        ov.save_model(model, str(xml_path), compress_to_fp16=False)
+    except RuntimeError as exc:
+        # OpenVINO says only "iostream error" on a full disk; the IR's fp32 weights take about the ONNX file's size.
+        if shutil.disk_usage(Path(xml_path).parent).free >= Path(onnx_path).stat().st_size:
+            raise
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(xml_path)) from exc
 
 
 def _quantize(model, calibration: Iterable[torch.Tensor]):

@@ -16,8 +16,8 @@ import torch
 
 from ..errors import UserError
 from .auto import choose_auto
-from .cache import CacheKey, EngineCache
-from .calibration import Calibration
+from .cache import PER_RUN_CALIBRATION, CacheKey, EngineCache
+from .calibration import INPUTS, Calibration
 from .engines import SPECS, artefact_versions, create_engine, load_artefacts, resolve_engine, write_artefacts
 from .tta import Engine
 
@@ -83,7 +83,7 @@ def _prepared(cache: Callable[[], EngineCache], sha256: Callable[[], str], model
         raise UserError(f"--engine {engine}: needs calibration images; pass --calibration DIR (the checkpoint's "
                         "training data is not on this machine)")
     key = CacheKey(sha256(), engine, spec.precision, SHAPE_POLICY, artefact_versions(engine),
-                   calibration.digest(max_size) if spec.calibrated else None, variant)
+                   _calibration_key(calibration, max_size) if spec.calibrated else None, variant)
     entry = cache().find(key)
     if entry is not None:
         return load_artefacts(engine, entry)
@@ -94,9 +94,22 @@ def _prepared(cache: Callable[[], EngineCache], sha256: Callable[[], str], model
         if spec.calibrated:
             batches = calibration.batches(prepare)
             print(f"calibrating {engine} on {len(batches)} images from {calibration.source} "
-                  f"({'once: the result is cached' if kept else 'on every run: it cannot be cached'})",
-                  file=sys.stderr)
+                  f"({_kept(calibration, kept)})", file=sys.stderr)
         write_artefacts(network, engine, folder, batches)
 
     with cache().build(key, write) as entry:
         return load_artefacts(engine, entry)
+
+
+def _calibration_key(calibration: Calibration, max_size: int | None) -> str:
+    """The cache key's calibration: the images' digest, marked when they are the ones this run predicts (see
+    :data:`.cache.PER_RUN_CALIBRATION`)."""
+    digest = calibration.digest(max_size)
+    return PER_RUN_CALIBRATION + digest if calibration.source == INPUTS else digest
+
+
+def _kept(calibration: Calibration, kept: bool) -> str:
+    """How long a calibration made now serves: an entry calibrated on the images to predict gives way to the next."""
+    if not kept:
+        return "on every run: it cannot be cached"
+    return "cached for these images only" if calibration.source == INPUTS else "once: the result is cached"

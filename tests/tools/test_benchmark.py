@@ -173,3 +173,11 @@ def test_json_to_stdout_redirected_to_a_file_holds_the_rows_alone(tmp_path, repo
                               text=True)
     assert json.loads((tmp_path / "rows.json").read_text())["core"] == [{"model": "m"}]
     assert done.returncode == 0 and "## core" in done.stderr
+
+
+def test_a_size_beyond_memory_is_one_line(capsys):
+    # 1.2 PB for the input alone: more than any machine's address space, so the allocation always fails.
+    assert benchmark.main(["--section", "core", "--size", "10000000", "--repeats", "1", "--warmup", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --size 10000000: the core section does not fit in memory (an allocation of ")
+    assert len(err.strip().splitlines()) == 1

@@ -47,6 +47,17 @@ def test_the_onnx_file_says_how_to_normalise_its_input_and_names_the_classes(
     assert metadata["input"] == export_module.INPUT_DESCRIPTION
 
 
+@pytest.mark.parametrize(("size", "declared"), [([], ["batch", 3, "height", "width"]),
+                                              (["--input-size", "33", "47"], ["batch", 3, 33, 47])])
+def test_the_onnx_file_declares_the_class_count_and_a_fixed_size_of_its_logits(
+        size: list[str], declared: list, tmp_path: Path, make_checkpoint) -> None:
+    """Not the exporter's names of an inner resize's dimensions, which hid them from a deployment reading the
+    graph's signature."""
+    make_checkpoint(tmp_path / "best.pt", num_classes=3)
+    assert export_tool.main(["--checkpoint", str(tmp_path / "best.pt"), "--out", str(tmp_path / "m.onnx"), *size]) == 0
+    assert export_module.onnx_session(tmp_path / "m.onnx").get_outputs()[0].shape == declared
+
+
 def test_export_tool_reports_missing_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = export_tool.main(["--checkpoint", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "m.onnx")])
     assert code == 2

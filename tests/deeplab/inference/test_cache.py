@@ -15,9 +15,9 @@ import torch
 from PIL import Image
 
 from deeplab import save_checkpoint
-from deeplab.inference import Predictor, prepared
+from deeplab.inference import Predictor, engines, prepared
 from deeplab.inference import predictor as predictor_module
-from deeplab.inference.cache import MANIFEST, CacheKey, EngineCache
+from deeplab.inference.cache import MANIFEST, PER_RUN_CALIBRATION, CacheKey, EngineCache
 
 IMAGE = np.random.default_rng(0).integers(0, 256, (33, 47, 3), dtype=np.uint8)
 
@@ -134,6 +134,19 @@ def test_new_library_version_is_a_miss(tmp_path: Path, make_checkpoint, builds,
     assert builds == ["onnxruntime", "onnxruntime"]
     [entry] = entries(tmp_path / "m.engines")
     assert json.loads((entry / MANIFEST).read_text())["key"]["versions"]["onnxruntime"] == "9.9"
+
+
+def test_an_update_of_the_model_or_export_code_is_a_miss(tmp_path: Path, make_checkpoint, builds,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    make_checkpoint(tmp_path / "m.pt", num_classes=3)
+    predict(tmp_path / "m.pt")
+    # e.g. max-pools padded another way: the same checkpoint and libraries, another graph
+    monkeypatch.setattr(engines, "code_digest", lambda: "updated")
+    predict(tmp_path / "m.pt")
+    predict(tmp_path / "m.pt")
+    assert builds == ["onnxruntime", "onnxruntime"]
+    [entry] = entries(tmp_path / "m.engines")
+    assert json.loads((entry / MANIFEST).read_text())["key"]["versions"]["deeplab-code"] == "updated"
 
 
 @pytest.mark.slow
@@ -310,9 +323,45 @@ def test_calibration_message_says_whether_the_result_is_kept(tmp_path: Path, mak
     monkeypatch.setattr(prepared, "load_artefacts", lambda engine, folder: lambda batch: torch.zeros(len(batch), 3))
     Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="int8", calibration=[tmp_path / "a.png"])
     assert "(once: the result is cached)" in capsys.readouterr().err
+    Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="int8", fallback_calibration=[tmp_path / "a.png"])
+    assert "from the images to predict (cached for these images only)" in capsys.readouterr().err
     shutil.rmtree(tmp_path / "m.engines")
     (tmp_path / "m.engines").write_text("")  # files where the cache folders would go: unwritable, even for root
     (tmp_path / "xdg").write_text("")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="int8", calibration=[tmp_path / "a.png"])
     assert "(on every run: it cannot be cached)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("full", [["m.engines"], ["m.engines", "xdg"]])
+def test_a_full_disk_moves_the_entry_on_instead_of_failing(full: list[str], tmp_path: Path, user_cache,
+                                                           capsys) -> None:
+    cache, key = EngineCache(tmp_path / "m.pt", "ab" * 32), int8_key()
+
+    def write(folder: Path, kept: bool) -> None:
+        (folder / "model.xml").write_text("built")
+        if any(tmp_path / name in folder.parents for name in full):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder / "model.xml"))
+
+    with cache.build(key, write) as entry:
+        assert (entry / "model.xml").read_text() == "built"
+    assert cache.find(key) == (None if "xdg" in full else entry)
+    assert not list(tmp_path.glob("**/.tmp-*")) and f"{tmp_path / 'm.engines'}: no room" in capsys.readouterr().err
+
+
+def test_an_engine_calibrated_on_the_images_to_predict_replaces_the_previous_one(
+        tmp_path: Path, make_checkpoint, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_checkpoint(tmp_path / "m.pt", num_classes=3)
+    monkeypatch.setattr(prepared, "write_artefacts",
+                        lambda model, engine, folder, batches: (folder / "model.onnx").write_bytes(b"int8"))
+    monkeypatch.setattr(prepared, "load_artefacts", lambda engine, folder: lambda batch: torch.zeros(len(batch), 3))
+    for name in ("named.png", "a.png", "b.png"):
+        Image.fromarray(np.random.default_rng(len(name) + ord(name[0])).integers(0, 256, (24, 28, 3), dtype=np.uint8)
+                        ).save(tmp_path / name)
+    Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="int8", calibration=[tmp_path / "named.png"])
+    for name in ("a.png", "b.png"):  # one predict.py run per photo, each calibrated on its own
+        Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu", engine="int8",
+                                  fallback_calibration=[tmp_path / name])
+    calibrated = [json.loads((entry / MANIFEST).read_text())["key"]["calibration"]
+                  for entry in entries(tmp_path / "m.engines")]
+    assert sorted(c.startswith(PER_RUN_CALIBRATION) for c in calibrated) == [False, True]

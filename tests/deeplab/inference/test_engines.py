@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import copy
+import errno
 import importlib.util
 import threading
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -216,3 +218,24 @@ def test_auto_and_device_guards() -> None:
             create_engine(nn.Conv2d(3, 3, 1), engine="torch", device="cuda")
     else:
         assert resolve_engine("auto", "cuda") == "torch-bf16"
+
+
+@pytest.mark.parametrize("free", [0, 1 << 40])
+def test_a_full_disk_under_openvino_is_an_os_error_saying_so(free: int, tmp_path, monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    skip_if_missing("openvino")
+    import openvino as ov
+
+    from deeplab.inference import openvino_engine
+
+    torch.onnx.export(nn.Conv2d(3, 2, 1), (torch.randn(1, 3, 4, 4),), str(tmp_path / "m.onnx"), dynamo=False)
+
+    def full(*args, **kwargs) -> None:
+        raise RuntimeError("basic_ios::clear: iostream error")  # all OpenVINO says when the disk is full
+
+    monkeypatch.setattr(ov, "save_model", full)
+    monkeypatch.setattr(openvino_engine.shutil, "disk_usage", lambda path: SimpleNamespace(free=free))
+    with pytest.raises(OSError if free == 0 else RuntimeError) as caught:
+        openvino_engine.onnx_to_ir(tmp_path / "m.onnx", tmp_path / "m.xml")
+    assert free or caught.value.errno == errno.ENOSPC and caught.value.filename == str(tmp_path / "m.xml")
+
