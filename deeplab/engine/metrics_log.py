@@ -20,15 +20,18 @@ class MetricsLog:
         self.path = Path(path)
 
     def read(self) -> list[dict[str, Any]]:
-        """All records; a torn last line (a crash mid-write) is dropped, not fatal."""
+        """All records; a line that is none (torn by a crash mid-write, or edited by hand into other JSON) is
+        dropped, not fatal: a resume or the plot would otherwise stop on it with a traceback."""
         if not self.path.is_file():
             return []
         records = []
         for line in self.path.read_text(encoding="utf-8").splitlines():
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except ValueError:
                 continue
+            if isinstance(record, dict) and type(record.get("step")) is int:
+                records.append(record)
         return records
 
     def reset(self, *, keep_until: int = 0, history: MetricsLog | None = None) -> None:
@@ -61,8 +64,7 @@ def plot_curves(records: list[dict[str, Any]], path: str | Path) -> None:
     # A bare Figure draws without pyplot, so no GUI backend is chosen or switched (a user's notebook keeps its own).
     from matplotlib.figure import Figure
 
-    losses = [(r["step"], r["loss"]) for r in records if "loss" in r]
-    mious = [(r["step"], r["miou"]) for r in records if "miou" in r]
+    losses, mious = _series(records, "loss"), _series(records, "miou")
     fig = Figure(figsize=(8, 4.5), dpi=100)
     loss_ax = fig.subplots()
     if losses:
@@ -83,6 +85,12 @@ def plot_curves(records: list[dict[str, Any]], path: str | Path) -> None:
     with _reported(Path(path)):
         fig.savefig(tmp, format="png")
         os.replace(tmp, path)  # a run killed mid-plot keeps the previous picture
+
+
+def _series(records: list[dict[str, Any]], key: str) -> list[tuple[int, float]]:
+    """``(step, value)`` of the records whose ``key`` is a number (an edited log may hold null or text there)."""
+    return [(r["step"], r[key]) for r in records
+            if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)]
 
 
 def _smooth(values: tuple[float, ...], alpha: float = 0.1) -> list[float]:

@@ -1,4 +1,4 @@
-"""metrics.jsonl survives a torn last line and truncates on resume; the curves plot is a PNG."""
+"""metrics.jsonl survives a torn last line or a hand edit and truncates on resume; the curves plot is a PNG."""
 from __future__ import annotations
 
 import json
@@ -16,5 +16,15 @@ def test_metrics_log_reset_truncates_and_survives_a_torn_line(tmp_path):
     log.reset(keep_until=3)
     log.append({"step": 4, "loss": 0.1, "miou": 0.5})
     assert [json.loads(line)["step"] for line in log.path.read_text().splitlines()] == [1, 2, 3, 4]
+    plot_curves(log.read(), tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_log_edited_by_hand_resumes_and_plots(tmp_path):
+    log = MetricsLog(tmp_path / "metrics.jsonl")
+    log.path.write_text('{"step": 1, "loss": 0.9}\n5\n["step", 2]\n{"step": "2", "loss": 0.8}\n{"loss": 0.7}\n'
+                        '{"step": 3, "loss": null, "miou": "n/a"}\n{"step": 4, "loss": 0.5, "miou": 0.4}\n')
+    log.reset(keep_until=4)  # a resume: every line that is not a record of a step is dropped, none is fatal
+    assert [r["step"] for r in log.read()] == [1, 3, 4]
     plot_curves(log.read(), tmp_path / "curves.png")
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
