@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from deeplab.engine import run_dir
-from deeplab.engine.run_dir import LOCK_NAME, FolderInUse, RunLock, claim_run_dir, last_good_checkpoint
+from deeplab.engine.run_dir import LOCK_NAME, FolderInUse, RunLock, claim_run_dir, last_good_checkpoint, read_resumed
 from deeplab.errors import UserError
 
 REPO = Path(__file__).resolve().parents[3]
@@ -220,6 +220,26 @@ def test_last_good_checkpoint_is_best_pt_when_a_run_stopped_between_the_two_writ
                                               f"continue with --resume {tmp_path / 'best.pt'}")
     (tmp_path / "last.pt").unlink()  # the disk filled up at the first validation, after best.pt
     assert last_good_checkpoint(tmp_path).startswith(f"{tmp_path / 'best.pt'} (step 9)")
+
+
+def test_a_damaged_or_missing_last_pt_points_to_the_readable_best_pt(tmp_path):
+    """A last.pt cut short (a full disk, a copy) or never written (Ctrl-C during its first write) leaves best.pt to
+    continue from: both the refusal of a new run there and the failed resume name it, never the unreadable file."""
+    fake_run(tmp_path / "run", step=7)
+    last, best = tmp_path / "run" / "last.pt", tmp_path / "run" / "best.pt"
+    torch.save({"step": 5}, best)
+    last.write_bytes(last.read_bytes()[:100])
+    with pytest.raises(UserError) as refused, claim_run_dir(tmp_path / "run", default=tmp_path / "unused"):
+        pass
+    assert f"continue it with --resume {best}, or pass --out" in str(refused.value)
+    with pytest.raises(UserError) as unreadable:
+        read_resumed(last)
+    assert str(unreadable.value).startswith(f"{last}: not a readable checkpoint")
+    assert str(unreadable.value).endswith(f"; {best} (step 5) beside it is readable: continue with --resume {best}")
+    last.unlink()
+    with pytest.raises(UserError) as refused, claim_run_dir(tmp_path / "run", default=tmp_path / "unused"):
+        pass
+    assert f"continue it with --resume {best}, or pass --out" in str(refused.value)
 
 
 def test_before_its_first_checkpoint_a_resumed_run_names_the_one_it_resumed(tmp_path):
