@@ -38,7 +38,7 @@ from ..inference.tta import ScoresNotFinite
 from ..models import DeepLabV3Plus
 from . import distributed
 from .balance import prepare_balance, read_weights_file_first
-from .config import TrainConfig
+from .config import TrainConfig, changed_settings
 from .data import build_train_loader, build_val_loader
 from .freeze import freeze_batchnorm, freeze_early_stages
 from .loop import LossNotFinite, RunFileNotWritten, TrainResult, resolve_amp, train
@@ -81,6 +81,7 @@ def fit(
     if resume is not None:
         _check_resumable(resume, resume_path)
         _check_resume_freezing(c, resume.get("args", {}), resume_path)
+        _say_changed_settings(c, resume, resume_path)
         if c.iters is not None and isinstance(resume.get("step"), int):  # --epochs: once the split is counted
             _check_steps_left(c.iters, resume["step"], resume_path)
     with _run_folder(c, resume=resume, resume_path=resume_path) as out_dir:
@@ -292,6 +293,14 @@ def _comparable_best(best: float, saved_args: dict[str, Any], c: TrainConfig) ->
         print(f"note: this run validates on split {c.val_split}, but its best mIoU {best:.4f} was measured on split "
               f"{split}; best.pt is chosen anew from the next validation")
     return -1.0
+
+
+def _say_changed_settings(c: TrainConfig, resume: dict[str, Any], resume_path: str | Path | None) -> None:
+    """One line naming the settings this resume changes from its run's (flags or a recipe given now): the run goes
+    on with them, no longer as it would have uninterrupted."""
+    changed = changed_settings(c, resume.get("args", {}))
+    if changed and distributed.is_main_process():
+        print(f"note: {resume_path} goes on with changed settings: {', '.join(changed)}")
 
 
 def _run_amp(amp: str, device: torch.device, *, resume: dict[str, Any] | None,

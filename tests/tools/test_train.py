@@ -132,16 +132,20 @@ def test_a_run_resumed_with_another_batch_size_goes_on_where_its_data_stopped(de
     assert load_checkpoint(tmp_path / "broken" / "last.pt")["samples"] == 8
 
 
-def test_epochs_of_a_run_resumed_at_another_batch_size_count_the_epochs_it_did(demo, tmp_path):
+def test_epochs_of_a_run_resumed_at_another_batch_size_count_the_epochs_it_did(demo, tmp_path, capsys):
     split_file(demo, "train3").write_text("train_0000\ntrain_0001\ntrain_0002\n")
     out = tmp_path / "run"
     assert train_tool.main(demo_args(demo, out, "--split", "train3", "--epochs", "1")) == 0
     assert load_checkpoint(out / "last.pt")["step"] == 2  # an epoch of 3 images at batch 2: 2 steps
     resume = ["--resume", str(out / "last.pt"), "--epochs", "2", "--workers", "0", "--no-progress"]
+    capsys.readouterr()
     assert train_tool.main([*resume, "--batch-size", "4", "--out", str(tmp_path / "batch4")]) == 0
     assert load_checkpoint(tmp_path / "batch4" / "last.pt")["step"] == 3  # the second epoch: 1 step of 4
+    # A resume that changes a setting says so (its length and the machine's settings aside).
+    assert f"note: {out / 'last.pt'} goes on with changed settings: --batch-size 2 -> 4\n" in capsys.readouterr().out
     assert train_tool.main([*resume, "--out", str(tmp_path / "batch2")]) == 0
     assert load_checkpoint(tmp_path / "batch2" / "last.pt")["step"] == 4  # as a run of 2 epochs at batch 2
+    assert "changed settings" not in capsys.readouterr().out
 
 
 def test_resume_with_another_backbone_or_class_count_is_refused(demo, tmp_path, capsys, voc_mini):
