@@ -224,7 +224,8 @@ def test_a_run_resumed_on_another_validation_split_chooses_best_pt_anew(demo, tm
     assert train_tool.main(["--resume", str(tmp_path / "unbeatable.pt"), "--iters", "2", "--val-split", "val3",
                             "--out", str(tmp_path / "b"), *FAST]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == ("note: this run validates on split val3, but its best mIoU 1.0000 was measured on split val2; "
+    assert lines[0] == f"note: {tmp_path / 'unbeatable.pt'} goes on with changed settings: --val-split val2 -> val3"
+    assert lines[1] == ("note: this run validates on split val3, but its best mIoU 1.0000 was measured on split val2; "
                         "best.pt is chosen anew from the next validation")
     best = load_checkpoint(tmp_path / "b" / "best.pt")
     assert best["step"] == 2 and best["best_miou"] == read_log(tmp_path / "b")[-1]["miou"] < 1.0
