@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..checkpoint import write_atomically
 from ..errors import UserError, one_line
 
 __all__ = ["MetricsLog", "plot_curves"]
@@ -37,12 +37,8 @@ class MetricsLog:
     def reset(self, *, keep_until: int = 0, history: MetricsLog | None = None) -> None:
         """Keep only records with ``step <= keep_until`` (0: none), so a resumed run rewrites what followed; taken
         from ``history`` when given (the resumed run's log, when it continues in another folder)."""
-        kept = [r for r in (history or self).read() if r.get("step", 0) <= keep_until]
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with _reported(self.path):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-            os.replace(tmp, self.path)
+        kept = "".join(json.dumps(r) + "\n" for r in (history or self).read() if r["step"] <= keep_until)
+        write_atomically(self.path, lambda handle: handle.write(kept.encode("utf-8")), what="metrics log")
 
     def append(self, record: dict[str, Any]) -> None:
         """Add one record (flushed at once, so a killed run keeps what it logged)."""
@@ -81,10 +77,8 @@ def plot_curves(records: list[dict[str, Any]], path: str | Path) -> None:
     miou_ax.set_ylim(0.0, 1.0)
     loss_ax.set_title("DeepLabV3+ training")
     fig.tight_layout()
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
-    with _reported(Path(path)):
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)  # a run killed mid-plot keeps the previous picture
+    # A run stopped mid-plot keeps the previous picture and leaves no partial file behind.
+    write_atomically(path, lambda handle: fig.savefig(handle, format="png"), what="curves plot")
 
 
 def _series(records: list[dict[str, Any]], key: str) -> list[tuple[int, float]]:
