@@ -35,8 +35,8 @@ try:
 except ImportError:  # not POSIX: the pid in the lock file decides
     fcntl = None
 
-__all__ = ["LOCK_NAME", "RUN_FILES", "FolderInUse", "RunLock", "claim_run_dir", "last_good_checkpoint", "read_resumed",
-           "run_files"]
+__all__ = ["LOCK_NAME", "RUN_FILES", "FolderInUse", "RunLock", "claim_run_dir", "last_good_checkpoint",
+           "latest_checkpoint", "read_resumed", "run_files"]
 
 #: Everything a run writes in its folder (besides its lock and temporary files): a folder holding any is taken.
 RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "curves.png", "tensorboard")
@@ -142,7 +142,7 @@ def _check_run_dir(folder: Path, *, resume_path: str | Path | None, resume_step:
             # A run killed (SIGKILL, power loss) before its first checkpoint had no chance to remove its files.
             held = (f"{folder}: holds a run that has no checkpoint ({names}: stopped before its first one, or its "
                     "checkpoints were removed), so there is nothing to resume")
-        found = _latest_checkpoint(folder)
+        found = latest_checkpoint(folder)
         how = f"continue it with --resume {found[1]}" if found else f"move {'its files' if another else 'it'} away"
         raise UserError(f"{held}; {how}, or pass --out with a new folder")
     resume_path = Path(resume_path)
@@ -160,7 +160,7 @@ def last_good_checkpoint(folder: str | Path, *, resume_path: str | Path | None =
     """Which checkpoint a stopped run leaves in ``folder`` to continue from, in words (what Ctrl-C reports): the later
     of ``last.pt`` and ``best.pt`` (ahead when the run stopped between the two writes); before its first one, a
     resumed run's is still ``resume_path``."""
-    found = _latest_checkpoint(Path(folder))
+    found = latest_checkpoint(Path(folder))
     if found:
         step, path = found
         return f"{path} (step {step}) is the last good checkpoint; continue with --resume {path}"
@@ -177,14 +177,14 @@ def read_resumed(path: str | Path) -> dict[str, Any]:
     try:
         return load_checkpoint(path)
     except UserError as exc:
-        found = _latest_checkpoint(Path(path).parent) if Path(path).is_file() else None
+        found = latest_checkpoint(Path(path).parent) if Path(path).is_file() else None
         if found is None or _same_file(found[1], Path(path)):
             raise
         step, other = found
         raise UserError(f"{exc}; {other} (step {step}) beside it is readable: continue with --resume {other}") from None
 
 
-def _latest_checkpoint(folder: Path) -> tuple[int, Path] | None:
+def latest_checkpoint(folder: Path) -> tuple[int, Path] | None:
     """``(step, path)`` of the later readable one of ``folder``'s last.pt and best.pt (ahead when a run stopped
     between the two writes; last.pt among equals), None when neither can be read."""
     saved = [(step, path) for path in (folder / "last.pt", folder / "best.pt")
