@@ -7,6 +7,8 @@
   the same command can run again; what was there before stays.
 - A resumed run writes beside the checkpoint it continues, unless told where; never into another run's
   folder, and never over a later state of its own run (resuming an older ``best.pt`` beside a newer ``last.pt``).
+  A checkpoint renamed (``models/deeplab.pt``) continues beside its run files only by name: the ``last.pt`` there may
+  be another run's, so it is refused.
 - While a run writes, a lock file in its folder holds the owner's pid and host; a second process is refused.
   The lock dies with its owner: it is an ``flock`` (released by the kernel when the process ends), and where
   the filesystem has no ``flock``, a lock whose process is gone is cleared.
@@ -150,6 +152,10 @@ def _check_run_dir(folder: Path, *, resume_path: str | Path | None, resume_step:
         raise UserError(f"{held}; pass --out with a new folder to continue {resume_path} there")
     if _same_file(resume_path, last):
         return
+    if resume_path.name not in _CHECKPOINTS:  # a copy renamed into some folder: the run files there may be another's
+        raise UserError(f"{held}, and {resume_path.name} is not one of its checkpoints (last.pt, best.pt), so "
+                        f"resuming here could replace another run's files; pass --out with a new folder to continue "
+                        f"{resume_path} there")
     saved = _saved_step(last)
     if saved is not None and saved > resume_step:
         raise UserError(f"{last}: is at step {saved}, past {resume_path} (step {resume_step}), and resuming here "

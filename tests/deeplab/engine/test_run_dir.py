@@ -74,6 +74,28 @@ def test_a_resume_writes_beside_its_checkpoint_never_into_another_run(tmp_path):
         pass
 
 
+def test_a_renamed_checkpoint_never_resumes_over_the_run_files_beside_it(tmp_path):
+    """models/ holds deeplab.pt (a run's checkpoint, renamed) beside another run's last.pt at an earlier step: the
+    resume would replace that file and mix both runs' logs."""
+    before = fake_run(tmp_path / "models", step=4)
+    torch.save({"step": 6}, tmp_path / "models" / "deeplab.pt")
+    before["deeplab.pt"] = (tmp_path / "models" / "deeplab.pt").read_bytes()
+    with pytest.raises(UserError) as refused, claim_run_dir(None, default=tmp_path / "x", resume_step=6,
+                                                            resume_path=tmp_path / "models" / "deeplab.pt"):
+        pass
+    assert str(refused.value).startswith(f"{tmp_path / 'models'}: holds another run (last.pt, best.pt, metrics.jsonl)"
+                                         ", and deeplab.pt is not one of its checkpoints")
+    assert str(refused.value).endswith(f"pass --out with a new folder to continue {tmp_path / 'models' / 'deeplab.pt'} "
+                                       "there")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "models").iterdir()} == before
+    (tmp_path / "models" / "last.pt").unlink()
+    (tmp_path / "models" / "best.pt").unlink()
+    (tmp_path / "models" / "metrics.jsonl").unlink()
+    with claim_run_dir(None, default=tmp_path / "x", resume_path=tmp_path / "models" / "deeplab.pt",
+                       resume_step=6) as folder:  # alone in its folder, it continues there
+        assert folder == tmp_path / "models"
+
+
 @pytest.mark.parametrize("name", ["curves.png", "tensorboard"])
 def test_a_folder_holding_any_file_a_run_writes_is_taken(tmp_path, name):
     user = tmp_path / "mine"
