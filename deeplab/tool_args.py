@@ -76,9 +76,9 @@ def check_writable(out_dir: str | Path, *, create: bool = True) -> Path:
     """Create ``out_dir`` and prove a file can be written there, so a bad --out fails before any work; without
     ``create``, prove only that it is a folder or could be made one, creating nothing (a check before loading)."""
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():  # mkdir's own word for it would be "File exists"
+        raise UserError(f"{out_dir}: cannot write to the output folder (it is a file)")
     if not create:
-        if out_dir.exists() and not out_dir.is_dir():
-            raise UserError(f"{out_dir}: cannot write to the output folder (it is a file)")
         _check_creatable(out_dir)
         return out_dir
     try:
