@@ -29,6 +29,7 @@ from deeplab.engine.distributed import is_main_process, teardown_distributed
 from deeplab.engine.run_dir import read_resumed, run_files
 from deeplab.engine.warm_start import init_checkpoint_defaults
 from deeplab.errors import interrupt_on_signals, report_user_errors
+from deeplab.tool_args import check_not_empty
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -123,6 +124,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags, train, print a summary; exit status 2 with one line on a user error."""
     flags = vars(get_args_parser().parse_args(argv))
+    check_not_empty({f"--{key.replace('_', '-')}": value for key, value in flags.items() if isinstance(value, str)})
     resume_path, download, no_progress = flags.pop("resume"), flags.pop("download"), flags.pop("no_progress")
     ignore_class_names = flags.pop("ignore_class_names")
     resumed = read_resumed(resume_path) if resume_path else None

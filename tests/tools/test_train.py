@@ -395,6 +395,17 @@ def test_unwritable_output_folder_fails_before_training(demo, tmp_path, capsys):
     assert err.startswith("error: ") and "cannot write" in err and "training" not in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("flag", ["--out", "--data-root", "--resume", "--init-from"])
+def test_an_empty_path_flag_is_refused_before_anything_is_written(flag, tmp_path, monkeypatch, capsys):
+    """``--out "$RUN"`` with RUN unset: the working folder would take the run (or the demo data), and an empty
+    --resume or --init-from would start a new run from scratch as if the flag were not given."""
+    monkeypatch.chdir(tmp_path)
+    assert train_tool.main(["--dataset", "demo", flag, "", *FAST]) == 2
+    assert capsys.readouterr().err == (f"error: {flag}: is empty (an unset shell variable?); give it a value or "
+                                       "leave it out\n")
+    assert not any(tmp_path.iterdir())
+
+
 def test_mixed_precision_without_cuda_is_refused_before_the_data_is_made(tmp_path, capsys):
     args = ["--dataset", "demo", "--data-root", str(tmp_path / "data"), "--device", "cpu", "--amp", "bf16",
             "--out", str(tmp_path / "run"), *FAST]
