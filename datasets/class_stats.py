@@ -82,11 +82,14 @@ def _read_cache(path: Path, key: str) -> np.ndarray | None:
 
 
 def _write_cache(path: Path, key: str, counts: np.ndarray) -> None:
-    """Write the counts to a temporary file and rename it over ``path``; skip quietly if the folder is read-only."""
+    """Write the counts to a temporary file and rename it over ``path``; skip quietly if the folder is read-only. A
+    Ctrl-C meanwhile leaves no temporary file in the user's data folder."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         tmp.write_text(json.dumps({"format": _FORMAT, "key": key, "counts": counts.tolist()}) + "\n",
                        encoding="utf-8")
         os.replace(tmp, path)
-    except OSError:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if not isinstance(exc, OSError):
+            raise

@@ -19,8 +19,8 @@ from typing import Iterable, Mapping, TextIO
 
 from .errors import UserError
 
-__all__ = ["check_bindable", "check_file_name", "check_new_files", "check_ranges", "check_seed", "check_writable",
-           "is_stream", "report_stream"]
+__all__ = ["check_bindable", "check_file_name", "check_new_files", "check_not_empty", "check_ranges", "check_seed",
+           "check_writable", "is_stream", "report_stream"]
 
 #: Folders whose entries name this process's open streams (``/dev/stdout``, ``/dev/fd/1``, ``/proc/self/fd/1``).
 _STREAM_FOLDERS = ("/dev", "/dev/fd", "/proc/self/fd")
@@ -66,6 +66,14 @@ def check_ranges(values: Mapping[str, float | None], *, at_least_one: Iterable[s
                 raise UserError(f"{flag}: must be {rule}, got {value}")
 
 
+def check_not_empty(values: Mapping[str, str | None]) -> None:
+    """Refuse a flag given an empty text (``--out "$DIR"`` with DIR unset); ``values`` maps a flag to its text, None
+    when left out. Empty, a path names the working folder, and a checkpoint reads as no flag at all."""
+    for flag, value in values.items():
+        if value is not None and not value.strip():
+            raise UserError(f"{flag}: is empty (an unset shell variable?); give it a value or leave it out")
+
+
 def check_seed(seed: int, *, flag: str = "--seed") -> None:
     """Refuse a seed torch's generators cannot take (they hold 64 bits), before the work that would use it."""
     if not 0 <= seed <= _MAX_SEED:
@@ -76,9 +84,9 @@ def check_writable(out_dir: str | Path, *, create: bool = True) -> Path:
     """Create ``out_dir`` and prove a file can be written there, so a bad --out fails before any work; without
     ``create``, prove only that it is a folder or could be made one, creating nothing (a check before loading)."""
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():  # mkdir's own word for it would be "File exists"
+        raise UserError(f"{out_dir}: cannot write to the output folder (it is a file)")
     if not create:
-        if out_dir.exists() and not out_dir.is_dir():
-            raise UserError(f"{out_dir}: cannot write to the output folder (it is a file)")
         _check_creatable(out_dir)
         return out_dir
     try:

@@ -23,13 +23,13 @@ import sys
 from collections.abc import Sequence
 
 from backbones import list_backbones
-from deeplab.checkpoint import load_checkpoint
 from deeplab.engine import AMP_MODES, PRESETS, RECIPES, describe_default, fit, resolve_config
 from deeplab.engine.losses import LOSS_CHOICES, LOSS_TERMS
 from deeplab.engine.distributed import is_main_process, teardown_distributed
-from deeplab.engine.run_dir import run_files
+from deeplab.engine.run_dir import read_resumed, run_files
 from deeplab.engine.warm_start import init_checkpoint_defaults
 from deeplab.errors import interrupt_on_signals, report_user_errors
+from deeplab.tool_args import check_not_empty
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -124,9 +124,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags, train, print a summary; exit status 2 with one line on a user error."""
     flags = vars(get_args_parser().parse_args(argv))
+    check_not_empty({f"--{key.replace('_', '-')}": value for key, value in flags.items() if isinstance(value, str)})
     resume_path, download, no_progress = flags.pop("resume"), flags.pop("download"), flags.pop("no_progress")
     ignore_class_names = flags.pop("ignore_class_names")
-    resumed = load_checkpoint(resume_path) if resume_path else None
+    resumed = read_resumed(resume_path) if resume_path else None
     inherited = resumed.get("args", {}) if resumed else {}
     if flags["init_from"]:
         inherited = init_checkpoint_defaults(flags["init_from"])

@@ -26,7 +26,8 @@ from ..tool_args import check_ranges
 from .distributed import DEFAULT_TIMEOUT_S
 from .losses import check_loss, parse_loss
 
-__all__ = ["MACHINE_FIELDS", "PRESETS", "RECIPES", "TrainConfig", "describe_default", "resolve_config"]
+__all__ = ["MACHINE_FIELDS", "PRESETS", "RECIPES", "TrainConfig", "changed_settings", "describe_default",
+           "resolve_config"]
 
 
 @dataclass
@@ -164,6 +165,14 @@ def resolve_config(flags: Mapping[str, Any], resumed: Mapping[str, Any] | None =
     _check_crop_size(config)
     _check_imbalance_settings(config)
     return config
+
+
+def changed_settings(config: TrainConfig, saved: Mapping[str, Any]) -> list[str]:
+    """The settings of ``config`` that differ from a resumed run's ``saved`` ones, as ``--lr 0.05 -> 0.1``: a resume
+    continues its run exactly only where none does, so a caller says each (the run's length and machine aside)."""
+    aside = {*MACHINE_FIELDS, "out", "iters", "epochs", "class_weight_values"}
+    return [f"--{key.replace('_', '-')} {saved[key]} -> {getattr(config, key)}" for key in _FIELDS
+            if key not in aside and key in saved and saved[key] != getattr(config, key)]
 
 
 def _same_weights(setting: str, saved: str | None) -> bool:

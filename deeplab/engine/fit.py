@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import sys
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -32,17 +33,17 @@ from datasets.class_stats import class_pixel_counts
 
 from ..checkpoint import class_names_source, match_class_names, model_from_config
 from ..device import resolve_device
-from ..errors import Interrupted, RunWideError, UserError, one_line
+from ..errors import USER_ERRORS, Interrupted, RunWideError, UserError, one_line
 from ..evaluation.evaluate import first_ids, warn_repeated_ids
 from ..inference.tta import ScoresNotFinite
 from ..models import DeepLabV3Plus
 from . import distributed
 from .balance import prepare_balance, read_weights_file_first
-from .config import TrainConfig
+from .config import TrainConfig, changed_settings
 from .data import build_train_loader, build_val_loader
 from .freeze import freeze_batchnorm, freeze_early_stages
 from .loop import LossNotFinite, RunFileNotWritten, TrainResult, resolve_amp, train
-from .run_dir import claim_run_dir, last_good_checkpoint
+from .run_dir import claim_run_dir, last_good_checkpoint, latest_checkpoint
 from .schedule import build_optimizer, build_scheduler, default_warmup_steps
 from .state import restore_training_state, seed_everything
 from .tensorboard import require_tensorboard
@@ -81,14 +82,17 @@ def fit(
     if resume is not None:
         _check_resumable(resume, resume_path)
         _check_resume_freezing(c, resume.get("args", {}), resume_path)
+        _say_changed_settings(c, resume, resume_path)
         if c.iters is not None and isinstance(resume.get("step"), int):  # --epochs: once the split is counted
             _check_steps_left(c.iters, resume["step"], resume_path)
-    with _run_folder(c, resume=resume, resume_path=resume_path) as out_dir:
+    step = resume.get("step") if resume is not None else 0
+    with _run_folder(c, resume=resume, resume_path=resume_path, step=step) as out_dir:
         c.out = str(out_dir)
         try:
-            return _fit_in(c, out_dir, device=device, amp_dtype=amp_dtype, resume=resume, resume_path=resume_path,
-                           init=init, saved_path=saved_path, download=download, progress=progress,
-                           ignore_class_names=ignore_class_names)
+            with _naming_the_last_good_checkpoint(out_dir, resume_path=resume_path, start_step=step):
+                return _fit_in(c, out_dir, device=device, amp_dtype=amp_dtype, resume=resume,
+                               resume_path=resume_path, init=init, saved_path=saved_path, download=download,
+                               progress=progress, ignore_class_names=ignore_class_names)
         except KeyboardInterrupt:
             raise Interrupted(last_good_checkpoint(out_dir, resume_path=resume_path)) from None
         except LossNotFinite as exc:
@@ -106,16 +110,17 @@ def fit(
 
 
 @contextlib.contextmanager
-def _run_folder(c: TrainConfig, *, resume: dict[str, Any] | None, resume_path: str | Path | None) -> Iterator[Path]:
+def _run_folder(c: TrainConfig, *, resume: dict[str, Any] | None, resume_path: str | Path | None,
+                step: Any) -> Iterator[Path]:
     """The run's folder, claimed by rank 0 for the block; the other ranks learn which it is, or why rank 0 refused
-    it (a folder holding another run), and stop with that line instead of a lost peer's traceback."""
+    it (a folder holding another run), and stop with that line instead of a lost peer's traceback. ``step``: the
+    resumed checkpoint's (0 for a new run)."""
     if not distributed.is_main_process():
         folder, refusal = distributed.broadcast_object(None)
         if refusal is not None:
             raise RunWideError(refusal)
         yield Path(folder)
         return
-    step = resume.get("step") if resume is not None else 0
     with contextlib.ExitStack() as stack:
         try:
             folder = stack.enter_context(claim_run_dir(
@@ -126,6 +131,30 @@ def _run_folder(c: TrainConfig, *, resume: dict[str, Any] | None, resume_path: s
             raise
         distributed.broadcast_object((str(folder), None))
         yield folder
+
+
+@contextlib.contextmanager
+def _naming_the_last_good_checkpoint(out_dir: Path, *, resume_path: str | Path | None,
+                                     start_step: Any) -> Iterator[None]:
+    """An error that ends the run after it saved a checkpoint names the last good one: a bad image met at step 5000
+    in its one line, a crash (a bug, out of memory) in a note above its traceback. Errors that name it themselves,
+    and those before the run saved anything (a flag, the data), pass as they are."""
+    try:
+        yield
+    except (LossNotFinite, ScoresNotFinite, RunFileNotWritten):
+        raise
+    except Exception as exc:
+        found = latest_checkpoint(out_dir)
+        if (found is None or not isinstance(start_step, int) or found[0] <= start_step
+                or (isinstance(exc, RuntimeError) and distributed.peer_lost(exc))):
+            raise
+        kept = last_good_checkpoint(out_dir, resume_path=resume_path)
+        if isinstance(exc, USER_ERRORS):
+            said = RunWideError if isinstance(exc, RunWideError) else UserError
+            raise said(f"{one_line(exc)}; {kept}") from None
+        if distributed.is_main_process():
+            print(f"note: training stopped on the error below; {kept}", file=sys.stderr)
+        raise
 
 
 def _fit_in(
@@ -292,6 +321,14 @@ def _comparable_best(best: float, saved_args: dict[str, Any], c: TrainConfig) ->
         print(f"note: this run validates on split {c.val_split}, but its best mIoU {best:.4f} was measured on split "
               f"{split}; best.pt is chosen anew from the next validation")
     return -1.0
+
+
+def _say_changed_settings(c: TrainConfig, resume: dict[str, Any], resume_path: str | Path | None) -> None:
+    """One line naming the settings this resume changes from its run's (flags or a recipe given now): the run goes
+    on with them, no longer as it would have uninterrupted."""
+    changed = changed_settings(c, resume.get("args", {}))
+    if changed and distributed.is_main_process():
+        print(f"note: {resume_path} goes on with changed settings: {', '.join(changed)}")
 
 
 def _run_amp(amp: str, device: torch.device, *, resume: dict[str, Any] | None,

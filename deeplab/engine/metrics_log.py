@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..checkpoint import write_atomically
 from ..errors import UserError, one_line
 
 __all__ = ["MetricsLog", "plot_curves"]
@@ -20,26 +20,25 @@ class MetricsLog:
         self.path = Path(path)
 
     def read(self) -> list[dict[str, Any]]:
-        """All records; a torn last line (a crash mid-write) is dropped, not fatal."""
+        """All records; a line that is none (torn by a crash mid-write, or edited by hand into other JSON) is
+        dropped, not fatal: a resume or the plot would otherwise stop on it with a traceback."""
         if not self.path.is_file():
             return []
         records = []
         for line in self.path.read_text(encoding="utf-8").splitlines():
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except ValueError:
                 continue
+            if isinstance(record, dict) and type(record.get("step")) is int:
+                records.append(record)
         return records
 
     def reset(self, *, keep_until: int = 0, history: MetricsLog | None = None) -> None:
         """Keep only records with ``step <= keep_until`` (0: none), so a resumed run rewrites what followed; taken
         from ``history`` when given (the resumed run's log, when it continues in another folder)."""
-        kept = [r for r in (history or self).read() if r.get("step", 0) <= keep_until]
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with _reported(self.path):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-            os.replace(tmp, self.path)
+        kept = "".join(json.dumps(r) + "\n" for r in (history or self).read() if r["step"] <= keep_until)
+        write_atomically(self.path, lambda handle: handle.write(kept.encode("utf-8")), what="metrics log")
 
     def append(self, record: dict[str, Any]) -> None:
         """Add one record (flushed at once, so a killed run keeps what it logged)."""
@@ -61,8 +60,7 @@ def plot_curves(records: list[dict[str, Any]], path: str | Path) -> None:
     # A bare Figure draws without pyplot, so no GUI backend is chosen or switched (a user's notebook keeps its own).
     from matplotlib.figure import Figure
 
-    losses = [(r["step"], r["loss"]) for r in records if "loss" in r]
-    mious = [(r["step"], r["miou"]) for r in records if "miou" in r]
+    losses, mious = _series(records, "loss"), _series(records, "miou")
     fig = Figure(figsize=(8, 4.5), dpi=100)
     loss_ax = fig.subplots()
     if losses:
@@ -79,10 +77,14 @@ def plot_curves(records: list[dict[str, Any]], path: str | Path) -> None:
     miou_ax.set_ylim(0.0, 1.0)
     loss_ax.set_title("DeepLabV3+ training")
     fig.tight_layout()
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
-    with _reported(Path(path)):
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)  # a run killed mid-plot keeps the previous picture
+    # A run stopped mid-plot keeps the previous picture and leaves no partial file behind.
+    write_atomically(path, lambda handle: fig.savefig(handle, format="png"), what="curves plot")
+
+
+def _series(records: list[dict[str, Any]], key: str) -> list[tuple[int, float]]:
+    """``(step, value)`` of the records whose ``key`` is a number (an edited log may hold null or text there)."""
+    return [(r["step"], r[key]) for r in records
+            if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)]
 
 
 def _smooth(values: tuple[float, ...], alpha: float = 0.1) -> list[float]:

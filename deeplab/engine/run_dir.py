@@ -7,6 +7,8 @@
   the same command can run again; what was there before stays.
 - A resumed run writes beside the checkpoint it continues, unless told where; never into another run's
   folder, and never over a later state of its own run (resuming an older ``best.pt`` beside a newer ``last.pt``).
+  A checkpoint renamed (``models/deeplab.pt``) continues beside its run files only by name: the ``last.pt`` there may
+  be another run's, so it is refused.
 - While a run writes, a lock file in its folder holds the owner's pid and host; a second process is refused.
   The lock dies with its owner: it is an ``flock`` (released by the kernel when the process ends), and where
   the filesystem has no ``flock``, a lock whose process is gone is cleared.
@@ -26,15 +28,17 @@ from typing import Any
 
 import torch
 
-from ..tool_args import check_writable
+from ..checkpoint import load_checkpoint
 from ..errors import UserError
+from ..tool_args import check_writable
 
 try:
     import fcntl
 except ImportError:  # not POSIX: the pid in the lock file decides
     fcntl = None
 
-__all__ = ["LOCK_NAME", "RUN_FILES", "FolderInUse", "RunLock", "claim_run_dir", "last_good_checkpoint", "run_files"]
+__all__ = ["LOCK_NAME", "RUN_FILES", "FolderInUse", "RunLock", "claim_run_dir", "last_good_checkpoint",
+           "latest_checkpoint", "read_resumed", "run_files"]
 
 #: Everything a run writes in its folder (besides its lock and temporary files): a folder holding any is taken.
 RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "curves.png", "tensorboard")
@@ -140,13 +144,18 @@ def _check_run_dir(folder: Path, *, resume_path: str | Path | None, resume_step:
             # A run killed (SIGKILL, power loss) before its first checkpoint had no chance to remove its files.
             held = (f"{folder}: holds a run that has no checkpoint ({names}: stopped before its first one, or its "
                     "checkpoints were removed), so there is nothing to resume")
-        how = f"continue it with --resume {last}" if last.exists() else f"move {'its files' if another else 'it'} away"
+        found = latest_checkpoint(folder)
+        how = f"continue it with --resume {found[1]}" if found else f"move {'its files' if another else 'it'} away"
         raise UserError(f"{held}; {how}, or pass --out with a new folder")
     resume_path = Path(resume_path)
     if not _same_file(resume_path.parent, folder):
         raise UserError(f"{held}; pass --out with a new folder to continue {resume_path} there")
     if _same_file(resume_path, last):
         return
+    if resume_path.name not in _CHECKPOINTS:  # a copy renamed into some folder: the run files there may be another's
+        raise UserError(f"{held}, and {resume_path.name} is not one of its checkpoints (last.pt, best.pt), so "
+                        f"resuming here could replace another run's files; pass --out with a new folder to continue "
+                        f"{resume_path} there")
     saved = _saved_step(last)
     if saved is not None and saved > resume_step:
         raise UserError(f"{last}: is at step {saved}, past {resume_path} (step {resume_step}), and resuming here "
@@ -157,16 +166,36 @@ def last_good_checkpoint(folder: str | Path, *, resume_path: str | Path | None =
     """Which checkpoint a stopped run leaves in ``folder`` to continue from, in words (what Ctrl-C reports): the later
     of ``last.pt`` and ``best.pt`` (ahead when the run stopped between the two writes); before its first one, a
     resumed run's is still ``resume_path``."""
-    saved = [(step, path) for path in (Path(folder) / "last.pt", Path(folder) / "best.pt")
-             if (step := _saved_step(path)) is not None]
-    if saved:
-        step, path = max(saved, key=lambda found: found[0])  # the first of equals: last.pt
+    found = latest_checkpoint(Path(folder))
+    if found:
+        step, path = found
         return f"{path} (step {step}) is the last good checkpoint; continue with --resume {path}"
     if resume_path is None:
         return f"no checkpoint was written to {folder}"
     out = "" if _same_file(Path(resume_path).parent, Path(folder)) else f" --out {folder}"
     return (f"no checkpoint of this run was written to {folder}; {resume_path} is still the last good checkpoint; "
             f"continue with --resume {resume_path}{out}")
+
+
+def read_resumed(path: str | Path) -> dict[str, Any]:
+    """The checkpoint to resume; when that file cannot be read, the error names the readable checkpoint beside it
+    (a last.pt cut short by a full disk or a copy still leaves best.pt to continue from)."""
+    try:
+        return load_checkpoint(path)
+    except UserError as exc:
+        found = latest_checkpoint(Path(path).parent) if Path(path).is_file() else None
+        if found is None or _same_file(found[1], Path(path)):
+            raise
+        step, other = found
+        raise UserError(f"{exc}; {other} (step {step}) beside it is readable: continue with --resume {other}") from None
+
+
+def latest_checkpoint(folder: Path) -> tuple[int, Path] | None:
+    """``(step, path)`` of the later readable one of ``folder``'s last.pt and best.pt (ahead when a run stopped
+    between the two writes; last.pt among equals), None when neither can be read."""
+    saved = [(step, path) for path in (folder / "last.pt", folder / "best.pt")
+             if (step := _saved_step(path)) is not None]
+    return max(saved, key=lambda found: found[0]) if saved else None
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -91,3 +91,15 @@ def test_read_only_folder_is_counted_without_cache(split, monkeypatch):
     dataset = VOCSegmentation(split, split="train")
     assert class_pixel_counts(dataset).tolist() == [[22, 3, 0, 0], [0, 0, 16, 0]]
     assert not class_pixels_cache(dataset).exists()
+
+
+def test_a_ctrl_c_while_caching_leaves_no_file_in_the_data_folder(split, monkeypatch):
+    before = sorted(split.iterdir())
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        class_pixel_counts(VOCSegmentation(split, split="train"))
+    assert sorted(split.iterdir()) == before

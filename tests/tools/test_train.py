@@ -132,16 +132,20 @@ def test_a_run_resumed_with_another_batch_size_goes_on_where_its_data_stopped(de
     assert load_checkpoint(tmp_path / "broken" / "last.pt")["samples"] == 8
 
 
-def test_epochs_of_a_run_resumed_at_another_batch_size_count_the_epochs_it_did(demo, tmp_path):
+def test_epochs_of_a_run_resumed_at_another_batch_size_count_the_epochs_it_did(demo, tmp_path, capsys):
     split_file(demo, "train3").write_text("train_0000\ntrain_0001\ntrain_0002\n")
     out = tmp_path / "run"
     assert train_tool.main(demo_args(demo, out, "--split", "train3", "--epochs", "1")) == 0
     assert load_checkpoint(out / "last.pt")["step"] == 2  # an epoch of 3 images at batch 2: 2 steps
     resume = ["--resume", str(out / "last.pt"), "--epochs", "2", "--workers", "0", "--no-progress"]
+    capsys.readouterr()
     assert train_tool.main([*resume, "--batch-size", "4", "--out", str(tmp_path / "batch4")]) == 0
     assert load_checkpoint(tmp_path / "batch4" / "last.pt")["step"] == 3  # the second epoch: 1 step of 4
+    # A resume that changes a setting says so (its length and the machine's settings aside).
+    assert f"note: {out / 'last.pt'} goes on with changed settings: --batch-size 2 -> 4\n" in capsys.readouterr().out
     assert train_tool.main([*resume, "--out", str(tmp_path / "batch2")]) == 0
     assert load_checkpoint(tmp_path / "batch2" / "last.pt")["step"] == 4  # as a run of 2 epochs at batch 2
+    assert "changed settings" not in capsys.readouterr().out
 
 
 def test_resume_with_another_backbone_or_class_count_is_refused(demo, tmp_path, capsys, voc_mini):
@@ -220,7 +224,8 @@ def test_a_run_resumed_on_another_validation_split_chooses_best_pt_anew(demo, tm
     assert train_tool.main(["--resume", str(tmp_path / "unbeatable.pt"), "--iters", "2", "--val-split", "val3",
                             "--out", str(tmp_path / "b"), *FAST]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == ("note: this run validates on split val3, but its best mIoU 1.0000 was measured on split val2; "
+    assert lines[0] == f"note: {tmp_path / 'unbeatable.pt'} goes on with changed settings: --val-split val2 -> val3"
+    assert lines[1] == ("note: this run validates on split val3, but its best mIoU 1.0000 was measured on split val2; "
                         "best.pt is chosen anew from the next validation")
     best = load_checkpoint(tmp_path / "b" / "best.pt")
     assert best["step"] == 2 and best["best_miou"] == read_log(tmp_path / "b")[-1]["miou"] < 1.0
@@ -388,6 +393,17 @@ def test_unwritable_output_folder_fails_before_training(demo, tmp_path, capsys):
     assert train_tool.main(demo_args(demo, tmp_path / "file" / "out", "--iters", "1")) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "cannot write" in err and "training" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flag", ["--out", "--data-root", "--resume", "--init-from"])
+def test_an_empty_path_flag_is_refused_before_anything_is_written(flag, tmp_path, monkeypatch, capsys):
+    """``--out "$RUN"`` with RUN unset: the working folder would take the run (or the demo data), and an empty
+    --resume or --init-from would start a new run from scratch as if the flag were not given."""
+    monkeypatch.chdir(tmp_path)
+    assert train_tool.main(["--dataset", "demo", flag, "", *FAST]) == 2
+    assert capsys.readouterr().err == (f"error: {flag}: is empty (an unset shell variable?); give it a value or "
+                                       "leave it out\n")
+    assert not any(tmp_path.iterdir())
 
 
 def test_mixed_precision_without_cuda_is_refused_before_the_data_is_made(tmp_path, capsys):

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from datasets import DataError
 from datasets.voc import split_file
 from deeplab import build_model
 from deeplab.checkpoint import load_checkpoint
@@ -132,6 +133,21 @@ def test_ctrl_c_says_which_checkpoint_is_the_last_good_one(demo, tmp_path, faili
     assert one_error_line(capsys) == (f"interrupted: {last} (step 2) is the last good checkpoint; continue with "
                                       f"--resume {last}")
     assert not (out / LOCK_NAME).exists() and load_checkpoint(last)["step"] == 2
+
+
+def test_an_error_after_a_checkpoint_names_the_last_good_one(demo, tmp_path, failing_train_step, capsys):
+    """A bad image met at step 5000 is one line, and a crash (a bug, out of memory) a traceback: both say where the
+    run can go on from."""
+    out, last = tmp_path / "run", tmp_path / "run" / "last.pt"
+    args = demo_args(demo, "--iters", "6", "--val-every", "2", "--out", str(out))
+    with failing_train_step(3, DataError("photo.jpg: corrupt or truncated image")):
+        assert train_tool.main(args) == 2
+    assert one_error_line(capsys) == (f"error: photo.jpg: corrupt or truncated image; {last} (step 2) is the last "
+                                      f"good checkpoint; continue with --resume {last}")
+    with failing_train_step(2, MemoryError("out of memory")), pytest.raises(MemoryError):
+        train_tool.main(["--resume", str(last), "--iters", "4", "--val-every", "1", *FAST])  # after step 3 is saved
+    assert one_error_line(capsys) == (f"note: training stopped on the error below; {last} (step 3) is the last good "
+                                      f"checkpoint; continue with --resume {last}")
 
 
 def test_ctrl_c_of_a_resumed_run_before_its_first_checkpoint_names_the_resumed_one(demo, tmp_path,

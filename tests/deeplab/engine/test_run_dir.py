@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from deeplab.engine import run_dir
-from deeplab.engine.run_dir import LOCK_NAME, FolderInUse, RunLock, claim_run_dir, last_good_checkpoint
+from deeplab.engine.run_dir import LOCK_NAME, FolderInUse, RunLock, claim_run_dir, last_good_checkpoint, read_resumed
 from deeplab.errors import UserError
 
 REPO = Path(__file__).resolve().parents[3]
@@ -72,6 +72,28 @@ def test_a_resume_writes_beside_its_checkpoint_never_into_another_run(tmp_path):
     with pytest.raises(UserError, match="holds another run.*--out with a new folder"), claim_run_dir(
             tmp_path / "orig", default=tmp_path / "x", resume_path=tmp_path / "copy" / "last.pt", resume_step=10):
         pass
+
+
+def test_a_renamed_checkpoint_never_resumes_over_the_run_files_beside_it(tmp_path):
+    """models/ holds deeplab.pt (a run's checkpoint, renamed) beside another run's last.pt at an earlier step: the
+    resume would replace that file and mix both runs' logs."""
+    before = fake_run(tmp_path / "models", step=4)
+    torch.save({"step": 6}, tmp_path / "models" / "deeplab.pt")
+    before["deeplab.pt"] = (tmp_path / "models" / "deeplab.pt").read_bytes()
+    with pytest.raises(UserError) as refused, claim_run_dir(None, default=tmp_path / "x", resume_step=6,
+                                                            resume_path=tmp_path / "models" / "deeplab.pt"):
+        pass
+    assert str(refused.value).startswith(f"{tmp_path / 'models'}: holds another run (last.pt, best.pt, metrics.jsonl)"
+                                         ", and deeplab.pt is not one of its checkpoints")
+    assert str(refused.value).endswith(f"pass --out with a new folder to continue {tmp_path / 'models' / 'deeplab.pt'} "
+                                       "there")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "models").iterdir()} == before
+    (tmp_path / "models" / "last.pt").unlink()
+    (tmp_path / "models" / "best.pt").unlink()
+    (tmp_path / "models" / "metrics.jsonl").unlink()
+    with claim_run_dir(None, default=tmp_path / "x", resume_path=tmp_path / "models" / "deeplab.pt",
+                       resume_step=6) as folder:  # alone in its folder, it continues there
+        assert folder == tmp_path / "models"
 
 
 @pytest.mark.parametrize("name", ["curves.png", "tensorboard"])
@@ -220,6 +242,26 @@ def test_last_good_checkpoint_is_best_pt_when_a_run_stopped_between_the_two_writ
                                               f"continue with --resume {tmp_path / 'best.pt'}")
     (tmp_path / "last.pt").unlink()  # the disk filled up at the first validation, after best.pt
     assert last_good_checkpoint(tmp_path).startswith(f"{tmp_path / 'best.pt'} (step 9)")
+
+
+def test_a_damaged_or_missing_last_pt_points_to_the_readable_best_pt(tmp_path):
+    """A last.pt cut short (a full disk, a copy) or never written (Ctrl-C during its first write) leaves best.pt to
+    continue from: both the refusal of a new run there and the failed resume name it, never the unreadable file."""
+    fake_run(tmp_path / "run", step=7)
+    last, best = tmp_path / "run" / "last.pt", tmp_path / "run" / "best.pt"
+    torch.save({"step": 5}, best)
+    last.write_bytes(last.read_bytes()[:100])
+    with pytest.raises(UserError) as refused, claim_run_dir(tmp_path / "run", default=tmp_path / "unused"):
+        pass
+    assert f"continue it with --resume {best}, or pass --out" in str(refused.value)
+    with pytest.raises(UserError) as unreadable:
+        read_resumed(last)
+    assert str(unreadable.value).startswith(f"{last}: not a readable checkpoint")
+    assert str(unreadable.value).endswith(f"; {best} (step 5) beside it is readable: continue with --resume {best}")
+    last.unlink()
+    with pytest.raises(UserError) as refused, claim_run_dir(tmp_path / "run", default=tmp_path / "unused"):
+        pass
+    assert f"continue it with --resume {best}, or pass --out" in str(refused.value)
 
 
 def test_before_its_first_checkpoint_a_resumed_run_names_the_one_it_resumed(tmp_path):
