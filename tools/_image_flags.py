@@ -1,5 +1,5 @@
 """Flags that predict.py and app.py share: how far images are shrunk for the model, how the overlay blends, the
-test-time views averaged, and which images calibrate the int8 engines."""
+test-time views averaged (eval.py's too), and which images calibrate the int8 engines."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +9,7 @@ from datasets import find_images
 from deeplab.errors import UserError
 from deeplab.inference.outputs import split_earlier_predictions
 
-__all__ = ["add_image_flags", "calibration_images", "check_image_flags"]
+__all__ = ["add_image_flags", "add_view_flags", "calibration_images", "check_image_flags"]
 
 
 def add_image_flags(parser: argparse.ArgumentParser, *, alpha_help: str, calibration_default: str) -> None:
@@ -19,14 +19,19 @@ def add_image_flags(parser: argparse.ArgumentParser, *, alpha_help: str, calibra
     parser.add_argument("--alpha", type=float, default=0.5, help=f"{alpha_help} (default 0.5)")
     parser.add_argument("--max-size", type=int, default=1024,
                         help="shrink images whose long side is larger before segmenting (default 1024; 0: never)")
+    add_view_flags(parser)
+    parser.add_argument("--calibration", metavar="DIR",
+                        help=f"int8 engines: calibrate on the images in DIR (default: {calibration_default}); auto "
+                             "also checks its choice on them when the checkpoint's validation images are not here")
+
+
+def add_view_flags(parser: argparse.ArgumentParser) -> None:
+    """``--flip`` and ``--any-orientation``: the test-time views averaged (eval.py takes them too)."""
     parser.add_argument("--flip", action="store_true",
                         help="also segment each image mirrored and average the two (twice the time)")
     parser.add_argument("--any-orientation", action="store_true",
                         help="average over all eight mirrors and quarter turns of each image (8x the time; for images "
                         "with no up or down, e.g. a model trained with --any-orientation)")
-    parser.add_argument("--calibration", metavar="DIR",
-                        help=f"int8 engines: calibrate on the images in DIR (default: {calibration_default}); auto "
-                             "also checks its choice on them when the checkpoint's validation images are not here")
 
 
 def calibration_images(args: argparse.Namespace) -> list[Path] | None:

@@ -18,6 +18,8 @@ from deeplab.evaluation import (ConfusionMatrix, evaluate, format_scores, report
 from deeplab.inference import ENGINES, Predictor
 from deeplab.tool_args import check_file_name, check_new_files
 
+from _image_flags import add_view_flags
+
 #: Largest test scale: DeepLab's multi-scale evaluation goes up to 1.75, and each side's factor costs its square.
 MAX_SCALE = 4.0
 #: Flags that change how a model predicts; saved masks (--pred-dir) were predicted already.
@@ -40,10 +42,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="replace the --json report files if they exist")
     parser.add_argument("--scales", default="1.0",
                         help="comma-separated test scales, e.g. 0.5,0.75,1.0,1.25,1.5,1.75 (at most 4; default 1.0)")
-    parser.add_argument("--flip", action="store_true", help="also average over horizontally mirrored inputs")
-    parser.add_argument("--any-orientation", action="store_true",
-                        help="average over all eight mirrors and quarter turns of each input (8x the time; for "
-                        "images with no up or down, e.g. a model trained with --any-orientation)")
+    add_view_flags(parser)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="default auto: CUDA when available")
     parser.add_argument("--engine", choices=ENGINES, default="auto",
