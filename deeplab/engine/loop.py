@@ -76,11 +76,18 @@ def train_step(
     else:
         loss.backward()
         optimizer.step()
-    with warnings.catch_warnings():  # the scaler skips the steps whose fp16 gradients overflow, as it should; the
-        # schedule still follows the step count, and torch's warning about the order would only alarm
-        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
-        scheduler.step()
+    scheduler.step()
     return value
+
+
+@contextlib.contextmanager
+def _scheduler_order_quiet() -> Iterator[None]:
+    """Silence torch's warning that ``lr_scheduler.step()`` ran before ``optimizer.step()``: the scaler skips the
+    steps whose fp16 gradients overflow, as it should, and the schedule still follows the step count. Entered once
+    for the loop, not per step: each entry resets every module's once-only warning registry."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+        yield
 
 
 def validate(
@@ -186,7 +193,7 @@ def train(
     batches = iter(train_loader)
     bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, disable=not (progress and main))
     step, scores, images_seen, started = start_step, None, 0, time.perf_counter()
-    with bar, board if board is not None else contextlib.nullcontext():
+    with bar, board if board is not None else contextlib.nullcontext(), _scheduler_order_quiet():
         while step < total_steps:
             raise_if_interrupted()
             images, masks = next(batches)
