@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_CLASSES", "bare_state_dict_message", "check_class_name_list", "check_output_stride", "class_names_source",
-    "is_bare_state_dict", "is_safetensors", "load_checkpoint", "match_class_names", "min_input_side",
+    "is_bare_state_dict", "is_safetensors", "is_state_dict", "load_checkpoint", "match_class_names", "min_input_side",
     "model_from_checkpoint", "model_from_config", "newest_checkpoint", "plain_data", "read_checkpoint_bytes",
     "read_plain_data", "save_checkpoint", "temporary_beside", "too_many_classes", "write_atomically", "write_json",
 ]
@@ -293,11 +293,15 @@ def load_checkpoint(path: str | Path, *, data: bytes | None = None) -> dict[str,
     return ckpt
 
 
+def is_state_dict(obj: Any) -> bool:
+    """A non-empty dict of tensors only, as ``model.state_dict()`` gives."""
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(value, torch.Tensor) for value in obj.values())
+
+
 def is_bare_state_dict(state: Any) -> bool:
     """Whether ``state`` is this project's DeepLabV3+ weights alone (``model.state_dict()``, of a wrapped model too),
     keyed under exactly the model's top-level modules."""
-    return (isinstance(state, dict) and bool(state) and all(isinstance(value, torch.Tensor) for value in state.values())
-            and {key.split(".", 1)[0] for key in without_wrapper_prefixes(state)} == _OUR_MODULES)
+    return is_state_dict(state) and {key.split(".", 1)[0] for key in without_wrapper_prefixes(state)} == _OUR_MODULES
 
 
 def bare_state_dict_message(path: str | Path, consequence: str) -> str:

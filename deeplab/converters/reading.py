@@ -9,7 +9,7 @@ import torch
 
 from backbones.base import without_wrapper_prefixes
 
-from ..checkpoint import is_safetensors, read_checkpoint_bytes, read_plain_data
+from ..checkpoint import is_safetensors, is_state_dict, read_checkpoint_bytes, read_plain_data
 from ..errors import UserError, one_line
 
 __all__ = ["find_state_dict", "read_foreign_checkpoint"]
@@ -52,13 +52,9 @@ def find_state_dict(obj: Any, path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of the model in a loaded checkpoint: the object itself or the first state dict under a usual
     key, with a ``module.`` prefix (saved from DataParallel) removed."""
     candidates = [obj] + [obj.get(key) for key in STATE_DICT_KEYS] if isinstance(obj, dict) else [obj]
-    state = next((c for c in candidates if _is_state_dict(c)), None)
+    state = next((c for c in candidates if is_state_dict(c)), None)
     if state is None:
         raise UserError(f"{path}: no model weights found (expected a state dict of tensors, alone or under one of "
                         f"the keys {', '.join(STATE_DICT_KEYS)})")
     return without_wrapper_prefixes(state)
 
-
-def _is_state_dict(obj: Any) -> bool:
-    """A non-empty dict of tensors only, as ``model.state_dict()`` gives."""
-    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
