@@ -153,9 +153,9 @@ def _check_run_dir(folder: Path, *, resume_path: str | Path | None, resume_step:
     if _same_file(resume_path, last):
         return
     if resume_path.name not in _CHECKPOINTS:  # a copy renamed into some folder: the run files there may be another's
-        raise UserError(f"{held}, and {resume_path.name} is not one of its checkpoints (last.pt, best.pt), so "
-                        f"resuming here could replace another run's files; pass --out with a new folder to continue "
-                        f"{resume_path} there")
+        raise UserError(f"{held}, and {resume_path.name} is not one of its checkpoints "
+                        f"({', '.join(_CHECKPOINTS)}), so resuming here could replace another run's files; pass --out "
+                        f"with a new folder to continue {resume_path} there")
     saved = _saved_step(last)
     if saved is not None and saved > resume_step:
         raise UserError(f"{last}: is at step {saved}, past {resume_path} (step {resume_step}), and resuming here "
@@ -193,7 +193,7 @@ def read_resumed(path: str | Path) -> dict[str, Any]:
 def latest_checkpoint(folder: Path) -> tuple[int, Path] | None:
     """``(step, path)`` of the later readable one of ``folder``'s last.pt and best.pt (ahead when a run stopped
     between the two writes; last.pt among equals), None when neither can be read."""
-    saved = [(step, path) for path in (folder / "last.pt", folder / "best.pt")
+    saved = [(step, path) for path in (folder / name for name in _CHECKPOINTS)
              if (step := _saved_step(path)) is not None]
     return max(saved, key=lambda found: found[0]) if saved else None
 
