@@ -33,6 +33,7 @@ from .image_files import (
 )
 
 __all__ = [
+    "CLASS_FILES",
     "LABELMAP_FILE",
     "VOC_CLASSES",
     "VOC_URL",
@@ -56,8 +57,8 @@ VOC_CLASSES: tuple[str, ...] = (
 )
 #: CVAT's (Datumaro's) class list at the root of its "Segmentation mask" / PASCAL VOC export.
 LABELMAP_FILE = "labelmap.txt"
-# What each class file at the data root gives, for messages.
-_CLASS_FILES = {"classes.txt": "class names", LABELMAP_FILE: "class names and mask colours"}
+#: The class files at the data root, in the order they name the classes, and what each gives (for messages).
+CLASS_FILES = {"classes.txt": "class names", LABELMAP_FILE: "class names and mask colours"}
 # A labelmap line: name, colour, then optional parts and actions (which segmentation does not use).
 _LABELMAP_LINE = re.compile(r"(?P<name>[^:]+):(?P<colour>[^:]*)(:[^:]*){0,2}")
 _HOW_TO_GET = (
@@ -106,12 +107,12 @@ def _class_file(root: Path, name: str) -> Path | None:
     path = root / name
     if path.exists() or path.is_symlink():
         if not path.is_file():  # a folder (or a dangling link) there must not mean VOC's classes
-            raise DataError(f"{path}: is not a file; it must list the {_CLASS_FILES[name]}, one class a line "
+            raise DataError(f"{path}: is not a file; it must list the {CLASS_FILES[name]}, one class a line "
                             "(line i = class id i)")
         return path
     for misplaced in (root / "VOCdevkit" / name, voc_dir(root) / name):
         if misplaced.is_file():
-            raise DataError(f"{misplaced}: {_CLASS_FILES[name]} are read from {path} (beside VOCdevkit), not from "
+            raise DataError(f"{misplaced}: {CLASS_FILES[name]} are read from {path} (beside VOCdevkit), not from "
                             "here; move the file there")
     return None
 

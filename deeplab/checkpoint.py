@@ -21,7 +21,7 @@ from backbones.base import OUTPUT_STRIDES, without_wrapper_prefixes
 from datasets import IGNORE_INDEX
 from datasets.errors import shorten
 from datasets.transforms import check_normalisation
-from datasets.voc import LABELMAP_FILE
+from datasets.voc import CLASS_FILES
 
 from .errors import UserError, error_behind, one_line, os_error_behind
 from .tool_args import is_stream
@@ -434,7 +434,7 @@ def match_class_names(
 def class_names_source(data_root: str | Path) -> str:
     """Where a data root's class names come from, for messages: its ``classes.txt``, else its ``labelmap.txt``,
     else VOC's (neither there)."""
-    for name in ("classes.txt", LABELMAP_FILE):
+    for name in CLASS_FILES:
         if (Path(data_root) / name).is_file():
             return str(Path(data_root) / name)
     return f"{data_root} (VOC's classes, no classes.txt)"
