@@ -272,6 +272,8 @@ def _palette_ids(indices: np.ndarray, palette: np.ndarray, tables: Sequence[Colo
     """Class ids of a palette mask: its indices, unless its palette gives the indices it uses other classes' colours,
     each its own, all in the first table holding them; such a mask (an RGB colour mask re-saved as a palette image,
     whose indices come in any order) is read by colour, as it shows."""
+    if all(_keeps_ids(palette, table) for table in tables):  # the usual palette (VOC's): no pass over the pixels
+        return indices
     used = np.flatnonzero(np.bincount(indices.ravel(), minlength=256))  # sorted, and cheaper than np.unique
     if used[-1] >= len(palette):
         return indices
@@ -287,6 +289,13 @@ def _palette_ids(indices: np.ndarray, palette: np.ndarray, tables: Sequence[Colo
             lookup[used] = ids
             return lookup[indices]
     return indices
+
+
+def _keeps_ids(palette: np.ndarray, table: ColourTable) -> bool:
+    """Whether every palette entry holding a colour of ``table`` sits at that colour's class id: then whatever
+    indices a mask uses, reading them as ids agrees with reading their colours."""
+    found, ids = _look_up(_packed(palette), table)
+    return bool(np.array_equal(ids[found], np.flatnonzero(found)))
 
 
 def _read_mask_pixels(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
