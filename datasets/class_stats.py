@@ -89,7 +89,7 @@ def _write_cache(path: Path, key: str, counts: np.ndarray) -> None:
         tmp.write_text(json.dumps({"format": _FORMAT, "key": key, "counts": counts.tolist()}) + "\n",
                        encoding="utf-8")
         os.replace(tmp, path)
-    except BaseException as exc:
+    except OSError:  # a read-only data folder: counted, not cached
+        pass
+    finally:  # gone once renamed; after a failure or a Ctrl-C, removed
         tmp.unlink(missing_ok=True)
-        if not isinstance(exc, OSError):
-            raise
